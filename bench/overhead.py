@@ -1,0 +1,99 @@
+"""fp's start-up overhead against a bare `docker run`, measured in one run on the same engine.
+
+    python bench/overhead.py [--runs 15] [--cold 5]
+
+Warm: `fp true` in an unchanged project (the image exists) against
+`docker run --rm <that image> true`, interleaved, median of --runs each.
+Cold: `fp true` in a fresh 20 KB project (scan, build the one-time image, run).
+Needs a running engine where fp's base image can be built (tests/run prepares one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FP = str(Path(sys.executable).with_name("fp"))
+TARGET_WARM_RATIO = 1.5
+
+
+def timed(argv: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()[-500:]}")
+    return elapsed
+
+
+def make_project(folder: Path, name: str) -> Path:
+    """A 20 KB project: ten 2 KB modules and a data folder."""
+    (folder / "src").mkdir(parents=True)
+    (folder / "data").mkdir()
+    for index in range(10):
+        body = f"# module {index} of project {name}\n" + "VALUES = [\n" + "    1.0,\n" * 220 + "]\n"
+        (folder / "src" / f"module_{index}.py").write_text(body[:2048])
+    (folder / "fireplug.toml").write_text(f'[project]\nname = "{name}"\n')
+    return folder
+
+
+def project_image(name: str) -> str:
+    listing = subprocess.run(
+        ["docker", "images", "--filter", f"label=io.fireplug.project={name}", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return listing[0]
+
+
+def remove_project_images(names: list[str]) -> None:
+    for name in names:
+        ids = subprocess.run(["docker", "images", "-q", "--filter", f"label=io.fireplug.project={name}"], capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rmi", "-f", *ids], capture_output=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--cold", type=int, default=5)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="fp-bench-"))
+    names = []
+    try:
+        cold = []
+        for index in range(args.cold):
+            names.append(f"fp-bench-{os.getpid()}-{index}")
+            cold.append(timed([FP, "true"], make_project(workdir / names[-1], names[-1])))
+        warm_project = workdir / names[0]
+        image = project_image(names[0])
+        time.sleep(2.5)  # let the files settle past the scan cache's racy window
+        timed([FP, "true"], warm_project)  # warm-up: records the settled scan
+        fp_times, docker_times = [], []
+        for _ in range(args.runs):
+            fp_times.append(timed([FP, "true"], warm_project))
+            docker_times.append(timed(["docker", "run", "--rm", image, "true"], warm_project))
+        fp_warm, docker_warm, fp_cold = statistics.median(fp_times), statistics.median(docker_times), statistics.median(cold)
+        ratio = fp_warm / docker_warm
+        version = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True).stdout.strip()
+        verdict = "OK" if ratio <= TARGET_WARM_RATIO else "MISSED"
+        print(f"engine: docker {version}; {os.cpu_count()} CPUs")
+        print(f"docker run --rm IMAGE true   median {docker_warm * 1000:7.0f} ms  (n={args.runs})")
+        print(f"fp true, warm                median {fp_warm * 1000:7.0f} ms  (n={args.runs})  ratio {ratio:.2f}x  target <= {TARGET_WARM_RATIO}x  {verdict}")
+        print(f"fp true, cold (fresh 20 KB)  median {fp_cold * 1000:7.0f} ms  (n={args.cold})  ratio {fp_cold / docker_warm:.2f}x")
+        return 0 if ratio <= TARGET_WARM_RATIO else 1
+    finally:
+        remove_project_images(names)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from fireplug.cli import main
+
+sys.exit(main())

@@ -1,0 +1,211 @@
+"""Images on a host: fp's base image and the project's one-time image, each tagged by a hash.
+
+The base image is Dockerfile.base built FROM ``build.base_image`` with the fireplug package
+bundled; its tag hashes exactly that input. The one-time image layers the project's code on
+the base; its tag hashes the shipped files, the Dockerfile text and the base image's ID, so
+an unchanged project is never rebuilt and a changed byte always is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from fireplug import __version__, console
+from fireplug.config import Config
+from fireplug.context import Context, ScanRules, human_bytes, tar_stream
+from fireplug.engine import Engine
+from fireplug.errors import BaseImageMissing, BuildError, ConfigError
+
+BASE_REPOSITORY = "fireplug-base"
+LABEL = "io.fireplug"
+GENERATED_DOCKERFILE = ".fireplug.Dockerfile"
+BASE_ARG = "FP_BASE"  # build argument naming the base image, for a project's own Dockerfile
+OUTPUT_TAIL_LINES = 25
+
+
+@dataclass(frozen=True)
+class Image:
+    tag: str
+    id: str
+    built: bool
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the one-time image is built: the Dockerfile's name and text, and whether fp wrote it."""
+
+    name: str
+    text: str
+    generated: bool
+
+    @property
+    def needs_base(self) -> bool:
+        return self.generated or BASE_ARG in self.text
+
+
+def scan_rules(config: Config, recipe_name: str, generated: bool) -> ScanRules:
+    """What decides the context: data folder, .dockerignore, and a project Dockerfile forced in."""
+    ignore = config.root / ".dockerignore"
+    return ScanRules(
+        data_folder=config.project.data,
+        ignore_text=ignore.read_text(encoding="utf-8", errors="replace") if ignore.is_file() else "",
+        forced=() if generated else (recipe_name,),
+        ship_dockerignore=not generated,
+    )
+
+
+def project_dockerfile(config: Config) -> str:
+    """The project's own Dockerfile (relative path), or "" when fp generates one."""
+    if config.build.dockerfile:
+        return config.build.dockerfile
+    return "Dockerfile" if (config.root / "Dockerfile").is_file() else ""
+
+
+def own_recipe(config: Config) -> Recipe | None:
+    """The project's own Dockerfile, used as is, or None."""
+    own = project_dockerfile(config)
+    if not own:
+        return None
+    try:
+        text = (config.root / own).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the project's Dockerfile {own}: {getattr(e, 'strerror', None) or e}", key="build.dockerfile") from e
+    return Recipe(own, text, generated=False)
+
+
+def generated_recipe(config: Config, base_tag: str) -> Recipe:
+    """FROM fp's base, COPY the context to the project's folder in the container, WORKDIR there.
+
+    The labels sit in one LABEL line: passed through the API, the classic builder would
+    add one step (and one container) per label.
+    """
+    target = config.container_root()
+    labels = " ".join(f"{key}={json.dumps(value)}" for key, value in project_labels(config).items())
+    text = f"FROM {base_tag}\nCOPY {json.dumps(['.', target + '/'])}\nWORKDIR {json.dumps(target)}\nLABEL {labels}\n"
+    return Recipe(GENERATED_DOCKERFILE, text, generated=True)
+
+
+def project_labels(config: Config) -> dict[str, str]:
+    return {f"{LABEL}.kind": "project", f"{LABEL}.project": config.project.name, f"{LABEL}.version": __version__}
+
+
+def image_hash(context: Context, recipe: Recipe, base_id: str) -> str:
+    """The one-time image's identity: shipped files, Dockerfile, base image ID."""
+    digest = hashlib.sha256(b"fireplug-image-1")
+    for part in (context.digest, recipe.name, recipe.text, base_id):
+        digest.update(b"\0" + part.encode())
+    return digest.hexdigest()
+
+
+def project_image_tag(project: str, digest: str) -> str:
+    return f"fp-{project}:{digest[:16]}"
+
+
+def ensure_project_image(engine: Engine, config: Config, context: Context, recipe: Recipe, base: Image | None, *, verbose: bool) -> Image:
+    """The project's one-time image on ``engine``, built only when its tag is absent.
+
+    Raises:
+        BuildError, BaseImageMissing, ContextChanged, EngineError, EngineUnreachable.
+    """
+    digest = image_hash(context, recipe, base.id if base else "")
+    tag = project_image_tag(config.project.name, digest)
+    existing = engine.image_id(tag)
+    if existing:
+        return Image(tag, existing, built=False)
+    for secret in context.secrets[:1]:
+        others = f" and {len(context.secrets) - 1} more" if len(context.secrets) > 1 else ""
+        console.note(f"kept secret-looking {secret}{others} out of the image (never shipped; `fp --dry-run` lists them)")
+    for warning in context.size_warnings():
+        console.warn(f"{warning}; add large or generated folders to .dockerignore (`fp --dry-run` shows the largest files)")
+    extra = [] if not recipe.generated else [(recipe.name, recipe.text.encode()), (".dockerignore", f".dockerignore\n{recipe.name}\n".encode())]
+    labels = {} if recipe.generated else project_labels(config)
+    buildargs = {BASE_ARG: base.tag} if base and not recipe.generated else {}
+    title = f"building image {tag} on host '{engine.host}' ({context.file_count} files, {human_bytes(context.total_bytes)})"
+    image_id = _build(engine, tar_stream(context, extra), tag=tag, dockerfile=recipe.name, buildargs=buildargs, labels=labels, title=title, verbose=verbose)
+    return Image(tag, image_id, built=True)
+
+
+def base_files() -> list[tuple[str, bytes]]:
+    """The base image's build context: Dockerfile.base and the fireplug package's sources."""
+    root = Path(__file__).resolve().parent
+    files = [("Dockerfile", (root / "Dockerfile.base").read_bytes())]
+    for path in sorted(root.rglob("*.py")):
+        relative = PurePosixPath(path.relative_to(root).as_posix())
+        if "__pycache__" not in relative.parts:
+            files.append((f"fireplug/{relative}", path.read_bytes()))
+    files.append(("fireplug/py.typed", b""))
+    return files
+
+
+def base_image_tag(base_image: str, files: list[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256(b"fireplug-base-1\0" + base_image.encode())
+    for name, data in files:
+        digest.update(b"\0" + name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return f"{BASE_REPOSITORY}:{digest.hexdigest()[:16]}"
+
+
+def ensure_base(engine: Engine, base_image: str, *, verbose: bool, rebuild: bool = False) -> Image:
+    """fp's base image on ``engine``, built from Dockerfile.base when absent.
+
+    ``rebuild`` builds it again without the engine's layer cache (fresh Debian packages).
+
+    Raises:
+        BaseImageMissing: ``base_image`` is not on the host and cannot be pulled.
+        BuildError, EngineError, EngineUnreachable.
+    """
+    files = base_files()
+    tag = base_image_tag(base_image, files)
+    existing = None if rebuild else engine.image_id(tag)
+    if existing:
+        return Image(tag, existing, built=False)
+    context = Context(root=Path("."), entries=())
+    labels = {f"{LABEL}.kind": "base", f"{LABEL}.from": base_image, f"{LABEL}.version": __version__}
+    title = f"building the base image {tag} from {base_image} on host '{engine.host}' (once per host and fp version)"
+    try:
+        image_id = _build(
+            engine,
+            tar_stream(context, files),
+            tag=tag,
+            dockerfile="Dockerfile",
+            buildargs={"BASE_IMAGE": base_image},
+            labels=labels,
+            title=title,
+            verbose=verbose,
+            nocache=rebuild,
+        )
+    except BuildError as e:
+        if engine.image_id(base_image) is None:
+            raise BaseImageMissing(engine.host, base_image, e.detail) from e
+        raise
+    return Image(tag, image_id, built=True)
+
+
+def _build(
+    engine: Engine,
+    chunks: Iterator[bytes],
+    *,
+    tag: str,
+    dockerfile: str,
+    buildargs: Mapping[str, str],
+    labels: Mapping[str, str],
+    title: str,
+    verbose: bool,
+    nocache: bool = False,
+) -> str:
+    tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+    image_id = ""
+    with console.StepProgress(title, show_output=verbose) as progress:
+        for message in engine.build(chunks, tag=tag, dockerfile=dockerfile, buildargs=buildargs, labels=labels, nocache=nocache):
+            if "error" in message:
+                raise BuildError(engine.host, tag, str(message["error"]).strip(), tuple(tail))
+            image_id = message.get("aux", {}).get("ID", image_id)
+            for line in str(message.get("stream", "")).splitlines():
+                if line.strip():
+                    tail.append(line)
+                    progress.update(line, milestone=line.startswith("Step "))
+    return image_id or engine.image_id(tag) or ""

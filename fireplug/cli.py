@@ -1,0 +1,214 @@
+"""The `fp` command line: fp's own options, then the user's command, passed through untouched.
+
+This is the only module that prints errors and chooses exit codes: the command's own status
+passes through unchanged; fp's failures exit 125; usage errors 2; interruptions 128 + signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from fireplug import __version__, console, hosts, job, scaffold
+from fireplug.build import ensure_base
+from fireplug.config import Config, discover
+from fireplug.errors import EXIT_USAGE, BuildError, FireplugError
+from fireplug.job import LocalSide
+from fireplug.run import Stdio
+
+SUBCOMMANDS = ("init", "base")
+
+DESCRIPTION = """\
+Run COMMAND in a container on a Docker host as if it ran here: the project's code is
+built into a one-time image (rebuilt only when it changes), the data folder is mounted at
+the same relative path, output streams live, and fp exits with the command's exit code.
+Everything after fp's own options is the command, untouched; put -- first when the
+command itself is called init or base (`fp -- init`)."""
+
+EPILOG = """\
+subcommands:
+  fp init [--name N] [--data DIR] [--results DIR...] [--base-image IMG] [--yes]
+                        write fireplug.toml and .dockerignore (never overwrites)
+  fp base build [--host H] [--rebuild]
+                        build fp's base image on a host (fp does it on first use)
+
+exit status:
+  the command's own   when it ran (137 when it was killed)
+  125                 fp itself failed (engine unreachable, build error, bad config)
+  2                   bad usage
+  130                 interrupted (Ctrl-C) before the command could report a status
+"""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP outside the run: unwind (removing anything half-made) like Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fp",
+        usage="fp [options] [--] COMMAND [ARG...]\n       fp {init,base} ...",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fp {__version__}")
+    parser.add_argument("--host", metavar="NAME", help="the Docker host to run on (default: local)")
+    parser.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]", help="pass an environment variable (repeatable)")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be sent (files, bytes, exclusions) and do nothing")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show each step, with timings")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def init_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fp init", description="Write fireplug.toml and .dockerignore here; existing files are kept.")
+    parser.add_argument("--name", help="project name (default: this folder's name)")
+    parser.add_argument("--data", help="data folder (default: data)")
+    parser.add_argument("--results", nargs="*", metavar="DIR", help="folders inside the data folder that come back after a run (default: all of it)")
+    parser.add_argument("--base-image", help="image fp's base image is built FROM (default: debian:bookworm-slim)")
+    parser.add_argument("-y", "--yes", action="store_true", help="accept defaults for everything not given, without asking")
+    return parser
+
+
+def base_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fp base", description="Manage fp's base image.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="build")
+    build = actions.add_parser("build", help="build the base image on a host (fp also does it on first use)")
+    build.add_argument("--host", metavar="NAME", help="the Docker host (default: local)")
+    build.add_argument("--rebuild", action="store_true", help="build again without the engine's cache (picks up Debian updates)")
+    build.add_argument("-v", "--verbose", action="store_true", help="show the build's output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run fp with ``argv`` (default: sys.argv[1:]); returns the exit status."""
+    try:
+        args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+        command, explicit = _split_command(args.command)
+        if not command:
+            build_parser().print_usage(sys.stderr)
+            console.error("no command given: try `fp python script.py`, or `fp --help`")
+            return EXIT_USAGE
+        if command[0] in SUBCOMMANDS and not explicit:
+            return _guarded(_subcommand, command, args)
+    except SystemExit as e:  # argparse: --help, --version, or a usage error
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    return _guarded(_run_command, command, args)
+
+
+def _split_command(words: list[str]) -> tuple[list[str], bool]:
+    """The user's command, and whether it followed an explicit ``--``."""
+    if words[:1] == ["--"]:
+        return words[1:], True
+    return words, False
+
+
+def _guarded(action: Callable[[list[str], argparse.Namespace], int], command: list[str], args: argparse.Namespace) -> int:
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return action(command, args)
+    except FireplugError as e:
+        _report(e)
+        return e.exit_code
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        console.note(f"interrupted ({signal.Signals(signum).name}); nothing was left running")
+        return 128 + signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def _report(error: FireplugError) -> None:
+    if isinstance(error, BuildError) and error.output_tail:
+        console.plain("\n".join(f"  | {line}" for line in error.output_tail))
+    console.error(str(error))
+
+
+def _local_side() -> LocalSide:
+    stdin = _open_fd(0)
+    return LocalSide(
+        cwd=Path(os.getcwd()),
+        environ=dict(os.environ),
+        home=Path.home(),
+        uid=os.getuid(),
+        gid=os.getgid(),
+        stdio=Stdio(stdin=stdin, stdout=1, stderr=2),
+        stdin_is_terminal=stdin is not None and os.isatty(stdin),
+        stdout_is_terminal=os.isatty(1),
+    )
+
+
+def _open_fd(fd: int) -> int | None:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return None
+    return fd
+
+
+def _load_config(local: LocalSide, *, project_optional: bool = False) -> Config:
+    return discover(local.cwd, local.environ, local.home, {}, project_optional=project_optional)
+
+
+def _run_command(command: list[str], args: argparse.Namespace) -> int:
+    local = _local_side()
+    config = _load_config(local)
+    request = job.RunRequest(command=tuple(command), env=tuple(args.env), host=args.host, dry_run=args.dry_run, verbose=args.verbose)
+    if args.dry_run:
+        print("\n".join(job.dry_run_report(config, request, local)), flush=True)
+        return 0
+    return job.run(config, request, local)
+
+
+def _subcommand(command: list[str], args: argparse.Namespace) -> int:
+    if command[0] == "init":
+        return _init(init_parser().parse_args(command[1:]))
+    options = base_parser().parse_args(command[1:])
+    return _base_build(options.host or args.host, rebuild=options.rebuild, verbose=options.verbose or args.verbose)
+
+
+def _init(options: argparse.Namespace) -> int:
+    folder = Path(os.getcwd())
+    interactive = not options.yes and sys.stdin.isatty()
+    given = {"name": options.name, "data": options.data, "results": options.results, "base_image": options.base_image}
+    answers = scaffold.ask_missing(scaffold.default_answers(folder), given, _ask if interactive else None)
+    result = scaffold.init_project(folder, answers)
+    for path in result.written:
+        console.note(f"wrote {path}")
+    for path in result.kept:
+        console.note(f"kept the existing {path} (fp init never overwrites)")
+    return 0
+
+
+def _ask(question: str, default: str) -> str:
+    answer = input(f"{question} [{default}]: ").strip()
+    return answer or default
+
+
+def _base_build(host_name: str | None, *, rebuild: bool, verbose: bool) -> int:
+    local = _local_side()
+    config = _load_config(local, project_optional=True)
+    engine = hosts.connect(hosts.resolve(host_name, config, local.environ))
+    image = ensure_base(engine, config.build.base_image, verbose=verbose, rebuild=rebuild)
+    state = "built" if image.built else "already present"
+    console.note(f"base image {image.tag} ({image.id[:19]}) {state} on host '{engine.host}'")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""Settings: frozen dataclasses and one pure merge of every source.
+
+Priority, lowest first: defaults < user config < project ``fireplug.toml`` < ``FP_*``
+environment variables < command-line overrides. ``load`` does no I/O; ``discover``
+finds and reads the files.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from fireplug.errors import ConfigError, ProjectError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+PROJECT_FILE = "fireplug.toml"
+DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A configuration file's path and text, read by the caller so that ``load`` stays pure."""
+
+    path: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    name: str
+    data: str = "data"
+    results: tuple[str, ...] = ()
+    workdir: str = ""
+
+    @property
+    def result_folders(self) -> tuple[str, ...]:
+        """Folders that come back after a run; the whole data folder unless configured."""
+        return self.results or (self.data,)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    base_image: str = DEFAULT_BASE_IMAGE
+    dockerfile: str = ""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    env: tuple[str, ...] = ()
+    user: str = "auto"
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    name: str
+    url: str = ""
+    ssh_user: str = ""
+    ssh_port: int = 22
+    ssh_key: str = ""
+    data_root: str = "/data"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path
+    project: ProjectSettings
+    build: BuildSettings
+    run: RunSettings
+    hosts: Mapping[str, HostSettings] = field(default_factory=dict)
+
+    def container_root(self) -> str:
+        """Where the project lives inside the container: the same absolute path by default."""
+        return self.project.workdir or self.root.as_posix()
+
+
+# section -> key -> type; list means a list of strings.
+SCHEMA: dict[str, dict[str, type]] = {
+    "project": {"name": str, "data": str, "results": list, "workdir": str},
+    "build": {"base_image": str, "dockerfile": str},
+    "run": {"env": list, "user": str},
+}
+HOST_SCHEMA: dict[str, type] = {
+    "url": str,
+    "ssh_user": str,
+    "ssh_port": int,
+    "ssh_key": str,
+    "data_root": str,
+    "labels": dict,
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list of strings", dict: "a table"}
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_TOML_LINE_RE = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def load(
+    sources: Sequence[Source],
+    env: Mapping[str, str],
+    overrides: Mapping[str, Mapping[str, Any]],
+    *,
+    root: Path,
+) -> Config:
+    """Merge defaults, ``sources`` (lowest priority first), ``FP_*`` variables and overrides.
+
+    Raises:
+        ConfigError: a file is not valid TOML, has an unknown key or a value of the wrong type.
+    """
+    merged: dict[str, dict[str, Any]] = {section: {} for section in SCHEMA}
+    hosts: dict[str, dict[str, Any]] = {}
+    for source in sources:
+        parsed = _parse(source)
+        for section, values in parsed.items():
+            if section == "hosts":
+                for name, table in values.items():
+                    hosts.setdefault(name, {}).update(table)
+            else:
+                merged[section].update(values)
+    for section, values in _from_env(env).items():
+        merged[section].update(values)
+    for section, values in overrides.items():
+        _check_table(section, values, Source("command line", ""))
+        merged[section].update(values)
+    return _build_config(root, merged, hosts)
+
+
+def _parse(source: Source) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(source.text)
+    except tomllib.TOMLDecodeError as e:
+        found = _TOML_LINE_RE.search(str(e))
+        message = _TOML_LINE_RE.sub("", str(e)).strip()
+        raise ConfigError(f"invalid TOML: {message}", path=source.path, line=int(found.group(1)) if found else None) from e
+    for section, values in document.items():
+        if section == "hosts":
+            _check_hosts(values, source)
+        elif section in SCHEMA:
+            _check_table(section, values, source)
+        else:
+            raise ConfigError(
+                f"unknown section [{section}] (known: {', '.join([*SCHEMA, 'hosts'])})",
+                path=source.path,
+                line=_locate(source.text, "", section),
+                key=section,
+            )
+    return document
+
+
+def _check_table(section: str, values: Any, source: Source) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{section}] must be a table", path=source.path, line=_locate(source.text, "", section))
+    for key, value in values.items():
+        expected = SCHEMA[section].get(key)
+        if expected is None:
+            raise ConfigError(
+                f"unknown key '{key}' in [{section}] (known: {', '.join(SCHEMA[section])})",
+                path=source.path,
+                line=_locate(source.text, section, key),
+                key=f"{section}.{key}",
+            )
+        _check_type(f"{section}.{key}", value, expected, source, _locate(source.text, section, key))
+
+
+def _check_hosts(values: Any, source: Source) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError("[hosts] must hold [hosts.NAME] tables", path=source.path, line=_locate(source.text, "", "hosts"))
+    for name, table in values.items():
+        section = f"hosts.{name}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table", path=source.path, line=_locate(source.text, "hosts", name))
+        for key, value in table.items():
+            line = _locate(source.text, section, key)
+            if key not in HOST_SCHEMA:
+                raise ConfigError(
+                    f"unknown key '{key}' in [{section}] (known: {', '.join(HOST_SCHEMA)})",
+                    path=source.path,
+                    line=line,
+                    key=f"{section}.{key}",
+                )
+            _check_type(f"{section}.{key}", value, HOST_SCHEMA[key], source, line)
+
+
+def _check_type(key: str, value: Any, expected: type, source: Source, line: int | None) -> None:
+    valid = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if expected is list:
+        valid = valid and all(isinstance(item, str) for item in value)
+    if not valid:
+        raise ConfigError(
+            f"'{key}' must be {_TYPE_NAMES[expected]}, not {type(value).__name__} {value!r}",
+            path=source.path,
+            line=line,
+            key=key,
+        )
+
+
+def _locate(text: str, section: str, key: str) -> int | None:
+    """Best-effort line number of ``key`` inside ``[section]`` ("" = top level)."""
+    current = ""
+    key_re = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*[=.]""")
+    header_re = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = header_re.match(line)
+        if header:
+            current = header.group(1).replace(" ", "").replace('"', "")
+            if (section and current == f"{section}.{key}") or (not section and current.split(".")[0] == key):
+                return number
+            continue
+        if current == section and key_re.match(line):
+            return number
+    return None
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``FP_<SECTION>_<KEY>`` variables; list values are comma-separated."""
+    found: dict[str, dict[str, Any]] = {}
+    for section, keys in SCHEMA.items():
+        for key, expected in keys.items():
+            raw = env.get(f"FP_{section}_{key}".upper())
+            if raw is None:
+                continue
+            value: Any = [item.strip() for item in raw.split(",") if item.strip()] if expected is list else raw
+            found.setdefault(section, {})[key] = value
+    return found
+
+
+def _build_config(root: Path, merged: dict[str, dict[str, Any]], hosts: dict[str, dict[str, Any]]) -> Config:
+    project = merged["project"]
+    name = project.get("name") or sanitize_name(root.name)
+    if not _NAME_RE.match(name):
+        raise ConfigError(
+            f"project name {name!r} is not usable as an image name",
+            hint="use lowercase letters, digits, '.', '_' and '-'",
+            key="project.name",
+        )
+    data = _relative_folder(project.get("data", "data"), "project.data")
+    results = tuple(_relative_folder(item, "project.results") for item in project.get("results", ()))
+    for result in results:
+        if not _is_within(result, data):
+            raise ConfigError(f"result folder {result!r} is not inside the data folder {data!r}", key="project.results")
+    workdir = project.get("workdir", "")
+    if workdir and not PurePosixPath(workdir).is_absolute():
+        raise ConfigError(f"project.workdir {workdir!r} must be an absolute path inside the container", key="project.workdir")
+    user = merged["run"].get("user", "auto")
+    if not re.match(r"^(auto|root|\d+(:\d+)?)$", user):
+        raise ConfigError(f"run.user {user!r} must be 'auto', 'root' or UID[:GID]", key="run.user")
+    return Config(
+        root=root,
+        project=ProjectSettings(name=name, data=data, results=results, workdir=workdir),
+        build=BuildSettings(**merged["build"]),
+        run=RunSettings(env=tuple(merged["run"].get("env", ())), user=user),
+        hosts={
+            host: HostSettings(name=host, **{k: v for k, v in table.items() if k != "labels"}, labels=table.get("labels", {})) for host, table in hosts.items()
+        },
+    )
+
+
+def _relative_folder(value: str, key: str) -> str:
+    path = PurePosixPath(value)
+    parts = [part for part in path.parts if part not in ("", ".")]
+    if path.is_absolute() or not parts or ".." in parts:
+        raise ConfigError(f"{key} {value!r} must be a sub-folder of the project, like 'data'", key=key)
+    return "/".join(parts)
+
+
+def _is_within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder + "/")
+
+
+def sanitize_name(folder_name: str) -> str:
+    """An image-name-safe project name derived from a folder name."""
+    cleaned = re.sub(r"[^a-z0-9_.-]+", "-", folder_name.lower()).strip("-._")
+    return cleaned or "project"
+
+
+def find_project_root(cwd: Path, home: Path) -> Path:
+    """The nearest folder at or above ``cwd`` holding fireplug.toml, else ``cwd`` itself.
+
+    Raises:
+        ProjectError: with no fireplug.toml, ``cwd`` is the home folder or the filesystem root,
+            which would ship far more than a project.
+    """
+    for folder in (cwd, *cwd.parents):
+        if (folder / PROJECT_FILE).is_file():
+            return folder
+    if cwd == home or cwd == Path(cwd.anchor):
+        raise ProjectError(
+            f"{cwd} is your home folder or the filesystem root, not a project",
+            hint="cd into a project folder, or create a fireplug.toml here with `fp init`",
+        )
+    return cwd
+
+
+def user_config_path(env: Mapping[str, str], home: Path) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or str(home / ".config")
+    return Path(base) / "fireplug" / "config.toml"
+
+
+def discover(
+    cwd: Path,
+    env: Mapping[str, str],
+    home: Path,
+    overrides: Mapping[str, Mapping[str, Any]],
+    *,
+    project_optional: bool = False,
+) -> Config:
+    """Find the project root and every config file, read them, and ``load`` the result.
+
+    ``project_optional``: outside any project (even in the home folder), settle for the
+    user's config, with ``cwd`` as the root (for commands that ship no project).
+
+    Raises:
+        ConfigError, ProjectError: see ``load`` and ``find_project_root``.
+    """
+    try:
+        root = find_project_root(cwd.resolve(), home)
+    except ProjectError:
+        if not project_optional:
+            raise
+        root = cwd.resolve()
+    sources = [Source(str(path), _read(path)) for path in (user_config_path(env, home), root / PROJECT_FILE) if path.is_file()]
+    return load(sources, env, overrides, root=root)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read: {e}", path=str(path)) from e

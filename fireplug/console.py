@@ -1,0 +1,89 @@
+"""The one rich Console (on stderr) and the progress helpers built on it.
+
+rich is imported on first use only: a warm run that prints nothing never loads it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.status import Status
+
+
+@lru_cache(maxsize=1)
+def console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    """An informational line from fp itself."""
+    console().print(f"[dim]fp:[/] {_escape(message)}")
+
+
+def warn(message: str) -> None:
+    console().print(f"[yellow]fp: warning:[/] {_escape(message)}")
+
+
+def error(message: str) -> None:
+    console().print(f"[bold red]fp: error:[/] {_escape(message)}")
+
+
+def detail(message: str) -> None:
+    """A line shown only in verbose mode (the caller decides)."""
+    console().print(f"[dim]fp: {_escape(message)}[/]")
+
+
+def plain(text: str) -> None:
+    """Text printed as is (tables, listings)."""
+    console().print(_escape(text))
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+class StepProgress:
+    """A live spinner for a long step (a build), with its output lines scrolling above it.
+
+    Without a terminal on stderr the lines are printed plainly, which keeps CI logs readable.
+    """
+
+    def __init__(self, title: str, *, show_output: bool) -> None:
+        self.title = title
+        self.show_output = show_output
+        self.started = time.monotonic()
+        self._status: Status | None = None
+
+    def __enter__(self) -> StepProgress:
+        out = console()
+        if out.is_terminal:
+            self._status = out.status(self.title, spinner="dots")
+            self._status.__enter__()
+        else:
+            note(self.title)
+        return self
+
+    def update(self, line: str, *, milestone: bool = False) -> None:
+        """A line of output; milestones (build steps) are always shown, the rest in verbose mode."""
+        if milestone or self.show_output:
+            console().print(f"[dim]  {_escape(line)}[/]")
+        if self._status is not None:
+            elapsed = time.monotonic() - self.started
+            self._status.update(f"{self.title} [dim]({elapsed:.0f} s) {_escape(line[:60])}[/]")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()

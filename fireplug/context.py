@@ -1,0 +1,361 @@
+"""The build context: which project files are shipped, their content hash, and the tar stream.
+
+The context is the project folder minus the data folder, minus ``.dockerignore`` matches
+(docker-py's implementation of Docker's rules), minus fp's built-in exclusions that keep
+secrets, version control, virtualenvs and caches out. Every exclusion can be explained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fireplug.errors import ContextChanged, ProjectError
+
+if TYPE_CHECKING:
+    from docker.utils.build import Pattern
+
+DOCKERIGNORE = ".dockerignore"
+READ_SIZE = 1 << 20
+LARGE_CONTEXT_FILES = 10_000
+LARGE_CONTEXT_BYTES = 100 * 1024 * 1024
+TAR_BLOCK = 512
+_EMPTY_DIGEST = ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One shipped path. ``digest`` is the SHA-256 of a file's bytes; ``target`` a symlink's."""
+
+    path: str
+    kind: str  # "file", "dir" or "symlink"
+    mode: int
+    size: int = 0
+    mtime_ns: int = 0
+    digest: str = _EMPTY_DIGEST
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    path: str
+    is_dir: bool
+    reason: str
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class ScanRules:
+    """What decides the context besides the files themselves."""
+
+    data_folder: str
+    ignore_text: str = ""
+    forced: tuple[str, ...] = ()  # shipped whatever .dockerignore says (a project's own Dockerfile)
+    ship_dockerignore: bool = False
+
+    def key(self) -> str:
+        text = "\0".join([SCAN_FORMAT, self.data_folder, self.ignore_text, *self.forced, str(self.ship_dockerignore)])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Context:
+    root: Path
+    entries: tuple[Entry, ...]
+    secrets: tuple[str, ...] = ()
+    exclusions: tuple[Exclusion, ...] = ()  # filled by a full scan only
+    digest: str = ""
+    folders: tuple[str, ...] = ()  # folders walked: a new or removed name changes their mtime
+    from_record: bool = False  # revalidated from the scan record rather than walked
+
+    @property
+    def file_count(self) -> int:
+        return sum(1 for entry in self.entries if entry.kind == "file")
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.size for entry in self.entries)
+
+    def largest(self, count: int = 5) -> list[Entry]:
+        files = [entry for entry in self.entries if entry.kind == "file"]
+        return sorted(files, key=lambda entry: (-entry.size, entry.path))[:count]
+
+    def size_warnings(self) -> list[str]:
+        """LESSONS 1: say so when the code alone is big enough to make every build slow."""
+        found = []
+        if self.file_count > LARGE_CONTEXT_FILES:
+            found.append(f"the build context holds {self.file_count:,} files (over {LARGE_CONTEXT_FILES:,})")
+        if self.total_bytes > LARGE_CONTEXT_BYTES:
+            found.append(f"the build context holds {human_bytes(self.total_bytes)} of code (over 100 MB)")
+        return found
+
+
+SCAN_FORMAT = "fireplug-context-1"
+
+# Name-based built-in exclusions, at any depth: (regex on the name, reason, secret?).
+_BUILTIN_NAMES: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
+    (re.compile(pattern), reason, secret)
+    for pattern, reason, secret in (
+        (r"\.git|\.hg|\.svn", "version control", False),
+        (r"__pycache__|\.pytest_cache|\.mypy_cache|\.ruff_cache|\.ipynb_checkpoints", "cache", False),
+        (r"\.aws|\.ssh|\.gnupg|\.docker|\.kube|\.azure|\.gcloud", "credentials folder", True),
+        (r"\.env.*", "environment file (secrets)", True),
+        (r".*\.(pem|key|p12|pfx|jks|keystore)", "key or certificate", True),
+        (r"id_(rsa|dsa|ecdsa|ed25519)(_sk)?", "ssh private key", True),
+        (r"\.netrc|\.pgpass|\.pypirc|\.git-credentials|\.npmrc", "credentials file", True),
+    )
+)
+_VENV_MARKERS = ("pyvenv.cfg", "conda-meta")
+
+
+@dataclass(frozen=True)
+class IgnoreRule:
+    line: int
+    text: str
+    pattern: Pattern
+
+
+class IgnoreRules:
+    """A ``.dockerignore`` file, matched with docker-py's own implementation of Docker's rules."""
+
+    def __init__(self, text: str) -> None:
+        from docker.utils.build import Pattern, PatternMatcher
+
+        lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1)]
+        kept = [(number, line) for number, line in lines if line and not line.startswith("#")]
+        self._matcher = PatternMatcher([line for _, line in kept])
+        self._rules = [IgnoreRule(number, line, Pattern(line)) for number, line in kept]
+        self._rules = [rule for rule in self._rules if rule.pattern.dirs]
+
+    def excludes(self, path: str) -> bool:
+        return bool(self._matcher.matches(path))
+
+    def may_include_below(self, folder: str) -> bool:
+        """Whether an exception rule (``!``) may re-include something under an excluded folder."""
+        return any(rule.pattern.exclusion and rule.pattern.cleaned_pattern.startswith(folder) for rule in self._rules)
+
+    def explain(self, path: str) -> IgnoreRule | None:
+        """The rule that decided ``path``: the last one matching it or one of its parents."""
+        decided = None
+        parents = [part for part in path.split("/")[:-1] if part]
+        for rule in self._rules:
+            hit = rule.pattern.match(path)
+            if not hit and parents and len(rule.pattern.dirs) <= len(parents):
+                hit = rule.pattern.match("/".join(parents[: len(rule.pattern.dirs)]))
+            if hit:
+                decided = rule
+        return decided
+
+
+def builtin_reason(name: str, full_path: str, is_dir: bool) -> tuple[str, bool] | None:
+    """Why fp never ships this path whatever .dockerignore says, or None."""
+    for pattern, reason, secret in _BUILTIN_NAMES:
+        if pattern.fullmatch(name):
+            return reason, secret
+    if is_dir and any(os.path.exists(os.path.join(full_path, marker)) for marker in _VENV_MARKERS):
+        return "virtualenv", False
+    return None
+
+
+def scan(root: Path, rules: ScanRules, known: Mapping[str, tuple[tuple[int, ...], str]] | None = None) -> Context:
+    """Walk the project and decide, for every path, whether it is shipped and why not.
+
+    ``known`` maps a path to (stat signature, digest) from an earlier scan, so unchanged
+    files are not read again.
+
+    Raises:
+        ProjectError: a file that should be shipped cannot be read.
+    """
+    walker = _Walker(root, rules, IgnoreRules(rules.ignore_text), known or {})
+    walker.walk("")
+    entries = tuple(walker.entries)
+    return Context(
+        root=root,
+        entries=entries,
+        secrets=tuple(walker.secrets),
+        exclusions=tuple(walker.exclusions),
+        digest=context_digest(entries),
+        folders=tuple(walker.walked_dirs),
+    )
+
+
+class _Walker:
+    def __init__(self, root: Path, rules: ScanRules, ignore: IgnoreRules, known: Mapping[str, tuple[tuple[int, ...], str]]) -> None:
+        self.root = root
+        self.rules = rules
+        self.ignore = ignore
+        self.known = known
+        self.entries: list[Entry] = []
+        self.exclusions: list[Exclusion] = []
+        self.secrets: list[str] = []
+        self.walked_dirs: list[str] = []
+
+    def walk(self, folder: str) -> None:
+        self.walked_dirs.append(folder)
+        try:
+            names = sorted(os.listdir(os.path.join(self.root, folder)))
+        except OSError as e:
+            raise ProjectError(f"cannot list {os.path.join(self.root, folder)}: {e.strerror}", hint="fix its permissions or add it to .dockerignore") from e
+        for name in names:
+            self.visit(f"{folder}/{name}" if folder else name, name)
+
+    def visit(self, path: str, name: str) -> None:
+        full = os.path.join(self.root, path)
+        info = os.lstat(full)
+        is_dir = stat.S_ISDIR(info.st_mode)
+        reason = self.exclusion_reason(path, name, full, is_dir)
+        if reason is not None:
+            text, secret = reason
+            self.exclusions.append(Exclusion(path, is_dir, text, secret))
+            if secret:
+                self.secrets.append(path)
+            if is_dir and text.startswith(".dockerignore") and self.ignore.may_include_below(path):
+                self.walk(path)
+            return
+        entry = self.entry(path, full, info)
+        if entry is None:
+            self.exclusions.append(Exclusion(path, False, "not a regular file, folder or symlink"))
+            return
+        self.entries.append(entry)
+        if is_dir:
+            self.walk(path)
+
+    def exclusion_reason(self, path: str, name: str, full: str, is_dir: bool) -> tuple[str, bool] | None:
+        if path == self.rules.data_folder:
+            return "data folder (mounted at run time, never built in)", False
+        builtin = builtin_reason(name, full, is_dir)
+        if builtin is not None:
+            return f"built-in: {builtin[0]}", builtin[1]
+        if path in self.rules.forced:
+            return None
+        if path == DOCKERIGNORE:
+            return None if self.rules.ship_dockerignore else ("read by fp, not shipped", False)
+        if self.ignore.excludes(path):
+            rule = self.ignore.explain(path)
+            where = f"line {rule.line}: {rule.text}" if rule else "a rule"
+            return f".dockerignore {where}", False
+        return None
+
+    def entry(self, path: str, full: str, info: os.stat_result) -> Entry | None:
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISDIR(info.st_mode):
+            return Entry(path, "dir", mode, mtime_ns=info.st_mtime_ns)
+        if stat.S_ISLNK(info.st_mode):
+            return Entry(path, "symlink", mode, mtime_ns=info.st_mtime_ns, target=os.readlink(full))
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        signature = stat_signature(info)
+        known = self.known.get(path)
+        digest = known[1] if known and known[0] == signature and known[1] else file_digest(full)
+        return Entry(path, "file", mode, info.st_size, info.st_mtime_ns, digest)
+
+
+def stat_signature(info: os.stat_result) -> tuple[int, ...]:
+    """What tells that a file may have changed: like git's index, ctime included (utime cannot fake it)."""
+    return (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a file's bytes, read in blocks.
+
+    Raises:
+        ProjectError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(READ_SIZE):
+                digest.update(block)
+    except OSError as e:
+        raise ProjectError(f"cannot read {path}: {e.strerror}", hint="fix its permissions or add it to .dockerignore") from e
+    return digest.hexdigest()
+
+
+def context_digest(entries: Iterable[Entry]) -> str:
+    """One hash over exactly what is shipped: path, kind, mode and content of every entry."""
+    digest = hashlib.sha256(SCAN_FORMAT.encode())
+    for entry in entries:
+        digest.update(f"\n{entry.kind}\0{entry.path}\0{entry.mode:o}\0{entry.size}\0{entry.digest}\0{entry.target}".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def tar_stream(context: Context, extra_files: Sequence[tuple[str, bytes]] = (), chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+    """The context as an uncompressed tar, in chunks: memory stays bounded whatever the size.
+
+    Each file is hashed again while it is read; bytes that differ from the scan raise,
+    so an image never carries content other than what its tag's hash covers.
+
+    Raises:
+        ContextChanged: a file changed since the scan.
+    """
+    buffer = bytearray()
+    for entry in context.entries:
+        buffer += _tar_header(entry)
+        if entry.kind == "file":
+            for block in _verified_blocks(context.root / entry.path, entry, chunk_size):
+                buffer += block
+                if len(buffer) >= chunk_size:
+                    yield bytes(buffer)
+                    buffer.clear()
+            buffer += _padding(entry.size)
+        if len(buffer) >= chunk_size:
+            yield bytes(buffer)
+            buffer.clear()
+    for name, data in extra_files:
+        buffer += _tar_header(Entry(name, "file", 0o644, len(data))) + data + _padding(len(data))
+    buffer += b"\0" * (2 * TAR_BLOCK)
+    yield bytes(buffer)
+
+
+def _tar_header(entry: Entry) -> bytes:
+    import tarfile  # only builds need it
+
+    info = tarfile.TarInfo(entry.path)
+    info.mode = entry.mode
+    info.mtime = entry.mtime_ns // 1_000_000_000
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if entry.kind == "dir":
+        info.type = tarfile.DIRTYPE
+    elif entry.kind == "symlink":
+        info.type = tarfile.SYMTYPE
+        info.linkname = entry.target
+    else:
+        info.size = entry.size
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _padding(size: int) -> bytes:
+    return b"\0" * (-size % TAR_BLOCK)
+
+
+def _verified_blocks(path: Path, entry: Entry, chunk_size: int) -> Iterator[bytes]:
+    digest = hashlib.sha256()
+    remaining = entry.size
+    try:
+        with open(path, "rb") as handle:
+            while remaining:
+                block = handle.read(min(chunk_size, remaining))
+                if not block:
+                    break
+                remaining -= len(block)
+                digest.update(block)
+                yield block
+    except OSError as e:
+        raise ContextChanged(entry.path) from e
+    if remaining or digest.hexdigest() != entry.digest:
+        raise ContextChanged(entry.path)
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"  # pragma: no cover

@@ -1,0 +1,396 @@
+"""A small Docker Engine API client built on the standard library.
+
+fp talks to engines directly rather than through docker-py's ``APIClient``: importing
+docker-py costs 0.15-0.25 s of start-up (requests, urllib3, charset detection) on every run,
+and its ssh transport needs paramiko. The API calls fp makes are few and stable.
+Socket and HTTP errors are translated into fp's errors here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fireplug.errors import EngineError, EngineUnreachable
+
+CLIENT_API_VERSION = (1, 45)  # the newest API version fp speaks; lowered to the engine's
+MIN_API_VERSION = (1, 25)  # HostConfig.Init appeared in 1.25
+DEFAULT_TIMEOUT = 30.0
+USER_AGENT = "fireplug"
+
+
+@dataclass
+class Attached:
+    """A hijacked attach connection: raw stream of the container's stdio."""
+
+    sock: socket.socket
+    pending: bytes  # bytes that arrived with the response headers
+
+    def recv(self, size: int = 65536) -> bytes:
+        if self.pending:
+            data, self.pending = self.pending, b""
+            return data
+        return self.sock.recv(size)
+
+    def send_all(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv()
+        self.sock.close()
+
+
+class ProtocolError(OSError):
+    """The engine's answer is not the HTTP fp expects."""
+
+
+class _Reader:
+    """Buffered reads from a socket that can hand back what it buffered (for hijacked streams)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buffer += data
+        return bool(data)
+
+    def readline(self, limit: int = 65536) -> bytes:
+        while (end := self.buffer.find(b"\n")) < 0:
+            if len(self.buffer) > limit or not self._fill():
+                return self.take_buffered()
+        line = bytes(self.buffer[: end + 1])
+        del self.buffer[: end + 1]
+        return line
+
+    def read_exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            if not self._fill():
+                raise ProtocolError("the engine closed the connection mid-answer")
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def read_some(self) -> bytes:
+        return self.take_buffered() if self.buffer else self.sock.recv(65536)
+
+    def take_buffered(self) -> bytes:
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+
+class Response:
+    """An HTTP/1.1 response read straight off the socket (Content-Length, chunked or until close)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = _Reader(sock)
+        status_line = self.reader.readline()
+        parts = status_line.decode("latin-1").split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise ProtocolError(f"unexpected answer {status_line[:40]!r}")
+        self.status = int(parts[1])
+        self.reason = parts[2].strip() if len(parts) > 2 else ""
+        self.headers: dict[str, str] = {}
+        while (line := self.reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body as it arrives."""
+        if self.status in (101, 204, 304):
+            return
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            while size := int(self.reader.readline().split(b";")[0].strip() or b"0", 16):
+                yield self.reader.read_exactly(size)
+                self.reader.readline()
+            while self.reader.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+        elif "content-length" in self.headers:
+            if length := int(self.headers["content-length"]):
+                yield self.reader.read_exactly(length)
+        else:
+            while block := self.reader.read_some():
+                yield block
+
+    def read(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def lines(self) -> Iterator[bytes]:
+        pending = b""
+        for chunk in self.chunks():
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            yield from complete
+        if pending:
+            yield pending
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Engine:
+    """One Docker engine, addressed by URL, named after the fp host it belongs to.
+
+    Raises (every method):
+        EngineUnreachable: the engine cannot be reached or the connection broke.
+        EngineError: the engine refused the request.
+    """
+
+    def __init__(self, host: str, url: str, *, timeout: float = DEFAULT_TIMEOUT, unreachable_hint: str = "") -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme != "unix":
+            raise EngineUnreachable(host, url, f"unsupported engine URL scheme '{parsed.scheme}'", hint="use a unix:// socket")
+        self.host = host
+        self.url = url
+        self.timeout = timeout
+        self._socket_path = parsed.path
+        self._unreachable_hint = unreachable_hint
+        self._prefix = ""
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def negotiate(self) -> str:
+        """Ping the engine and settle the API version both sides speak; returns it."""
+        response = self._request("GET", "/_ping", action="checking the engine", versioned=False)
+        self._body(response)
+        server = _parse_version(response.headers.get("api-version") or "1.41")
+        if server < MIN_API_VERSION:
+            raise EngineError(self.host, 0, f"engine API {_format_version(server)} is too old (fp needs {_format_version(MIN_API_VERSION)}+)")
+        version = min(server, CLIENT_API_VERSION)
+        self._prefix = f"/v{_format_version(version)}"
+        return _format_version(version)
+
+    def _open_socket(self, timeout: float | None) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(self._socket_path)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        body: Iterable[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | str | None = "default",
+        action: str = "",
+        versioned: bool = True,
+        allowed: tuple[int, ...] = (),
+        upgrade: bool = False,
+    ) -> Response:
+        """Send one request on a fresh connection; the response, its status checked.
+
+        ``body`` is an iterable of chunks sent with chunked transfer encoding, so a build
+        context is never held in memory.
+        """
+        url = (self._prefix if versioned else "") + path + _query(params)
+        head = {"Host": "docker", "User-Agent": USER_AGENT, **(headers or {})}
+        payload = json.dumps(json_body).encode() if json_body is not None else b""
+        if json_body is not None:
+            head["Content-Type"] = "application/json"
+        if upgrade:
+            head.update({"Connection": "Upgrade", "Upgrade": "tcp"})
+        else:
+            head["Connection"] = "close"
+        if body is not None:
+            head["Transfer-Encoding"] = "chunked"
+        else:
+            head["Content-Length"] = str(len(payload))
+        request = f"{method} {url} HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in head.items()) + "\r\n"
+        sock = None
+        try:
+            sock = self._open_socket(self.timeout if timeout == "default" else timeout)  # type: ignore[arg-type]
+            sock.sendall(request.encode("latin-1") + payload)
+            if body is not None:
+                _send_chunked(sock, body)
+            response = Response(sock)
+        except OSError as e:
+            if sock is not None:
+                sock.close()
+            raise self._unreachable(e) from e
+        except BaseException:  # a streamed body failed (ContextChanged) or fp was interrupted
+            if sock is not None:
+                sock.close()
+            raise
+        if response.status >= 400 and response.status not in allowed:
+            detail = _error_detail(response)
+            response.close()
+            raise EngineError(self.host, response.status, detail, action=action)
+        return response
+
+    def _unreachable(self, error: BaseException) -> EngineUnreachable:
+        not_running = isinstance(error, (FileNotFoundError, ConnectionRefusedError))
+        return EngineUnreachable(self.host, self.url, describe_socket_error(error), hint=self._unreachable_hint if not_running else "")
+
+    def _body(self, response: Response) -> bytes:
+        try:
+            return response.read()
+        except OSError as e:
+            raise self._unreachable(e) from e
+        finally:
+            response.close()
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        data = self._body(self._request(method, path, **kwargs))
+        return json.loads(data) if data.strip() else None
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> int:
+        """A request whose answer carries nothing but its status."""
+        response = self._request(method, path, **kwargs)
+        self._body(response)
+        return response.status
+
+    # -- images -----------------------------------------------------------------------
+
+    def image_id(self, reference: str) -> str | None:
+        """The ID of the image ``reference`` names on this engine, or None when absent."""
+        response = self._request("GET", f"/images/{_quote(reference)}/json", action=f"inspecting image {reference}", allowed=(404,))
+        data = self._body(response)
+        return None if response.status == 404 else json.loads(data)["Id"]
+
+    def build(
+        self,
+        context: Iterator[bytes],
+        *,
+        tag: str,
+        dockerfile: str,
+        buildargs: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        nocache: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        """Send a tar context (streamed, chunked) and yield the engine's build messages."""
+        params = {
+            "t": tag,
+            "dockerfile": dockerfile,
+            "rm": 1,
+            "forcerm": 1,
+            "nocache": int(nocache),
+            "buildargs": json.dumps(dict(buildargs or {})),
+            "labels": json.dumps(dict(labels or {})),
+        }
+        response = self._request(
+            "POST",
+            "/build",
+            params=params,
+            body=context,
+            headers={"Content-Type": "application/x-tar"},
+            timeout=None,
+            action=f"building {tag}",
+        )
+        try:
+            for line in response.lines():
+                if line.strip():
+                    yield json.loads(line)
+        except OSError as e:
+            raise self._unreachable(e) from e
+        finally:
+            response.close()
+
+    # -- containers -------------------------------------------------------------------
+
+    def create_container(self, config: Mapping[str, Any], name: str) -> str:
+        created = self._json("POST", "/containers/create", params={"name": name}, json_body=config, action="creating the container")
+        return created["Id"]
+
+    def attach(self, container: str, *, stdin: bool) -> Attached:
+        """Hijack a connection carrying the container's stdio (before start, so nothing is missed)."""
+        params = {"stream": 1, "stdout": 1, "stderr": 1, "stdin": int(stdin)}
+        response = self._request("POST", f"/containers/{container}/attach", params=params, upgrade=True, action="attaching to the container")
+        if response.status not in (101, 200):
+            detail = _error_detail(response)
+            response.close()
+            raise EngineError(self.host, response.status, detail, action="attaching to the container")
+        response.sock.settimeout(None)
+        return Attached(response.sock, response.reader.take_buffered())  # buffered bytes belong to the stream
+
+    def start(self, container: str) -> None:
+        self._call("POST", f"/containers/{container}/start", action="starting the container")
+
+    def wait(self, container: str) -> int:
+        """Block until the container stops; its exit status."""
+        result = self._json("POST", f"/containers/{container}/wait", timeout=None, action="waiting for the container")
+        return int(result["StatusCode"])
+
+    def kill(self, container: str, signal_name: str) -> None:
+        """Send a signal; a container that already stopped is not an error."""
+        params = {"signal": signal_name}
+        self._call("POST", f"/containers/{container}/kill", params=params, action="signalling the container", allowed=(404, 409))
+
+    def resize(self, container: str, rows: int, columns: int) -> None:
+        params = {"h": rows, "w": columns}
+        self._call("POST", f"/containers/{container}/resize", params=params, action="resizing the terminal", allowed=(404, 409))
+
+    def remove_container(self, container: str) -> None:
+        params = {"force": 1, "v": 1}
+        self._call("DELETE", f"/containers/{container}", params=params, action="removing the container", allowed=(404, 409))
+
+
+def describe_socket_error(error: BaseException) -> str:
+    """A short, human cause for a failed connection."""
+    if isinstance(error, FileNotFoundError):
+        return "no engine socket there"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused (is the engine running?)"
+    if isinstance(error, PermissionError):
+        return "permission denied on the socket (join the docker group: sudo usermod -aG docker $USER, then log in again)"
+    if isinstance(error, (socket.timeout, TimeoutError)):
+        return "timed out"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
+
+
+def _send_chunked(sock: socket.socket, body: Iterable[bytes]) -> None:
+    for chunk in body:
+        if chunk:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    sock.sendall(b"0\r\n\r\n")
+
+
+def _error_detail(response: Response) -> str:
+    try:
+        raw = response.read()
+    except OSError:
+        return response.reason
+    try:
+        message = json.loads(raw).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return (message or raw.decode(errors="replace") or response.reason).strip()
+
+
+def _query(params: Mapping[str, Any] | None) -> str:
+    return "?" + urllib.parse.urlencode(params) if params else ""
+
+
+def _quote(reference: str) -> str:
+    return urllib.parse.quote(reference, safe="")
+
+
+def _parse_version(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    return int(major), int(minor or 0)
+
+
+def _format_version(version: tuple[int, int]) -> str:
+    return f"{version[0]}.{version[1]}"

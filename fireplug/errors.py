@@ -1,0 +1,98 @@
+"""The exception tree and fp's own exit codes.
+
+Only ``cli.main`` turns these into messages and exit codes. The remote command's
+exit code is never one of these: it passes through unchanged.
+"""
+
+from __future__ import annotations
+
+EXIT_FAILURE = 125  # fp itself failed (docker run's convention)
+EXIT_USAGE = 2  # bad command line
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+
+
+class FireplugError(Exception):
+    """Root of fp's own failures: a one-line message saying what failed and what to do."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class UsageError(FireplugError):
+    """The command line itself is wrong (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(FireplugError):
+    """A configuration file or setting is invalid."""
+
+    def __init__(self, message: str, *, path: str = "", line: int | None = None, key: str = "", hint: str = "") -> None:
+        where = f"{path}:{line}: " if path and line else f"{path}: " if path else ""
+        super().__init__(f"{where}{message}", hint=hint)
+        self.path = path
+        self.line = line
+        self.key = key
+
+
+class ProjectError(FireplugError):
+    """The project folder cannot be used as it is (unreadable file, unsafe root...)."""
+
+
+class EngineUnreachable(FireplugError):
+    """No Docker engine answers at the host's URL."""
+
+    def __init__(self, host: str, url: str, cause: str, *, hint: str = "") -> None:
+        super().__init__(f"cannot reach the Docker engine of host '{host}' at {url}: {cause}", hint=hint)
+        self.host = host
+        self.url = url
+        self.cause = cause
+
+
+class EngineError(FireplugError):
+    """The engine answered a request with an error."""
+
+    def __init__(self, host: str, status: int, detail: str, *, action: str = "") -> None:
+        doing = f" while {action}" if action else ""
+        super().__init__(f"Docker engine of host '{host}' failed{doing}: {detail} (HTTP {status})")
+        self.host = host
+        self.status = status
+        self.detail = detail
+
+
+class BaseImageMissing(FireplugError):
+    """The image that the base is built FROM is neither on the host nor pullable."""
+
+    def __init__(self, host: str, image: str, cause: str) -> None:
+        super().__init__(
+            f"base image {image} is not on host '{host}' and could not be pulled: {cause}",
+            hint=f"load it there (docker pull {image}, or docker load) or set build.base_image in fireplug.toml",
+        )
+        self.host = host
+        self.image = image
+
+
+class BuildError(FireplugError):
+    """An image build failed; carries the failing step's output tail."""
+
+    def __init__(self, host: str, image: str, detail: str, output_tail: tuple[str, ...] = ()) -> None:
+        super().__init__(f"building {image} on host '{host}' failed: {detail}")
+        self.host = host
+        self.image = image
+        self.detail = detail
+        self.output_tail = output_tail
+
+
+class ContextChanged(FireplugError):
+    """A project file changed while its build context was being sent."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} changed while it was being sent to the engine", hint="run fp again")
+        self.path = path

@@ -1,0 +1,147 @@
+"""A per-project record of the last context scan, like git's index.
+
+A warm run only lstat()s the shipped paths and the folders walked: when no folder gained
+or lost a name and no file's stat signature (mode, size, mtime, ctime, inode) changed, the
+context is known without reading files or loading the ignore matcher. Files and folders
+changed within ``RACY_NS`` of the scan are recorded as unknown ("racily clean" in git's
+words), so a change within one timestamp tick is never missed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fireplug.context import Context, Entry, ScanRules, context_digest, file_digest, scan, stat_signature
+
+RECORD_FORMAT = 1
+RACY_NS = 2_000_000_000  # coarsest timestamp granularity in use (FAT: 2 s)
+_KINDS = {"file": stat.S_ISREG, "dir": stat.S_ISDIR, "symlink": stat.S_ISLNK}
+
+
+def cache_dir(env: Mapping[str, str], home: Path) -> Path:
+    return Path(env.get("XDG_CACHE_HOME") or home / ".cache") / "fireplug" / "contexts"
+
+
+def load_context(root: Path, rules: ScanRules, folder: Path, *, full: bool = False, racy_ns: int = RACY_NS) -> Context:
+    """The project's context, revalidated from the record when possible, else scanned afresh.
+
+    ``full`` forces a scan (which also explains every exclusion). Paths changed less than
+    ``racy_ns`` before the scan are recorded as unknown.
+
+    Raises:
+        ProjectError: a shipped file cannot be read.
+    """
+    record_path = folder / (hashlib.sha256(os.fsencode(root)).hexdigest()[:24] + ".json")
+    record = _read(record_path)
+    usable = record is not None and record.get("key") == rules.key()
+    started_ns = time.time_ns()
+    if usable and not full:
+        revalidated = _revalidate(root, record)
+        if revalidated is not None:
+            context, reread = revalidated
+            if reread:
+                _write(record_path, context, rules, started_ns - racy_ns)
+            return context
+    known = _known_digests(record) if usable else {}
+    context = scan(root, rules, known)
+    _write(record_path, context, rules, started_ns - racy_ns)
+    return context
+
+
+def _revalidate(root: Path, record: dict[str, Any]) -> tuple[Context, bool] | None:
+    """The context from the record, or None when the set of shipped paths may have changed.
+
+    The flag says whether some file had to be read again (so the record is worth rewriting).
+    """
+    for folder, signature in record["folders"]:
+        info = _lstat(root / folder)
+        if info is None or not stat.S_ISDIR(info.st_mode) or [info.st_mtime_ns, info.st_ino] != signature:
+            return None
+    entries = []
+    for path, kind, signature, digest, target in record["entries"]:
+        info = _lstat(root / path)
+        if info is None or not _KINDS[kind](info.st_mode):
+            return None
+        entries.append(_refresh(root, path, kind, info, signature, digest, target))
+    reread = any(entry.digest != digest for entry, (_, kind, _, digest, _) in zip(entries, record["entries"], strict=True) if kind == "file")
+    context = Context(
+        root=root,
+        entries=tuple(entries),
+        secrets=tuple(record["secrets"]),
+        digest=context_digest(entries),
+        folders=tuple(folder for folder, _ in record["folders"]),
+        from_record=True,
+    )
+    return context, reread
+
+
+def _refresh(root: Path, path: str, kind: str, info: os.stat_result, signature: list[int], digest: str, target: str) -> Entry:
+    mode = stat.S_IMODE(info.st_mode)
+    if kind == "file":
+        same = list(stat_signature(info)) == signature and digest
+        return Entry(path, kind, mode, info.st_size, info.st_mtime_ns, digest if same else file_digest(str(root / path)))
+    if kind == "symlink":
+        return Entry(path, kind, mode, mtime_ns=info.st_mtime_ns, target=os.readlink(root / path))
+    return Entry(path, kind, mode, mtime_ns=info.st_mtime_ns)
+
+
+def _known_digests(record: dict[str, Any] | None) -> dict[str, tuple[tuple[int, ...], str]]:
+    if record is None:
+        return {}
+    return {path: (tuple(signature), digest) for path, kind, signature, digest, _ in record["entries"] if kind == "file"}
+
+
+def _write(record_path: Path, context: Context, rules: ScanRules, settled: int) -> None:
+    """Save the record; paths changed at or after ``settled`` are marked unknown.
+
+    A failure to write only costs the next run a full scan.
+    """
+    folders = []
+    for folder in context.folders:
+        info = _lstat(context.root / folder)
+        settled_folder = info is not None and info.st_mtime_ns < settled
+        folders.append([folder, [info.st_mtime_ns, info.st_ino] if settled_folder else [-1, -1]])
+    entries = []
+    for entry in context.entries:
+        info = _lstat(context.root / entry.path)
+        signature = list(stat_signature(info)) if info is not None else []
+        settled_entry = info is not None and max(info.st_mtime_ns, info.st_ctime_ns) < settled
+        entries.append([entry.path, entry.kind, signature, entry.digest if settled_entry else "", entry.target])
+    record = {
+        "format": RECORD_FORMAT,
+        "key": rules.key(),
+        "root": str(context.root),
+        "digest": context.digest,
+        "folders": folders,
+        "entries": entries,
+        "secrets": list(context.secrets),
+    }
+    try:
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = record_path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(record, separators=(",", ":")), encoding="utf-8")
+        partial.replace(record_path)
+    except OSError:
+        pass
+
+
+def _read(record_path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("format") == RECORD_FORMAT else None
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None

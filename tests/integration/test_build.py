@@ -1,0 +1,125 @@
+"""The one-time image and the base image on the real engine: caching, secrets, recipes, failures."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+import uuid
+
+from tests.integration.conftest import Project, docker, images_of
+
+
+def test_second_run_builds_nothing(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    first = fp(project.root, "true")
+    assert first.code == 0 and "building image" in first.err
+    second = fp(project.root, "python", "src/app.py")
+    assert second.code == 0 and second.out == "app\n"
+    assert "building" not in second.err
+    assert len(images_of(project.name)) == 1
+
+
+def test_one_byte_change_rebuilds_and_ships_the_new_byte(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    assert fp(project.root, "true").code == 0
+    before = (project.root / "src" / "app.py").stat()
+    project.write("src/app.py", "print('apq')\n")  # same size
+    os.utime(project.root / "src" / "app.py", ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime
+    result = fp(project.root, "python", "src/app.py")
+    assert "building image" in result.err
+    assert result.out == "apq\n"
+    assert len(images_of(project.name)) == 2
+
+
+def test_touching_code_or_changing_data_does_not_rebuild(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    assert fp(project.root, "true").code == 0
+    os.utime(project.root / "src" / "app.py")
+    project.write("data/big.csv", "1,2,3\n" * 1000)
+    result = fp(project.root, "wc", "-l", "data/big.csv")
+    assert result.out == "1000 data/big.csv\n"
+    assert "building" not in result.err
+    assert len(images_of(project.name)) == 1
+
+
+def image_paths(image_id: str) -> set[str]:
+    """Every path in every layer of the image, from `docker save`."""
+    saved = subprocess.run(["docker", "save", image_id], check=True, capture_output=True).stdout
+    paths: set[str] = set()
+    with tarfile.open(fileobj=io.BytesIO(saved)) as outer:
+        for member in outer.getmembers():
+            if member.name.endswith("layer.tar") or member.name.startswith("blobs/"):
+                layer = outer.extractfile(member)
+                if layer is None:
+                    continue
+                try:
+                    with tarfile.open(fileobj=io.BytesIO(layer.read())) as inner:
+                        paths.update(inner.getnames())
+                except tarfile.ReadError:
+                    continue  # a config or manifest blob
+    return paths
+
+
+def test_secrets_never_reach_the_image(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    secrets = [".env", ".env.production", "id_rsa", "keys/id_ed25519", ".aws/credentials", ".ssh/config", "certs/server.pem", "tls.key", ".netrc"]
+    for path in secrets:
+        project.write(path, "SECRET-VALUE\n")
+    project.write(".git/config", "[core]\n")
+    project.write("venv/pyvenv.cfg", "home = /usr\n")
+    project.write("venv/lib/site.py", "x\n")
+    project.write(".dockerignore", "".join(f"!{path}\n" for path in secrets))  # trying to bring them back
+    result = fp(project.root, "true")
+    assert result.code == 0, result.err
+    assert "kept secret-looking" in result.err
+    [image_id] = images_of(project.name)
+    relative = project.root.as_posix().lstrip("/")
+    shipped = {path[len(relative) + 1 :] for path in image_paths(image_id) if path.startswith(relative + "/")}
+    assert "src/app.py" in shipped and "fireplug.toml" in shipped
+    assert not shipped & {*secrets, ".git/config", "venv/pyvenv.cfg", "venv/lib/site.py", ".dockerignore"}
+    assert not any(".git" in path.split("/") or path.startswith("venv") for path in shipped)
+
+
+def test_project_dockerfile_is_used_as_is(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    project.write("fireplug.toml", f'[project]\nname = "{project.name}"\nworkdir = "/app"\n')
+    project.write("Dockerfile", "ARG FP_BASE\nFROM ${FP_BASE}\nRUN echo built-by-project > /marker\nCOPY . /app\n")
+    result = fp(project.root, "sh", "-c", "cat /marker; python src/app.py; python -c 'import fireplug.serialize'")
+    assert result.code == 0, result.err
+    assert result.out == "built-by-project\napp\n"
+
+
+def test_build_failure_shows_the_failing_steps_output(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    project.write("Dockerfile", "ARG FP_BASE\nFROM ${FP_BASE}\nRUN echo the-last-words && exit 7\n")
+    result = fp(project.root, "true")
+    assert result.code == 125
+    assert "the-last-words" in result.err
+    error_lines = [line for line in result.err.splitlines() if line.startswith("fp: error:")]
+    assert len(error_lines) == 1
+    assert f"building fp-{project.name}:" in error_lines[0] and "non-zero code: 7" in error_lines[0]
+
+
+def test_unavailable_base_from_image_is_one_line(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    missing = "127.0.0.1:9/fireplug-testbed/missing:1"  # a registry that refuses at once, on loopback
+    project.write("fireplug.toml", f'[project]\nname = "{project.name}"\n[build]\nbase_image = "{missing}"\n')
+    result = fp(project.root, "true")
+    assert result.code == 125
+    [line] = [line for line in result.err.splitlines() if line.startswith("fp: error:")]
+    assert f"base image {missing} is not on host 'local' and could not be pulled" in line
+    assert "Traceback" not in result.err
+
+
+def test_base_is_built_on_first_use(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    alias = f"fireplug-testbed/first-use:{uuid.uuid4().hex[:8]}"
+    docker("tag", "debian:bookworm-slim", alias)
+    project.write("fireplug.toml", f'[project]\nname = "{project.name}"\n[build]\nbase_image = "{alias}"\n')
+    try:
+        result = fp(project.root, "python", "-c", "import fireplug.serialize, numpy, tables, blosc, pandas, scipy, boto3; print('stack ok')")
+        assert result.code == 0, result.err
+        assert "building the base image fireplug-base:" in result.err and f"from {alias}" in result.err
+        assert result.out == "stack ok\n"
+        built = docker("images", "--filter", "label=io.fireplug.kind=base", "--filter", f"label=io.fireplug.from={alias}", "--format", "{{json .}}")
+        assert [json.loads(line)["Repository"] for line in built.splitlines()] == ["fireplug-base"]
+    finally:
+        base_filter = ("--filter", "label=io.fireplug.kind=base", "--filter", f"label=io.fireplug.from={alias}")
+        for tag in docker("images", *base_filter, "--format", "{{.Repository}}:{{.Tag}}").split():
+            subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+        subprocess.run(["docker", "rmi", alias], capture_output=True)

@@ -1,0 +1,79 @@
+"""Signals sent to a real `fp` process: forwarded first, container stopped second, nothing left."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+from tests.integration.conftest import Project, containers_of, docker, fp_command, run_fp
+
+
+def start_fp(project: Project, *argv: str) -> subprocess.Popen[bytes]:
+    run_fp(project.root, "true")  # build first
+    return subprocess.Popen([*fp_command(), *argv], cwd=project.root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_until_running(project: Project, process: subprocess.Popen[bytes], marker: str = "") -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        running = docker("ps", "-q", "--filter", f"label=io.fireplug.project={project.name}", "--filter", "status=running").split()
+        if running and (not marker or (project.root / "data" / marker).exists()):
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    raise AssertionError("the container never started")
+
+
+def finish(process: subprocess.Popen[bytes]) -> tuple[int, str]:
+    _, err = process.communicate(timeout=60)
+    return process.returncode, err.decode()
+
+
+def test_ctrl_c_is_forwarded_and_nothing_is_left(project: Project) -> None:
+    process = start_fp(project, "sleep", "120")
+    wait_until_running(project, process)
+    process.send_signal(signal.SIGINT)
+    code, err = finish(process)
+    assert code == 130
+    assert "SIGINT forwarded to the command" in err
+    assert containers_of(project.name) == []
+
+
+def test_first_ctrl_c_lets_the_command_checkpoint(project: Project) -> None:
+    script = (
+        "import pathlib, time\n"
+        "pathlib.Path('data/started').touch()\n"
+        "try:\n    time.sleep(120)\n"
+        "except KeyboardInterrupt:\n    pathlib.Path('data/checkpoint').write_text('saved')\n"
+    )
+    process = start_fp(project, "python", "-c", script)
+    wait_until_running(project, process, marker="started")
+    process.send_signal(signal.SIGINT)
+    code, _ = finish(process)
+    assert code == 0, "the command exited cleanly after its checkpoint: fp says so"
+    assert (project.root / "data" / "checkpoint").read_text() == "saved"
+    assert containers_of(project.name) == []
+
+
+def test_second_ctrl_c_stops_a_command_that_ignores_it(project: Project) -> None:
+    process = start_fp(project, "sh", "-c", "trap '' INT; touch data/started; sleep 120")
+    wait_until_running(project, process, marker="started")
+    process.send_signal(signal.SIGINT)
+    time.sleep(1.5)
+    assert process.poll() is None, "the command ignores SIGINT, so it must still run"
+    process.send_signal(signal.SIGINT)
+    code, err = finish(process)
+    assert code == 130
+    assert "second SIGINT: stopping container" in err
+    assert containers_of(project.name) == []
+
+
+def test_sigterm_is_forwarded_too(project: Project) -> None:
+    process = start_fp(project, "sleep", "120")
+    wait_until_running(project, process)
+    process.send_signal(signal.SIGTERM)
+    code, err = finish(process)
+    assert code == 128 + signal.SIGTERM
+    assert "SIGTERM forwarded" in err
+    assert containers_of(project.name) == []

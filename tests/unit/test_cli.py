@@ -1,0 +1,137 @@
+"""The command line, in-process: parsing, usage errors, and fp's own failures (no engine needed)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from fireplug import __version__
+from fireplug.cli import _split_command, build_parser, main
+
+
+@pytest.mark.parametrize(
+    ("argv", "command", "explicit", "options"),
+    [
+        pytest.param(["python", "model.py", "-v", "-f0"], ["python", "model.py", "-v", "-f0"], False, {"verbose": False}, id="user-flags-untouched"),
+        pytest.param(["-v", "-e", "A", "-e", "B=1", "python"], ["python"], False, {"verbose": True, "env": ["A", "B=1"]}, id="fp-flags-first"),
+        pytest.param(["--", "init"], ["init"], True, {}, id="double-dash"),
+        pytest.param(["--host", "local", "--", "-weird"], ["-weird"], True, {"host": "local"}, id="dash-command"),
+        pytest.param(["ls", "--", "x"], ["ls", "--", "x"], False, {}, id="later-double-dash-is-the-commands"),
+    ],
+)
+def test_command_is_everything_after_fps_options(argv: list[str], command: list[str], explicit: bool, options: dict) -> None:
+    args = build_parser().parse_args(argv)
+    assert _split_command(args.command) == (command, explicit)
+    for key, value in options.items():
+        assert getattr(args, key) == value
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"fp {__version__}"
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for expected in ("--host", "--dry-run", "-e NAME[=VALUE]", "fp init", "fp base build", "125", "130"):
+        assert expected in text
+
+
+@pytest.mark.parametrize("argv", [[], ["--no-such-option", "x"], ["-e"], ["base"], ["base", "frobnicate"], ["init", "--bogus"]])
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_malformed_project_file_is_one_line_and_125(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "fireplug.toml").write_text('[project]\nname = "p"\n\n[build]\nbase = "x"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["true"]) == 125
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{tmp_path / 'fireplug.toml'}:5: unknown key 'base' in [build]" in line
+
+
+def test_unknown_host_lists_the_known_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["--host", "aws02", "true"]) == 125
+    assert "unknown host 'aws02' (known hosts: local)" in one_error_line(capsys.readouterr().err)
+
+
+def test_home_folder_is_refused(isolated_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(isolated_home)
+    assert main(["true"]) == 125
+    assert "home folder" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("kind", ["missing", "refusing"])
+def test_engine_down_is_one_line_and_125(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "a.py").write_text("print(1)\n")
+    path = tmp_path / "engine.sock"
+    if kind == "refusing":
+        bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        bound.bind(str(path))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    monkeypatch.chdir(project)
+    assert main(["python", "a.py"]) == 125
+    line = one_error_line(capsys.readouterr().err)
+    assert f"cannot reach the Docker engine of host 'local' at unix://{path}" in line
+    assert "sudo systemctl start docker" in line
+
+
+def test_dry_run_lists_what_would_be_sent_and_sends_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-engine.sock'}")  # proves no engine is contacted
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "model.py").write_text("x" * 5000)
+    (tmp_path / "notes.md").write_text("notes")
+    (tmp_path / ".env").write_text("TOKEN=1")
+    (tmp_path / ".dockerignore").write_text("*.md\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--dry-run", "python", "src/model.py", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "context   1 files, 5.0 KB" in out
+    assert "src/model.py" in out
+    assert ".dockerignore line 1: *.md" in out
+    assert "built-in: environment file (secrets)" in out
+    assert "command   python src/model.py -v" in out
+    assert not (tmp_path / "data").exists()
+
+
+def test_init_writes_both_files_and_never_overwrites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "My Model"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    assert main(["init", "--yes", "--data", "inputs", "--results", "inputs/out"]) == 0
+    text = (folder / "fireplug.toml").read_text()
+    assert 'name = "my-model"' in text and 'data = "inputs"' in text and 'results = ["inputs/out"]' in text
+    assert (folder / ".dockerignore").read_text().startswith("# What fp leaves out")
+    assert (folder / "inputs").is_dir()
+    (folder / "fireplug.toml").write_text("# mine\n")
+    assert main(["init", "--yes", "--name", "other"]) == 0
+    assert (folder / "fireplug.toml").read_text() == "# mine\n"
+    assert "kept the existing" in capsys.readouterr().err
+
+
+def test_init_refuses_invalid_answers_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "--yes", "--name", "Not Valid"]) == 125
+    assert "not usable as an image name" in one_error_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_template_is_valid_and_documented() -> None:
+    from fireplug.config import Source, load
+    from fireplug.scaffold import default_answers, render_project_file
+
+    text = render_project_file(default_answers(Path("/x/proj")))
+    config = load([Source("fireplug.toml", text)], {}, {}, root=Path("/x/proj"))
+    assert (config.project.name, config.project.data, config.build.base_image) == ("proj", "data", "debian:bookworm-slim")
+    assert "[hosts.aws02]" in text

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fireplug.config import load
+from fireplug.errors import UsageError
+from fireplug.job import LocalSide, RunRequest, container_spec, container_user, container_workdir, resolve_env
+from fireplug.run import ContainerSpec, Mount, Stdio, container_config
+
+ROOT = Path("/home/ada/proj")
+
+
+def local(cwd: Path = ROOT, uid: int = 1000, stdin_tty: bool = False, stdout_tty: bool = False, stdin: int | None = 0) -> LocalSide:
+    return LocalSide(
+        cwd=cwd,
+        environ={"TOKEN": "s3cret", "OTHER": "x"},
+        home=Path("/home/ada"),
+        uid=uid,
+        gid=100,
+        stdio=Stdio(stdin=stdin),
+        stdin_is_terminal=stdin_tty,
+        stdout_is_terminal=stdout_tty,
+    )
+
+
+def test_container_config_runs_under_init_and_is_never_auto_removed() -> None:
+    spec = ContainerSpec(
+        image="fp-p:abc",
+        command=("python", "model.py", "-v", "-f0"),
+        workdir="/w/p/src",
+        name="fp-p-1",
+        env=(("A", "1"), ("B", "x=y")),
+        mounts=(Mount("/l/data", "/w/p/data"), Mount("/l/ro", "/w/ro", read_only=True)),
+        labels={"io.fireplug.run": "1"},
+        user="1000:100",
+        stdin=True,
+    )
+    config = container_config(spec)
+    assert config["Cmd"] == ["python", "model.py", "-v", "-f0"]
+    assert config["Env"] == ["A=1", "B=x=y"]
+    assert config["HostConfig"] == {"Init": True, "AutoRemove": False, "Binds": ["/l/data:/w/p/data:rw", "/l/ro:/w/ro:ro"]}
+    assert (config["OpenStdin"], config["StdinOnce"], config["AttachStdin"], config["Tty"]) == (True, True, True, False)
+    assert (config["User"], config["WorkingDir"], config["Labels"]) == ("1000:100", "/w/p/src", {"io.fireplug.run": "1"})
+
+
+def test_spec_mirrors_the_project_and_passes_only_asked_env() -> None:
+    config = load([], {}, {"run": {"env": ["FIXED=1"]}}, root=ROOT)
+    spec = container_spec(config, "img", RunRequest(("env",), env=("TOKEN",)), local(ROOT / "src" / "pkg"), local_engine=True)
+    assert spec.workdir == "/home/ada/proj/src/pkg"
+    assert spec.mounts == (Mount("/home/ada/proj/data", "/home/ada/proj/data"),)
+    assert dict(spec.env) == {"PYTHONUNBUFFERED": "1", "HOME": "/tmp", "FIXED": "1", "TOKEN": "s3cret"}
+    assert spec.user == "1000:100"
+    assert spec.labels["io.fireplug.command"] == "env"
+    assert spec.name.startswith("fp-proj-")
+    assert (spec.tty, spec.stdin) == (False, True)
+
+
+def test_terminal_only_when_both_ends_are_terminals() -> None:
+    config = load([], {}, {}, root=ROOT)
+    request = RunRequest(("bash",))
+    assert container_spec(config, "i", request, local(stdin_tty=True, stdout_tty=True), local_engine=True).tty
+    assert not container_spec(config, "i", request, local(stdin_tty=True, stdout_tty=False), local_engine=True).tty
+    assert not container_spec(config, "i", request, local(stdin=None), local_engine=True).stdin
+
+
+def test_workdir_setting_moves_the_project_in_the_container() -> None:
+    config = load([], {}, {"project": {"workdir": "/work/p", "data": "inputs"}}, root=ROOT)
+    spec = container_spec(config, "i", RunRequest(("x",)), local(ROOT / "inputs"), local_engine=True)
+    assert spec.workdir == "/work/p/inputs"
+    assert spec.mounts[0].target == "/work/p/inputs"
+
+
+@pytest.mark.parametrize(
+    ("setting", "uid", "local_engine", "user"),
+    [
+        ("auto", 1000, True, "1000:100"),
+        ("auto", 0, True, ""),
+        ("auto", 1000, False, ""),
+        ("root", 1000, True, "0:0"),
+        ("42:7", 1000, True, "42:7"),
+    ],
+)
+def test_container_user(setting: str, uid: int, local_engine: bool, user: str) -> None:
+    assert container_user(setting, uid, 100, local_engine=local_engine) == user
+
+
+def test_workdir_outside_the_root_falls_back_to_the_root() -> None:
+    assert container_workdir("/c/p", ROOT, Path("/elsewhere")) == "/c/p"
+    assert container_workdir("/c/p", ROOT, ROOT) == "/c/p"
+
+
+def test_resolve_env() -> None:
+    assert resolve_env(["TOKEN", "A=1", "B=", "C=x=y"], {"TOKEN": "t"}) == [("TOKEN", "t"), ("A", "1"), ("B", ""), ("C", "x=y")]
+    with pytest.raises(UsageError, match="MISSING is not set"):
+        resolve_env(["MISSING"], {})
+    with pytest.raises(UsageError, match="expected NAME"):
+        resolve_env(["=x"], {})
