@@ -49,12 +49,16 @@ class Recipe:
 
 
 def scan_rules(config: Config, recipe_name: str, generated: bool) -> ScanRules:
-    """What decides the context: data folder, .dockerignore, and a project Dockerfile forced in."""
+    """What decides the context: data folder and .dockerignore.
+
+    A project's own Dockerfile is always shipped, as the Docker CLI does it: an exception rule
+    after the user's (the engine itself drops it from COPY when .dockerignore names it).
+    """
     ignore = config.root / ".dockerignore"
+    text = ignore.read_text(encoding="utf-8", errors="replace") if ignore.is_file() else ""
     return ScanRules(
         data_folder=config.project.data,
-        ignore_text=ignore.read_text(encoding="utf-8", errors="replace") if ignore.is_file() else "",
-        forced=() if generated else (recipe_name,),
+        ignore_text=text if generated else f"{text}\n!{recipe_name}\n",
         ship_dockerignore=not generated,
     )
 
@@ -117,9 +121,12 @@ def ensure_project_image(engine: Engine, config: Config, context: Context, recip
     existing = engine.image_id(tag)
     if existing:
         return Image(tag, existing, built=False)
-    for secret in context.secrets[:1]:
+    if context.secrets:
         others = f" and {len(context.secrets) - 1} more" if len(context.secrets) > 1 else ""
-        console.note(f"kept secret-looking {secret}{others} out of the image (never shipped; `fp --dry-run` lists them)")
+        console.note(
+            f"kept secret-looking {context.secrets[0]}{others} out of the image; fp never ships them "
+            "(`fp --dry-run` lists them; naming them in .dockerignore silences this)"
+        )
     for warning in context.size_warnings():
         console.warn(f"{warning}; add large or generated folders to .dockerignore (`fp --dry-run` shows the largest files)")
     extra = [] if not recipe.generated else [(recipe.name, recipe.text.encode()), (".dockerignore", f".dockerignore\n{recipe.name}\n".encode())]
@@ -208,4 +215,7 @@ def _build(
                 if line.strip():
                     tail.append(line)
                     progress.update(line, milestone=line.startswith("Step "))
-    return image_id or engine.image_id(tag) or ""
+    image_id = image_id or engine.image_id(tag) or ""
+    if not image_id:
+        raise BuildError(engine.host, tag, "the engine reported success but has no such image", tuple(tail))
+    return image_id

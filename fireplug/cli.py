@@ -10,6 +10,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -114,7 +115,9 @@ def _split_command(words: list[str]) -> tuple[list[str], bool]:
 
 
 def _guarded(action: Callable[[list[str], argparse.Namespace], int], command: list[str], args: argparse.Namespace) -> int:
-    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    """Run ``action``, turning fp's failures and interruptions into a message and an exit status."""
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)} if on_main_thread else {}
     try:
         return action(command, args)
     except FireplugError as e:

@@ -56,11 +56,10 @@ class ScanRules:
 
     data_folder: str
     ignore_text: str = ""
-    forced: tuple[str, ...] = ()  # shipped whatever .dockerignore says (a project's own Dockerfile)
     ship_dockerignore: bool = False
 
     def key(self) -> str:
-        text = "\0".join([SCAN_FORMAT, self.data_folder, self.ignore_text, *self.forced, str(self.ship_dockerignore)])
+        text = "\0".join([SCAN_FORMAT, self.data_folder, self.ignore_text, str(self.ship_dockerignore)])
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -207,13 +206,16 @@ class _Walker:
 
     def visit(self, path: str, name: str) -> None:
         full = os.path.join(self.root, path)
-        info = os.lstat(full)
+        try:
+            info = os.lstat(full)
+        except FileNotFoundError:
+            return  # removed since the folder was listed
         is_dir = stat.S_ISDIR(info.st_mode)
         reason = self.exclusion_reason(path, name, full, is_dir)
         if reason is not None:
             text, secret = reason
             self.exclusions.append(Exclusion(path, is_dir, text, secret))
-            if secret:
+            if secret and not self.ignore.excludes(path):  # worth a word only when .dockerignore lets it through
                 self.secrets.append(path)
             if is_dir and text.startswith(".dockerignore") and self.ignore.may_include_below(path):
                 self.walk(path)
@@ -232,8 +234,6 @@ class _Walker:
         builtin = builtin_reason(name, full, is_dir)
         if builtin is not None:
             return f"built-in: {builtin[0]}", builtin[1]
-        if path in self.rules.forced:
-            return None
         if path == DOCKERIGNORE:
             return None if self.rules.ship_dockerignore else ("read by fp, not shipped", False)
         if self.ignore.excludes(path):

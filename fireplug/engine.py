@@ -224,6 +224,12 @@ class Engine:
             if body is not None:
                 _send_chunked(sock, body)
             response = Response(sock)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            # The engine may have refused a streamed body and said why before closing.
+            early = _answer_if_any(sock) if sock is not None else None
+            if early is None or early.status < 400:
+                raise self._unreachable(e) from e
+            response = early
         except OSError as e:
             if sock is not None:
                 sock.close()
@@ -365,6 +371,14 @@ def _send_chunked(sock: socket.socket, body: Iterable[bytes]) -> None:
         if chunk:
             sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
     sock.sendall(b"0\r\n\r\n")
+
+
+def _answer_if_any(sock: socket.socket) -> Response | None:
+    try:
+        return Response(sock)
+    except OSError:
+        sock.close()
+        return None
 
 
 def _error_detail(response: Response) -> str:

@@ -11,7 +11,7 @@ import posixpath
 import shlex
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fireplug import console, hosts
@@ -66,22 +66,30 @@ def run(config: Config, request: RunRequest, local: LocalSide) -> int:
         FireplugError: any failure of fp itself (engine, build, configuration).
     """
     started = time.perf_counter()
+    host = hosts.resolve(request.host, config, local.environ)
+    spec = container_spec(config, "", request, local, local_engine=host.local)  # usage errors before any work
     context = scan(config, local)
     if request.verbose:
         how = "unchanged files known from the last scan" if context.from_record else "scanned"
         console.detail(f"context: {context.file_count} files, {human_bytes(context.total_bytes)}, hash {context.digest[:12]}, {how} ({_ms(started)})")
-    host = hosts.resolve(request.host, config, local.environ)
     engine = hosts.connect(host)
     own = own_recipe(config)
     base = ensure_base(engine, config.build.base_image, verbose=request.verbose) if own is None or own.needs_base else None
     chosen = own or generated_recipe(config, base.tag if base else "")
     image = ensure_project_image(engine, config, context, chosen, base, verbose=request.verbose)
-    spec = container_spec(config, image.tag, request, local, local_engine=host.local)
-    (config.root / config.project.data).mkdir(parents=True, exist_ok=True)  # else the engine makes it, owned by root
+    spec = replace(spec, image=image.tag)
+    ensure_data_folder(config.root / config.project.data)
     if request.verbose:
         action = "built" if image.built else "up to date"
         console.detail(f"image {image.tag} {action} on host '{host.name}'; starting {spec.name} ({_ms(started)})")
     return run_container(engine, spec, local.stdio)
+
+
+def ensure_data_folder(folder: Path) -> None:
+    """Create a missing data folder here, so that it is the user's and not made by the engine as root."""
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        console.note(f"created the data folder {folder} (mounted into the container)")
 
 
 def scan(config: Config, local: LocalSide, *, full: bool = False) -> Context:

@@ -123,6 +123,7 @@ class _Supervisor:
         self.killed = False
         self.wake_lock = threading.Lock()
         self.wake_closed = False
+        self.exited = False
 
     def run(self) -> int:
         output = threading.Thread(target=self._pump_output, name="fp-output", daemon=True)
@@ -152,7 +153,7 @@ class _Supervisor:
         os.write(self.stop_write, b"x")
         if feeder.is_alive():
             feeder.join(1.0)
-        if output.is_alive():
+        if output.is_alive() and self.exited:  # the rest of the output is on its way
             output.join(OUTPUT_DRAIN_SECONDS)
         with self.wake_lock:
             self.wake_closed = True
@@ -166,6 +167,7 @@ class _Supervisor:
         while True:
             for byte in os.read(self.wake_read, 64):
                 if byte == _EXITED:
+                    self.exited = True
                     return
                 self._on_signal(byte)
 

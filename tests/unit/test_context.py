@@ -110,6 +110,9 @@ def test_every_exclusion_is_explained(tmp_path: Path) -> None:
     }
     assert context.secrets == (".env",)
     assert [entry.path for entry in context.entries] == ["app.py"]
+    quiet = scan(tmp_path, ScanRules(data_folder="data", ignore_text=ignore + ".env\n"))
+    assert quiet.secrets == (), "a secret .dockerignore already excludes needs no notice"
+    assert ".env" in {exclusion.path for exclusion in quiet.exclusions}
 
 
 def test_explain_names_the_deciding_rule() -> None:
@@ -156,10 +159,15 @@ def test_builtin_reasons(tmp_path: Path, name: str, secret: bool | None) -> None
     assert (found[1] if found else None) == secret
 
 
-def test_project_dockerfile_and_ignore_file_are_forced_in(tmp_path: Path) -> None:
-    make_tree(tmp_path, ["Dockerfile", "app.py"])
-    (tmp_path / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
-    assert shipped(tmp_path, "Dockerfile\n.dockerignore\n", forced=("Dockerfile",), ship_dockerignore=True) == {"Dockerfile", ".dockerignore", "app.py"}
+def test_project_dockerfile_and_ignore_file_are_always_shipped(tmp_path: Path) -> None:
+    from fireplug.build import scan_rules
+    from fireplug.config import load
+
+    make_tree(tmp_path, ["docker/Dockerfile", "docker/notes.txt", "app.py"])
+    (tmp_path / ".dockerignore").write_text("docker\n.dockerignore\n")
+    rules = scan_rules(load([], {}, {}, root=tmp_path), "docker/Dockerfile", generated=False)
+    files = {entry.path for entry in scan(tmp_path, rules).entries if entry.kind == "file"}
+    assert files == {"docker/Dockerfile", ".dockerignore", "app.py"}
 
 
 def digest_of(root: Path) -> str:
