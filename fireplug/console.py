@@ -5,7 +5,6 @@ rich is imported on first use only: a warm run that prints nothing never loads i
 
 from __future__ import annotations
 
-import sys
 import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -83,7 +82,3 @@ class StepProgress:
     def __exit__(self, *exc: Any) -> None:
         if self._status is not None:
             self._status.__exit__(*exc)
-
-
-def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()

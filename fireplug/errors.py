@@ -8,7 +8,7 @@ from __future__ import annotations
 
 EXIT_FAILURE = 125  # fp itself failed (docker run's convention)
 EXIT_USAGE = 2  # bad command line
-EXIT_INTERRUPTED = 130  # 128 + SIGINT
+# An interruption fp had to act on exits 128 + the signal's number (130 for Ctrl-C).
 
 
 class FireplugError(Exception):

@@ -135,3 +135,18 @@ def test_init_template_is_valid_and_documented() -> None:
     config = load([Source("fireplug.toml", text)], {}, {}, root=Path("/x/proj"))
     assert (config.project.name, config.project.data, config.build.base_image) == ("proj", "data", "debian:bookworm-slim")
     assert "[hosts.aws02]" in text
+
+
+def test_init_asks_only_what_no_flag_answered() -> None:
+    from fireplug.scaffold import ask_missing, default_answers
+
+    asked: list[str] = []
+
+    def ask(question: str, default: str) -> str:
+        asked.append(question)
+        return {"Data folder": "inputs", "Project name": default}.get(question, "inputs/out, inputs/models" if question.startswith("Result") else default)
+
+    answers = ask_missing(default_answers(Path("/x/Proj")), {"base_image": "ubuntu:24.04"}, ask)
+    assert answers.name == "proj" and answers.data == "inputs" and answers.base_image == "ubuntu:24.04"
+    assert answers.results == ("inputs/out", "inputs/models")
+    assert len(asked) == 3 and not any(question.startswith("Base image") for question in asked)
