@@ -144,6 +144,8 @@ def _report(error: FireplugError) -> None:
 
 def _local_side() -> LocalSide:
     stdin = _open_fd(0)
+    if stdin is not None and os.isatty(stdin) and not in_foreground(stdin):
+        stdin = None  # a background job (`fp cmd &`) reading the terminal would be stopped (SIGTTIN)
     return LocalSide(
         cwd=Path(os.getcwd()),
         environ=dict(os.environ),
@@ -154,6 +156,14 @@ def _local_side() -> LocalSide:
         stdin_is_terminal=stdin is not None and os.isatty(stdin),
         stdout_is_terminal=os.isatty(1),
     )
+
+
+def in_foreground(terminal_fd: int) -> bool:
+    """Whether this process is in the foreground process group of the terminal ``terminal_fd``."""
+    try:
+        return os.tcgetpgrp(terminal_fd) == os.getpgrp()
+    except OSError:
+        return False
 
 
 def _open_fd(fd: int) -> int | None:

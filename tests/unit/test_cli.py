@@ -150,3 +150,26 @@ def test_init_asks_only_what_no_flag_answered() -> None:
     assert answers.name == "proj" and answers.data == "inputs" and answers.base_image == "ubuntu:24.04"
     assert answers.results == ("inputs/out", "inputs/models")
     assert len(asked) == 3 and not any(question.startswith("Base image") for question in asked)
+
+
+def test_background_jobs_do_not_count_as_foreground() -> None:
+    import os
+    import pty
+
+    from fireplug.cli import in_foreground
+
+    pid, master = pty.fork()
+    if pid == 0:  # child: leads a new session whose controlling terminal is the pty
+        try:
+            foreground = in_foreground(0)
+            job = os.fork()
+            if job == 0:
+                os.setpgid(0, 0)  # a process group of its own: a background job of that terminal
+                os._exit(int(in_foreground(0)))
+            _, job_status = os.waitpid(job, 0)
+            os._exit(10 * foreground + os.waitstatus_to_exitcode(job_status))
+        finally:
+            os._exit(99)
+    _, status = os.waitpid(pid, 0)
+    os.close(master)
+    assert os.waitstatus_to_exitcode(status) == 10, "the session leader is in the foreground, the background job is not"
