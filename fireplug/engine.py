@@ -228,6 +228,8 @@ class Engine:
             # The engine may have refused a streamed body and said why before closing.
             early = _answer_if_any(sock) if sock is not None else None
             if early is None or early.status < 400:
+                if sock is not None:
+                    sock.close()
                 raise self._unreachable(e) from e
             response = early
         except OSError as e:
@@ -377,7 +379,6 @@ def _answer_if_any(sock: socket.socket) -> Response | None:
     try:
         return Response(sock)
     except OSError:
-        sock.close()
         return None
 
 

@@ -18,13 +18,13 @@ from fireplug import console, hosts
 from fireplug.build import (
     GENERATED_DOCKERFILE,
     LABEL,
+    Recipe,
     base_files,
     base_image_tag,
     ensure_base,
     ensure_project_image,
     generated_recipe,
     own_recipe,
-    project_dockerfile,
     scan_rules,
 )
 from fireplug.config import Config
@@ -68,12 +68,12 @@ def run(config: Config, request: RunRequest, local: LocalSide) -> int:
     started = time.perf_counter()
     host = hosts.resolve(request.host, config, local.environ)
     spec = container_spec(config, "", request, local, local_engine=host.local)  # usage errors before any work
-    context = scan(config, local)
+    own = own_recipe(config)
+    context = scan(config, local, own)
     if request.verbose:
         how = "unchanged files known from the last scan" if context.from_record else "scanned"
         console.detail(f"context: {context.file_count} files, {human_bytes(context.total_bytes)}, hash {context.digest[:12]}, {how} ({_ms(started)})")
     engine = hosts.connect(host)
-    own = own_recipe(config)
     base = ensure_base(engine, config.build.base_image, verbose=request.verbose) if own is None or own.needs_base else None
     chosen = own or generated_recipe(config, base.tag if base else "")
     image = ensure_project_image(engine, config, context, chosen, base, verbose=request.verbose)
@@ -92,9 +92,9 @@ def ensure_data_folder(folder: Path) -> None:
         console.note(f"created the data folder {folder} (mounted into the container)")
 
 
-def scan(config: Config, local: LocalSide, *, full: bool = False) -> Context:
-    own = project_dockerfile(config)
-    rules = scan_rules(config, own or GENERATED_DOCKERFILE, generated=not own)
+def scan(config: Config, local: LocalSide, own: Recipe | None, *, full: bool = False) -> Context:
+    """The project's context for ``own`` Dockerfile (None: fp generates one)."""
+    rules = scan_rules(config, own.name if own else GENERATED_DOCKERFILE, generated=own is None)
     return load_context(config.root, rules, cache_dir(local.environ, local.home), full=full)
 
 
@@ -169,8 +169,8 @@ def resolve_env(entries: list[str], environ: Mapping[str, str]) -> list[tuple[st
 
 def dry_run_report(config: Config, request: RunRequest, local: LocalSide) -> list[str]:
     """What a run would send and do, for `fp --dry-run`; contacts no engine."""
-    context = scan(config, local, full=True)
     own = own_recipe(config)
+    context = scan(config, local, own, full=True)
     base_tag = base_image_tag(config.build.base_image, base_files())
     spec = container_spec(config, "(one-time image)", request, local, local_engine=True)
     lines = [
