@@ -19,7 +19,7 @@ from fireplug import __version__, console
 from fireplug.config import Config
 from fireplug.context import Context, ScanRules, human_bytes, tar_stream
 from fireplug.engine import Engine
-from fireplug.errors import BaseImageMissing, BuildError, ConfigError
+from fireplug.errors import BaseImageMissing, BuildError, ConfigError, FireplugError
 
 BASE_REPOSITORY = "fireplug-base"
 LABEL = "io.fireplug"
@@ -219,3 +219,17 @@ def _build(
     if not image_id:
         raise BuildError(engine.host, tag, "the engine reported success but has no such image", tuple(tail))
     return image_id
+
+
+def latest_project_image(engine: Engine, project: str) -> Image:
+    """The newest one-time image of ``project`` on ``engine`` (for `fp --no-build`).
+
+    Raises:
+        FireplugError: the host has no image of the project yet.
+    """
+    found = engine.images([f"{LABEL}.kind=project", f"{LABEL}.project={project}"])
+    tagged = [image for image in found if any(tag != "<none>:<none>" for tag in image.get("RepoTags") or [])]
+    if not tagged:
+        raise FireplugError(f"host '{engine.host}' has no image of project '{project}' yet", hint="run once without --no-build")
+    newest = max(tagged, key=lambda image: image.get("Created", 0))
+    return Image(newest["RepoTags"][0], newest["Id"], built=False)

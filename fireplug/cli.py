@@ -7,6 +7,7 @@ passes through unchanged; fp's failures exit 125; usage errors 2; interruptions 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -15,21 +16,26 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from fireplug import __version__, console, hosts, job, scaffold
+from fireplug import __version__, console, hosts, job, scaffold, userconfig
 from fireplug.build import ensure_base
-from fireplug.config import Config, discover
-from fireplug.errors import EXIT_USAGE, BuildError, FireplugError
+from fireplug.config import Config, discover, user_config_path
+from fireplug.context import human_bytes
+from fireplug.errors import EXIT_USAGE, BuildError, FireplugError, UsageError
+from fireplug.inventory import LOCAL, load_inventory
 from fireplug.job import LocalSide
 from fireplug.run import Stdio
+from fireplug.ssh import SshSettings
 
-SUBCOMMANDS = ("init", "base")
+SUBCOMMANDS = ("init", "base", "hosts")
 
 DESCRIPTION = """\
 Run COMMAND in a container on a Docker host as if it ran here: the project's code is
 built into a one-time image (rebuilt only when it changes), the data folder is mounted at
 the same relative path, output streams live, and fp exits with the command's exit code.
+On a remote host the data folder is copied there first (rsync over ssh, incremental) and
+the results come back afterwards, also when the command failed or was interrupted.
 Everything after fp's own options is the command, untouched; put -- first when the
-command itself is called init or base (`fp -- init`)."""
+command itself is called init, base or hosts (`fp -- init`)."""
 
 EPILOG = """\
 subcommands:
@@ -37,6 +43,15 @@ subcommands:
                         write fireplug.toml and .dockerignore (never overwrites)
   fp base build [--host H] [--rebuild]
                         build fp's base image on a host (fp does it on first use)
+  fp hosts [--json] [--timeout S]
+                        list hosts: source, URL, reachable or why not, CPUs, memory, jobs, disk
+  fp hosts add NAME URL [--key PATH] [--data-root DIR] [--cert-path DIR]
+                        add a host to your config (URL: ssh://user@host[:port] or tcp://host:port)
+  fp hosts rm NAME      remove a host from your config
+
+choosing a host:
+  --host NAME, else the first reachable remote host with no fp job running, else the
+  least loaded one (fp jobs per CPU), else local when no remote host is configured.
 
 exit status:
   the command's own   when it ran (137 when it was killed)
@@ -66,8 +81,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", metavar="NAME", help="the Docker host to run on (default: local)")
     parser.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]", help="pass an environment variable (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="show what would be sent (files, bytes, exclusions) and do nothing")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show each step, with timings")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show each step (ssh, rsync and docker argv, secrets redacted), with timings")
+    steps = parser.add_argument_group("steps (build, sync in, run, sync out)")
+    steps.add_argument("--no-build", action="store_true", help="run the project's newest image on the host without rebuilding")
+    steps.add_argument("--no-sync", action="store_true", help="neither copy data to the host nor bring results back")
+    steps.add_argument("--sync-in-only", action="store_true", help="only copy the data folder to the host")
+    steps.add_argument("--sync-out-only", action="store_true", help="only bring the results back from the host")
+    steps.add_argument("--no-run", action="store_true", help="build and copy the data, but do not run")
     parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def hosts_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fp hosts", description="List, add and remove Docker hosts.")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    parser.add_argument("--timeout", type=float, default=hosts.DEFAULT_PROBE_TIMEOUT, metavar="S", help="seconds to wait for each host (in parallel)")
+    actions = parser.add_subparsers(dest="action", metavar="{add,rm}")
+    add = actions.add_parser("add", help="add a host to your config file")
+    add.add_argument("name")
+    add.add_argument("url", help="ssh://[user@]host[:port], or tcp://host:port with --cert-path")
+    add.add_argument("--key", help="ssh private key")
+    add.add_argument("--data-root", help="folder on the host holding projects' data (default: /data)")
+    add.add_argument("--cert-path", help="folder with ca.pem, cert.pem, key.pem for a TLS tcp:// engine")
+    add.add_argument("--ssh-user", help="ssh user for rsync to a tcp:// host")
+    remove = actions.add_parser("rm", help="remove a host from your config file")
+    remove.add_argument("name")
     return parser
 
 
@@ -96,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
         command, explicit = _split_command(args.command)
+        if not command and (args.sync_in_only or args.sync_out_only or args.no_run):
+            return _guarded(_run_command, command, args)
         if not command:
             build_parser().print_usage(sys.stderr)
             console.error("no command given: try `fp python script.py`, or `fp --help`")
@@ -181,7 +221,12 @@ def _load_config(local: LocalSide, *, project_optional: bool = False) -> Config:
 def _run_command(command: list[str], args: argparse.Namespace) -> int:
     local = _local_side()
     config = _load_config(local)
-    request = job.RunRequest(command=tuple(command), env=tuple(args.env), host=args.host, dry_run=args.dry_run, verbose=args.verbose)
+    steps = job.Steps.from_flags(
+        no_build=args.no_build, no_sync=args.no_sync, sync_in_only=args.sync_in_only, sync_out_only=args.sync_out_only, no_run=args.no_run
+    )
+    if steps.run and not command:
+        raise UsageError("no command given", hint="--no-run, --sync-in-only and --sync-out-only are the ones that need none")
+    request = job.RunRequest(command=tuple(command), env=tuple(args.env), host=args.host, dry_run=args.dry_run, verbose=args.verbose, steps=steps)
     if args.dry_run:
         print("\n".join(job.dry_run_report(config, request, local)), flush=True)
         return 0
@@ -191,6 +236,8 @@ def _run_command(command: list[str], args: argparse.Namespace) -> int:
 def _subcommand(command: list[str], args: argparse.Namespace) -> int:
     if command[0] == "init":
         return _init(init_parser().parse_args(command[1:]))
+    if command[0] == "hosts":
+        return _hosts(hosts_parser().parse_args(command[1:]))
     options = base_parser().parse_args(command[1:])
     return _base_build(options.host or args.host, rebuild=options.rebuild, verbose=options.verbose or args.verbose)
 
@@ -216,7 +263,9 @@ def _ask(question: str, default: str) -> str:
 def _base_build(host_name: str | None, *, rebuild: bool, verbose: bool) -> int:
     local = _local_side()
     config = _load_config(local, project_optional=True)
-    engine = hosts.connect(hosts.resolve(host_name, config, local.environ))
+    inventory = load_inventory(config, local.environ, local.home)
+    settings = SshSettings.from_env(local.environ, local.uid)
+    engine = hosts.connect(hosts.resolve(host_name or LOCAL, inventory), settings, verbose=verbose).engine
     image = ensure_base(engine, config.build.base_image, verbose=verbose, rebuild=rebuild)
     state = "built" if image.built else "already present"
     console.note(f"base image {image.tag} ({image.id[:19]}) {state} on host '{engine.host}'")
@@ -225,3 +274,57 @@ def _base_build(host_name: str | None, *, rebuild: bool, verbose: bool) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _hosts(options: argparse.Namespace) -> int:
+    local = _local_side()
+    if options.action == "add":
+        values = {"url": options.url, "ssh_key": options.key, "data_root": options.data_root, "cert_path": options.cert_path, "ssh_user": options.ssh_user}
+        path = user_config_path(local.environ, local.home)
+        _check_new_host(options.name, options.url)
+        userconfig.add_host(path, options.name, {key: value for key, value in values.items() if value})
+        console.note(f"added host '{options.name}' to {path}")
+        return 0
+    if options.action == "rm":
+        path = user_config_path(local.environ, local.home)
+        userconfig.remove_host(path, options.name)
+        console.note(f"removed host '{options.name}' from {path}")
+        return 0
+    config = _load_config(local, project_optional=True)
+    inventory = load_inventory(config, local.environ, local.home)
+    settings = SshSettings.from_env(local.environ, local.uid, connect_timeout=options.timeout)
+    probes = hosts.probe_all(inventory.hosts, settings, timeout=options.timeout, local_folder=str(local.cwd))
+    if options.json:
+        print(json.dumps([found.as_json() for found in probes], indent=2), flush=True)
+    else:
+        console.print_table(HOST_COLUMNS, [_host_row(found) for found in probes])
+    for problem in inventory.problems:
+        console.warn(problem)
+    return 0
+
+
+HOST_COLUMNS = ("NAME", "SOURCE", "URL", "STATE", "ENGINE", "CPUS", "MEMORY", "FP JOBS", "FREE DISK")
+
+
+def _host_row(found: hosts.Probe) -> tuple[str, ...]:
+    if not found.reachable:
+        return (found.host.name, found.host.source, found.host.url, f"unreachable: {found.reason}", "", "", "", "", "")
+    free = human_bytes(found.free_bytes) if found.free_bytes is not None else "-"
+    return (
+        found.host.name,
+        found.host.source,
+        found.host.url,
+        "reachable",
+        found.version,
+        str(found.cpus),
+        human_bytes(found.memory),
+        str(found.running_jobs),
+        free,
+    )
+
+
+def _check_new_host(name: str, url: str) -> None:
+    if name == LOCAL:
+        raise UsageError("'local' is reserved for the local engine")
+    if not url.startswith(("ssh://", "tcp://", "unix://")):
+        raise UsageError(f"{url!r} is not an engine URL", hint="use ssh://user@host[:port], tcp://host:port or unix:///path")

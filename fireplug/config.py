@@ -60,12 +60,16 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class HostSettings:
+    """A ``[hosts.NAME]`` table. Empty values are unset: they leave the docker-machine or
+    docker-context value of a host with the same name (or fp's default) in place."""
+
     name: str
     url: str = ""
     ssh_user: str = ""
-    ssh_port: int = 22
+    ssh_port: int = 0
     ssh_key: str = ""
-    data_root: str = "/data"
+    cert_path: str = ""  # folder with ca.pem, cert.pem, key.pem for a tcp:// engine with TLS
+    data_root: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -93,11 +97,13 @@ HOST_SCHEMA: dict[str, type] = {
     "ssh_user": str,
     "ssh_port": int,
     "ssh_key": str,
+    "cert_path": str,
     "data_root": str,
     "labels": dict,
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", list: "a list of strings", dict: "a table"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOML_LINE_RE = re.compile(r"\(at line (\d+), column \d+\)")
 
 
@@ -255,10 +261,21 @@ def _build_config(root: Path, merged: dict[str, dict[str, Any]], hosts: dict[str
         project=ProjectSettings(name=name, data=data, results=results, workdir=workdir),
         build=BuildSettings(**merged["build"]),
         run=RunSettings(env=tuple(merged["run"].get("env", ())), user=user),
-        hosts={
-            host: HostSettings(name=host, **{k: v for k, v in table.items() if k != "labels"}, labels=table.get("labels", {})) for host, table in hosts.items()
-        },
+        hosts={host: _host_settings(host, table) for host, table in hosts.items()},
     )
+
+
+def _host_settings(name: str, table: dict[str, Any]) -> HostSettings:
+    if not _HOST_NAME_RE.match(name) or name == "local":
+        raise ConfigError(f"host name {name!r} is not usable", hint="use letters, digits, '.', '_' and '-'; 'local' is reserved", key=f"hosts.{name}")
+    data_root = table.get("data_root", "")
+    if data_root and not PurePosixPath(data_root).is_absolute():
+        raise ConfigError(f"hosts.{name}.data_root {data_root!r} must be an absolute path on the host", key=f"hosts.{name}.data_root")
+    port = table.get("ssh_port", 0)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"hosts.{name}.ssh_port {port} is not a port number", key=f"hosts.{name}.ssh_port")
+    labels = {str(key): str(value) for key, value in table.get("labels", {}).items()}
+    return HostSettings(name=name, **{key: value for key, value in table.items() if key != "labels"}, labels=labels)
 
 
 def _relative_folder(value: str, key: str) -> str:

@@ -6,6 +6,7 @@ rich is imported on first use only: a warm run that prints nothing never loads i
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -82,3 +83,40 @@ class StepProgress:
     def __exit__(self, *exc: Any) -> None:
         if self._status is not None:
             self._status.__exit__(*exc)
+
+
+class Progress:
+    """A transient one-line status (rsync's progress, say) on a terminal; nothing elsewhere."""
+
+    def __init__(self, title: str, *, enabled: bool) -> None:
+        self.title = title
+        self._status: Status | None = console().status(title, spinner="dots") if enabled else None
+
+    def __enter__(self) -> Progress:
+        if self._status is not None:
+            self._status.__enter__()
+        return self
+
+    def update(self, text: str) -> None:
+        if self._status is not None:
+            self._status.update(f"{self.title} [dim]{_escape(text)}[/]")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table on stdout (it is the command's output, not a message)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_escape(cell) for cell in row))
+    out = Console(highlight=False, soft_wrap=False)
+    if not out.is_terminal:
+        out = Console(highlight=False, soft_wrap=False, width=1000)  # a pipe or file: never fold cells
+    out.print(table)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import sys
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fireplug.errors import EngineError, EngineUnreachable
+from fireplug.transport import Connector, connector_for
 
 CLIENT_API_VERSION = (1, 45)  # the newest API version fp speaks; lowered to the engine's
 MIN_API_VERSION = (1, 25)  # HostConfig.Init appeared in 1.25
@@ -149,14 +151,20 @@ class Engine:
         EngineError: the engine refused the request.
     """
 
-    def __init__(self, host: str, url: str, *, timeout: float = DEFAULT_TIMEOUT, unreachable_hint: str = "") -> None:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme != "unix":
-            raise EngineUnreachable(host, url, f"unsupported engine URL scheme '{parsed.scheme}'", hint="use a unix:// socket")
+    def __init__(
+        self,
+        host: str,
+        url: str,
+        *,
+        connector: Connector | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        unreachable_hint: str = "",
+    ) -> None:
+        """``connector`` opens a connection (default: dial ``url``, a unix:// or plain tcp:// URL)."""
         self.host = host
         self.url = url
         self.timeout = timeout
-        self._socket_path = parsed.path
+        self._connect = connector or connector_for(host, url, None)
         self._unreachable_hint = unreachable_hint
         self._prefix = ""
 
@@ -172,16 +180,6 @@ class Engine:
         version = min(server, CLIENT_API_VERSION)
         self._prefix = f"/v{_format_version(version)}"
         return _format_version(version)
-
-    def _open_socket(self, timeout: float | None) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(self._socket_path)
-        except OSError:
-            sock.close()
-            raise
-        return sock
 
     def _request(
         self,
@@ -219,7 +217,7 @@ class Engine:
         request = f"{method} {url} HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in head.items()) + "\r\n"
         sock = None
         try:
-            sock = self._open_socket(self.timeout if timeout == "default" else timeout)  # type: ignore[arg-type]
+            sock = self._connect(self.timeout if timeout == "default" else timeout)  # type: ignore[arg-type]
             sock.sendall(request.encode("latin-1") + payload)
             if body is not None:
                 _send_chunked(sock, body)
@@ -314,7 +312,32 @@ class Engine:
         finally:
             response.close()
 
+    def images(self, labels: Iterable[str]) -> list[dict[str, Any]]:
+        """Images carrying every label in ``labels`` (``key=value`` or ``key``)."""
+        params = {"filters": json.dumps({"label": list(labels)})}
+        return self._json("GET", "/images/json", params=params, action="listing images") or []
+
+    # -- the engine ---------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """The engine's /info: version, CPUs, memory, root folder..."""
+        return self._json("GET", "/info", action="reading engine information") or {}
+
     # -- containers -------------------------------------------------------------------
+
+    def containers(self, labels: Iterable[str], *, running_only: bool = True) -> list[dict[str, Any]]:
+        """Containers carrying every label in ``labels``."""
+        filters: dict[str, list[str]] = {"label": list(labels)}
+        if running_only:
+            filters["status"] = ["running"]
+        params = {"filters": json.dumps(filters), "all": int(not running_only)}
+        return self._json("GET", "/containers/json", params=params, action="listing containers") or []
+
+    def put_archive(self, container: str, path: str, tar_stream: Iterable[bytes]) -> None:
+        """Extract a tar stream (sent chunked, never held in memory) at ``path`` in the container."""
+        params = {"path": path}
+        headers = {"Content-Type": "application/x-tar"}
+        self._call("PUT", f"/containers/{container}/archive", params=params, body=tar_stream, headers=headers, timeout=None, action="copying files")
 
     def create_container(self, config: Mapping[str, Any], name: str) -> str:
         created = self._json("POST", "/containers/create", params={"name": name}, json_body=config, action="creating the container")
@@ -363,6 +386,11 @@ def describe_socket_error(error: BaseException) -> str:
         return "permission denied on the socket (join the docker group: sudo usermod -aG docker $USER, then log in again)"
     if isinstance(error, (socket.timeout, TimeoutError)):
         return "timed out"
+    ssl = sys.modules.get("ssl")  # imported only when a TLS engine was dialled
+    if ssl is not None and isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate check failed ({error.verify_message})"
+    if ssl is not None and isinstance(error, ssl.SSLError):
+        return f"TLS failed ({error.reason or error})"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return str(error) or type(error).__name__

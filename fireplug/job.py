@@ -24,16 +24,43 @@ from fireplug.build import (
     ensure_base,
     ensure_project_image,
     generated_recipe,
+    latest_project_image,
     own_recipe,
     scan_rules,
 )
 from fireplug.config import Config
 from fireplug.context import Context, human_bytes
-from fireplug.errors import UsageError
+from fireplug.errors import FireplugError, UsageError
+from fireplug.inventory import Host, load_inventory, local_host
 from fireplug.run import ContainerSpec, Mount, Stdio, run_container
 from fireplug.scancache import cache_dir, load_context
+from fireplug.ssh import SshSettings
+from fireplug.sync import Syncer, SyncReport
 
 COMMAND_LABEL_LIMIT = 512
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Which of build, sync in, run and sync out a request asks for (the original tool's flags)."""
+
+    build: bool = True
+    sync_in: bool = True
+    run: bool = True
+    sync_out: bool = True
+
+    @classmethod
+    def from_flags(cls, *, no_build: bool, no_sync: bool, sync_in_only: bool, sync_out_only: bool, no_run: bool) -> Steps:
+        """Raises: UsageError: flags that contradict each other."""
+        if sum([sync_in_only, sync_out_only, no_run]) > 1:
+            raise UsageError("--sync-in-only, --sync-out-only and --no-run exclude each other")
+        if no_sync and (sync_in_only or sync_out_only):
+            raise UsageError("--no-sync contradicts --sync-in-only and --sync-out-only")
+        if sync_in_only:
+            return cls(build=False, sync_in=True, run=False, sync_out=False)
+        if sync_out_only:
+            return cls(build=False, sync_in=False, run=False, sync_out=True)
+        return cls(build=not no_build, sync_in=not no_sync, run=not no_run, sync_out=not no_sync and not no_run)
 
 
 @dataclass(frozen=True)
@@ -43,6 +70,7 @@ class RunRequest:
     host: str | None = None
     dry_run: bool = False
     verbose: bool = False
+    steps: Steps = Steps()
 
 
 @dataclass(frozen=True)
@@ -60,29 +88,107 @@ class LocalSide:
 
 
 def run(config: Config, request: RunRequest, local: LocalSide) -> int:
-    """Build as needed and run ``request.command``; the command's exit status.
+    """Build, sync in, run ``request.command``, sync out (as the request's steps say).
+
+    Returns the command's exit status (0 when it was not asked to run).
 
     Raises:
-        FireplugError: any failure of fp itself (engine, build, configuration).
+        FireplugError: any failure of fp itself (host, engine, build, sync, configuration).
     """
     started = time.perf_counter()
-    host = hosts.resolve(request.host, config, local.environ)
-    spec = container_spec(config, "", request, local, local_engine=host.local)  # usage errors before any work
-    own = own_recipe(config)
-    context = scan(config, local, own)
-    if request.verbose:
+    settings = SshSettings.from_env(local.environ, local.uid)
+    host = choose_host(config, request, local, settings)
+    steps = request.steps
+    spec = container_spec(config, "", request, local, host=host)  # usage errors before any work
+    own = own_recipe(config) if steps.build else None
+    context = scan(config, local, own) if steps.build else None
+    if request.verbose and context is not None:
         how = "unchanged files known from the last scan" if context.from_record else "scanned"
         console.detail(f"context: {context.file_count} files, {human_bytes(context.total_bytes)}, hash {context.digest[:12]}, {how} ({_ms(started)})")
-    engine = hosts.connect(host)
-    base = ensure_base(engine, config.build.base_image, verbose=request.verbose) if own is None or own.needs_base else None
-    chosen = own or generated_recipe(config, base.tag if base else "")
-    image = ensure_project_image(engine, config, context, chosen, base, verbose=request.verbose)
-    spec = replace(spec, image=image.tag)
-    ensure_data_folder(config.root / config.project.data)
+    connection = hosts.connect(host, settings, verbose=request.verbose)
+    engine = connection.engine
+    image = None
+    if steps.build:
+        assert context is not None
+        base = ensure_base(engine, config.build.base_image, verbose=request.verbose) if own is None or own.needs_base else None
+        chosen = own or generated_recipe(config, base.tag if base else "")
+        image = ensure_project_image(engine, config, context, chosen, base, verbose=request.verbose)
+    elif steps.run:
+        image = latest_project_image(engine, config.project.name)
+    local_data = config.root / config.project.data
+    if host.local:
+        if steps.run:
+            ensure_data_folder(local_data)
+        elif not steps.build:
+            console.note(f"host '{host.name}' uses the data folder in place: nothing to sync")
+        return run_container(engine, replace(spec, image=image.tag), local.stdio) if steps.run and image else 0
+    syncer = make_syncer(connection, config, request.verbose)
+    remote_data = spec.mounts[0].source
+    if steps.sync_in:
+        ensure_data_folder(local_data)
+        report_sync(host.name, syncer.sync_in(local_data, remote_data), verbose=request.verbose)
+    if not steps.run or image is None:
+        return sync_out(syncer, host.name, config, remote_data, verbose=request.verbose) if steps.sync_out else 0
     if request.verbose:
-        action = "built" if image.built else "up to date"
-        console.detail(f"image {image.tag} {action} on host '{host.name}'; starting {spec.name} ({_ms(started)})")
-    return run_container(engine, spec, local.stdio)
+        console.detail(f"image {image.tag} on host '{host.name}'; starting {spec.name} ({_ms(started)})")
+    status: int | None = None
+    try:
+        status = run_container(engine, replace(spec, image=image.tag), local.stdio)
+    finally:
+        if steps.sync_out:
+            _sync_out_after_run(syncer, host.name, config, remote_data, failed=status is None, verbose=request.verbose)
+    return status
+
+
+def choose_host(config: Config, request: RunRequest, local: LocalSide, settings: SshSettings) -> Host:
+    """The host to run on; says which and why when fp chose among remote hosts itself."""
+    inventory = load_inventory(config, local.environ, local.home)
+    host, why = hosts.choose(request.host, inventory, settings)
+    if request.host is None and (inventory.remote or request.verbose):
+        console.note(f"host '{host.name}' ({why})")
+    return host
+
+
+def make_syncer(connection: hosts.Connection, config: Config, verbose: bool) -> Syncer:
+    """rsync over the host's ssh when it has one, else the Docker API (on fp's base image)."""
+    if connection.shell is not None:
+        from fireplug.sync.rsync import RsyncSyncer
+
+        return RsyncSyncer(connection.shell, verbose=verbose)
+    from fireplug.sync.api import ApiSyncer
+
+    base = ensure_base(connection.engine, config.build.base_image, verbose=verbose)
+    return ApiSyncer(connection.engine, base.tag, {f"{LABEL}.project": config.project.name})
+
+
+def sync_out(syncer: Syncer, host: str, config: Config, remote_data: str, *, verbose: bool) -> int:
+    folders = [posixpath.relpath(folder, config.project.data) for folder in config.project.result_folders]
+    report_sync(host, syncer.sync_out(remote_data, config.root / config.project.data, folders), verbose=verbose)
+    return 0
+
+
+def _sync_out_after_run(syncer: Syncer, host: str, config: Config, remote_data: str, *, failed: bool, verbose: bool) -> None:
+    """Results come back however the run ended; when fp itself failed, that failure is what gets reported."""
+    if not failed:
+        sync_out(syncer, host, config, remote_data, verbose=verbose)
+        return
+    try:
+        sync_out(syncer, host, config, remote_data, verbose=verbose)
+    except FireplugError as e:
+        console.warn(f"results could not be brought back: {e}")
+
+
+def report_sync(host: str, report: SyncReport, *, verbose: bool = False) -> None:
+    where = "to" if report.direction == "in" else "from"
+    if verbose:
+        console.detail(f"sync {report.direction}: {report.files} files, {report.file_bytes} bytes of content, {report.wire_bytes} bytes over the wire")
+    if report.files:
+        console.note(f"synced {report.files} files ({human_bytes(report.file_bytes)}) {where} host '{host}' in {report.seconds:.1f} s")
+    else:
+        console.note(f"data {where} host '{host}': nothing changed ({report.seconds:.1f} s)")
+    if report.kept:
+        shown = ", ".join(report.kept[:5]) + (f" and {len(report.kept) - 5} more" if len(report.kept) > 5 else "")
+        console.warn(f"kept {len(report.kept)} local files newer than the host's copies: {shown}")
 
 
 def ensure_data_folder(folder: Path) -> None:
@@ -98,14 +204,14 @@ def scan(config: Config, local: LocalSide, own: Recipe | None, *, full: bool = F
     return load_context(config.root, rules, cache_dir(local.environ, local.home), full=full)
 
 
-def container_spec(config: Config, image: str, request: RunRequest, local: LocalSide, *, local_engine: bool) -> ContainerSpec:
+def container_spec(config: Config, image: str, request: RunRequest, local: LocalSide, *, host: Host) -> ContainerSpec:
     """What the container looks like: same relative folder, data mounted, asked-for env only.
 
     Raises:
         UsageError: an ``-e NAME`` names a variable that is not set locally.
     """
     project_in_container = config.container_root()
-    user = container_user(config.run.user, local.uid, local.gid, local_engine=local_engine)
+    user = container_user(config.run.user, local.uid, local.gid, local_engine=host.local)
     env = [("PYTHONUNBUFFERED", "1")]
     if user not in ("", "0", "0:0"):
         env.append(("HOME", "/tmp"))  # an arbitrary uid has no home in the image
@@ -117,7 +223,7 @@ def container_spec(config: Config, image: str, request: RunRequest, local: Local
         workdir=container_workdir(project_in_container, config.root, local.cwd),
         name=f"fp-{config.project.name}-{run_id}",
         env=tuple(env),
-        mounts=(Mount(str(config.root / config.project.data), posixpath.join(project_in_container, config.project.data)),),
+        mounts=(Mount(data_on_host(host, config), posixpath.join(project_in_container, config.project.data)),),
         labels={
             f"{LABEL}.kind": "run",
             f"{LABEL}.project": config.project.name,
@@ -128,6 +234,13 @@ def container_spec(config: Config, image: str, request: RunRequest, local: Local
         tty=local.stdin_is_terminal and local.stdout_is_terminal,
         stdin=local.stdio.stdin is not None,
     )
+
+
+def data_on_host(host: Host, config: Config) -> str:
+    """The data folder as the host's engine sees it: the local folder, or ``<data_root>/<project>/<data>``."""
+    if host.local:
+        return str(config.root / config.project.data)
+    return posixpath.join(host.data_root, config.project.name, config.project.data)
 
 
 def container_workdir(project_in_container: str, root: Path, cwd: Path) -> str:
@@ -172,7 +285,7 @@ def dry_run_report(config: Config, request: RunRequest, local: LocalSide) -> lis
     own = own_recipe(config)
     context = scan(config, local, own, full=True)
     base_tag = base_image_tag(config.build.base_image, base_files())
-    spec = container_spec(config, "(one-time image)", request, local, local_engine=True)
+    spec = container_spec(config, "(one-time image)", request, local, host=local_host(local.environ, local.home))
     lines = [
         "fp dry run: nothing is built, sent or run.",
         f"project   {config.project.name} at {config.root}",

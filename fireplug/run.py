@@ -209,7 +209,7 @@ class _Supervisor:
                 while data := self.attached.recv():
                     writer.write(self.stdio.stdout, data)
             else:
-                for stream, data in _frames(self.attached):
+                for stream, data in frames(self.attached):
                     writer.write(self.stdio.stderr if stream == 2 else self.stdio.stdout, data)
         except OSError:
             pass  # the connection closed: the waiter reports how the container ended
@@ -279,7 +279,7 @@ class _OutputWriter:
             self.closed.add(fd)
 
 
-def _frames(attached: Attached) -> Iterator[tuple[int, bytes]]:
+def frames(attached: Attached) -> Iterator[tuple[int, bytes]]:
     """Demultiplex the engine's stdout/stderr stream: 8-byte headers (stream, size), then data."""
     buffer = b""
     while True:

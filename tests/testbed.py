@@ -1,4 +1,4 @@
-"""The test bench: a real Docker engine on this machine and a stand-in for the base's FROM image.
+"""The test bench: real Docker engines, a real sshd, and a stand-in for the base's FROM image.
 
     python -m tests.testbed up
 
@@ -7,10 +7,20 @@ made with `debootstrap --variant=minbase` from the machine's own Debian mirror a
 `docker import`ed under exactly that name; fp then builds its base image on it through its
 normal first-use path. Everything is reused when present: the engine if it answers, the image
 if the engine has it, the root filesystem tarball from /var/cache/fireplug-testbed.
+
+Remote hosts, all on 127.0.0.1 (tests never aim traffic anywhere else):
+- "primary": sshd on SSH_PORT in front of the main engine (/var/run/docker.sock);
+- "second": a second dockerd (own socket, data root, exec root, pidfile and bridge) behind
+  its own sshd on SECOND_SSH_PORT, whose sessions get DOCKER_HOST pointing at it;
+- "tls": a third dockerd on TLS_PORT with openssl-made CA, server and client certificates,
+  described by a docker-machine store (MACHINE_STORE, ConfigVersion 3) whose ssh settings
+  reach this machine through the primary sshd.
+Each extra engine starts with no images; the stand-in FROM image is loaded into it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -27,6 +37,20 @@ DOCKERD_LOG = Path("/var/log/fireplug-testbed-dockerd.log")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 ENGINE_START_SECONDS = 60
 
+STATE = Path(os.environ.get("FP_TESTBED_STATE", "/var/lib/fireplug-testbed"))
+RUNTIME = Path("/run/fireplug-testbed")
+SSH_DIR = STATE / "ssh"
+CLIENT_KEY = SSH_DIR / "id_ed25519"
+SSH_PORT = 22022
+SECOND_SSH_PORT = 22023
+TLS_PORT = 22376
+SECOND_SOCKET = RUNTIME / "second.sock"
+TLS_ADMIN_SOCKET = RUNTIME / "tls.sock"
+CERTS = STATE / "tls"
+MACHINE_STORE = STATE / "machine"
+MACHINE_NAME = "fptls"
+CLOSED_PORT = 9  # nothing listens on 127.0.0.1:9 (discard): an unreachable host
+
 
 def say(message: str) -> None:
     print(f"testbed: {message}", file=sys.stderr, flush=True)
@@ -36,23 +60,215 @@ def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]
     return subprocess.run(argv, check=True, **kwargs)  # type: ignore[call-overload]
 
 
-def engine_answers() -> bool:
-    return subprocess.run(["docker", "-H", f"unix://{SOCKET}", "version"], capture_output=True).returncode == 0
+def engine_answers(*docker_flags: str) -> bool:
+    return subprocess.run(["docker", *docker_flags, "version"], capture_output=True).returncode == 0
+
+
+def start_dockerd(name: str, argv: list[str], docker_flags: list[str], log_path: Path) -> None:
+    """Start ``argv`` (a dockerd) unless the engine ``docker_flags`` address already answers."""
+    if engine_answers(*docker_flags):
+        say(f"{name} engine already running")
+        return
+    say(f"starting the {name} dockerd (log: {log_path})")
+    with open(log_path, "ab") as log:
+        subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + ENGINE_START_SECONDS
+    while not engine_answers(*docker_flags):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"testbed: the {name} dockerd did not answer within {ENGINE_START_SECONDS} s; see {log_path}")
+        time.sleep(0.5)
+    say(f"{name} engine is up")
 
 
 def ensure_engine() -> None:
-    if engine_answers():
-        say("engine already running")
+    start_dockerd("main", ["dockerd", "--host", f"unix://{SOCKET}"], ["-H", f"unix://{SOCKET}"], DOCKERD_LOG)
+
+
+def ensure_bridge(name: str, cidr: str) -> None:
+    """A bridge of the extra engine's own: sharing docker0 (or --bridge none) breaks the main engine.
+
+    The extra engines run with --iptables=false (two daemons rewriting the same chains fight),
+    so the bridge gets the two rules its builds need to reach Debian's mirror, as docker0 has.
+    """
+    if subprocess.run(["ip", "link", "show", name], capture_output=True).returncode != 0:
+        run(["ip", "link", "add", "name", name, "type", "bridge"])
+        run(["ip", "addr", "add", cidr, "dev", name])
+    run(["ip", "link", "set", name, "up"])
+    network = cidr.rsplit(".", 1)[0] + ".0/" + cidr.split("/")[1]
+    ensure_iptables_rule("nat", "POSTROUTING", ["-s", network, "!", "-o", name, "-j", "MASQUERADE"])
+    for direction in ("-i", "-o"):
+        ensure_iptables_rule("filter", "FORWARD", [direction, name, "-j", "ACCEPT"])
+
+
+def ensure_iptables_rule(table: str, chain: str, rule: list[str]) -> None:
+    if subprocess.run(["iptables", "-t", table, "-C", chain, *rule], capture_output=True).returncode != 0:
+        run(["iptables", "-t", table, "-I", chain, "1", *rule])
+
+
+def extra_dockerd_argv(name: str, bridge: str, hosts: list[str], tls: list[str]) -> list[str]:
+    return [
+        "dockerd",
+        *[f"--host={host}" for host in hosts],
+        *tls,
+        f"--data-root={STATE / 'engines' / name}",
+        f"--exec-root={RUNTIME / name}",
+        f"--pidfile={RUNTIME / name}.pid",
+        f"--bridge={bridge}",
+        "--iptables=false",
+        "--ip-masq=false",
+    ]
+
+
+def ensure_second_engine() -> None:
+    ensure_bridge("fpbr2", "10.231.2.1/24")
+    flags = ["-H", f"unix://{SECOND_SOCKET}"]
+    start_dockerd("second", extra_dockerd_argv("second", "fpbr2", [f"unix://{SECOND_SOCKET}"], []), flags, STATE / "second-dockerd.log")
+    load_standin_into("second", flags)
+
+
+def tls_client_flags() -> list[str]:
+    return [
+        "--tlsverify",
+        f"--tlscacert={CERTS / 'ca.pem'}",
+        f"--tlscert={CERTS / 'cert.pem'}",
+        f"--tlskey={CERTS / 'key.pem'}",
+        "-H",
+        f"tcp://127.0.0.1:{TLS_PORT}",
+    ]
+
+
+def ensure_tls_engine() -> None:
+    ensure_certs()
+    ensure_bridge("fpbr3", "10.231.3.1/24")
+    tls = ["--tlsverify", f"--tlscacert={CERTS / 'ca.pem'}", f"--tlscert={CERTS / 'server.pem'}", f"--tlskey={CERTS / 'server-key.pem'}"]
+    hosts = [f"tcp://127.0.0.1:{TLS_PORT}", f"unix://{TLS_ADMIN_SOCKET}"]
+    start_dockerd("tls", extra_dockerd_argv("tls", "fpbr3", hosts, tls), tls_client_flags(), STATE / "tls-dockerd.log")
+    load_standin_into("tls", tls_client_flags())
+    write_machine_store()
+
+
+def load_standin_into(name: str, docker_flags: list[str]) -> None:
+    image = base_from_image()
+    if subprocess.run(["docker", *docker_flags, "image", "inspect", image], capture_output=True).returncode == 0:
         return
-    say(f"starting dockerd (log: {DOCKERD_LOG})")
-    with open(DOCKERD_LOG, "ab") as log:
-        subprocess.Popen(["dockerd", "--host", f"unix://{SOCKET}"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + ENGINE_START_SECONDS
-    while not engine_answers():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"testbed: dockerd did not answer within {ENGINE_START_SECONDS} s; see {DOCKERD_LOG}")
-        time.sleep(0.5)
-    say("engine is up")
+    say(f"loading {image} into the {name} engine")
+    saved = subprocess.Popen(["docker", "-H", f"unix://{SOCKET}", "save", image], stdout=subprocess.PIPE)
+    run(["docker", *docker_flags, "load", "-q"], stdin=saved.stdout, stdout=subprocess.DEVNULL)
+    if saved.wait() != 0:
+        raise SystemExit(f"testbed: docker save {image} failed")
+
+
+def ensure_certs() -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    if (CERTS / "key.pem").exists():
+        return
+    say("making TLS certificates with openssl")
+    CERTS.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*argv: str) -> None:
+        run(["openssl", *argv], cwd=CERTS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=fireplug test CA", "-keyout", "ca-key.pem", "-out", "ca.pem")
+    for name, usage, extra in (("server", "serverAuth", ["subjectAltName=IP:127.0.0.1,DNS:localhost"]), ("client", "clientAuth", [])):
+        key, cert = ("server-key.pem", "server.pem") if name == "server" else ("key.pem", "cert.pem")
+        (CERTS / f"{name}.ext").write_text("\n".join([*extra, f"extendedKeyUsage={usage}", ""]))
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", key, "-out", f"{name}.csr")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            cert,
+        )
+
+
+def write_machine_store() -> None:
+    """A docker-machine store (ConfigVersion 3, generic driver) describing the TLS engine."""
+    folder = MACHINE_STORE / "machines" / MACHINE_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        shutil.copyfile(CERTS / name, folder / name)
+    shutil.copyfile(CLIENT_KEY, folder / "id_rsa")
+    (folder / "id_rsa").chmod(0o600)
+    config = {
+        "ConfigVersion": 3,
+        "Driver": {
+            "IPAddress": "127.0.0.1",
+            "MachineName": MACHINE_NAME,
+            "SSHUser": "root",
+            "SSHPort": SSH_PORT,
+            "SSHKeyPath": str(folder / "id_rsa"),
+            "StorePath": str(MACHINE_STORE),
+            "SwarmMaster": False,
+            "SwarmHost": "",
+            "SwarmDiscovery": "",
+            "EnginePort": TLS_PORT,
+            "SSHKey": "",
+        },
+        "DriverName": "generic",
+        "HostOptions": {
+            "Driver": "",
+            "Memory": 0,
+            "Disk": 0,
+            "EngineOptions": {"TlsVerify": True, "InstallURL": "https://get.docker.com"},
+            "AuthOptions": {
+                "CertDir": str(MACHINE_STORE / "certs"),
+                "CaCertPath": str(folder / "ca.pem"),
+                "ClientKeyPath": str(folder / "key.pem"),
+                "ClientCertPath": str(folder / "cert.pem"),
+                "StorePath": str(folder),
+            },
+        },
+        "Name": MACHINE_NAME,
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=4))
+
+
+def ensure_ssh_keys() -> None:
+    SSH_DIR.mkdir(parents=True, exist_ok=True)
+    for key in (CLIENT_KEY, SSH_DIR / "host_ed25519"):
+        if not key.exists():
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fireplug-testbed", "-f", str(key)])
+    authorized = SSH_DIR / "authorized_keys"
+    authorized.write_text(CLIENT_KEY.with_suffix(".pub").read_text())
+    authorized.chmod(0o600)
+
+
+def ensure_sshd(port: int, docker_host: str = "") -> None:
+    """An sshd on 127.0.0.1:``port`` accepting CLIENT_KEY for root; ``docker_host`` set in its sessions."""
+    if subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout.strip():
+        return
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
+    config = SSH_DIR / f"sshd-{port}.conf"
+    lines = [
+        f"Port {port}",
+        "ListenAddress 127.0.0.1",
+        f"HostKey {SSH_DIR / 'host_ed25519'}",
+        f"PidFile {RUNTIME / f'sshd-{port}.pid'}",
+        f"AuthorizedKeysFile {SSH_DIR / 'authorized_keys'}",
+        "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",
+        "MaxSessions 200",
+        "MaxStartups 100:30:200",
+    ]
+    if docker_host:
+        lines.append(f"SetEnv DOCKER_HOST={docker_host}")
+    config.write_text("\n".join(lines) + "\n")
+    say(f"starting sshd on 127.0.0.1:{port}")
+    run(["/usr/sbin/sshd", "-f", str(config), "-E", str(STATE / f"sshd-{port}.log")])
 
 
 def base_from_image() -> str:
@@ -105,8 +321,15 @@ def make_rootfs_tarball(suite: str, tarball: Path) -> None:
 
 
 def up() -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    RUNTIME.mkdir(parents=True, exist_ok=True)
     ensure_engine()
     ensure_standin(base_from_image())
+    ensure_ssh_keys()
+    ensure_sshd(SSH_PORT)
+    ensure_second_engine()
+    ensure_sshd(SECOND_SSH_PORT, f"unix://{SECOND_SOCKET}")
+    ensure_tls_engine()
 
 
 if __name__ == "__main__":

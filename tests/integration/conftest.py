@@ -7,6 +7,7 @@ there at teardown fails the test, since fp must never leave one behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 from fireplug import cli
 from fireplug.engine import Engine
 from fireplug.errors import FireplugError
+from tests import testbed
 
 SOCKET_URL = "unix:///var/run/docker.sock"
 FP_BIN = Path(sys.executable).with_name("fp")
@@ -49,16 +51,29 @@ class Project:
         return path
 
 
-def docker(*argv: str) -> str:
-    return subprocess.run(["docker", *argv], check=True, capture_output=True, text=True).stdout
+# How the docker CLI reaches each test-bench engine (the main one first).
+ENGINE_FLAGS = {
+    "main": ["-H", SOCKET_URL],
+    "second": ["-H", f"unix://{testbed.SECOND_SOCKET}"],
+    "tls": ["-H", f"unix://{testbed.TLS_ADMIN_SOCKET}"],
+}
 
 
-def containers_of(project: str) -> list[str]:
-    return docker("ps", "-aq", "--filter", f"label=io.fireplug.project={project}").split()
+def docker(*argv: str, engine: str = "main") -> str:
+    return subprocess.run(["docker", *ENGINE_FLAGS[engine], *argv], check=True, capture_output=True, text=True).stdout
 
 
-def images_of(project: str) -> list[str]:
-    return docker("images", "-q", "--no-trunc", "--filter", f"label=io.fireplug.project={project}").split()
+def containers_of(project: str, engine: str = "main") -> list[str]:
+    return docker("ps", "-aq", "--filter", f"label=io.fireplug.project={project}", engine=engine).split()
+
+
+def images_of(project: str, engine: str = "main") -> list[str]:
+    return docker("images", "-q", "--no-trunc", "--filter", f"label=io.fireplug.project={project}", engine=engine).split()
+
+
+@functools.cache
+def engine_answers(name: str) -> bool:
+    return subprocess.run(["docker", *ENGINE_FLAGS[name], "version"], capture_output=True).returncode == 0
 
 
 @pytest.fixture(scope="session")
@@ -79,13 +94,16 @@ def project(tmp_path: Path, engine: Engine) -> Iterator[Project]:
     made.write("fireplug.toml", f'[project]\nname = "{name}"\n')
     made.write("src/app.py", "print('app')\n")
     yield made
-    leftover = containers_of(name)
-    if leftover:
-        docker("rm", "-f", *leftover)
-    ids = images_of(name)
-    if ids:
-        subprocess.run(["docker", "rmi", "-f", *ids], capture_output=True)
-    assert not leftover, f"fp left containers behind: {leftover}"
+    leftovers = {}
+    for engine_name, flags in ENGINE_FLAGS.items():
+        if not engine_answers(engine_name):
+            continue
+        if leftover := containers_of(name, engine_name):
+            leftovers[engine_name] = leftover
+            docker("rm", "-f", *leftover, engine=engine_name)
+        if ids := images_of(name, engine_name):
+            subprocess.run(["docker", *flags, "rmi", "-f", *ids], capture_output=True)
+    assert not leftovers, f"fp left containers behind: {leftovers}"
 
 
 @contextlib.contextmanager
@@ -132,3 +150,50 @@ def run_fp(cwd: Path, *argv: str, input: bytes | None = None, timeout: float = 3
         timeout=timeout,
         env=env,
     )
+
+
+@dataclass(frozen=True)
+class RemoteBench:
+    """Hosts of the test bench as a user would configure them, with data roots of this test's own."""
+
+    home: Path
+    data_roots: Path
+    config: Path
+
+    def data_root(self, host: str) -> Path:
+        return self.data_roots / host
+
+    def add_hosts(self, text: str) -> None:
+        with self.config.open("a") as out:
+            out.write("\n" + text)
+
+
+def ssh_client_config(home: Path, *, with_key: bool = True) -> str:
+    key = f"  IdentityFile {testbed.CLIENT_KEY}\n  IdentitiesOnly yes\n" if with_key else "  IdentitiesOnly yes\n"
+    return (
+        f"Host fp-second\n  HostName 127.0.0.1\n  Port {testbed.SECOND_SSH_PORT}\n  User root\n"
+        f"Host *\n{key}  UserKnownHostsFile {home / 'known_hosts'}\n  StrictHostKeyChecking accept-new\n"
+    )
+
+
+@pytest.fixture(scope="session")
+def remote_engines() -> None:
+    """The test bench's sshd ports and extra engines must be up (tests/run starts them)."""
+    for name in ("second", "tls"):
+        if not engine_answers(name):
+            pytest.fail(f"the test bench's {name} engine is not running; run the tests with tests/run")
+
+
+@pytest.fixture
+def remote(isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote_engines: None) -> RemoteBench:
+    """Two ssh hosts in the user config: 'primary' (the main engine) and 'second' (an ssh alias)."""
+    ssh_config = isolated_home / "ssh_config"
+    ssh_config.write_text(ssh_client_config(isolated_home))
+    config = isolated_home / ".config" / "fireplug" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    data_roots = tmp_path / "host-data"
+    config.write_text(
+        f'[hosts.primary]\nurl = "ssh://root@127.0.0.1:{testbed.SSH_PORT}"\ndata_root = "{data_roots / "primary"}"\n\n'
+        f'[hosts.second]\nurl = "ssh://fp-second"\ndata_root = "{data_roots / "second"}"\n'
+    )
+    return RemoteBench(isolated_home, data_roots, config)

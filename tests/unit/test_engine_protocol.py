@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from fireplug.engine import Attached, Engine, ProtocolError, Response
-from fireplug.errors import EngineError, EngineUnreachable
-from fireplug.run import _frames
+from fireplug.errors import EngineError, EngineUnreachable, FireplugError
+from fireplug.run import frames
 
 
 def response_from(raw: bytes) -> Response:
@@ -57,8 +57,8 @@ def test_frames_are_demultiplexed_across_arbitrary_reads() -> None:
         theirs.close()
 
     threading.Thread(target=send_slowly).start()
-    frames = list(_frames(Attached(ours, pending)))
-    by_stream = {1: b"".join(data for stream, data in frames if stream == 1), 2: b"".join(data for stream, data in frames if stream == 2)}
+    received = list(frames(Attached(ours, pending)))
+    by_stream = {1: b"".join(data for stream, data in received if stream == 1), 2: b"".join(data for stream, data in received if stream == 2)}
     assert by_stream == {1: b"out 1\n" + b"x" * 100_000, 2: b"err 1\n"}
 
 
@@ -106,5 +106,5 @@ def test_negotiation_picks_the_lower_api_version(tmp_path: Path) -> None:
 
 
 def test_unsupported_url_scheme_is_refused() -> None:
-    with pytest.raises(EngineUnreachable, match="unsupported engine URL scheme 'ssh'"):
-        Engine("local", "ssh://user@host")
+    with pytest.raises(FireplugError, match="unsupported scheme 'ftp'"):
+        Engine("local", "ftp://user@host")

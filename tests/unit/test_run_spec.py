@@ -6,10 +6,13 @@ import pytest
 
 from fireplug.config import load
 from fireplug.errors import UsageError
+from fireplug.inventory import Host
 from fireplug.job import LocalSide, RunRequest, container_spec, container_user, container_workdir, resolve_env
 from fireplug.run import ContainerSpec, Mount, Stdio, container_config
 
 ROOT = Path("/home/ada/proj")
+LOCAL_HOST = Host("local", "unix:///var/run/docker.sock", "default socket", local=True)
+REMOTE_HOST = Host("aws02", "ssh://ada@aws02", "config", data_root="/scratch")
 
 
 def local(cwd: Path = ROOT, uid: int = 1000, stdin_tty: bool = False, stdout_tty: bool = False, stdin: int | None = 0) -> LocalSide:
@@ -47,7 +50,7 @@ def test_container_config_runs_under_init_and_is_never_auto_removed() -> None:
 
 def test_spec_mirrors_the_project_and_passes_only_asked_env() -> None:
     config = load([], {}, {"run": {"env": ["FIXED=1"]}}, root=ROOT)
-    spec = container_spec(config, "img", RunRequest(("env",), env=("TOKEN",)), local(ROOT / "src" / "pkg"), local_engine=True)
+    spec = container_spec(config, "img", RunRequest(("env",), env=("TOKEN",)), local(ROOT / "src" / "pkg"), host=LOCAL_HOST)
     assert spec.workdir == "/home/ada/proj/src/pkg"
     assert spec.mounts == (Mount("/home/ada/proj/data", "/home/ada/proj/data"),)
     assert dict(spec.env) == {"PYTHONUNBUFFERED": "1", "HOME": "/tmp", "FIXED": "1", "TOKEN": "s3cret"}
@@ -60,14 +63,14 @@ def test_spec_mirrors_the_project_and_passes_only_asked_env() -> None:
 def test_terminal_only_when_both_ends_are_terminals() -> None:
     config = load([], {}, {}, root=ROOT)
     request = RunRequest(("bash",))
-    assert container_spec(config, "i", request, local(stdin_tty=True, stdout_tty=True), local_engine=True).tty
-    assert not container_spec(config, "i", request, local(stdin_tty=True, stdout_tty=False), local_engine=True).tty
-    assert not container_spec(config, "i", request, local(stdin=None), local_engine=True).stdin
+    assert container_spec(config, "i", request, local(stdin_tty=True, stdout_tty=True), host=LOCAL_HOST).tty
+    assert not container_spec(config, "i", request, local(stdin_tty=True, stdout_tty=False), host=LOCAL_HOST).tty
+    assert not container_spec(config, "i", request, local(stdin=None), host=LOCAL_HOST).stdin
 
 
 def test_workdir_setting_moves_the_project_in_the_container() -> None:
     config = load([], {}, {"project": {"workdir": "/work/p", "data": "inputs"}}, root=ROOT)
-    spec = container_spec(config, "i", RunRequest(("x",)), local(ROOT / "inputs"), local_engine=True)
+    spec = container_spec(config, "i", RunRequest(("x",)), local(ROOT / "inputs"), host=LOCAL_HOST)
     assert spec.workdir == "/work/p/inputs"
     assert spec.mounts[0].target == "/work/p/inputs"
 
@@ -97,3 +100,10 @@ def test_resolve_env() -> None:
         resolve_env(["MISSING"], {})
     with pytest.raises(UsageError, match="expected NAME"):
         resolve_env(["=x"], {})
+
+
+def test_a_remote_host_mounts_the_data_copy_under_its_data_root_as_root() -> None:
+    config = load([], {}, {"project": {"name": "proj", "data": "inputs"}}, root=ROOT)
+    spec = container_spec(config, "i", RunRequest(("x",)), local(ROOT), host=REMOTE_HOST)
+    assert spec.mounts == (Mount("/scratch/proj/inputs", "/home/ada/proj/inputs"),)
+    assert spec.user == ""

@@ -1,0 +1,206 @@
+"""Where hosts come from: the docker-machine store, Docker CLI contexts, fp's config, and local.
+
+Every source is read directly from its files (the docker-machine binary is not needed). Hosts
+are merged by name; fp's config wins on a clash, field by field, and the host records where
+each part came from. ``local`` (DOCKER_HOST or the default socket) is always there, last.
+A source that cannot be read is reported as a problem, never a crash: the other hosts stay usable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fireplug.config import Config, HostSettings
+from fireplug.ssh import SshTarget, parse_ssh_url
+from fireplug.transport import TlsFiles
+
+LOCAL = "local"
+DEFAULT_LOCAL_URL = "unix:///var/run/docker.sock"
+DEFAULT_DATA_ROOT = "/data"
+MACHINE_SOURCE = "docker-machine"
+CONTEXT_SOURCE = "docker context"
+CONFIG_SOURCE = "config"
+
+
+@dataclass(frozen=True)
+class Host:
+    """A Docker host fp can run on."""
+
+    name: str
+    url: str
+    source: str
+    local: bool = False  # the engine sees this machine's files: the data folder is bind-mounted as is
+    tls: TlsFiles | None = None
+    ssh: SshTarget | None = None  # a shell on the host, for rsync; None: sync through the Docker API
+    data_root: str = DEFAULT_DATA_ROOT
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def engine_over_ssh(self) -> bool:
+        return self.url.startswith("ssh://")
+
+
+@dataclass(frozen=True)
+class Inventory:
+    hosts: tuple[Host, ...]
+    problems: tuple[str, ...] = ()  # sources that could not be read, one line each
+
+    @property
+    def names(self) -> list[str]:
+        return [host.name for host in self.hosts]
+
+    def get(self, name: str) -> Host | None:
+        return next((host for host in self.hosts if host.name == name), None)
+
+    @property
+    def remote(self) -> list[Host]:
+        return [host for host in self.hosts if host.name != LOCAL]
+
+
+def load_inventory(config: Config, env: Mapping[str, str], home: Path) -> Inventory:
+    """Every known host, merged by name; ``local`` last."""
+    problems: list[str] = []
+    found: dict[str, Host] = {}
+    for host in [*machine_hosts(machine_store(env, home), problems), *context_hosts(docker_config_dir(env, home), problems)]:
+        if host.name != LOCAL:
+            found.setdefault(host.name, host)
+    for settings in config.hosts.values():
+        try:
+            found[settings.name] = apply_settings(found.get(settings.name), settings)
+        except ValueError as e:
+            problems.append(f"[hosts.{settings.name}]: {e}")
+            found.pop(settings.name, None)
+    return Inventory((*found.values(), local_host(env, home)), tuple(problems))
+
+
+def machine_store(env: Mapping[str, str], home: Path) -> Path:
+    return Path(env.get("MACHINE_STORAGE_PATH") or home / ".docker" / "machine")
+
+
+def docker_config_dir(env: Mapping[str, str], home: Path) -> Path:
+    return Path(env.get("DOCKER_CONFIG") or home / ".docker")
+
+
+def local_host(env: Mapping[str, str], home: Path) -> Host:
+    """The engine DOCKER_HOST names (with DOCKER_TLS_VERIFY / DOCKER_CERT_PATH), else the default socket."""
+    url = env.get("DOCKER_HOST") or DEFAULT_LOCAL_URL
+    source = "DOCKER_HOST" if env.get("DOCKER_HOST") else "default socket"
+    tls = None
+    if env.get("DOCKER_TLS_VERIFY") not in (None, "", "0"):
+        tls = TlsFiles.in_folder(env.get("DOCKER_CERT_PATH") or str(docker_config_dir(env, home)))
+    ssh = parse_ssh_url(url) if url.startswith("ssh://") else None
+    return Host(LOCAL, url, source, local=url.startswith("unix://"), tls=tls, ssh=ssh)
+
+
+# -- docker-machine ------------------------------------------------------------------------
+
+
+def machine_hosts(store: Path, problems: list[str]) -> list[Host]:
+    """Hosts from a docker-machine store: machines/NAME/config.json (ConfigVersion 3)."""
+    hosts = []
+    for config_file in sorted((store / "machines").glob("*/config.json")):
+        try:
+            hosts.append(machine_host(config_file.parent.name, json.loads(config_file.read_text()), config_file.parent))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            problems.append(f"{config_file}: unreadable docker-machine config ({type(e).__name__}: {e})")
+    return hosts
+
+
+def machine_host(name: str, config: dict[str, Any], folder: Path) -> Host:
+    """One docker-machine machine: a TLS engine on tcp://IP:EnginePort and ssh to the same address."""
+    driver = config.get("Driver") or {}
+    address = driver.get("IPAddress") or ""
+    if not address:
+        raise ValueError("no Driver.IPAddress (is the machine created and running?)")
+    auth = (config.get("HostOptions") or {}).get("AuthOptions") or {}
+    tls = TlsFiles(
+        auth.get("CaCertPath") or str(folder / "ca.pem"),
+        auth.get("ClientCertPath") or str(folder / "cert.pem"),
+        auth.get("ClientKeyPath") or str(folder / "key.pem"),
+    )
+    port = int(driver.get("EnginePort") or 2376)
+    ssh_user = driver.get("SSHUser") or ""
+    ssh = SshTarget(address, ssh_user, int(driver.get("SSHPort") or 22), driver.get("SSHKeyPath") or "") if ssh_user and ssh_user != "none" else None
+    return Host(config.get("Name") or name, f"tcp://{address}:{port}", MACHINE_SOURCE, tls=tls, ssh=ssh)
+
+
+# -- docker contexts -----------------------------------------------------------------------
+
+
+def context_hosts(docker_config: Path, problems: list[str]) -> list[Host]:
+    """Hosts from Docker CLI contexts: contexts/meta/<sha256 of name>/meta.json."""
+    hosts = []
+    for meta_file in sorted((docker_config / "contexts" / "meta").glob("*/meta.json")):
+        try:
+            host = context_host(json.loads(meta_file.read_text()), docker_config)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            problems.append(f"{meta_file}: unreadable docker context ({type(e).__name__}: {e})")
+            continue
+        if host is not None:
+            hosts.append(host)
+    return hosts
+
+
+def context_host(meta: dict[str, Any], docker_config: Path) -> Host | None:
+    name = meta["Name"]
+    endpoint = (meta.get("Endpoints") or {}).get("docker") or {}
+    url = endpoint.get("Host") or ""
+    if not url:
+        return None
+    tls_folder = docker_config / "contexts" / "tls" / hashlib.sha256(name.encode()).hexdigest() / "docker"
+    tls = TlsFiles.in_folder(str(tls_folder)) if (tls_folder / "ca.pem").exists() else None
+    ssh = parse_ssh_url(url) if url.startswith("ssh://") else None
+    return Host(name, url, CONTEXT_SOURCE, local=url.startswith("unix://"), tls=tls, ssh=ssh)
+
+
+# -- fp's config ---------------------------------------------------------------------------
+
+
+def apply_settings(found: Host | None, settings: HostSettings) -> Host:
+    """A ``[hosts.NAME]`` table on top of the host of that name found elsewhere (if any).
+
+    Raises:
+        ValueError: the result has no engine URL, or the URL is unusable.
+    """
+    url = settings.url or (found.url if found else "")
+    if not url:
+        raise ValueError('no url (e.g. url = "ssh://user@host")')
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("ssh", "tcp", "unix"):
+        raise ValueError(f"url {url!r}: unsupported scheme (use ssh://, tcp:// or unix://)")
+    source = f"{found.source} + {CONFIG_SOURCE}" if found else CONFIG_SOURCE
+    base = found if found and found.url == url else Host(settings.name, url, source)
+    tls = TlsFiles.in_folder(settings.cert_path) if settings.cert_path else base.tls
+    return replace(
+        base,
+        source=source,
+        local=scheme == "unix",
+        tls=tls if scheme == "tcp" else None,
+        ssh=ssh_target(url, base.ssh, settings),
+        data_root=settings.data_root or base.data_root,
+        labels={**base.labels, **settings.labels},
+    )
+
+
+def ssh_target(url: str, found: SshTarget | None, settings: HostSettings) -> SshTarget | None:
+    """How to reach the host's shell: the ssh:// URL itself, or (for tcp://) the ssh settings."""
+    if url.startswith("ssh://"):
+        target = parse_ssh_url(url)
+    elif found is not None:
+        target = found
+    elif settings.ssh_user:
+        target = SshTarget(urllib.parse.urlsplit(url).hostname or "")
+    else:
+        return None
+    return SshTarget(
+        target.address,
+        settings.ssh_user or target.user,
+        settings.ssh_port or target.port,
+        settings.ssh_key or target.key,
+    )

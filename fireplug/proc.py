@@ -1,0 +1,161 @@
+"""The single wrapper every ssh and rsync call goes through: list argv, never a shell string.
+
+Callers pass an argv list and a timeout; this module starts the process, enforces the timeout,
+and turns the operating system's failures (tool not installed, timed out) into fp errors.
+Interpreting a tool's exit status stays with the caller, which knows what it means.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from fireplug import console
+from fireplug.errors import FireplugError
+
+SECRET_NAME_RE = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|SESSION)", re.IGNORECASE)
+REDACTED = "***"
+
+
+class ToolMissing(FireplugError):
+    """A program fp needs is not installed on this machine."""
+
+    def __init__(self, tool: str) -> None:
+        super().__init__(f"'{tool}' is not installed on this machine", hint=f"install it (Debian/Ubuntu: apt-get install {tool})")
+        self.tool = tool
+
+
+class CommandTimedOut(FireplugError):
+    def __init__(self, what: str, seconds: float) -> None:
+        super().__init__(f"{what} did not finish within {seconds:g} s")
+        self.seconds = seconds
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    seconds: float
+
+    def stderr_tail(self, lines: int = 3) -> str:
+        """The last meaningful lines of stderr, joined on one line for an error message."""
+        text = self.stderr.decode(errors="replace")
+        kept = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Warning: Permanently added")]
+        return " / ".join(kept[-lines:])
+
+
+def redact(argv: Sequence[str]) -> list[str]:
+    """``argv`` for display: values of secret-looking NAME=value words and options hidden."""
+    shown = []
+    for word in argv:
+        name, equals, _ = word.partition("=")
+        if equals and SECRET_NAME_RE.search(name.lstrip("-")):
+            shown.append(f"{name}={REDACTED}")
+        else:
+            shown.append(word)
+    return shown
+
+
+def display(argv: Sequence[str]) -> str:
+    return shlex.join(redact(argv))
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float | None,
+    what: str,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    verbose: bool = False,
+    on_output: Callable[[bytes], None] | None = None,
+    capture: bool = True,
+) -> Completed:
+    """Run ``argv`` to completion; its status and output (never raises for a non-zero status).
+
+    ``on_output`` receives stdout as it arrives (progress) instead of it being collected.
+    ``capture=False`` discards the output (for a process leaving a daemon behind, which
+    would hold our pipes open).
+
+    Raises:
+        ToolMissing: the program is not installed.
+        CommandTimedOut: it ran longer than ``timeout`` seconds (it is killed).
+    """
+    if verbose:
+        console.detail(f"$ {display(argv)}")
+    started = time.monotonic()
+    try:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+            stderr=subprocess.PIPE if capture else subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+        )
+    except FileNotFoundError as e:
+        raise ToolMissing(argv[0]) from e
+    try:
+        if on_output is None:
+            stdout, stderr = process.communicate(input, timeout=timeout)
+            stdout, stderr = stdout or b"", stderr or b""
+        else:
+            stdout, stderr = _stream(process, on_output, timeout, started)
+    except subprocess.TimeoutExpired as e:
+        _kill(process)
+        raise CommandTimedOut(what, timeout or 0) from e
+    except BaseException:
+        _kill(process)
+        raise
+    return Completed(tuple(argv), process.returncode, stdout, stderr, time.monotonic() - started)
+
+
+def spawn(argv: Sequence[str], *, stdin: Any, stdout: Any, stderr: Any, verbose: bool = False) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in the background (for processes that outlive one call: tunnels).
+
+    Raises:
+        ToolMissing: the program is not installed.
+    """
+    if verbose:
+        console.detail(f"$ {display(argv)} &")
+    try:
+        return subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
+    except FileNotFoundError as e:
+        raise ToolMissing(argv[0]) from e
+
+
+def _stream(process: subprocess.Popen[bytes], on_output: Callable[[bytes], None], timeout: float | None, started: float) -> tuple[bytes, bytes]:
+    """Feed stdout to ``on_output`` while collecting stderr in a file, so neither pipe fills up."""
+    import tempfile
+    import threading
+
+    assert process.stdout is not None and process.stderr is not None
+    with tempfile.TemporaryFile() as errors:
+        drain = threading.Thread(target=_copy, args=(process.stderr, errors), daemon=True)
+        drain.start()
+        while block := os.read(process.stdout.fileno(), 65536):
+            on_output(block)
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise subprocess.TimeoutExpired(process.args, timeout)
+        remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - started))
+        process.wait(remaining)
+        drain.join()
+        errors.seek(0)
+        return b"", errors.read()
+
+
+def _copy(source: IO[bytes], target: IO[bytes]) -> None:
+    while block := source.read(65536):
+        target.write(block)
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    process.wait()

@@ -1,0 +1,266 @@
+"""ssh to Docker hosts with the system ssh client, through one shared master connection.
+
+Everything fp does on an ssh host (the engine connection, rsync, `df`) rides on one
+ControlMaster connection, so a run pays for one ssh handshake, not one per step; the master
+stays up for ``PERSIST_SECONDS`` after its last use, so back-to-back runs pay none. The user's
+ssh config (aliases, ports, keys, ProxyJump) applies, since it is ssh itself that connects.
+
+The engine is reached through a unix socket that the master forwards to the host's Docker
+socket: each API request is a new channel on the existing connection, with no process to
+start on either side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import socket
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fireplug import proc
+from fireplug.errors import FireplugError
+from fireplug.transport import Connector, unix_connector
+
+PERSIST_SECONDS = 60
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_REMOTE_DOCKER_SOCKET = "/var/run/docker.sock"
+SSH_FAILED = 255  # ssh's own exit status when the connection (not the remote command) failed
+
+
+class SshError(FireplugError):
+    """ssh could not reach or log in to a host."""
+
+    def __init__(self, host: str, target: str, cause: str, *, hint: str = "") -> None:
+        super().__init__(f"ssh to host '{host}' ({target}) failed: {cause}", hint=hint)
+        self.host = host
+        self.cause = cause
+
+
+class RemoteCommandFailed(FireplugError):
+    def __init__(self, host: str, what: str, status: int, detail: str, *, hint: str = "") -> None:
+        super().__init__(f"{what} on host '{host}' failed (exit {status}): {detail or 'no message'}", hint=hint)
+        self.host = host
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where ssh connects: a host name or ssh-config alias, and what overrides the config."""
+
+    address: str
+    user: str = ""
+    port: int = 0  # 0: the ssh config (or 22) decides
+    key: str = ""
+
+    def __str__(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"{user}{self.address}{port}"
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """Machine-wide ssh choices, from the environment (passed in, not read here)."""
+
+    config_file: str = ""  # FP_SSH_CONFIG: an ssh config used instead of ~/.ssh/config
+    control_dir: str = ""
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], uid: int, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> SshSettings:
+        runtime = env.get("XDG_RUNTIME_DIR")
+        control = Path(runtime) / "fireplug-ssh" if runtime else Path("/tmp") / f"fireplug-ssh-{uid}"
+        return cls(env.get("FP_SSH_CONFIG", ""), str(control), connect_timeout)
+
+
+def parse_ssh_url(url: str, *, key: str = "") -> SshTarget:
+    """``ssh://[user@]host[:port]`` as a target.
+
+    Raises:
+        FireplugError: the URL is not a usable ssh URL.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        port = parsed.port or 0
+    except ValueError as e:
+        raise FireplugError(f"bad port in {url!r}") from e
+    if parsed.scheme != "ssh" or not parsed.hostname:
+        raise FireplugError(f"{url!r} is not an ssh://[user@]host[:port] URL")
+    return SshTarget(parsed.hostname, urllib.parse.unquote(parsed.username or ""), port, key)
+
+
+def ssh_options(target: SshTarget, settings: SshSettings, control_path: str) -> list[str]:
+    """ssh's options for ``target``, sharing the master at ``control_path`` (without the command)."""
+    argv = ["ssh"]
+    if settings.config_file:
+        argv += ["-F", settings.config_file]
+    argv += [
+        "-o",
+        "BatchMode=yes",  # fail at once instead of waiting for a password nobody will type
+        "-o",
+        f"ConnectTimeout={max(1, round(settings.connect_timeout))}",
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveCountMax=4",
+        "-o",
+        f"ControlPath={control_path}",
+    ]
+    if target.user:
+        argv += ["-l", target.user]
+    if target.port:
+        argv += ["-p", str(target.port)]
+    if target.key:
+        argv += ["-i", target.key, "-o", "IdentitiesOnly=yes"]
+    return argv
+
+
+def control_path(target: SshTarget, settings: SshSettings) -> str:
+    """A short socket path (unix sockets are limited to ~100 bytes) unique to target and settings."""
+    digest = hashlib.sha256(repr((target, settings.config_file)).encode()).hexdigest()[:16]
+    return str(Path(settings.control_dir) / digest)
+
+
+def remote_command(words: Sequence[str]) -> str:
+    """One command line for the remote shell (ssh joins its arguments with spaces, unquoted)."""
+    return shlex.join(words)
+
+
+class SshConnection:
+    """The master connection to one host, and everything that runs through it."""
+
+    def __init__(self, host: str, target: SshTarget, settings: SshSettings, *, verbose: bool = False) -> None:
+        self.host = host
+        self.target = target
+        self.settings = settings
+        self.verbose = verbose
+        self.control_path = control_path(target, settings)
+        self._options = ssh_options(target, settings, self.control_path)
+
+    # -- the master ------------------------------------------------------------------------
+
+    def ensure_master(self) -> None:
+        """Start the master connection unless one is already up.
+
+        Raises:
+            SshError: ssh could not connect or log in (the cause is ssh's own message).
+        """
+        if self._master_alive():
+            return
+        self._prepare_control_dir()
+        log = Path(self.control_path + ".log")
+        log.write_bytes(b"")
+        argv = [*self._options, "-o", "ControlMaster=yes", "-o", f"ControlPersist={PERSIST_SECONDS}", "-E", str(log), "-f", "-N", self.target.address]
+        timeout = self.settings.connect_timeout + 5
+        try:
+            completed = proc.run(argv, timeout=timeout, what=f"ssh to {self.target}", verbose=self.verbose, capture=False)
+        except proc.CommandTimedOut as e:
+            raise SshError(self.host, str(self.target), f"no answer within {timeout:g} s") from e
+        if completed.returncode != 0:
+            cause = _last_lines(log.read_text(errors="replace")) or f"ssh exited with status {completed.returncode}"
+            raise SshError(self.host, str(self.target), cause, hint=_hint_for(cause, self.target))
+
+    def _master_alive(self) -> bool:
+        if not Path(self.control_path).exists():
+            return False
+        completed = proc.run([*self._options, "-O", "check", self.target.address], timeout=5, what="ssh -O check")
+        return completed.returncode == 0
+
+    def _prepare_control_dir(self) -> None:
+        folder = Path(self.settings.control_dir)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        status = folder.stat()
+        if status.st_uid != os.getuid() or status.st_mode & 0o077:
+            raise FireplugError(f"{folder} must belong to you and be private (mode 700)", hint=f"remove it or chmod 700 {folder}")
+
+    # -- commands ------------------------------------------------------------------------
+
+    def client_argv(self) -> list[str]:
+        """ssh's argv (without destination and command) for a client of the master."""
+        return [*self._options, "-o", "ControlMaster=no"]
+
+    def rsync_shell(self) -> str:
+        """rsync's ``-e`` value: rsync splits it on spaces and honours quotes, as a shell would."""
+        return shlex.join(self.client_argv())
+
+    def run(self, words: Sequence[str], *, what: str, timeout: float = 60) -> proc.Completed:
+        """Run ``words`` on the host through the master.
+
+        Raises:
+            SshError: the connection failed (ssh's status 255).
+        """
+        argv = [*self.client_argv(), self.target.address, "--", remote_command(words)]
+        try:
+            completed = proc.run(argv, timeout=timeout, what=f"{what} on host '{self.host}'", verbose=self.verbose)
+        except proc.CommandTimedOut as e:
+            raise SshError(self.host, str(self.target), f"{what} did not finish within {timeout:g} s") from e
+        if completed.returncode == SSH_FAILED:
+            cause = completed.stderr_tail() or "connection lost"
+            raise SshError(self.host, str(self.target), cause, hint=_hint_for(cause, self.target))
+        return completed
+
+    # -- the engine ----------------------------------------------------------------------
+
+    def engine_connector(self) -> Connector:
+        """A connector to the host's engine through a unix socket forwarded by the master."""
+        local = self.control_path + ".docker"
+        dial = unix_connector(local)
+
+        def connect(timeout: float | None) -> socket.socket:
+            try:
+                return dial(timeout)
+            except (FileNotFoundError, ConnectionRefusedError):
+                self._forward_engine(local)
+                return dial(timeout)
+
+        return connect
+
+    def _forward_engine(self, local: str) -> None:
+        self.ensure_master()
+        remote = self._remote_engine_endpoint()
+        argv = [*self.client_argv(), "-o", "StreamLocalBindUnlink=yes", "-O", "forward", "-L", f"{local}:{remote}", self.target.address]
+        completed = proc.run(argv, timeout=10, what="ssh -O forward", verbose=self.verbose)
+        if completed.returncode != 0:
+            raise SshError(self.host, str(self.target), f"could not forward the Docker socket: {completed.stderr_tail()}")
+        deadline = time.monotonic() + 5
+        while not Path(local).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _remote_engine_endpoint(self) -> str:
+        """The host's engine socket (or host:port) as its own DOCKER_HOST says, like `docker` there would use."""
+        completed = self.run(["sh", "-c", 'printf %s "${DOCKER_HOST:-}"'], what="reading DOCKER_HOST", timeout=15)
+        return engine_endpoint(completed.stdout.decode(errors="replace").strip())
+
+
+def engine_endpoint(docker_host: str) -> str:
+    """What to forward to for a host's DOCKER_HOST value: a socket path or ``address:port``."""
+    if not docker_host:
+        return DEFAULT_REMOTE_DOCKER_SOCKET
+    parsed = urllib.parse.urlsplit(docker_host)
+    if parsed.scheme == "unix":
+        return parsed.path
+    if parsed.scheme == "tcp" and parsed.hostname:
+        return f"{parsed.hostname}:{parsed.port or 2375}"
+    return DEFAULT_REMOTE_DOCKER_SOCKET
+
+
+def _last_lines(text: str, count: int = 2) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Warning: Permanently added")]
+    return " / ".join(lines[-count:])
+
+
+def _hint_for(cause: str, target: SshTarget) -> str:
+    lowered = cause.lower()
+    manual = f"ssh{' -p ' + str(target.port) if target.port else ''} {target.user + '@' if target.user else ''}{target.address}"
+    if "host key verification failed" in lowered:
+        return f"connect once with `{manual}` to check and accept the host's key"
+    if "permission denied" in lowered:
+        return "check the host's ssh user and key (ssh_user / ssh_key), or load the key into ssh-agent"
+    if "could not resolve" in lowered:
+        return "check the host name, or add it to ~/.ssh/config"
+    return ""

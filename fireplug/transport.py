@@ -1,0 +1,111 @@
+"""How fp opens a connection to an engine: a unix socket, TCP, or TCP with TLS.
+
+A ``Connector`` is a function from a timeout to a connected socket; the engine client calls
+it once per request and knows nothing else about the way there. (ssh engines use a unix
+socket forwarded through the ssh master connection: see ``ssh.py``.)
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fireplug.errors import FireplugError
+
+if TYPE_CHECKING:
+    import ssl
+
+Connector = Callable[[float | None], socket.socket]
+DEFAULT_TLS_PORT = 2376
+DEFAULT_TCP_PORT = 2375
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Client-side TLS material, as in DOCKER_CERT_PATH: the CA, our certificate and key."""
+
+    ca: str
+    cert: str
+    key: str
+
+    @classmethod
+    def in_folder(cls, folder: str) -> TlsFiles:
+        return cls(str(Path(folder) / "ca.pem"), str(Path(folder) / "cert.pem"), str(Path(folder) / "key.pem"))
+
+    def missing(self) -> list[str]:
+        return [path for path in (self.ca, self.cert, self.key) if not Path(path).is_file()]
+
+
+class TlsSetupError(FireplugError):
+    def __init__(self, host: str, detail: str) -> None:
+        super().__init__(f"TLS settings of host '{host}' are unusable: {detail}", hint="check its ca.pem, cert.pem and key.pem")
+
+
+def unix_connector(path: str) -> Connector:
+    def connect(timeout: float | None) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    return connect
+
+
+def tcp_connector(address: str, port: int, tls: ssl.SSLContext | None) -> Connector:
+    def connect(timeout: float | None) -> socket.socket:
+        sock = socket.create_connection((address, port), timeout=timeout)
+        if tls is None:
+            return sock
+        try:
+            return tls.wrap_socket(sock, server_hostname=address)
+        except OSError:
+            sock.close()
+            raise
+
+    return connect
+
+
+def tls_context(host: str, files: TlsFiles) -> ssl.SSLContext:
+    """A client context trusting only ``files.ca`` and presenting our certificate.
+
+    Raises:
+        TlsSetupError: a file is missing or not a valid certificate or key.
+    """
+    import ssl  # ~20 ms of start-up, paid only for TLS engines
+
+    if missing := files.missing():
+        raise TlsSetupError(host, f"missing {', '.join(missing)}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=files.ca)
+        context.load_cert_chain(files.cert, files.key)
+    except (ssl.SSLError, OSError) as e:
+        raise TlsSetupError(host, str(e)) from e
+    return context
+
+
+def connector_for(host: str, url: str, tls: TlsFiles | None) -> Connector:
+    """The connector for a unix:// or tcp:// engine URL (ssh:// is handled by ``ssh.py``).
+
+    Raises:
+        FireplugError: the URL's scheme is not one fp can dial directly.
+        TlsSetupError: see ``tls_context``.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "unix":
+        return unix_connector(parsed.path)
+    if parsed.scheme in ("tcp", "https", "http"):
+        if not parsed.hostname:
+            raise FireplugError(f"engine URL {url!r} of host '{host}' has no address")
+        context = tls_context(host, tls) if tls is not None else None
+        port = parsed.port or (DEFAULT_TLS_PORT if context else DEFAULT_TCP_PORT)
+        return tcp_connector(parsed.hostname, port, context)
+    raise FireplugError(f"engine URL {url!r} of host '{host}': unsupported scheme '{parsed.scheme}'", hint="use unix://, tcp:// or ssh://")
