@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     steps.add_argument("--sync-in-only", action="store_true", help="only copy the data folder to the host")
     steps.add_argument("--sync-out-only", action="store_true", help="only bring the results back from the host")
     steps.add_argument("--no-run", action="store_true", help="build and copy the data, but do not run")
+    steps.add_argument("--full-sync", action="store_true", help="compare every data file with the host's, not only those changed here since the last sync")
     parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
@@ -226,7 +227,9 @@ def _run_command(command: list[str], args: argparse.Namespace) -> int:
     )
     if steps.run and not command:
         raise UsageError("no command given", hint="--no-run, --sync-in-only and --sync-out-only are the ones that need none")
-    request = job.RunRequest(command=tuple(command), env=tuple(args.env), host=args.host, dry_run=args.dry_run, verbose=args.verbose, steps=steps)
+    request = job.RunRequest(
+        command=tuple(command), env=tuple(args.env), host=args.host, dry_run=args.dry_run, verbose=args.verbose, steps=steps, full_sync=args.full_sync
+    )
     if args.dry_run:
         print("\n".join(job.dry_run_report(config, request, local)), flush=True)
         return 0

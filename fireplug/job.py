@@ -18,6 +18,7 @@ from fireplug import console, hosts
 from fireplug.build import (
     GENERATED_DOCKERFILE,
     LABEL,
+    Image,
     Recipe,
     base_files,
     base_image_tag,
@@ -30,9 +31,11 @@ from fireplug.build import (
 )
 from fireplug.config import Config
 from fireplug.context import Context, human_bytes
+from fireplug.engine import Engine
 from fireplug.errors import FireplugError, UsageError
 from fireplug.inventory import Host, load_inventory, local_host
-from fireplug.run import ContainerSpec, Mount, Stdio, run_container
+from fireplug.proc import display
+from fireplug.run import ContainerSpec, Mount, Stdio, docker_run_argv, run_container
 from fireplug.scancache import cache_dir, load_context
 from fireplug.ssh import SshSettings
 from fireplug.sync import Syncer, SyncReport
@@ -71,6 +74,7 @@ class RunRequest:
     dry_run: bool = False
     verbose: bool = False
     steps: Steps = Steps()
+    full_sync: bool = False  # compare every file rather than only those changed since the last sync
 
 
 @dataclass(frozen=True)
@@ -98,46 +102,73 @@ def run(config: Config, request: RunRequest, local: LocalSide) -> int:
     started = time.perf_counter()
     settings = SshSettings.from_env(local.environ, local.uid)
     host = choose_host(config, request, local, settings)
-    steps = request.steps
     spec = container_spec(config, "", request, local, host=host)  # usage errors before any work
-    own = own_recipe(config) if steps.build else None
-    context = scan(config, local, own) if steps.build else None
+    own = own_recipe(config) if request.steps.build else None
+    context = scan(config, local, own) if request.steps.build else None
     if request.verbose and context is not None:
         how = "unchanged files known from the last scan" if context.from_record else "scanned"
         console.detail(f"context: {context.file_count} files, {human_bytes(context.total_bytes)}, hash {context.digest[:12]}, {how} ({_ms(started)})")
     connection = hosts.connect(host, settings, verbose=request.verbose)
-    engine = connection.engine
-    image = None
-    if steps.build:
-        assert context is not None
+    image = project_image(connection.engine, config, request, own, context)
+    job = _Job(config, request, local, connection, replace(spec, image=image.tag if image else ""), started)
+    return job.run_here() if host.local else job.run_remote()
+
+
+def project_image(engine: Engine, config: Config, request: RunRequest, own: Recipe | None, context: Context | None) -> Image | None:
+    """The image to run: built as needed, the newest one with --no-build, none when nothing runs."""
+    if context is not None:
         base = ensure_base(engine, config.build.base_image, verbose=request.verbose) if own is None or own.needs_base else None
         chosen = own or generated_recipe(config, base.tag if base else "")
-        image = ensure_project_image(engine, config, context, chosen, base, verbose=request.verbose)
-    elif steps.run:
-        image = latest_project_image(engine, config.project.name)
-    local_data = config.root / config.project.data
-    if host.local:
-        if steps.run:
+        return ensure_project_image(engine, config, context, chosen, base, verbose=request.verbose)
+    return latest_project_image(engine, config.project.name) if request.steps.run else None
+
+
+@dataclass(frozen=True)
+class _Job:
+    config: Config
+    request: RunRequest
+    local: LocalSide
+    connection: hosts.Connection
+    spec: ContainerSpec
+    started: float
+
+    @property
+    def host(self) -> str:
+        return self.connection.host.name
+
+    def run_here(self) -> int:
+        """On an engine that sees this machine's files: the data folder is mounted in place."""
+        if not self.request.steps.run:
+            if not self.request.steps.build:
+                console.note(f"host '{self.host}' uses the data folder in place: nothing to sync")
+            return 0
+        ensure_data_folder(self.config.root / self.config.project.data)
+        return self.start()
+
+    def run_remote(self) -> int:
+        """Sync in, run, and sync out however the run ended."""
+        steps, verbose = self.request.steps, self.request.verbose
+        syncer = make_syncer(self.connection, self.config, self.local, verbose=verbose, full_sync=self.request.full_sync)
+        local_data = self.config.root / self.config.project.data
+        remote_data = self.spec.mounts[0].source
+        if steps.sync_in:
             ensure_data_folder(local_data)
-        elif not steps.build:
-            console.note(f"host '{host.name}' uses the data folder in place: nothing to sync")
-        return run_container(engine, replace(spec, image=image.tag), local.stdio) if steps.run and image else 0
-    syncer = make_syncer(connection, config, request.verbose)
-    remote_data = spec.mounts[0].source
-    if steps.sync_in:
-        ensure_data_folder(local_data)
-        report_sync(host.name, syncer.sync_in(local_data, remote_data), verbose=request.verbose)
-    if not steps.run or image is None:
-        return sync_out(syncer, host.name, config, remote_data, verbose=request.verbose) if steps.sync_out else 0
-    if request.verbose:
-        console.detail(f"image {image.tag} on host '{host.name}'; starting {spec.name} ({_ms(started)})")
-    status: int | None = None
-    try:
-        status = run_container(engine, replace(spec, image=image.tag), local.stdio)
-    finally:
-        if steps.sync_out:
-            _sync_out_after_run(syncer, host.name, config, remote_data, failed=status is None, verbose=request.verbose)
-    return status
+            report_sync(self.host, syncer.sync_in(local_data, remote_data), verbose=verbose)
+        if not steps.run:
+            return sync_out(syncer, self.host, self.config, remote_data, verbose=verbose) if steps.sync_out else 0
+        status: int | None = None
+        try:
+            status = self.start()
+        finally:
+            if steps.sync_out:
+                _sync_out_after_run(syncer, self.host, self.config, remote_data, failed=status is None, verbose=verbose)
+        return status
+
+    def start(self) -> int:
+        if self.request.verbose:
+            console.detail(f"image {self.spec.image} on host '{self.host}'; starting {self.spec.name} ({_ms(self.started)})")
+            console.detail(f"$ {display(docker_run_argv(self.spec))}")
+        return run_container(self.connection.engine, self.spec, self.local.stdio)
 
 
 def choose_host(config: Config, request: RunRequest, local: LocalSide, settings: SshSettings) -> Host:
@@ -149,12 +180,13 @@ def choose_host(config: Config, request: RunRequest, local: LocalSide, settings:
     return host
 
 
-def make_syncer(connection: hosts.Connection, config: Config, verbose: bool) -> Syncer:
+def make_syncer(connection: hosts.Connection, config: Config, local: LocalSide, *, verbose: bool, full_sync: bool) -> Syncer:
     """rsync over the host's ssh when it has one, else the Docker API (on fp's base image)."""
     if connection.shell is not None:
         from fireplug.sync.rsync import RsyncSyncer
 
-        return RsyncSyncer(connection.shell, verbose=verbose)
+        state = None if full_sync else cache_dir(local.environ, local.home).parent / "sync"
+        return RsyncSyncer(connection.shell, state_dir=state, verbose=verbose)
     from fireplug.sync.api import ApiSyncer
 
     base = ensure_base(connection.engine, config.build.base_image, verbose=verbose)

@@ -81,6 +81,17 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
     }
 
 
+def docker_run_argv(spec: ContainerSpec) -> list[str]:
+    """The `docker run` command equivalent to ``spec`` (what verbose mode shows, redacted)."""
+    argv = ["docker", "run", "--rm", "--init", "--name", spec.name, "-w", spec.workdir]
+    argv += ["-i"] * spec.stdin + ["-t"] * spec.tty + (["-u", spec.user] if spec.user else [])
+    for name, value in spec.env:
+        argv += ["-e", f"{name}={value}"]
+    for mount in spec.mounts:
+        argv += ["-v", f"{mount.source}:{mount.target}{':ro' if mount.read_only else ''}"]
+    return [*argv, spec.image, *spec.command]
+
+
 def run_container(engine: Engine, spec: ContainerSpec, stdio: Stdio) -> int:
     """Create, attach, start and supervise the container; remove it however the run ends.
 

@@ -155,7 +155,8 @@ class SshConnection:
         self._prepare_control_dir()
         log = Path(self.control_path + ".log")
         log.write_bytes(b"")
-        argv = [*self._options, "-o", "ControlMaster=yes", "-o", f"ControlPersist={PERSIST_SECONDS}", "-E", str(log), "-f", "-N", self.target.address]
+        master = ["-o", "ControlMaster=yes", "-o", f"ControlPersist={PERSIST_SECONDS}", "-o", "StreamLocalBindUnlink=yes"]
+        argv = [*self._options, *master, "-E", str(log), "-f", "-N", self.target.address]
         timeout = self.settings.connect_timeout + 5
         try:
             completed = proc.run(argv, timeout=timeout, what=f"ssh to {self.target}", verbose=self.verbose, capture=False)
@@ -221,10 +222,12 @@ class SshConnection:
         return connect
 
     def _forward_engine(self, local: str) -> None:
+        """(Re)create the forward: drop what a previous master left (a stale socket, an old registration) first."""
         self.ensure_master()
-        remote = self._remote_engine_endpoint()
-        argv = [*self.client_argv(), "-o", "StreamLocalBindUnlink=yes", "-O", "forward", "-L", f"{local}:{remote}", self.target.address]
-        completed = proc.run(argv, timeout=10, what="ssh -O forward", verbose=self.verbose)
+        spec = f"{local}:{self._remote_engine_endpoint()}"
+        proc.run([*self.client_argv(), "-O", "cancel", "-L", spec, self.target.address], timeout=10, what="ssh -O cancel", verbose=self.verbose)
+        Path(local).unlink(missing_ok=True)
+        completed = proc.run([*self.client_argv(), "-O", "forward", "-L", spec, self.target.address], timeout=10, what="ssh -O forward", verbose=self.verbose)
         if completed.returncode != 0:
             raise SshError(self.host, str(self.target), f"could not forward the Docker socket: {completed.stderr_tail()}")
         deadline = time.monotonic() + 5

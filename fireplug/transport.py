@@ -7,7 +7,9 @@ socket forwarded through the ssh master connection: see ``ssh.py``.)
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,12 +67,99 @@ def tcp_connector(address: str, port: int, tls: ssl.SSLContext | None) -> Connec
         if tls is None:
             return sock
         try:
-            return tls.wrap_socket(sock, server_hostname=address)
+            return TlsStream(sock, tls, address)  # type: ignore[return-value]  # quacks like a socket
         except OSError:
             sock.close()
             raise
 
     return connect
+
+
+class TlsStream:
+    """TLS over a socket, through memory buffers, so that fp can close its sending side alone.
+
+    An attached container learns that its stdin ended when fp half-closes the connection.
+    ``ssl.SSLSocket.shutdown`` tears TLS down in both directions (the output still to come
+    would then arrive as raw encrypted bytes), so this sends TLS's close_notify and a TCP
+    half-close while reading on. Reading and writing may happen on two threads: the TLS
+    state is only touched under a lock, never held across a blocking socket call.
+    """
+
+    def __init__(self, raw: socket.socket, context: ssl.SSLContext, server_hostname: str) -> None:
+        import ssl
+
+        self._ssl = ssl
+        self.raw = raw
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
+        self._state = threading.Lock()
+        self._sending = threading.Lock()
+        self._write_closed = False
+        self._handshake()
+
+    def _handshake(self) -> None:
+        while True:
+            try:
+                with self._state:
+                    self._tls.do_handshake()
+                self._flush()
+                return
+            except self._ssl.SSLWantReadError:
+                self._flush()
+                if not self._receive():
+                    raise ConnectionResetError("the engine closed the connection during the TLS handshake") from None
+
+    def _flush(self) -> None:
+        with self._sending:
+            with self._state:
+                data = self._outgoing.read()
+            if data:
+                self.raw.sendall(data)
+
+    def _receive(self) -> bool:
+        data = self.raw.recv(65536)
+        with self._state:
+            if data:
+                self._incoming.write(data)
+            else:
+                self._incoming.write_eof()
+        return bool(data)
+
+    def recv(self, size: int) -> bytes:
+        while True:
+            try:
+                with self._state:
+                    return self._tls.read(size)
+            except self._ssl.SSLWantReadError:
+                self._flush()
+                if not self._receive():
+                    return b""
+            except (self._ssl.SSLZeroReturnError, self._ssl.SSLEOFError):
+                return b""  # the engine's close_notify, or a close without one
+
+    def sendall(self, data: bytes) -> None:
+        with self._state:
+            self._tls.write(data)
+        self._flush()
+
+    def shutdown(self, how: int) -> None:
+        if how in (socket.SHUT_WR, socket.SHUT_RDWR) and not self._write_closed:
+            self._write_closed = True
+            try:
+                with self._state:
+                    self._tls.unwrap()  # queues close_notify; the peer's answer may never come
+            except (self._ssl.SSLError, ValueError):
+                pass
+            with contextlib.suppress(OSError):
+                self._flush()
+        self.raw.shutdown(how)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.raw.settimeout(timeout)
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 def tls_context(host: str, files: TlsFiles) -> ssl.SSLContext:

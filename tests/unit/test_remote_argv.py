@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from fireplug.config import Source, load
 from fireplug.errors import UsageError
 from fireplug.proc import redact
 from fireplug.ssh import SshSettings, SshTarget, control_path, engine_endpoint, parse_ssh_url, ssh_options
-from fireplug.sync.rsync import parse_report, sync_in_argv, sync_out_argv
+from fireplug.sync.rsync import listed_sync_in_argv, parse_report, sync_in_argv, sync_out_argv
+from fireplug.sync.state import SyncRecord, changed_since, marker_path, snapshot
 from fireplug.userconfig import add_host, remove_host
 
 
@@ -103,3 +105,26 @@ def test_hosts_add_creates_a_missing_config(tmp_path: Path) -> None:
     path = tmp_path / "new" / "config.toml"
     add_host(path, "a", {"url": "ssh://a", "ssh_port": 2222})
     assert hosts_in(path) == {"a": "ssh://a"}
+
+
+def test_listed_sync_checks_the_hosts_marker_before_starting_rsync(tmp_path: Path) -> None:
+    argv = listed_sync_in_argv("ssh", "h", Path("/p/data"), "/d/p/data", tmp_path / "list", "abc123", progress=False)
+    assert argv[argv.index("--files-from=" + str(tmp_path / "list")) - 1] == "--from0"
+    remote = argv[argv.index("--rsync-path") + 1]
+    assert "test -d /d/p/data" in remote and '"$(cat -- /d/p/.fp-sync-data 2>/dev/null)" = abc123' in remote and remote.endswith("&& rsync")
+    complete = sync_in_argv("ssh", "h", Path("/p/data"), "/d/p/data", progress=False, token="abc123")
+    assert complete[complete.index("--rsync-path") + 1] == "mkdir -p -- /d/p/data && printf %s abc123 > /d/p/.fp-sync-data && rsync"
+
+
+def test_sync_record_lists_new_changed_and_racy_files_only(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for name in ("old.bin", "sub/kept.bin", "sub/edited.bin"):
+        (tmp_path / name).write_bytes(b"x")
+    record = SyncRecord("t", snapshot(tmp_path, time.time_ns(), racy_ns=0))
+    assert set(record.files) == {"old.bin", "sub/kept.bin", "sub/edited.bin"} and None not in record.files.values()
+    (tmp_path / "sub/edited.bin").write_bytes(b"y")  # same size: the signature (mtime, ctime) still differs
+    (tmp_path / "new.bin").write_bytes(b"n")
+    assert changed_since(snapshot(tmp_path, time.time_ns(), racy_ns=0), record) == ["new.bin", "sub/edited.bin"]
+    racy = snapshot(tmp_path, time.time_ns(), racy_ns=60_000_000_000)
+    assert changed_since(racy, record) == ["new.bin", "old.bin", "sub/edited.bin", "sub/kept.bin"]
+    assert marker_path("/data/proj/data") == "/data/proj/.fp-sync-data"

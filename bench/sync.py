@@ -1,0 +1,189 @@
+"""fp's data sync to an ssh host against a full copy, and a warm remote run against the docker CLI.
+
+    python bench/sync.py [--files 10000] [--mib 1024] [--runs 5]
+
+Uses the test bench's ssh host (sshd on 127.0.0.1:SSH_PORT in front of the main engine;
+tests/run starts it). In one run, on a generated data folder (random bytes, so nothing
+compresses):
+- full-copy baselines: `docker cp` of the folder into a container (through the local engine's
+  socket, no ssh at all), and a tar stream over the same ssh;
+- `fp --sync-in-only`: the first sync, a no-op re-sync (median of --runs), and a re-sync after
+  rewriting one 1 MiB file, with the bytes rsync moved;
+- warm `fp --host bench true` in a small project against
+  `docker -H ssh://root@127.0.0.1:PORT run --rm <its image> true` (median of --runs, interleaved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests import testbed  # the bench's ports, key and paths
+
+FP = str(Path(sys.executable).with_name("fp"))
+HOST_URL = f"ssh://root@127.0.0.1:{testbed.SSH_PORT}"
+CHANGED_FILE_BYTES = 1 << 20
+TARGETS = {"noop_seconds": 1.0, "noop_ratio": 0.05, "one_file_wire_mib": 1.1, "warm_ratio": 1.5}
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str], *, shell: bool = False) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(argv if not shell else " ".join(argv), cwd=cwd, env=env, shell=shell, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{argv} failed ({done.returncode}): {done.stderr[-800:]}")
+    return elapsed, done.stderr
+
+
+def wire_bytes(stderr: str) -> int:
+    found = re.search(r"sync in: \d+ files, \d+ bytes of content, (\d+) bytes over the wire", stderr)
+    if not found:
+        raise SystemExit(f"no sync report in fp's output:\n{stderr}")
+    return int(found.group(1))
+
+
+def generate(data: Path, files: int, total: int) -> Path:
+    """``files`` files of random bytes adding up to about ``total``; the middle one is 1 MiB (returned)."""
+    per_directory = 100
+    size = total // files
+    middle = files // 2
+    for index in range(files):
+        folder = data / f"d{index // per_directory:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{index:05d}.bin").write_bytes(os.urandom(CHANGED_FILE_BYTES if index == middle else size))
+    return data / f"d{middle // per_directory:03d}" / f"f{middle:05d}.bin"
+
+
+def environment(root: Path) -> dict[str, str]:
+    """An isolated HOME with one host, 'bench', and an ssh config holding the test bench's key."""
+    home = root / "home"
+    (home / ".config" / "fireplug").mkdir(parents=True)
+    (home / ".config" / "fireplug" / "config.toml").write_text(f'[hosts.bench]\nurl = "{HOST_URL}"\ndata_root = "{root / "host-data"}"\n')
+    ssh_config = home / "ssh_config"
+    ssh_config.write_text(
+        f"Host *\n  IdentityFile {testbed.CLIENT_KEY}\n  IdentitiesOnly yes\n  UserKnownHostsFile {home / 'known_hosts'}\n  StrictHostKeyChecking accept-new\n"
+    )
+    # The docker CLI runs plain `ssh`: a wrapper first on PATH gives it the same config.
+    wrapper = root / "bin" / "ssh"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {ssh_config} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("FP_", "DOCKER_"))}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"), FP_SSH_CONFIG=str(ssh_config))
+    env["PATH"] = f"{wrapper.parent}:{env['PATH']}"
+    return env
+
+
+def project(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "fireplug.toml").write_text(f'[project]\nname = "{name}"\n')
+    (folder / "main.py").write_text("print('bench')\n")
+    (folder / "data").mkdir()
+    return folder
+
+
+def docker_cp_seconds(data: Path, destination: Path, env: dict[str, str]) -> float:
+    destination.mkdir()
+    container = subprocess.run(
+        ["docker", "create", "-v", f"{destination}:/dst", "debian:bookworm-slim", "true"], capture_output=True, text=True, check=True, env=env
+    ).stdout.strip()
+    try:
+        return timed(["docker", "cp", f"{data}/.", f"{container}:/dst/"], data, env)[0]
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True, env=env)
+
+
+def tar_over_ssh_seconds(data: Path, destination: Path, env: dict[str, str]) -> float:
+    destination.mkdir()
+    remote = f"ssh -p {testbed.SSH_PORT} root@127.0.0.1 tar -C {destination} -xf -"
+    return timed(["tar", "-C", str(data), "-cf", "-", ".", "|", remote], data, env, shell=True)[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--mib", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="fp-bench-sync-"))
+    name = f"fp-bench-sync-{os.getpid()}"
+    small_name = f"{name}-small"
+    try:
+        env = environment(root)
+        big = project(root / name, name)
+        changed = generate(big / "data", args.files, args.mib << 20)
+        print(f"data: {args.files} files, {args.mib} MiB of random bytes; host {HOST_URL}; {os.cpu_count()} CPUs", flush=True)
+
+        docker_cp = docker_cp_seconds(big / "data", root / "cp-dest", env)
+        tar_ssh = tar_over_ssh_seconds(big / "data", root / "tar-dest", env)
+        first, first_output = timed([FP, "--host", "bench", "--sync-in-only", "-v"], big, env)
+        noop_runs = [timed([FP, "--host", "bench", "--sync-in-only", "-v"], big, env) for _ in range(args.runs)]
+        noop = statistics.median(seconds for seconds, _ in noop_runs)
+        noop_wire = wire_bytes(noop_runs[-1][1])
+        changed.write_bytes(os.urandom(CHANGED_FILE_BYTES))
+        one, one_output = timed([FP, "--host", "bench", "--sync-in-only", "-v"], big, env)
+        one_wire = wire_bytes(one_output)
+
+        small = project(root / small_name, small_name)
+        timed([FP, "--host", "bench", "true"], small, env)  # builds the one-time image on the host
+        image = subprocess.run(
+            ["docker", "images", "--filter", f"label=io.fireplug.project={small_name}", "--format", "{{.Repository}}:{{.Tag}}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[0]
+        time.sleep(2.5)  # past the scan cache's racy window
+        timed([FP, "--host", "bench", "true"], small, env)
+        fp_times, docker_times = [], []
+        for _ in range(args.runs):
+            fp_times.append(timed([FP, "--host", "bench", "true"], small, env)[0])
+            docker_times.append(timed(["docker", "-H", HOST_URL, "run", "--rm", image, "true"], small, env)[0])
+        fp_warm, docker_warm = statistics.median(fp_times), statistics.median(docker_times)
+
+        def verdict(ok: bool) -> str:
+            return "OK" if ok else "MISSED"
+
+        results = {
+            "noop_seconds": noop <= TARGETS["noop_seconds"],
+            "noop_ratio": noop / docker_cp <= TARGETS["noop_ratio"],
+            "one_file_wire_mib": one_wire / (1 << 20) <= TARGETS["one_file_wire_mib"],
+            "warm_ratio": fp_warm / docker_warm <= TARGETS["warm_ratio"],
+        }
+        print(f"full copy, docker cp (local socket)   {docker_cp:7.2f} s")
+        print(f"full copy, tar | ssh                  {tar_ssh:7.2f} s")
+        first_mib = wire_bytes(first_output) / (1 << 20)
+        print(f"fp first sync                         {first:7.2f} s   {first / docker_cp:5.2f}x docker cp   {first_mib:8.1f} MiB moved")
+        print(
+            f"fp no-op re-sync (median of {args.runs})        {noop:7.2f} s   {noop / docker_cp:5.3f}x docker cp   {noop_wire / 1024:8.1f} KiB moved"
+            f"   targets <= {TARGETS['noop_seconds']} s {verdict(results['noop_seconds'])}, <= {TARGETS['noop_ratio']}x {verdict(results['noop_ratio'])}"
+        )
+        print(
+            f"fp re-sync, one 1 MiB file rewritten  {one:7.2f} s   {one / docker_cp:5.3f}x docker cp   {one_wire / (1 << 20):8.3f} MiB moved"
+            f"   target <= {TARGETS['one_file_wire_mib']} MiB {verdict(results['one_file_wire_mib'])}"
+        )
+        print(f"docker -H ssh:// run --rm IMAGE true  {docker_warm:7.2f} s   (median of {args.runs})")
+        print(
+            f"fp --host bench true, warm            {fp_warm:7.2f} s   {fp_warm / docker_warm:5.2f}x docker -H ssh://"
+            f"   target <= {TARGETS['warm_ratio']}x {verdict(results['warm_ratio'])}"
+        )
+        return 0 if all(results.values()) else 1
+    finally:
+        for project_name in (name, small_name):
+            listing = ["docker", "images", "-q", "--filter", f"label=io.fireplug.project={project_name}"]
+            ids = subprocess.run(listing, capture_output=True, text=True).stdout.split()
+            if ids:
+                subprocess.run(["docker", "rmi", "-f", *ids], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

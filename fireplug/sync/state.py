@@ -1,0 +1,93 @@
+"""What fp last copied from a data folder to a host, so that a re-sync lists only what changed.
+
+rsync's cost for an unchanged folder is its file list: ~18 bytes and two lstat() calls per
+file, whatever changed. With a record of the local files' stat signatures as of the last
+complete sync, fp hands rsync only the files changed since (``--files-from``), so the list
+is as long as the change. The record is trusted only while the host still holds the token
+written there by that complete sync (a marker file beside the data folder): a host whose
+data was wiped, or synced from another machine since, gets a complete sync again.
+
+Files changed within ``RACY_NS`` of the snapshot are recorded as unknown and always listed,
+so an edit within one timestamp tick is never missed (git's "racily clean" rule).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RECORD_FORMAT = 1
+RACY_NS = 2_000_000_000
+
+Signature = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+
+
+@dataclass(frozen=True)
+class SyncRecord:
+    token: str  # also in the host's marker file
+    files: dict[str, Signature | None]  # None: changed too recently to trust
+
+
+def record_path(folder: Path, local: Path, destination: str, remote: str) -> Path:
+    key = hashlib.sha256(f"{RECORD_FORMAT}\0{local}\0{destination}\0{remote}".encode()).hexdigest()[:24]
+    return folder / f"{key}.json"
+
+
+def marker_path(remote: str) -> str:
+    """Beside the data folder, so the container never sees it."""
+    parent, _, name = remote.rstrip("/").rpartition("/")
+    return f"{parent}/.fp-sync-{name}"
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
+
+
+def snapshot(local: Path, now_ns: int, racy_ns: int = RACY_NS) -> dict[str, Signature | None]:
+    """Every file and symlink under ``local`` with its stat signature (None when racy)."""
+    found: dict[str, Signature | None] = {}
+    recent = now_ns - racy_ns
+    pending = [(str(local), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                status = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(status.st_mode):
+                    pending.append((entry.path, f"{prefix}{entry.name}/"))
+                elif status.st_mtime_ns >= recent or status.st_ctime_ns >= recent:
+                    found[prefix + entry.name] = None
+                else:
+                    found[prefix + entry.name] = (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+    return found
+
+
+def changed_since(current: dict[str, Signature | None], record: SyncRecord) -> list[str]:
+    """Files that are new, changed, or were unknown at the last sync (sorted)."""
+    return sorted(path for path, signature in current.items() if signature is None or record.files.get(path) != signature)
+
+
+def load_record(path: Path) -> SyncRecord | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        files = {name: tuple(value) if value is not None else None for name, value in data["files"].items()}
+        return SyncRecord(str(data["token"]), files)  # type: ignore[arg-type]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_record(path: Path, record: SyncRecord) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({"format": RECORD_FORMAT, "token": record.token, "files": record.files}))
+    partial.replace(path)
+
+
+def forget(path: Path) -> None:
+    path.unlink(missing_ok=True)
