@@ -72,7 +72,7 @@ class Interrupted(KeyboardInterrupt):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fp",
-        usage="fp [options] [--] COMMAND [ARG...]\n       fp {init,base} ...",
+        usage="fp [options] [--] COMMAND [ARG...]\n       fp {init,base,hosts} ...",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -98,13 +98,16 @@ def running_jobs(engine: Engine) -> int:
     return len(engine.containers([RUN_LABEL]))
 
 
-def probe(host: Host, settings: SshSettings, *, timeout: float, local_folder: str = ".") -> Probe:
-    """Reach ``host`` and read its resources; an unreachable host is a result, not an error."""
+def probe(host: Host, settings: SshSettings, *, timeout: float, local_folder: str | None = ".") -> Probe:
+    """Reach ``host`` and read its resources; an unreachable host is a result, not an error.
+
+    ``local_folder`` None skips the free-disk reading (a remote command: not needed to choose).
+    """
     try:
         connection = connect(host, settings, timeout=timeout)
         info = connection.engine.info()
         jobs = running_jobs(connection.engine)
-        free = free_space(connection, local_folder, timeout)
+        free = free_space(connection, local_folder, timeout) if local_folder is not None else None
     except FireplugError as e:
         return Probe(host, False, reason=_short_reason(e))
     return Probe(
@@ -138,7 +141,7 @@ def parse_df_available(output: str) -> int | None:
     return int(fields[3]) * 1024 if len(fields) >= 4 and fields[3].isdigit() else None
 
 
-def probe_all(hosts: Sequence[Host], settings: SshSettings, *, timeout: float, local_folder: str = ".") -> list[Probe]:
+def probe_all(hosts: Sequence[Host], settings: SshSettings, *, timeout: float, local_folder: str | None = ".") -> list[Probe]:
     """Probe every host at once; one that has not answered after ``timeout`` is unreachable."""
     results: dict[str, Probe] = {}
 
@@ -187,7 +190,7 @@ def choose(
     remote = inventory.remote
     if not remote:
         return resolve(LOCAL, inventory), "no remote host configured"
-    host, why = pick_idle_host(prober(remote, settings, timeout=timeout))
+    host, why = pick_idle_host(prober(remote, settings, timeout=timeout, local_folder=None))
     if host is None:
         raise FireplugError(f"no remote host is reachable ({why})", hint="see `fp hosts`, or run here with --host local")
     return host, why

@@ -317,7 +317,9 @@ def dry_run_report(config: Config, request: RunRequest, local: LocalSide) -> lis
     own = own_recipe(config)
     context = scan(config, local, own, full=True)
     base_tag = base_image_tag(config.build.base_image, base_files())
-    spec = container_spec(config, "(one-time image)", request, local, host=local_host(local.environ, local.home))
+    inventory = load_inventory(config, local.environ, local.home)
+    host = hosts.resolve(request.host, inventory) if request.host else local_host(local.environ, local.home)
+    spec = container_spec(config, "(one-time image)", request, local, host=host)
     lines = [
         "fp dry run: nothing is built, sent or run.",
         f"project   {config.project.name} at {config.root}",
@@ -334,7 +336,10 @@ def dry_run_report(config: Config, request: RunRequest, local: LocalSide) -> lis
     lines.append(f"recipe    {source}:")
     lines += [f"  {line}" for line in chosen.text.splitlines()]
     mounts = ", ".join(f"{mount.source} -> {mount.target}" for mount in spec.mounts)
+    where = "mounted in place" if host.local else "synced there with rsync over ssh" if host.ssh else "synced there through the Docker API"
+    picked = " (without --host, fp picks an idle remote host)" if not request.host and inventory.remote else ""
     lines += [
+        f"host      {host.name} ({host.url}); data {where}{picked}",
         f"command   {shlex.join(request.command)}",
         f"  in {spec.workdir} as {spec.user or 'the image user (root)'}; data: {mounts}",
         f"  environment: {', '.join(name for name, _ in spec.env)}",

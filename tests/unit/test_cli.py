@@ -173,3 +173,37 @@ def test_background_jobs_do_not_count_as_foreground() -> None:
     _, status = os.waitpid(pid, 0)
     os.close(master)
     assert os.waitstatus_to_exitcode(status) == 10, "the session leader is in the foreground, the background job is not"
+
+
+def test_dry_run_on_a_remote_host_shows_where_the_data_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "fireplug.toml").write_text('[project]\nname = "proj"\n\n[hosts.aws02]\nurl = "ssh://ada@aws02"\ndata_root = "/scratch"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["--dry-run", "--host", "aws02", "python", "x.py"]) == 0
+    out = capsys.readouterr().out
+    assert "host      aws02 (ssh://ada@aws02); data synced there with rsync over ssh" in out
+    assert f"data: /scratch/proj/data -> {tmp_path.resolve()}/data" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["--sync-in-only", "--sync-out-only"], id="two-only-flags"),
+        pytest.param(["--no-sync", "--sync-in-only"], id="no-sync-and-sync-in"),
+        pytest.param(["--no-build"], id="no-command"),
+    ],
+)
+def test_contradicting_or_incomplete_step_flags_are_usage_errors(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("fp: error:") == 1 and "Traceback" not in err
+
+
+def test_hosts_add_rejects_local_and_non_engine_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["hosts", "add", "local", "ssh://x"]) == 2
+    assert main(["hosts", "add", "box", "http://x"]) == 2
+    assert main(["hosts", "rm", "box"]) == 2
+    assert "no host 'box'" in capsys.readouterr().err

@@ -150,7 +150,7 @@ def test_choose_without_remote_hosts_is_local_and_unknown_names_list_the_known(t
         choose("aws03", inventory, settings)
     dead = [probe("aws02", reachable=False, reason="connection refused")]
     with pytest.raises(FireplugError, match=r"no remote host is reachable \(aws02: connection refused\)"):
-        choose(None, inventory, settings, prober=lambda hosts, settings, timeout: dead)
+        choose(None, inventory, settings, prober=lambda hosts, settings, timeout, local_folder: dead)
 
 
 def test_df_output_is_parsed() -> None:
