@@ -10,7 +10,7 @@ compresses):
 - `fp --sync-in-only`: the first sync, a no-op re-sync (median of --runs), and a re-sync after
   rewriting one 1 MiB file, with the bytes rsync moved;
 - warm `fp --host bench true` in a small project against
-  `docker -H ssh://root@127.0.0.1:PORT run --rm <its image> true` (median of --runs, interleaved).
+  `docker -H ssh://fpuser@127.0.0.1:PORT run --rm <its image> true` (median of --runs, interleaved).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests import testbed  # the bench's ports, key and paths
 
 FP = str(Path(sys.executable).with_name("fp"))
-HOST_URL = f"ssh://root@127.0.0.1:{testbed.SSH_PORT}"
+HOST_URL = f"ssh://{testbed.SSH_USER}@127.0.0.1:{testbed.SSH_PORT}"
 CHANGED_FILE_BYTES = 1 << 20
 TARGETS = {"noop_seconds": 1.0, "noop_ratio": 0.05, "one_file_wire_mib": 1.1, "warm_ratio": 1.5}
 
@@ -63,11 +63,11 @@ def generate(data: Path, files: int, total: int) -> Path:
     return data / f"d{middle // per_directory:03d}" / f"f{middle:05d}.bin"
 
 
-def environment(root: Path) -> dict[str, str]:
+def environment(root: Path, host_data: Path) -> dict[str, str]:
     """An isolated HOME with one host, 'bench', and an ssh config holding the test bench's key."""
     home = root / "home"
     (home / ".config" / "fireplug").mkdir(parents=True)
-    (home / ".config" / "fireplug" / "config.toml").write_text(f'[hosts.bench]\nurl = "{HOST_URL}"\ndata_root = "{root / "host-data"}"\n')
+    (home / ".config" / "fireplug" / "config.toml").write_text(f'[hosts.bench]\nurl = "{HOST_URL}"\ndata_root = "{host_data}"\n')
     ssh_config = home / "ssh_config"
     ssh_config.write_text(
         f"Host *\n  IdentityFile {testbed.CLIENT_KEY}\n  IdentitiesOnly yes\n  UserKnownHostsFile {home / 'known_hosts'}\n  StrictHostKeyChecking accept-new\n"
@@ -104,7 +104,8 @@ def docker_cp_seconds(data: Path, destination: Path, env: dict[str, str]) -> flo
 
 def tar_over_ssh_seconds(data: Path, destination: Path, env: dict[str, str]) -> float:
     destination.mkdir()
-    remote = f"ssh -p {testbed.SSH_PORT} root@127.0.0.1 tar -C {destination} -xf -"
+    shutil.chown(destination, testbed.SSH_USER, testbed.SSH_USER)
+    remote = f"ssh -p {testbed.SSH_PORT} {testbed.SSH_USER}@127.0.0.1 tar -C {destination} -xf -"
     return timed(["tar", "-C", str(data), "-cf", "-", ".", "|", remote], data, env, shell=True)[0]
 
 
@@ -115,16 +116,19 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="fp-bench-sync-"))
+    host_data = testbed.HOST_DATA / f"bench-{os.getpid()}"  # where the ssh user may write
+    host_data.mkdir()
+    shutil.chown(host_data, testbed.SSH_USER, testbed.SSH_USER)
     name = f"fp-bench-sync-{os.getpid()}"
     small_name = f"{name}-small"
     try:
-        env = environment(root)
+        env = environment(root, host_data)
         big = project(root / name, name)
         changed = generate(big / "data", args.files, args.mib << 20)
         print(f"data: {args.files} files, {args.mib} MiB of random bytes; host {HOST_URL}; {os.cpu_count()} CPUs", flush=True)
 
         docker_cp = docker_cp_seconds(big / "data", root / "cp-dest", env)
-        tar_ssh = tar_over_ssh_seconds(big / "data", root / "tar-dest", env)
+        tar_ssh = tar_over_ssh_seconds(big / "data", host_data / "tar-dest", env)
         first, first_output = timed([FP, "--host", "bench", "--sync-in-only", "-v"], big, env)
         noop_runs = [timed([FP, "--host", "bench", "--sync-in-only", "-v"], big, env) for _ in range(args.runs)]
         noop = statistics.median(seconds for seconds, _ in noop_runs)
@@ -183,6 +187,7 @@ def main() -> int:
             if ids:
                 subprocess.run(["docker", "rmi", "-f", *ids], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(host_data, ignore_errors=True)
 
 
 if __name__ == "__main__":

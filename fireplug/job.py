@@ -109,6 +109,8 @@ def run(config: Config, request: RunRequest, local: LocalSide) -> int:
         how = "unchanged files known from the last scan" if context.from_record else "scanned"
         console.detail(f"context: {context.file_count} files, {human_bytes(context.total_bytes)}, hash {context.digest[:12]}, {how} ({_ms(started)})")
     connection = hosts.connect(host, settings, verbose=request.verbose)
+    if connection.shell is not None and not host.local:  # files written there must stay the ssh user's, for rsync
+        spec = container_spec(config, "", request, local, host=host, owner=connection.shell.identity())
     image = project_image(connection.engine, config, request, own, context)
     job = _Job(config, request, local, connection, replace(spec, image=image.tag if image else ""), started)
     return job.run_here() if host.local else job.run_remote()
@@ -236,14 +238,17 @@ def scan(config: Config, local: LocalSide, own: Recipe | None, *, full: bool = F
     return load_context(config.root, rules, cache_dir(local.environ, local.home), full=full)
 
 
-def container_spec(config: Config, image: str, request: RunRequest, local: LocalSide, *, host: Host) -> ContainerSpec:
+def container_spec(config: Config, image: str, request: RunRequest, local: LocalSide, *, host: Host, owner: tuple[int, int] | None = None) -> ContainerSpec:
     """What the container looks like: same relative folder, data mounted, asked-for env only.
+
+    ``owner`` (uid, gid) should own what the command writes to the data folder: by default
+    the local user on the local engine; the ssh user on a remote host (given once known).
 
     Raises:
         UsageError: an ``-e NAME`` names a variable that is not set locally.
     """
     project_in_container = config.container_root()
-    user = container_user(config.run.user, local.uid, local.gid, local_engine=host.local)
+    user = container_user(config.run.user, owner or ((local.uid, local.gid) if host.local else None))
     env = [("PYTHONUNBUFFERED", "1")]
     if user not in ("", "0", "0:0"):
         env.append(("HOME", "/tmp"))  # an arbitrary uid has no home in the image
@@ -284,10 +289,10 @@ def container_workdir(project_in_container: str, root: Path, cwd: Path) -> str:
     return posixpath.normpath(posixpath.join(project_in_container, relative))
 
 
-def container_user(setting: str, uid: int, gid: int, *, local_engine: bool) -> str:
-    """The container's user: by default the local user on the local engine, so data stays theirs."""
+def container_user(setting: str, owner: tuple[int, int] | None) -> str:
+    """The container's user: by default ``owner``, who then owns what it writes (root when None or 0)."""
     if setting == "auto":
-        return f"{uid}:{gid}" if local_engine and uid != 0 else ""
+        return f"{owner[0]}:{owner[1]}" if owner and owner[0] != 0 else ""
     if setting == "root":
         return "0:0"
     return setting

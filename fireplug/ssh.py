@@ -12,6 +12,7 @@ start on either side.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -224,7 +225,7 @@ class SshConnection:
     def _forward_engine(self, local: str) -> None:
         """(Re)create the forward: drop what a previous master left (a stale socket, an old registration) first."""
         self.ensure_master()
-        spec = f"{local}:{self._remote_engine_endpoint()}"
+        spec = f"{local}:{engine_endpoint(self._remote_facts().docker_host)}"
         proc.run([*self.client_argv(), "-O", "cancel", "-L", spec, self.target.address], timeout=10, what="ssh -O cancel", verbose=self.verbose)
         Path(local).unlink(missing_ok=True)
         completed = proc.run([*self.client_argv(), "-O", "forward", "-L", spec, self.target.address], timeout=10, what="ssh -O forward", verbose=self.verbose)
@@ -234,10 +235,42 @@ class SshConnection:
         while not Path(local).exists() and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def _remote_engine_endpoint(self) -> str:
-        """The host's engine socket (or host:port) as its own DOCKER_HOST says, like `docker` there would use."""
-        completed = self.run(["sh", "-c", 'printf %s "${DOCKER_HOST:-}"'], what="reading DOCKER_HOST", timeout=15)
-        return engine_endpoint(completed.stdout.decode(errors="replace").strip())
+    def identity(self) -> tuple[int, int]:
+        """The ssh user's uid and gid on the host (asked once, then kept beside the control socket)."""
+        facts = _read_facts(self.control_path + ".facts") or self._remote_facts()
+        return facts.uid, facts.gid
+
+    def _remote_facts(self) -> RemoteFacts:
+        """The host's DOCKER_HOST (what `docker` there would use) and the ssh user's ids, in one session."""
+        script = 'printf "%s\\n%s\\n%s\\n" "${DOCKER_HOST:-}" "$(id -u)" "$(id -g)"'
+        completed = self.run(["sh", "-c", script], what="reading DOCKER_HOST and ids", timeout=15)
+        lines = completed.stdout.decode(errors="replace").split("\n")
+        try:
+            facts = RemoteFacts(lines[0].strip(), int(lines[1]), int(lines[2]))
+        except (IndexError, ValueError) as e:
+            raise SshError(self.host, str(self.target), f"unexpected answer from the host's shell: {completed.stdout[:80]!r}") from e
+        _write_facts(self.control_path + ".facts", facts)
+        return facts
+
+
+@dataclass(frozen=True)
+class RemoteFacts:
+    docker_host: str
+    uid: int
+    gid: int
+
+
+def _read_facts(path: str) -> RemoteFacts | None:
+    try:
+        docker_host, uid, gid = Path(path).read_text().split("\n")[:3]
+        return RemoteFacts(docker_host, int(uid), int(gid))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_facts(path: str, facts: RemoteFacts) -> None:
+    with contextlib.suppress(OSError):
+        Path(path).write_text(f"{facts.docker_host}\n{facts.uid}\n{facts.gid}\n")
 
 
 def engine_endpoint(docker_host: str) -> str:

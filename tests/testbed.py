@@ -9,7 +9,7 @@ normal first-use path. Everything is reused when present: the engine if it answe
 if the engine has it, the root filesystem tarball from /var/cache/fireplug-testbed.
 
 Remote hosts, all on 127.0.0.1 (tests never aim traffic anywhere else):
-- "primary": sshd on SSH_PORT in front of the main engine (/var/run/docker.sock);
+- "primary": sshd on SSH_PORT in front of the main engine (/var/run/docker.sock), for SSH_USER;
 - "second": a second dockerd (own socket, data root, exec root, pidfile and bridge) behind
   its own sshd on SECOND_SSH_PORT, whose sessions get DOCKER_HOST pointing at it;
 - "tls": a third dockerd on TLS_PORT with openssl-made CA, server and client certificates,
@@ -50,6 +50,8 @@ CERTS = STATE / "tls"
 MACHINE_STORE = STATE / "machine"
 MACHINE_NAME = "fptls"
 CLOSED_PORT = 9  # nothing listens on 127.0.0.1:9 (discard): an unreachable host
+SSH_USER = "fpuser"  # a plain user in the docker group, with /bin/sh as its shell
+HOST_DATA = STATE / "host-data"  # data roots of the remote hosts live under here, writable by SSH_USER
 
 
 def say(message: str) -> None:
@@ -205,7 +207,7 @@ def write_machine_store() -> None:
         "Driver": {
             "IPAddress": "127.0.0.1",
             "MachineName": MACHINE_NAME,
-            "SSHUser": "root",
+            "SSHUser": SSH_USER,
             "SSHPort": SSH_PORT,
             "SSHKeyPath": str(folder / "id_rsa"),
             "StorePath": str(MACHINE_STORE),
@@ -234,6 +236,17 @@ def write_machine_store() -> None:
     (folder / "config.json").write_text(json.dumps(config, indent=4))
 
 
+def ensure_ssh_user() -> None:
+    """The user fp logs in as: not root (as on real hosts), in the docker group, no rc files to run."""
+    if subprocess.run(["getent", "group", "docker"], capture_output=True).returncode != 0:
+        run(["groupadd", "--system", "docker"])
+    if subprocess.run(["getent", "passwd", SSH_USER], capture_output=True).returncode != 0:
+        run(["useradd", "--create-home", "--shell", "/bin/sh", "--groups", "docker", SSH_USER])
+    run(["usermod", "--password", "*", SSH_USER])  # "!" (locked) would make sshd without PAM refuse it
+    HOST_DATA.mkdir(parents=True, exist_ok=True)
+    shutil.chown(HOST_DATA, SSH_USER, SSH_USER)
+
+
 def ensure_ssh_keys() -> None:
     SSH_DIR.mkdir(parents=True, exist_ok=True)
     for key in (CLIENT_KEY, SSH_DIR / "host_ed25519"):
@@ -241,11 +254,11 @@ def ensure_ssh_keys() -> None:
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fireplug-testbed", "-f", str(key)])
     authorized = SSH_DIR / "authorized_keys"
     authorized.write_text(CLIENT_KEY.with_suffix(".pub").read_text())
-    authorized.chmod(0o600)
+    authorized.chmod(0o644)  # read by sshd as the logging-in user
 
 
 def ensure_sshd(port: int, docker_host: str = "") -> None:
-    """An sshd on 127.0.0.1:``port`` accepting CLIENT_KEY for root; ``docker_host`` set in its sessions."""
+    """An sshd on 127.0.0.1:``port`` accepting CLIENT_KEY; ``docker_host`` set in its sessions."""
     if subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout.strip():
         return
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
@@ -325,6 +338,7 @@ def up() -> None:
     RUNTIME.mkdir(parents=True, exist_ok=True)
     ensure_engine()
     ensure_standin(base_from_image())
+    ensure_ssh_user()
     ensure_ssh_keys()
     ensure_sshd(SSH_PORT)
     ensure_second_engine()

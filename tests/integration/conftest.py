@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -171,7 +172,7 @@ class RemoteBench:
 def ssh_client_config(home: Path, *, with_key: bool = True) -> str:
     key = f"  IdentityFile {testbed.CLIENT_KEY}\n  IdentitiesOnly yes\n" if with_key else "  IdentitiesOnly yes\n"
     return (
-        f"Host fp-second\n  HostName 127.0.0.1\n  Port {testbed.SECOND_SSH_PORT}\n  User root\n"
+        f"Host fp-second\n  HostName 127.0.0.1\n  Port {testbed.SECOND_SSH_PORT}\n  User {testbed.SSH_USER}\n"
         f"Host *\n{key}  UserKnownHostsFile {home / 'known_hosts'}\n  StrictHostKeyChecking accept-new\n"
     )
 
@@ -185,15 +186,21 @@ def remote_engines() -> None:
 
 
 @pytest.fixture
-def remote(isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote_engines: None) -> RemoteBench:
-    """Two ssh hosts in the user config: 'primary' (the main engine) and 'second' (an ssh alias)."""
+def remote(isolated_home: Path, remote_engines: None) -> Iterator[RemoteBench]:
+    """Two ssh hosts in the user config: 'primary' (the main engine) and 'second' (an ssh alias).
+
+    Their data roots are this test's own, in the test bench's folder the ssh user can write to.
+    """
     ssh_config = isolated_home / "ssh_config"
     ssh_config.write_text(ssh_client_config(isolated_home))
     config = isolated_home / ".config" / "fireplug" / "config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    data_roots = tmp_path / "host-data"
+    data_roots = testbed.HOST_DATA / uuid.uuid4().hex[:12]
+    data_roots.mkdir()
+    shutil.chown(data_roots, testbed.SSH_USER, testbed.SSH_USER)
     config.write_text(
-        f'[hosts.primary]\nurl = "ssh://root@127.0.0.1:{testbed.SSH_PORT}"\ndata_root = "{data_roots / "primary"}"\n\n'
+        f'[hosts.primary]\nurl = "ssh://{testbed.SSH_USER}@127.0.0.1:{testbed.SSH_PORT}"\ndata_root = "{data_roots / "primary"}"\n\n'
         f'[hosts.second]\nurl = "ssh://fp-second"\ndata_root = "{data_roots / "second"}"\n'
     )
-    return RemoteBench(isolated_home, data_roots, config)
+    yield RemoteBench(isolated_home, data_roots, config)
+    shutil.rmtree(data_roots, ignore_errors=True)

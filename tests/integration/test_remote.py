@@ -239,7 +239,7 @@ def test_unknown_and_dead_hosts_fail_in_one_line_with_125(fp, project: Project, 
 def test_a_bad_key_fails_in_one_line(fp, project: Project, remote: RemoteBench, isolated_home: Path) -> None:
     (isolated_home / "ssh_config").write_text(ssh_client_config_without_key(isolated_home))
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(isolated_home / "stranger")], check=True)
-    remote.add_hosts(f'[hosts.stranger]\nurl = "ssh://root@127.0.0.1:{testbed.SSH_PORT}"\nssh_key = "{isolated_home / "stranger"}"\n')
+    remote.add_hosts(f'[hosts.stranger]\nurl = "ssh://{testbed.SSH_USER}@127.0.0.1:{testbed.SSH_PORT}"\nssh_key = "{isolated_home / "stranger"}"\n')
     result = fp(project.root, "--host", "stranger", "true")
     assert result.code == 125
     assert len(result.err.strip().splitlines()) == 1 and "Permission denied" in result.err and "ssh_key" in result.err
@@ -252,7 +252,7 @@ def ssh_client_config_without_key(home: Path) -> str:
 
 
 def test_fp_hosts_add_and_rm_edit_the_user_config(fp, project: Project, remote: RemoteBench) -> None:
-    added = fp(project.root, "hosts", "add", "extra", f"ssh://root@127.0.0.1:{testbed.SSH_PORT}", "--data-root", "/tmp/x")
+    added = fp(project.root, "hosts", "add", "extra", f"ssh://{testbed.SSH_USER}@127.0.0.1:{testbed.SSH_PORT}", "--data-root", "/tmp/x")
     assert added.code == 0, added.err
     listed = {entry["name"]: entry for entry in json.loads(fp(project.root, "hosts", "--json").out)}
     assert listed["extra"]["reachable"] is True and listed["extra"]["data_root"] == "/tmp/x"

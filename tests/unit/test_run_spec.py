@@ -76,17 +76,17 @@ def test_workdir_setting_moves_the_project_in_the_container() -> None:
 
 
 @pytest.mark.parametrize(
-    ("setting", "uid", "local_engine", "user"),
+    ("setting", "owner", "user"),
     [
-        ("auto", 1000, True, "1000:100"),
-        ("auto", 0, True, ""),
-        ("auto", 1000, False, ""),
-        ("root", 1000, True, "0:0"),
-        ("42:7", 1000, True, "42:7"),
+        ("auto", (1000, 100), "1000:100"),
+        ("auto", (0, 0), ""),
+        ("auto", None, ""),
+        ("root", (1000, 100), "0:0"),
+        ("42:7", (1000, 100), "42:7"),
     ],
 )
-def test_container_user(setting: str, uid: int, local_engine: bool, user: str) -> None:
-    assert container_user(setting, uid, 100, local_engine=local_engine) == user
+def test_container_user(setting: str, owner: tuple[int, int] | None, user: str) -> None:
+    assert container_user(setting, owner) == user
 
 
 def test_workdir_outside_the_root_falls_back_to_the_root() -> None:
@@ -102,8 +102,10 @@ def test_resolve_env() -> None:
         resolve_env(["=x"], {})
 
 
-def test_a_remote_host_mounts_the_data_copy_under_its_data_root_as_root() -> None:
+def test_a_remote_host_mounts_the_data_copy_under_its_data_root_as_its_ssh_user() -> None:
     config = load([], {}, {"project": {"name": "proj", "data": "inputs"}}, root=ROOT)
     spec = container_spec(config, "i", RunRequest(("x",)), local(ROOT), host=REMOTE_HOST)
     assert spec.mounts == (Mount("/scratch/proj/inputs", "/home/ada/proj/inputs"),)
-    assert spec.user == ""
+    assert spec.user == ""  # not known yet: root
+    owned = container_spec(config, "i", RunRequest(("x",)), local(ROOT), host=REMOTE_HOST, owner=(1001, 1001))
+    assert owned.user == "1001:1001" and ("HOME", "/tmp") in owned.env
