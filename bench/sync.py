@@ -51,6 +51,12 @@ def wire_bytes(stderr: str) -> int:
     return int(found.group(1))
 
 
+def settle() -> None:
+    """Flush what the previous step wrote, so that its writeback does not slow the next one down."""
+    os.sync()
+    time.sleep(2)
+
+
 def generate(data: Path, files: int, total: int) -> Path:
     """``files`` files of random bytes adding up to about ``total``; the middle one is 1 MiB (returned)."""
     per_directory = 100
@@ -127,9 +133,13 @@ def main() -> int:
         changed = generate(big / "data", args.files, args.mib << 20)
         print(f"data: {args.files} files, {args.mib} MiB of random bytes; host {HOST_URL}; {os.cpu_count()} CPUs", flush=True)
 
+        settle()
         docker_cp = docker_cp_seconds(big / "data", root / "cp-dest", env)
+        settle()
         tar_ssh = tar_over_ssh_seconds(big / "data", host_data / "tar-dest", env)
+        settle()
         first, first_output = timed([FP, "--host", "bench", "--sync-in-only", "-v"], big, env)
+        settle()
         noop_runs = [timed([FP, "--host", "bench", "--sync-in-only", "-v"], big, env) for _ in range(args.runs)]
         noop = statistics.median(seconds for seconds, _ in noop_runs)
         noop_wire = wire_bytes(noop_runs[-1][1])

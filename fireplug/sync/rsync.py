@@ -103,7 +103,8 @@ class RsyncSyncer:
         if record_file is not None and record is not None:
             try:
                 report = self._listed_sync_in(local, remote, changed_since(current, record), record.token)
-                save_record(record_file, SyncRecord(record.token, current))
+                if current != record.files:
+                    save_record(record_file, SyncRecord(record.token, current))
                 return report
             except _StaleRecord:
                 forget(record_file)
@@ -137,7 +138,7 @@ class RsyncSyncer:
             SshError: the master connection could not be made.
         """
         self.shell.ensure_master()
-        show = console.console().is_terminal
+        show = console.stderr_is_terminal()
         output = bytearray()
         with console.Progress(f"syncing data {'to' if direction == 'in' else 'from'} host '{self.shell.host}'", enabled=show) as progress:
 

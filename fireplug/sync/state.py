@@ -25,7 +25,7 @@ from typing import Any
 RECORD_FORMAT = 1
 RACY_NS = 2_000_000_000
 
-Signature = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+Signature = list[int]  # size, mtime_ns, ctime_ns, inode (a list: compared as JSON gives it back)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def snapshot(local: Path, now_ns: int, racy_ns: int = RACY_NS) -> dict[str, Sign
                 elif status.st_mtime_ns >= recent or status.st_ctime_ns >= recent:
                     found[prefix + entry.name] = None
                 else:
-                    found[prefix + entry.name] = (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+                    found[prefix + entry.name] = [status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino]
     return found
 
 
@@ -76,8 +76,9 @@ def changed_since(current: dict[str, Signature | None], record: SyncRecord) -> l
 def load_record(path: Path) -> SyncRecord | None:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
-        files = {name: tuple(value) if value is not None else None for name, value in data["files"].items()}
-        return SyncRecord(str(data["token"]), files)  # type: ignore[arg-type]
+        if data.get("format") != RECORD_FORMAT or not isinstance(data["files"], dict):
+            return None
+        return SyncRecord(str(data["token"]), data["files"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
