@@ -19,7 +19,7 @@ import shlex
 import socket
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +153,23 @@ class SshConnection:
         """
         if self._master_alive():
             return
+        with self._setup_lock():
+            self._start_master()
+
+    @contextlib.contextmanager
+    def _setup_lock(self) -> Iterator[None]:
+        """One setter-up at a time per control path, across threads (parallel probes) and fp processes."""
+        import fcntl
+
         self._prepare_control_dir()
+        with open(self.control_path + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # holders only run commands that have timeouts
+            yield
+
+    def _start_master(self) -> None:
+        """Start the master (the caller holds the setup lock) unless another process just did."""
+        if self._master_alive():
+            return
         log = Path(self.control_path + ".log")
         log.write_bytes(b"")
         master = ["-o", "ControlMaster=yes", "-o", f"ControlPersist={PERSIST_SECONDS}", "-o", "StreamLocalBindUnlink=yes"]
@@ -224,7 +240,13 @@ class SshConnection:
 
     def _forward_engine(self, local: str) -> None:
         """(Re)create the forward: drop what a previous master left (a stale socket, an old registration) first."""
-        self.ensure_master()
+        with self._setup_lock():
+            if _answers(local):
+                return  # made meanwhile by another thread or process
+            self._start_master()
+            self._make_forward(local)
+
+    def _make_forward(self, local: str) -> None:
         spec = f"{local}:{engine_endpoint(self._remote_facts().docker_host)}"
         proc.run([*self.client_argv(), "-O", "cancel", "-L", spec, self.target.address], timeout=10, what="ssh -O cancel", verbose=self.verbose)
         Path(local).unlink(missing_ok=True)
@@ -258,6 +280,17 @@ class RemoteFacts:
     docker_host: str
     uid: int
     gid: int
+
+
+def _answers(socket_path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(socket_path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def _read_facts(path: str) -> RemoteFacts | None:

@@ -24,9 +24,10 @@ from typing import Any
 from fireplug.engine import Engine
 from fireplug.run import frames
 from fireplug.sync import SyncError, SyncReport
-from fireplug.sync.helper import differs, manifest
+from fireplug.sync.helper import differs, keep_local, manifest
 
 MOUNT = "/fp-sync"
+HELPER = ["python3", "-m", "fireplug.sync.helper"]  # bundled in fp's base image
 STDOUT, STDERR = 1, 2
 TAR_CHUNK = 1 << 20
 
@@ -39,12 +40,12 @@ class ApiSyncer:
 
     def sync_in(self, local: Path, remote: str) -> SyncReport:
         started = time.monotonic()
-        remote_files = json.loads(self._helper(remote, ["manifest", MOUNT]).stdout or b"{}")
+        remote_files = json.loads(self._helper(remote, [*HELPER, "manifest", MOUNT]).stdout or b"{}")
         local_files = manifest(str(local))
         changed = [path for path, (size, mtime) in local_files.items() if differs(remote_files.get(path), size, mtime)]
         sent = _Counter()
         if changed:
-            container = self._create(remote, ["true"])
+            container = self._create(remote, ["true"])  # never started: the archive lands in its mount
             try:
                 self.engine.put_archive(container, MOUNT, sent.count(_tar_chunks(local, changed)))
             finally:
@@ -57,7 +58,7 @@ class ApiSyncer:
         local.mkdir(parents=True, exist_ok=True)
         local_files = manifest(str(local), [folder for folder in folders if (local / folder).is_dir()])
         listing = json.dumps(local_files).encode()
-        result = self._helper(remote, ["pack", MOUNT, "/tmp/fp-manifest.json", *folders], upload=("fp-manifest.json", listing), extract_to=local)
+        result = self._helper(remote, [*HELPER, "pack", MOUNT, "/tmp/fp-manifest.json", *folders], upload=("fp-manifest.json", listing), extract_to=local)
         kept = tuple(sorted({line[5:] for line in result.stderr.decode(errors="replace").splitlines() if line.startswith("kept ")} | set(result.kept)))
         return SyncReport("out", result.files, result.file_bytes, result.wire_bytes, kept, time.monotonic() - started)
 
@@ -66,7 +67,7 @@ class ApiSyncer:
     def _create(self, remote: str, command: list[str]) -> str:
         config: dict[str, Any] = {
             "Image": self.image,
-            "Cmd": ["python3", "-m", "fireplug.sync.helper", *command] if command != ["true"] else ["true"],
+            "Cmd": command,
             "Labels": self.labels,
             "AttachStdout": True,
             "AttachStderr": True,
@@ -150,7 +151,7 @@ def _extract(stream: io.RawIOBase, root: Path) -> _HelperResult:
             target = _safe_target(root, member.name)
             if not member.isfile() or target is None:
                 continue
-            if target.exists() and target.stat().st_mtime > member.mtime:
+            if target.exists() and keep_local([0, int(target.stat().st_mtime)], int(member.mtime)):
                 result.kept.append(member.name)  # changed here since the listing was made
                 continue
             source = archive.extractfile(member)

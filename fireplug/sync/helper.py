@@ -6,7 +6,8 @@ uses nothing but the standard library:
     manifest ROOT                      print {path: [size, mtime]} of ROOT's files as JSON
     pack ROOT MANIFEST FOLDER...       write a tar of the files under ROOT/FOLDER... that differ
                                        from MANIFEST (the local side's files) to stdout; name
-                                       on stderr ("kept PATH") each one whose local copy is newer
+                                       on stderr ("kept PATH") each one whose local copy is
+                                       as new or newer
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ def differs(local: list[int] | None, size: int, mtime: int) -> bool:
     return local is None or local[0] != size or local[1] != mtime
 
 
-def local_is_newer(local: list[int] | None, mtime: int) -> bool:
-    return local is not None and local[1] > mtime
+def keep_local(local: list[int] | None, mtime: int) -> bool:
+    """A differing local copy changed at the same second as the host's, or later: it wins (whole
+    seconds are all both sides are sure to share; when in doubt, the user's own file is kept)."""
+    return local is not None and local[1] >= mtime
 
 
 def pack(root: str, local_manifest: dict[str, list[int]], folders: list[str]) -> None:
@@ -49,7 +52,7 @@ def pack(root: str, local_manifest: dict[str, list[int]], folders: list[str]) ->
                 local = local_manifest.get(path)
                 if not differs(local, status.st_size, int(status.st_mtime)):
                     continue
-                if local_is_newer(local, int(status.st_mtime)):
+                if keep_local(local, int(status.st_mtime)):
                     print(f"kept {path}", file=sys.stderr)
                     continue
                 archive.add(os.path.join(root, path), arcname=path, recursive=False)

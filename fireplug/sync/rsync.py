@@ -152,14 +152,17 @@ class RsyncSyncer:
         if completed.returncode not in (0, VANISHED):
             if STALE_MARK.encode() in completed.stderr:
                 raise _StaleRecord()
-            raise self._failure(direction, completed)
+            raise rsync_failure(self.shell.host, direction, completed)
         return parse_report(direction, bytes(output), time.monotonic() - started)
 
-    def _failure(self, direction: str, completed: proc.Completed) -> SyncError:
-        tail = completed.stderr_tail()
-        if re.search(r"rsync: (command )?not found|rsync: No such file or directory", tail):
-            return SyncError(self.shell.host, direction, "rsync is not installed on the host", hint="install it there (apt-get install rsync)")
-        return SyncError(self.shell.host, direction, f"rsync exited with status {completed.returncode}: {tail or 'no message'}")
+
+def rsync_failure(host: str, direction: str, completed: proc.Completed) -> SyncError:
+    """One line for a failed rsync: its own last words, with a hint for the usual causes."""
+    tail = completed.stderr_tail()
+    if re.search(r"rsync: (command )?not found|rsync: No such file or directory", tail):
+        return SyncError(host, direction, "rsync is not installed on the host", hint="install it there (apt-get install rsync)")
+    hint = "set data_root in [hosts.NAME] to a folder the ssh user can write to" if "Permission denied" in tail else ""
+    return SyncError(host, direction, f"rsync exited with status {completed.returncode}: {tail or 'no message'}", hint=hint)
 
 
 def _latest_progress(block: bytes) -> str:

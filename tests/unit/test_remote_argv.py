@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from pathlib import Path
@@ -10,9 +11,9 @@ import pytest
 
 from fireplug.config import Source, load
 from fireplug.errors import UsageError
-from fireplug.proc import redact
+from fireplug.proc import Completed, redact
 from fireplug.ssh import SshSettings, SshTarget, control_path, engine_endpoint, parse_ssh_url, ssh_options
-from fireplug.sync.rsync import listed_sync_in_argv, parse_report, sync_in_argv, sync_out_argv
+from fireplug.sync.rsync import listed_sync_in_argv, parse_report, rsync_failure, sync_in_argv, sync_out_argv
 from fireplug.sync.state import SyncRecord, changed_since, marker_path, snapshot
 from fireplug.userconfig import add_host, remove_host
 
@@ -128,3 +129,42 @@ def test_sync_record_lists_new_changed_and_racy_files_only(tmp_path: Path) -> No
     racy = snapshot(tmp_path, time.time_ns(), racy_ns=60_000_000_000)
     assert changed_since(racy, record) == ["new.bin", "old.bin", "sub/edited.bin", "sub/kept.bin"]
     assert marker_path("/data/proj/data") == "/data/proj/.fp-sync-data"
+
+
+@pytest.mark.parametrize(
+    ("stderr", "expected"),
+    [
+        pytest.param(
+            b"sh: 1: rsync: not found\nrsync: connection unexpectedly closed (0 bytes received so far) [sender]\n",
+            "rsync is not installed on the host",
+            id="no-rsync",
+        ),
+        pytest.param(b"mkdir: cannot create directory '/data': Permission denied\n", "set data_root", id="data-root-not-writable"),
+        pytest.param(b"rsync: [sender] write error: Broken pipe (32)\n", "rsync exited with status 12: rsync: [sender] write error", id="other"),
+    ],
+)
+def test_rsync_failures_are_one_actionable_line(stderr: bytes, expected: str) -> None:
+    error = rsync_failure("aws02", "in", Completed(("rsync",), 12, b"", stderr, 0.1))
+    assert expected in str(error) and "host 'aws02'" in str(error) and "\n" not in str(error)
+
+
+def test_api_sync_helper_packs_only_differing_files_and_names_the_kept_ones(tmp_path: Path) -> None:
+    import io
+    import json
+    import subprocess
+    import sys
+    import tarfile
+
+    host = tmp_path / "host"
+    (host / "results").mkdir(parents=True)
+    for name, content, mtime in (("same.txt", b"s", 1000), ("changed.txt", b"host", 2000), ("mine.txt", b"host", 3000), ("new.txt", b"n", 4000)):
+        (host / "results" / name).write_bytes(content)
+        os.utime(host / "results" / name, (mtime, mtime))
+    local = {"results/same.txt": [1, 1000], "results/changed.txt": [5, 1500], "results/mine.txt": [5, 3000]}
+    (tmp_path / "manifest.json").write_text(json.dumps(local))
+    done = subprocess.run(
+        [sys.executable, "-m", "fireplug.sync.helper", "pack", str(host), str(tmp_path / "manifest.json"), "results"], capture_output=True, check=True
+    )
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as archive:
+        assert sorted(archive.getnames()) == ["results/changed.txt", "results/new.txt"]
+    assert done.stderr.decode().splitlines() == ["kept results/mine.txt"]
