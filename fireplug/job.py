@@ -163,7 +163,7 @@ class _Job:
             status = self.start()
         finally:
             if steps.sync_out:
-                _sync_out_after_run(syncer, self.host, self.config, remote_data, failed=status is None, verbose=verbose)
+                _sync_out_after_run(syncer, self.host, self.config, remote_data, status=status, verbose=verbose)
         return status
 
     def start(self) -> int:
@@ -201,15 +201,20 @@ def sync_out(syncer: Syncer, host: str, config: Config, remote_data: str, *, ver
     return 0
 
 
-def _sync_out_after_run(syncer: Syncer, host: str, config: Config, remote_data: str, *, failed: bool, verbose: bool) -> None:
-    """Results come back however the run ended; when fp itself failed, that failure is what gets reported."""
-    if not failed:
-        sync_out(syncer, host, config, remote_data, verbose=verbose)
-        return
+def _sync_out_after_run(syncer: Syncer, host: str, config: Config, remote_data: str, *, status: int | None, verbose: bool) -> None:
+    """Results come back however the run ended. When fp itself failed (``status`` None), that
+    failure is what gets reported; otherwise a failed sync out is, with the command's status.
+
+    Raises:
+        FireplugError: the results could not be brought back after the command ran.
+    """
     try:
         sync_out(syncer, host, config, remote_data, verbose=verbose)
     except FireplugError as e:
-        console.warn(f"results could not be brought back: {e}")
+        if status is None:
+            console.warn(f"results could not be brought back: {e}")
+            return
+        raise FireplugError(f"{e.message} (the command itself exited with status {status})", hint=e.hint) from e
 
 
 def report_sync(host: str, report: SyncReport, *, verbose: bool = False) -> None:

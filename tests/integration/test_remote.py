@@ -275,3 +275,13 @@ def test_stdin_ends_and_output_stays_clean_on_the_tls_host(project: Project, rem
     done = run_fp(project.root, "--host", "tlsapi", "--no-sync", "sh", "-c", "sha256sum; sleep 0.5; echo after-eof; exit 5", input=payload)
     assert done.returncode == 5, done.stderr
     assert done.stdout == f"{hashlib.sha256(payload).hexdigest()}  -\nafter-eof\n".encode()
+
+
+def test_results_that_cannot_come_back_fail_with_125_and_the_commands_status(fp, project: Project, remote: RemoteBench) -> None:
+    project.write("fireplug.toml", f'[project]\nname = "{project.name}"\n\n[run]\nuser = "root"\n')
+    result = fp(project.root, "--host", "primary", "sh", "-c", "mkdir -m 700 data/locked && echo x > data/locked/f && echo ok > data/fine.txt")
+    assert result.code == 125
+    lines = [line for line in result.err.splitlines() if line.startswith("fp: error:")]
+    assert len(lines) == 1 and "syncing data from host 'primary' failed" in lines[0] and "Permission denied" in lines[0]
+    assert "(the command itself exited with status 0)" in lines[0]
+    assert (project.root / "data/fine.txt").read_text() == "ok\n"  # what could come back did
