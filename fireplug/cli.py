@@ -55,7 +55,7 @@ choosing a host:
 
 exit status:
   the command's own   when it ran (137 when it was killed)
-  125                 fp itself failed (engine unreachable, build error, bad config)
+  125                 fp itself failed (unknown or unreachable host, ssh, engine, build, sync, config)
   2                   bad usage
   130                 interrupted (Ctrl-C) before the command could report a status
 """
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"fp {__version__}")
-    parser.add_argument("--host", metavar="NAME", help="the Docker host to run on (default: local)")
+    parser.add_argument("--host", metavar="NAME", help="the Docker host to run on (default: an idle remote host, else local; see below)")
     parser.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]", help="pass an environment variable (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="show what would be sent (files, bytes, exclusions) and do nothing")
     parser.add_argument("-v", "--verbose", action="store_true", help="show each step (ssh, rsync and docker argv, secrets redacted), with timings")

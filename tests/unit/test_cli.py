@@ -33,7 +33,19 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == f"fp {__version__}"
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
-    for expected in ("--host", "--dry-run", "-e NAME[=VALUE]", "fp init", "fp base build", "125", "130"):
+    for expected in (
+        "--host",
+        "--dry-run",
+        "-e NAME[=VALUE]",
+        "fp init",
+        "fp base build",
+        "fp hosts add",
+        "--sync-out-only",
+        "--full-sync",
+        "no fp job running",
+        "125",
+        "130",
+    ):
         assert expected in text
 
 
