@@ -40,7 +40,11 @@ class ApiSyncer:
 
     def sync_in(self, local: Path, remote: str) -> SyncReport:
         started = time.monotonic()
-        remote_files = json.loads(self._helper(remote, [*HELPER, "manifest", MOUNT]).stdout or b"{}")
+        listing = self._helper(remote, [*HELPER, "manifest", MOUNT]).stdout
+        try:
+            remote_files = json.loads(listing or b"{}")
+        except ValueError as e:
+            raise SyncError(self.engine.host, "in", f"the sync helper's file list is not JSON ({e})") from e
         local_files = manifest(str(local))
         changed = [path for path, (size, mtime) in local_files.items() if differs(remote_files.get(path), size, mtime)]
         sent = _Counter()
@@ -83,10 +87,14 @@ class ApiSyncer:
             if upload is not None:
                 self.engine.put_archive(container, "/tmp", [_single_file_tar(*upload)])
             attached = self.engine.attach(container, stdin=False)
+            damaged: tarfile.TarError | None = None
             try:
                 self.engine.start(container)
                 stream = _Demultiplexed(frames(attached))
-                result = _extract(stream, extract_to) if extract_to is not None else _HelperResult(stdout=stream.read_all())
+                try:
+                    result = _extract(stream, extract_to) if extract_to is not None else _HelperResult(stdout=stream.read_all())
+                except tarfile.TarError as e:  # reported below, after the helper's own status
+                    result, damaged = _HelperResult(), e
                 stream.read_all()  # what follows the tar's end: the rest of stderr
                 result.stderr = bytes(stream.stderr)
                 result.wire_bytes = stream.total
@@ -95,9 +103,12 @@ class ApiSyncer:
             status = self.engine.wait(container)
         finally:
             self.engine.remove_container(container)
+        direction = "out" if extract_to else "in"
         if status != 0:
             detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-            raise SyncError(self.engine.host, "out" if extract_to else "in", f"the sync helper exited with status {status}: {detail[0]}")
+            raise SyncError(self.engine.host, direction, f"the sync helper exited with status {status}: {detail[0]}")
+        if damaged is not None:
+            raise SyncError(self.engine.host, direction, f"the sync helper's archive is damaged ({damaged})")
         return result
 
 

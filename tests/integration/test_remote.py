@@ -285,3 +285,21 @@ def test_results_that_cannot_come_back_fail_with_125_and_the_commands_status(fp,
     assert len(lines) == 1 and "syncing data from host 'primary' failed" in lines[0] and "Permission denied" in lines[0]
     assert "(the command itself exited with status 0)" in lines[0]
     assert (project.root / "data/fine.txt").read_text() == "ok\n"  # what could come back did
+
+
+def test_a_failing_sync_helper_is_one_error_and_leaves_no_container(tmp_path: Path, remote_engines: None) -> None:
+    from fireplug.engine import Engine
+    from fireplug.errors import FireplugError
+    from fireplug.sync.api import ApiSyncer
+    from fireplug.transport import TlsFiles, connector_for
+
+    url = f"tcp://127.0.0.1:{testbed.TLS_PORT}"
+    engine = Engine("tlsapi", url, connector=connector_for("tlsapi", url, TlsFiles.in_folder(str(testbed.CERTS))))
+    engine.negotiate()
+    label = f"fpt-{os.urandom(4).hex()}"
+    syncer = ApiSyncer(engine, "debian:bookworm-slim", {"io.fireplug.project": label})  # an image without python3
+    (tmp_path / "data").mkdir()
+    with pytest.raises(FireplugError, match=r"host 'tlsapi'.*python3.*not found") as failed:
+        syncer.sync_in(tmp_path / "data", str(tmp_path / "remote"))
+    assert "\n" not in str(failed.value)
+    assert docker("ps", "-aq", "--filter", f"label=io.fireplug.project={label}", engine="tls") == ""
