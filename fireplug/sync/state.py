@@ -50,7 +50,11 @@ def new_token() -> str:
 
 
 def snapshot(local: Path, now_ns: int, racy_ns: int = RACY_NS) -> dict[str, Signature | None]:
-    """Every file and symlink under ``local`` with its stat signature (None when racy)."""
+    """Every file, folder and symlink under ``local`` with its stat signature (None when racy).
+
+    Folders are listed too, so that a new empty one reaches the host (rsync creates a listed
+    folder without descending into it).
+    """
     found: dict[str, Signature | None] = {}
     recent = now_ns - racy_ns
     pending = [(str(local), "")]
@@ -59,12 +63,13 @@ def snapshot(local: Path, now_ns: int, racy_ns: int = RACY_NS) -> dict[str, Sign
         with os.scandir(folder) as entries:
             for entry in entries:
                 status = entry.stat(follow_symlinks=False)
+                name = prefix + entry.name
                 if stat.S_ISDIR(status.st_mode):
-                    pending.append((entry.path, f"{prefix}{entry.name}/"))
-                elif status.st_mtime_ns >= recent or status.st_ctime_ns >= recent:
-                    found[prefix + entry.name] = None
+                    pending.append((entry.path, name + "/"))
+                if status.st_mtime_ns >= recent or status.st_ctime_ns >= recent:
+                    found[name] = None
                 else:
-                    found[prefix + entry.name] = [status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino]
+                    found[name] = [status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino]
     return found
 
 

@@ -82,6 +82,9 @@ def test_a_second_sync_of_unchanged_data_moves_nothing_and_one_change_moves_one_
     assert "nothing changed" in fp(project.root, "--host", "primary", "--sync-in-only").err
     assert "synced 1 files" in fp(project.root, "--host", "primary", "--sync-in-only", "--full-sync").err
     assert (remote.data_root("primary") / project.name / "data/table.csv").read_bytes() == b"changed\n"
+    (project.root / "data/raw/empty-for-outputs").mkdir()
+    assert fp(project.root, "--host", "primary", "--sync-in-only").code == 0
+    assert (remote.data_root("primary") / project.name / "data/raw/empty-for-outputs").is_dir()
 
 
 def test_a_newer_local_file_is_never_overwritten_and_nothing_local_is_deleted(fp, project: Project, remote: RemoteBench) -> None:

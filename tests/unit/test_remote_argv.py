@@ -122,12 +122,13 @@ def test_sync_record_lists_new_changed_and_racy_files_only(tmp_path: Path) -> No
     for name in ("old.bin", "sub/kept.bin", "sub/edited.bin"):
         (tmp_path / name).write_bytes(b"x")
     record = SyncRecord("t", snapshot(tmp_path, time.time_ns(), racy_ns=0))
-    assert set(record.files) == {"old.bin", "sub/kept.bin", "sub/edited.bin"} and None not in record.files.values()
+    assert set(record.files) == {"old.bin", "sub", "sub/kept.bin", "sub/edited.bin"} and None not in record.files.values()
     (tmp_path / "sub/edited.bin").write_bytes(b"y")  # same size: the signature (mtime, ctime) still differs
     (tmp_path / "new.bin").write_bytes(b"n")
-    assert changed_since(snapshot(tmp_path, time.time_ns(), racy_ns=0), record) == ["new.bin", "sub/edited.bin"]
+    (tmp_path / "sub/empty").mkdir()  # a new empty folder is listed (and so is its parent, whose mtime changed)
+    assert changed_since(snapshot(tmp_path, time.time_ns(), racy_ns=0), record) == ["new.bin", "sub", "sub/edited.bin", "sub/empty"]
     racy = snapshot(tmp_path, time.time_ns(), racy_ns=60_000_000_000)
-    assert changed_since(racy, record) == ["new.bin", "old.bin", "sub/edited.bin", "sub/kept.bin"]
+    assert changed_since(racy, record) == ["new.bin", "old.bin", "sub", "sub/edited.bin", "sub/empty", "sub/kept.bin"]
     assert marker_path("/data/proj/data") == "/data/proj/.fp-sync-data"
 
 
