@@ -43,6 +43,8 @@ SSH_DIR = STATE / "ssh"
 CLIENT_KEY = SSH_DIR / "id_ed25519"
 SSH_PORT = 22022
 SECOND_SSH_PORT = 22023
+NO_RSYNC_SSH_PORT = 22024  # in front of the main engine, with a PATH that has no rsync
+NO_RSYNC_BIN = STATE / "no-rsync-bin"
 TLS_PORT = 22376
 SECOND_SOCKET = RUNTIME / "second.sock"
 TLS_ADMIN_SOCKET = RUNTIME / "tls.sock"
@@ -257,8 +259,17 @@ def ensure_ssh_keys() -> None:
     authorized.chmod(0o644)  # read by sshd as the logging-in user
 
 
-def ensure_sshd(port: int, docker_host: str = "") -> None:
-    """An sshd on 127.0.0.1:``port`` accepting CLIENT_KEY; ``docker_host`` set in its sessions."""
+def ensure_no_rsync_bin() -> None:
+    """The few commands a host without rsync still has (sessions of NO_RSYNC_SSH_PORT see only these)."""
+    NO_RSYNC_BIN.mkdir(parents=True, exist_ok=True)
+    for tool in ("sh", "mkdir", "printf", "test", "cat", "id", "dirname", "df"):
+        link = NO_RSYNC_BIN / tool
+        if not link.exists():
+            link.symlink_to(shutil.which(tool) or f"/bin/{tool}")
+
+
+def ensure_sshd(port: int, docker_host: str = "", path: str = "") -> None:
+    """An sshd on 127.0.0.1:``port`` accepting CLIENT_KEY; ``docker_host`` and ``path`` set in its sessions."""
     if subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout.strip():
         return
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
@@ -277,8 +288,9 @@ def ensure_sshd(port: int, docker_host: str = "") -> None:
         "MaxSessions 200",
         "MaxStartups 100:30:200",
     ]
-    if docker_host:
-        lines.append(f"SetEnv DOCKER_HOST={docker_host}")
+    settings = [f"DOCKER_HOST={docker_host}"] * bool(docker_host) + [f"PATH={path}"] * bool(path)
+    if settings:
+        lines.append(f"SetEnv {' '.join(settings)}")
     config.write_text("\n".join(lines) + "\n")
     say(f"starting sshd on 127.0.0.1:{port}")
     run(["/usr/sbin/sshd", "-f", str(config), "-E", str(STATE / f"sshd-{port}.log")])
@@ -343,6 +355,8 @@ def up() -> None:
     ensure_sshd(SSH_PORT)
     ensure_second_engine()
     ensure_sshd(SECOND_SSH_PORT, f"unix://{SECOND_SOCKET}")
+    ensure_no_rsync_bin()
+    ensure_sshd(NO_RSYNC_SSH_PORT, path=str(NO_RSYNC_BIN))
     ensure_tls_engine()
 
 

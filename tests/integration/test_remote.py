@@ -306,3 +306,13 @@ def test_a_failing_sync_helper_is_one_error_and_leaves_no_container(tmp_path: Pa
         syncer.sync_in(tmp_path / "data", str(tmp_path / "remote"))
     assert "\n" not in str(failed.value)
     assert docker("ps", "-aq", "--filter", f"label=io.fireplug.project={label}", engine="tls") == ""
+
+
+def test_a_host_without_rsync_fails_in_one_line(fp, project: Project, remote: RemoteBench) -> None:
+    remote.add_hosts(f'[hosts.bare]\nurl = "ssh://{testbed.SSH_USER}@127.0.0.1:{testbed.NO_RSYNC_SSH_PORT}"\ndata_root = "{remote.data_root("bare")}"\n')
+    project.write("data/in.txt", "x")
+    result = fp(project.root, "--host", "bare", "true")
+    assert result.code == 125
+    lines = [line for line in result.err.splitlines() if line.strip() and not line.startswith("fp: building")]
+    errors = [line for line in lines if line.startswith("fp: error:")]
+    assert len(errors) == 1 and "host 'bare'" in errors[0] and "rsync is not installed on the host" in errors[0], result.err
