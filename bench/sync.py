@@ -69,8 +69,11 @@ def generate(data: Path, files: int, total: int) -> Path:
     return data / f"d{middle // per_directory:03d}" / f"f{middle:05d}.bin"
 
 
-def environment(root: Path, host_data: Path) -> dict[str, str]:
-    """An isolated HOME with one host, 'bench', and an ssh config holding the test bench's key."""
+def environment(root: Path, host_data: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """An isolated HOME with one host, 'bench', and an ssh config holding the test bench's key.
+
+    Returns fp's environment (FP_SSH_CONFIG) and the baselines' (plain `ssh` on PATH wrapped).
+    """
     home = root / "home"
     (home / ".config" / "fireplug").mkdir(parents=True)
     (home / ".config" / "fireplug" / "config.toml").write_text(f'[hosts.bench]\nurl = "{HOST_URL}"\ndata_root = "{host_data}"\n')
@@ -85,8 +88,7 @@ def environment(root: Path, host_data: Path) -> dict[str, str]:
     wrapper.chmod(0o755)
     env = {key: value for key, value in os.environ.items() if not key.startswith(("FP_", "DOCKER_"))}
     env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"), FP_SSH_CONFIG=str(ssh_config))
-    env["PATH"] = f"{wrapper.parent}:{env['PATH']}"
-    return env
+    return env, {**env, "PATH": f"{wrapper.parent}:{env['PATH']}"}
 
 
 def project(folder: Path, name: str) -> Path:
@@ -128,7 +130,7 @@ def main() -> int:
     name = f"fp-bench-sync-{os.getpid()}"
     small_name = f"{name}-small"
     try:
-        env = environment(root, host_data)
+        env, baseline_env = environment(root, host_data)
         big = project(root / name, name)
         changed = generate(big / "data", args.files, args.mib << 20)
         print(f"data: {args.files} files, {args.mib} MiB of random bytes; host {HOST_URL}; {os.cpu_count()} CPUs", flush=True)
@@ -136,7 +138,7 @@ def main() -> int:
         settle()
         docker_cp = docker_cp_seconds(big / "data", root / "cp-dest", env)
         settle()
-        tar_ssh = tar_over_ssh_seconds(big / "data", host_data / "tar-dest", env)
+        tar_ssh = tar_over_ssh_seconds(big / "data", host_data / "tar-dest", baseline_env)
         settle()
         first, first_output = timed([FP, "--host", "bench", "--sync-in-only", "-v"], big, env)
         settle()
@@ -160,7 +162,7 @@ def main() -> int:
         fp_times, docker_times = [], []
         for _ in range(args.runs):
             fp_times.append(timed([FP, "--host", "bench", "true"], small, env)[0])
-            docker_times.append(timed(["docker", "-H", HOST_URL, "run", "--rm", image, "true"], small, env)[0])
+            docker_times.append(timed(["docker", "-H", HOST_URL, "run", "--rm", image, "true"], small, baseline_env)[0])
         fp_warm, docker_warm = statistics.median(fp_times), statistics.median(docker_times)
 
         def verdict(ok: bool) -> str:

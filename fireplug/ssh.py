@@ -142,6 +142,7 @@ class SshConnection:
         self.verbose = verbose
         self.control_path = control_path(target, settings)
         self._options = ssh_options(target, settings, self.control_path)
+        self._master_seen = False  # the forwarded engine socket answered: the master is up
 
     # -- the master ------------------------------------------------------------------------
 
@@ -151,7 +152,7 @@ class SshConnection:
         Raises:
             SshError: ssh could not connect or log in (the cause is ssh's own message).
         """
-        if self._master_alive():
+        if self._master_seen or self._master_alive():
             return
         with self._setup_lock():
             self._start_master()
@@ -231,10 +232,12 @@ class SshConnection:
 
         def connect(timeout: float | None) -> socket.socket:
             try:
-                return dial(timeout)
+                sock = dial(timeout)
             except (FileNotFoundError, ConnectionRefusedError):
                 self._forward_engine(local)
-                return dial(timeout)
+                sock = dial(timeout)
+            self._master_seen = True  # only a live master listens on the forwarded socket
+            return sock
 
         return connect
 

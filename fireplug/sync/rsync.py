@@ -50,10 +50,14 @@ def rsync_path(make_folders: Sequence[str], *, marker: tuple[str, str] | None = 
     return f"{command} && rsync"
 
 
-def checked_rsync_path(remote: str, marker: str, token: str) -> str:
-    """The remote command that starts rsync only if the host still holds the last complete sync's token."""
-    check = f'test -d {shlex.quote(remote)} && test "$(cat -- {shlex.quote(marker)} 2>/dev/null)" = {shlex.quote(token)}'
-    return f"{{ {check} || {{ echo {STALE_MARK} >&2; exit 97; }}; }} && rsync"
+def token_check(remote: str, token: str) -> str:
+    """A shell test that the host still has the folder and the last complete sync's token."""
+    return f'test -d {shlex.quote(remote)} && test "$(cat -- {shlex.quote(marker_path(remote))} 2>/dev/null)" = {shlex.quote(token)}'
+
+
+def checked_rsync_path(remote: str, token: str) -> str:
+    """The remote command that starts rsync only if the host passes ``token_check``."""
+    return f"{{ {token_check(remote, token)} || {{ echo {STALE_MARK} >&2; exit 97; }}; }} && rsync"
 
 
 def sync_in_argv(shell: str, destination: str, local: Path, remote: str, *, progress: bool, token: str = "") -> list[str]:
@@ -64,7 +68,7 @@ def sync_in_argv(shell: str, destination: str, local: Path, remote: str, *, prog
 
 def listed_sync_in_argv(shell: str, destination: str, local: Path, remote: str, list_file: Path, token: str, *, progress: bool) -> list[str]:
     """A sync of only the files in ``list_file`` (NUL-separated, relative to ``local``)."""
-    path = checked_rsync_path(remote, marker_path(remote), token)
+    path = checked_rsync_path(remote, token)
     listing = ["--from0", f"--files-from={list_file}"]
     return [*base_argv(shell, progress=progress), *listing, "--rsync-path", path, f"{local}/", f"{destination}:{remote}/"]
 
@@ -116,6 +120,12 @@ class RsyncSyncer:
         return report
 
     def _listed_sync_in(self, local: Path, remote: str, changed: list[str], token: str) -> SyncReport:
+        if not changed:  # nothing to send: only make sure the host still has what it got
+            started = time.monotonic()
+            self.shell.ensure_master()
+            if self.shell.run(["sh", "-c", token_check(remote, token)], what="checking the synced data", timeout=60).returncode != 0:
+                raise _StaleRecord()
+            return SyncReport("in", 0, 0, 0, (), time.monotonic() - started)
         shell, address = self.shell.rsync_shell(), self.shell.target.address
         with tempfile.NamedTemporaryFile(prefix="fp-sync-", suffix=".list") as listing:
             listing.write(b"".join(os.fsencode(path) + b"\0" for path in changed))
