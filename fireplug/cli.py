@@ -275,24 +275,25 @@ def _base_build(host_name: str | None, *, rebuild: bool, verbose: bool) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 def _hosts(options: argparse.Namespace) -> int:
     local = _local_side()
     if options.action == "add":
-        values = {"url": options.url, "ssh_key": options.key, "data_root": options.data_root, "cert_path": options.cert_path, "ssh_user": options.ssh_user}
-        path = user_config_path(local.environ, local.home)
         _check_new_host(options.name, options.url)
-        userconfig.add_host(path, options.name, {key: value for key, value in values.items() if value})
+        key, cert_path = (_absolute(local, given) for given in (options.key, options.cert_path))
+        values = {"url": options.url, "ssh_key": key, "data_root": options.data_root, "cert_path": cert_path, "ssh_user": options.ssh_user}
+        path = user_config_path(local.environ, local.home)
+        userconfig.add_host(path, options.name, {name: value for name, value in values.items() if value})
         console.note(f"added host '{options.name}' to {path}")
+        if options.url.startswith("tcp://") and not cert_path:
+            console.warn(f"host '{options.name}' has no --cert-path: its engine is reached without TLS, unencrypted and unauthenticated")
         return 0
     if options.action == "rm":
         path = user_config_path(local.environ, local.home)
         userconfig.remove_host(path, options.name)
         console.note(f"removed host '{options.name}' from {path}")
         return 0
+    if not options.timeout > 0:
+        raise UsageError(f"--timeout {options.timeout:g}: expected a number of seconds above 0")
     config = _load_config(local, project_optional=True)
     inventory = load_inventory(config, local.environ, local.home)
     settings = SshSettings.from_env(local.environ, local.uid, connect_timeout=options.timeout)
@@ -326,8 +327,17 @@ def _host_row(found: hosts.Probe) -> tuple[str, ...]:
     )
 
 
+def _absolute(local: LocalSide, path: str | None) -> str:
+    """A path given on the command line, made absolute (the config is read from other folders)."""
+    return str((local.cwd / Path(path).expanduser()).resolve()) if path else ""
+
+
 def _check_new_host(name: str, url: str) -> None:
     if name == LOCAL:
         raise UsageError("'local' is reserved for the local engine")
     if not url.startswith(("ssh://", "tcp://", "unix://")):
         raise UsageError(f"{url!r} is not an engine URL", hint="use ssh://user@host[:port], tcp://host:port or unix:///path")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -219,3 +220,14 @@ def test_hosts_add_rejects_local_and_non_engine_urls(tmp_path: Path, monkeypatch
     assert main(["hosts", "add", "box", "http://x"]) == 2
     assert main(["hosts", "rm", "box"]) == 2
     assert "no host 'box'" in capsys.readouterr().err
+
+
+def test_hosts_add_stores_absolute_paths_and_warns_about_plain_tcp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["hosts", "add", "gpu1", "ssh://ada@gpu1", "--key", "keys/gpu.pem", "--data-root", "/scratch"]) == 0
+    assert main(["hosts", "add", "box", "tcp://10.0.0.9:2375"]) == 0
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "fireplug" / "config.toml"
+    text = config.read_text()
+    assert f'ssh_key = "{tmp_path.resolve()}/keys/gpu.pem"' in text and 'data_root = "/scratch"' in text
+    assert "without TLS, unencrypted" in capsys.readouterr().err
+    assert main(["hosts", "--timeout", "0"]) == 2
