@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fireplug.config import Config, HostSettings
+from fireplug.errors import FireplugError
 from fireplug.ssh import SshTarget, parse_ssh_url
 from fireplug.transport import TlsFiles
 
@@ -73,7 +74,7 @@ def load_inventory(config: Config, env: Mapping[str, str], home: Path) -> Invent
     for settings in config.hosts.values():
         try:
             found[settings.name] = apply_settings(found.get(settings.name), settings)
-        except ValueError as e:
+        except (ValueError, FireplugError) as e:
             problems.append(f"[hosts.{settings.name}]: {e}")
             found.pop(settings.name, None)
     return Inventory((*found.values(), local_host(env, home)), tuple(problems))
@@ -139,7 +140,7 @@ def context_hosts(docker_config: Path, problems: list[str]) -> list[Host]:
     for meta_file in sorted((docker_config / "contexts" / "meta").glob("*/meta.json")):
         try:
             host = context_host(json.loads(meta_file.read_text()), docker_config)
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, FireplugError) as e:
             problems.append(f"{meta_file}: unreadable docker context ({type(e).__name__}: {e})")
             continue
         if host is not None:

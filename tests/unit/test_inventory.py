@@ -157,3 +157,11 @@ def test_df_output_is_parsed() -> None:
     output = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n/dev/vda 264212084 27600552 78790360 26% /\n"
     assert parse_df_available(output) == 78790360 * 1024
     assert parse_df_available("garbage") is None
+
+
+def test_a_broken_ssh_url_is_a_problem_of_its_source_only(tmp_path: Path) -> None:
+    docker_config = tmp_path / "dc"
+    context(docker_config, "broken", "ssh://user@:22")
+    found = inventory_of(tmp_path, '[hosts.bad]\nurl = "ssh://"\n[hosts.good]\nurl = "ssh://good"\n', env={"DOCKER_CONFIG": str(docker_config)})
+    assert found.names == ["good", "local"]
+    assert len(found.problems) == 2
