@@ -1,6 +1,431 @@
-"""Fast Blosc-compressed HDF5 save/load for arrays, DataFrames and sparse matrices.
+"""Fast Blosc-compressed HDF5 save/load, bundled in every fp base image.
 
-Bundled in every fp base image so that containers and laptops share one file format.
-The API (``save``, ``load``, ``Writer``) is specified in issue 4 and not implemented yet;
-this module imports nothing else from fireplug.
+    from fireplug import serialize
+    serialize.save("data/features.h5", matrix)
+    part = serialize.load("data/features.h5", rows=slice(0, 1000))
+    with serialize.Writer("data/big.h5") as out:
+        for block in blocks:
+            out.append(block)
+
+This version stores NumPy arrays (any fixed-size dtype, any ndim, C or Fortran order);
+DataFrames and sparse matrices are still to come (issue 4). The format is described in
+docs/serialize.md. Files are HDF5 written with PyTables; every chunk is compressed by Blosc 1
+(HDF5 filter 32001), which both the laptop's PyTables and the image's Debian PyTables 3.7
+read (Blosc2 would be unreadable in the image). Where PyTables has direct chunk I/O (3.8+),
+fp compresses chunks itself with python-blosc, on all cores, and writes and reads them
+directly; elsewhere PyTables' own filter pipeline does the same work, more slowly.
+
+numpy, tables and blosc are imported only when a file is written or read; this module
+imports nothing else from fireplug.
 """
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+FORMAT_VERSION = 1
+META_ATTRIBUTE = "FIREPLUG"
+CHUNK_BYTES = 4 << 20  # MB-sized chunks: large enough for Blosc's threads, small enough to stream
+CODECS = ("lz4", "zstd", "blosclz", "zlib", "lz4hc")
+SAMPLE_BYTES = 256 << 10
+
+
+class SerializeError(Exception):
+    """A file cannot be written or read; the message names the file and says why."""
+
+    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
+        super().__init__(f"{os.fspath(path)}: {message}")
+        self.path = os.fspath(path)
+
+
+def save(path: str | os.PathLike[str], obj: Any, *, codec: str = "lz4", level: int = 1, shuffle: bool | None = None) -> None:
+    """Write ``obj`` (a NumPy array) to ``path``, replacing the file.
+
+    ``codec``: one of ``CODECS``; ``level``: 0-9; ``shuffle``: Blosc's byte shuffle, or None
+    to choose per column from a sample (it helps counters and random values, hurts columns
+    of few distinct values).
+
+    Raises:
+        SerializeError: unsupported object or dtype, unusable path, bad settings.
+    """
+    array = _as_array(path, obj)
+    with Writer(path, codec=codec, level=level, shuffle=shuffle) as writer:
+        writer.order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+        if array.ndim == 0 or len(array) == 0:
+            writer.append(array)
+            return
+        rows = writer.chunk_rows_for(array)  # chunk-sized pieces: never copied whole
+        for start in range(0, len(array), rows):
+            writer.append(array[start : start + rows])
+
+
+def load(path: str | os.PathLike[str], *, rows: slice | None = None) -> np.ndarray:
+    """The array in ``path`` (``rows``: only those rows, read without loading the rest).
+
+    Raises:
+        SerializeError: missing, damaged, truncated or foreign file, or a newer format version.
+    """
+    tables = _tables()
+    try:
+        handle = tables.open_file(os.fspath(path), "r")
+    except (OSError, tables.HDF5ExtError) as e:
+        raise SerializeError(path, _open_failure(path, e)) from e
+    try:
+        return _Reader(path, handle).read(rows)
+    except (tables.HDF5ExtError, ValueError, LookupError, AttributeError, RuntimeError) as e:
+        raise SerializeError(path, f"damaged or truncated file ({e})") from e
+    finally:
+        handle.close()
+
+
+class Writer:
+    """An array written in pieces along its first axis, for data larger than memory.
+
+    All pieces share the dtype and trailing shape of the first. The file is complete (and
+    loadable) once the writer is closed; ``with Writer(...) as w:`` closes it.
+
+    Raises (every method):
+        SerializeError: a piece does not match, or the file cannot be written.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, codec: str = "lz4", level: int = 1, shuffle: bool | None = None) -> None:
+        if codec not in CODECS:
+            raise SerializeError(path, f"unknown codec {codec!r} (known: {', '.join(CODECS)})")
+        if not 0 <= level <= 9:
+            raise SerializeError(path, f"level {level} is not between 0 and 9")
+        folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+        if not os.path.isdir(folder):
+            raise SerializeError(path, f"folder {folder} does not exist")
+        self.path = path
+        self.codec, self.level, self.shuffle = codec, level, shuffle
+        self.order = "C"  # the memory order ``load`` gives back
+        self._tables, self._np, self._blosc = _tables(), _numpy(), _blosc()
+        self._blosc.set_nthreads(os.cpu_count() or 1)
+        try:
+            self._file = self._tables.open_file(os.fspath(path), "w")
+        except (OSError, self._tables.HDF5ExtError) as e:
+            raise SerializeError(path, f"cannot write: {e}") from e
+        self._dtype: np.dtype | None = None
+        self._trailing: tuple[int, ...] = ()
+        self._scalar = False
+        self._rows = 0
+        self._columns: list[_Column] = []
+
+    def chunk_rows_for(self, array: np.ndarray) -> int:
+        """How many rows of ``array`` make one chunk (pieces of that many rows are never copied)."""
+        per_dataset_row = array.dtype.itemsize * (1 if array.ndim == 2 else max(1, int(self._np.prod(array.shape[1:]))))
+        return max(1, CHUNK_BYTES // max(per_dataset_row, 1))
+
+    def append(self, piece: Any) -> None:
+        array = _as_array(self.path, piece)
+        if self._dtype is None:
+            self._start(array)
+        elif array.dtype != self._dtype or (array.shape[1:] if array.ndim else ()) != self._trailing:
+            raise SerializeError(self.path, f"piece of dtype {array.dtype} and shape {array.shape} does not match {self._dtype} x {self._trailing}")
+        if array.ndim == 0:
+            self._columns[0].append(array.reshape(1))
+            self._rows = 1
+            return
+        if array.ndim == 2:
+            for index, column in enumerate(self._columns):
+                column.append(array[:, index])
+        else:
+            self._columns[0].append(array)
+        self._rows += len(array)
+
+    def close(self) -> None:
+        if not self._file.isopen:
+            return
+        try:
+            if self._dtype is None:
+                raise SerializeError(self.path, "nothing was appended")
+            for column in self._columns:
+                column.finish()
+            meta = {
+                "format": FORMAT_VERSION,
+                "kind": "ndarray",
+                "dtype": _dtype_text(self._dtype),
+                "shape": [] if self._scalar else [self._rows, *self._trailing],
+                "layout": "columns" if len(self._trailing) == 1 else "rows",
+                "order": self.order,
+                "codec": self.codec,
+                "level": self.level,
+            }
+            self._file.root._v_attrs[META_ATTRIBUTE] = json.dumps(meta)
+        finally:
+            self._file.close()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self._file.close()
+            os.unlink(os.fspath(self.path))  # never leave a file that looks complete and is not
+
+    def _start(self, array: np.ndarray) -> None:
+        self._dtype = array.dtype
+        self._scalar = array.ndim == 0
+        self._trailing = tuple(array.shape[1:]) if array.ndim else ()
+        chunk_rows = self.chunk_rows_for(array if array.ndim else array.reshape(1))
+        if array.ndim == 2:
+            names = [f"c{index:05d}" for index in range(array.shape[1])]
+            self._columns = [self._column(name, array[:, index], (), chunk_rows) for index, name in enumerate(names)]
+        else:
+            sample = array if array.ndim else array.reshape(1)
+            self._columns = [self._column("rows", sample, self._trailing, chunk_rows)]
+
+    def _column(self, name: str, sample: np.ndarray, trailing: tuple[int, ...], chunk_rows: int) -> _Column:
+        shuffle = self.shuffle if self.shuffle is not None else _shuffle_helps(self._np, self._blosc, sample, self.codec, self.level)
+        return _Column(self, name, trailing, chunk_rows, shuffle)
+
+
+class _Column:
+    """One HDF5 dataset of raw bytes: a column of a 2-D array, or the rows of any other array.
+
+    Bytes, not typed elements, so every fixed-size dtype is stored the same way; Blosc still
+    shuffles by the element size. Full chunks are written as they fill; the last is padded
+    and the dataset truncated to the real length.
+    """
+
+    def __init__(self, writer: Writer, name: str, trailing: tuple[int, ...], chunk_rows: int, shuffle: bool) -> None:
+        assert writer._dtype is not None
+        self.writer = writer
+        self.row_bytes = writer._dtype.itemsize * max(1, int(writer._np.prod(trailing)) if trailing else 1)
+        self.chunk_rows = chunk_rows
+        self.chunk_bytes = chunk_rows * self.row_bytes
+        self.shuffle = shuffle
+        filters = writer._tables.Filters(complevel=max(writer.level, 1), complib=f"blosc:{writer.codec}", shuffle=shuffle)
+        self.dataset = writer._file.create_earray(
+            "/", name, atom=writer._tables.UInt8Atom(), shape=(0,), filters=filters, chunkshape=(max(self.chunk_bytes, 1),)
+        )
+        self.direct = hasattr(self.dataset, "write_chunk")
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.written = 0
+        self.checksums: list[tuple[int, int]] = []  # per chunk: CRC-32 of its bytes, and of them compressed (0: not known)
+        self._window = (0, 0)  # pipeline path: CRC and length of the chunk being filled
+
+    def append(self, rows: np.ndarray) -> None:
+        data = self.writer._np.ascontiguousarray(rows).view(self.writer._np.uint8).reshape(-1)
+        if not self.direct:
+            self.dataset.append(data)
+            self.written += len(data)
+            self._account(memoryview(data))
+            return
+        offset = 0
+        if self.pending_bytes:
+            take = min(self.chunk_bytes - self.pending_bytes, len(data))
+            self.pending.append(data[:take].tobytes())
+            self.pending_bytes += take
+            offset = take
+            if self.pending_bytes == self.chunk_bytes:
+                self._write(b"".join(self.pending))
+                self.pending, self.pending_bytes = [], 0
+        while len(data) - offset >= self.chunk_bytes:
+            self._write(data[offset : offset + self.chunk_bytes])
+            offset += self.chunk_bytes
+        if offset < len(data):
+            self.pending.append(data[offset:].tobytes())
+            self.pending_bytes += len(data) - offset
+
+    def finish(self) -> None:
+        if self.direct and self.pending_bytes:
+            tail = b"".join(self.pending)
+            self._write(tail + bytes(self.chunk_bytes - len(tail)), real=len(tail))
+        if not self.direct and self._window[1]:
+            self.checksums.append((self._window[0], 0))
+        table = self.writer._np.array(self.checksums or [(0, 0)], dtype=self.writer._np.uint32)[: len(self.checksums)]
+        self.writer._file.create_array("/", f"{self.dataset.name}_crc", obj=table.reshape(len(self.checksums), 2))
+
+    def _write(self, chunk: Any, *, real: int | None = None) -> None:
+        """Compress one full chunk (``real``: how much of it is data, for the last) and store it as is.
+
+        The dataset is extended to its final length before the last chunk is written: cutting
+        it afterwards would make HDF5 rewrite that chunk and leak the space of the first copy.
+        """
+        writer, np = self.writer, self.writer._np
+        raw = np.frombuffer(chunk, dtype=np.uint8) if isinstance(chunk, (bytes, bytearray)) else np.ascontiguousarray(chunk)
+        itemsize = writer._dtype.itemsize if writer._dtype is not None else 1
+        typesize = itemsize if itemsize <= 255 and len(raw) % itemsize == 0 else 1
+        address = raw.__array_interface__["data"][0]
+        settings = {"typesize": typesize, "clevel": writer.level, "shuffle": int(self.shuffle), "cname": writer.codec}
+        compressed = writer._blosc.compress_ptr(address, len(raw) // typesize, **settings)
+        length = real if real is not None else self.chunk_bytes
+        self.checksums.append((zlib.crc32(memoryview(raw)[:length]), zlib.crc32(compressed)))
+        self.dataset.truncate(self.written + length)
+        self.dataset.write_chunk((self.written,), compressed)
+        self.written += length
+
+    def _account(self, data: memoryview) -> None:
+        """CRC-32 of each chunk-sized window of the bytes appended through the pipeline."""
+        crc, filled = self._window
+        while len(data):
+            take = min(self.chunk_bytes - filled, len(data))
+            crc, filled, data = zlib.crc32(data[:take], crc), filled + take, data[take:]
+            if filled == self.chunk_bytes:
+                self.checksums.append((crc, 0))
+                crc, filled = 0, 0
+        self._window = (crc, filled)
+
+
+class _Reader:
+    def __init__(self, path: str | os.PathLike[str], handle: Any) -> None:
+        self.path = path
+        self.handle = handle
+        self.np = _numpy()
+        self.meta = _meta(path, handle)
+        self.dtype = _dtype_from_text(self.meta["dtype"])
+        self.shape = tuple(self.meta["shape"])
+        _blosc().set_nthreads(os.cpu_count() or 1)
+
+    def read(self, rows: slice | None) -> np.ndarray:
+        if not self.shape:
+            return self._rows_of(self.handle.root.rows, 1, 0, 1, ()).reshape(())
+        wanted = range(*(rows or slice(None)).indices(self.shape[0]))
+        first, last = (min(wanted[0], wanted[-1]), max(wanted[0], wanted[-1]) + 1) if wanted else (0, 0)
+        block = self._block(first, last)
+        if wanted.step != 1 and wanted:
+            block = block[self.np.arange(len(wanted)) * wanted.step + (wanted[0] - first)]
+        return self.np.asfortranarray(block) if self.meta.get("order") == "F" else block
+
+    def _block(self, first: int, last: int) -> np.ndarray:
+        """Rows ``first`` to ``last`` (exclusive): only the chunks holding them are read."""
+        total = self.shape[0]
+        if self.meta["layout"] != "columns":
+            return self._rows_of(self.handle.root.rows, total, first, last, self.shape[1:])
+        block = self.np.empty((last - first, self.shape[1]), dtype=self.dtype, order=self.meta.get("order", "C"))
+        for index in range(self.shape[1]):
+            block[:, index] = self._rows_of(self.handle.root[f"c{index:05d}"], total, first, last, ())
+        return block
+
+    def _rows_of(self, dataset: Any, total: int, first: int, last: int, trailing: tuple[int, ...]) -> np.ndarray:
+        row_bytes = self.dtype.itemsize * (int(self.np.prod(trailing)) if trailing else 1)
+        if dataset.nrows != total * row_bytes:
+            raise ValueError(f"dataset {dataset.name} holds {dataset.nrows} bytes, expected {total * row_bytes}")
+        raw = self._bytes(dataset, first * row_bytes, last * row_bytes)
+        return raw.view(self.dtype).reshape((last - first, *trailing))
+
+    def _bytes(self, dataset: Any, begin: int, end: int) -> np.ndarray:
+        """Bytes ``begin`` to ``end`` of a dataset; every chunk they touch is read whole and checked."""
+        out = self.np.empty(max(end - begin, 0), dtype=self.np.uint8)
+        if end <= begin:
+            return out
+        checksums = self.handle.root[f"{dataset.name}_crc"][:]
+        chunk = dataset.chunkshape[0]
+        for chunk_start in range(begin - begin % chunk, end, chunk):
+            real = min(chunk, dataset.nrows - chunk_start)
+            low, high = max(begin, chunk_start), min(end, chunk_start + chunk)
+            whole = low == chunk_start and high - low == chunk  # lands in ``out`` as is: no copy
+            target = out[low - begin : high - begin] if whole else None
+            data = self._chunk(dataset, chunk_start, real, checksums[chunk_start // chunk], target)
+            if data is not None:
+                out[low - begin : high - begin] = self.np.frombuffer(data, dtype=self.np.uint8)[low - chunk_start : high - chunk_start]
+        return out
+
+    def _chunk(self, dataset: Any, start: int, real: int, checksums: Any, target: np.ndarray | None) -> bytes | None:
+        """One chunk, checked: decompressed into ``target`` when given (then None), else returned."""
+        raw_crc, packed_crc = int(checksums[0]), int(checksums[1])
+        if not hasattr(dataset, "read_chunk"):  # old PyTables: HDF5's filter pipeline decompresses
+            data = dataset[start : start + real].tobytes()
+            if zlib.crc32(data) != raw_crc:
+                raise ValueError(f"chunk at byte {start} of {dataset.name} is damaged (checksum mismatch)")
+            return data
+        packed = dataset.read_chunk((start,))
+        # Intact compressed bytes decompress to the bytes written; files written through the
+        # pipeline (0: not known) are checked after decompression instead.
+        if packed_crc and zlib.crc32(packed) != packed_crc:
+            raise ValueError(f"chunk at byte {start} of {dataset.name} is damaged (checksum mismatch)")
+        blosc = _blosc()
+        try:
+            if target is not None:
+                blosc.decompress_ptr(packed, target.__array_interface__["data"][0])
+            data = None if target is not None else blosc.decompress(packed)
+        except Exception as e:  # python-blosc's own error type, not an exported class
+            raise ValueError(f"chunk at byte {start} of {dataset.name} cannot be decompressed ({e})") from e
+        if not packed_crc and zlib.crc32(memoryview(data if data is not None else target)[:real]) != raw_crc:
+            raise ValueError(f"chunk at byte {start} of {dataset.name} is damaged (checksum mismatch)")
+        return data
+
+
+def _meta(path: str | os.PathLike[str], handle: Any) -> dict[str, Any]:
+    attrs = handle.root._v_attrs
+    if META_ATTRIBUTE not in attrs._v_attrnames:
+        raise SerializeError(path, "not a fireplug.serialize file (or one whose writer never finished)")
+    try:
+        meta = json.loads(attrs[META_ATTRIBUTE])
+    except (TypeError, ValueError) as e:
+        raise SerializeError(path, f"damaged fireplug.serialize header ({e})") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
+        raise SerializeError(path, "damaged fireplug.serialize header")
+    if meta["format"] > FORMAT_VERSION:
+        raise SerializeError(path, f"written in format version {meta['format']}; this fireplug reads up to {FORMAT_VERSION}: upgrade fireplug")
+    if meta.get("kind") != "ndarray":
+        raise SerializeError(path, f"holds a {meta.get('kind')!r}, which this fireplug cannot read: upgrade fireplug")
+    return meta
+
+
+def _as_array(path: str | os.PathLike[str], obj: Any) -> np.ndarray:
+    np = _numpy()
+    if not isinstance(obj, np.ndarray):
+        raise SerializeError(path, f"cannot save a {type(obj).__module__}.{type(obj).__name__}: this version saves NumPy arrays")
+    if obj.dtype.hasobject:
+        raise SerializeError(path, f"cannot save dtype {obj.dtype}: Python objects have no fixed size (use fixed-width strings, 'U' or 'S')")
+    if obj.dtype.itemsize == 0:
+        raise SerializeError(path, f"cannot save dtype {obj.dtype} of size 0")
+    return obj
+
+
+def _shuffle_helps(np: Any, blosc: Any, sample_source: np.ndarray, codec: str, level: int) -> bool:
+    """Whether Blosc's shuffle makes a sample of the column smaller (it rarely slows anything)."""
+    flat = np.ascontiguousarray(sample_source).reshape(-1)
+    sample = flat[: max(1, SAMPLE_BYTES // flat.dtype.itemsize)].view(np.uint8).tobytes() if flat.size else b""
+    if len(sample) < 1024 or flat.dtype.itemsize == 1:
+        return False
+    typesize = min(flat.dtype.itemsize, 255)
+    sizes = [len(blosc.compress(sample, typesize=typesize, clevel=max(level, 1), shuffle=flag, cname=codec)) for flag in (0, 1)]
+    return sizes[1] < sizes[0]
+
+
+def _dtype_text(dtype: np.dtype) -> Any:
+    from numpy.lib import format as npy_format
+
+    return npy_format.dtype_to_descr(dtype)
+
+
+def _dtype_from_text(text: Any) -> np.dtype:
+    from numpy.lib import format as npy_format
+
+    return npy_format.descr_to_dtype(text if isinstance(text, str) else [tuple(item) for item in text])
+
+
+def _open_failure(path: str | os.PathLike[str], error: BaseException) -> str:
+    if not os.path.exists(os.fspath(path)):
+        return "no such file"
+    return f"not an HDF5 file, or damaged ({type(error).__name__})"
+
+
+def _numpy() -> Any:
+    import numpy
+
+    return numpy
+
+
+def _tables() -> Any:
+    import tables
+
+    return tables
+
+
+def _blosc() -> Any:
+    import blosc
+
+    return blosc

@@ -1,0 +1,190 @@
+"""fireplug.serialize: round trips, partial reads, appends, bad files, and the format's golden files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tables
+
+from fireplug import serialize
+from fireplug.serialize import SerializeError, Writer, load, save
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+RNG = np.random.default_rng(7)
+
+ARRAYS = {
+    "float64-2d": RNG.random((1000, 7)),
+    "float32-1d": RNG.random(5000).astype("float32"),
+    "float16": RNG.random((10, 3)).astype("float16"),
+    "int8": RNG.integers(-128, 127, 999).astype("int8"),
+    "int64-counters": np.cumsum(RNG.integers(0, 5, (3000, 4)), axis=0),
+    "uint16": RNG.integers(0, 60000, (40, 5)).astype("uint16"),
+    "bool-3d": RNG.random((50, 4, 3)) > 0.5,
+    "complex128": RNG.random(300) + 1j * RNG.random(300),
+    "datetime64": np.arange("2020-01-01", "2021-01-01", dtype="datetime64[D]"),
+    "timedelta64": np.arange(100).astype("timedelta64[s]"),
+    "unicode": np.array(["a", "héllo", ""]),
+    "bytes": np.array([b"ab", b"cde"]),
+    "structured": np.array([(1, 2.0), (3, 4.0)], dtype=[("a", "<i4"), ("b", "<f8")]),
+    "scalar": np.array(3.5),
+    "empty-2d": np.empty((0, 4)),
+    "4d": RNG.random((6, 2, 3, 4)),
+    "big-endian": np.arange(10, dtype=">i4"),
+}
+
+
+@pytest.mark.parametrize("name", list(ARRAYS))
+def test_round_trip_keeps_dtype_shape_and_values(tmp_path: Path, name: str) -> None:
+    array = ARRAYS[name]
+    save(tmp_path / "a.h5", array)
+    back = load(tmp_path / "a.h5")
+    assert back.dtype == array.dtype and back.shape == array.shape
+    assert np.array_equal(back, array)
+
+
+def test_fortran_order_comes_back_fortran(tmp_path: Path) -> None:
+    array = np.asfortranarray(RNG.random((300, 5)))
+    save(tmp_path / "f.h5", array)
+    back = load(tmp_path / "f.h5")
+    assert back.flags.f_contiguous and np.array_equal(back, array)
+
+
+@pytest.mark.parametrize("codec", serialize.CODECS)
+@pytest.mark.parametrize("shuffle", [True, False, None])
+def test_every_codec_and_shuffle_setting(tmp_path: Path, codec: str, shuffle: bool | None) -> None:
+    array = ARRAYS["int64-counters"]
+    save(tmp_path / "c.h5", array, codec=codec, level=5, shuffle=shuffle)
+    assert np.array_equal(load(tmp_path / "c.h5"), array)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 4 KiB, so that small arrays span many chunks."""
+    monkeypatch.setattr(serialize, "CHUNK_BYTES", 4096)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [slice(10, 20), slice(0, 1), slice(4000, 10**9), slice(-25, None), slice(None, None, 7), slice(900, 5, -3), slice(30, 30), slice(None, None, -1)],
+    ids=["middle", "first", "past-end", "negative-start", "step", "negative-step", "empty", "reversed"],
+)
+@pytest.mark.parametrize("name", ["float64-2d", "bool-3d", "float32-1d"])
+def test_partial_reads_match_numpy_slicing(tmp_path: Path, small_chunks: None, name: str, rows: slice) -> None:
+    array = ARRAYS[name]
+    save(tmp_path / "p.h5", array)
+    assert np.array_equal(load(tmp_path / "p.h5", rows=rows), array[rows])
+
+
+def test_writer_appends_pieces_across_chunk_boundaries(tmp_path: Path, small_chunks: None) -> None:
+    pieces = [RNG.random((size, 3)) for size in (1, 500, 170, 0, 1023)]
+    with Writer(tmp_path / "w.h5", codec="zstd") as writer:
+        for piece in pieces:
+            writer.append(piece)
+    assert np.array_equal(load(tmp_path / "w.h5"), np.concatenate(pieces))
+    assert np.array_equal(load(tmp_path / "w.h5", rows=slice(495, 700)), np.concatenate(pieces)[495:700])
+
+
+def test_writer_refuses_a_piece_that_does_not_match(tmp_path: Path) -> None:
+    with pytest.raises(SerializeError, match=r"w\.h5: piece of dtype float32 and shape \(2, 4\) does not match float64"), Writer(tmp_path / "w.h5") as writer:
+        writer.append(np.zeros((2, 3)))
+        writer.append(np.zeros((2, 4), dtype="float32"))
+    assert not (tmp_path / "w.h5").exists()  # no half-written file left to be mistaken for a whole one
+
+
+def test_a_file_whose_writer_never_finished_is_refused(tmp_path: Path) -> None:
+    writer = Writer(tmp_path / "w.h5")
+    writer.append(np.zeros(10))
+    writer._file.close()  # as if the process died before close()
+    with pytest.raises(SerializeError, match="writer never finished"):
+        load(tmp_path / "w.h5")
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        pytest.param([1, 2, 3], "cannot save a builtins.list", id="list"),
+        pytest.param(np.array([object()], dtype=object), "cannot save dtype object", id="object-dtype"),
+    ],
+)
+def test_unsupported_objects_are_refused_naming_the_path(tmp_path: Path, obj: object, message: str) -> None:
+    with pytest.raises(SerializeError, match=message) as raised:
+        save(tmp_path / "x.h5", obj)
+    assert str(tmp_path / "x.h5") in str(raised.value)
+
+
+def test_bad_settings_and_paths(tmp_path: Path) -> None:
+    with pytest.raises(SerializeError, match="does not exist"):
+        save(tmp_path / "missing" / "x.h5", np.zeros(3))
+    with pytest.raises(SerializeError, match="unknown codec 'snappy'"):
+        save(tmp_path / "x.h5", np.zeros(3), codec="snappy")
+    with pytest.raises(SerializeError, match="level 11"):
+        save(tmp_path / "x.h5", np.zeros(3), level=11)
+    with pytest.raises(SerializeError, match="no such file"):
+        load(tmp_path / "nothing.h5")
+
+
+def write_foreign(path: Path) -> None:
+    with tables.open_file(str(path), "w") as handle:
+        handle.create_array("/", "x", np.arange(3))
+
+
+def truncate(path: Path) -> None:
+    save(path, RNG.random(200_000))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def corrupt_chunk(path: Path) -> None:
+    save(path, RNG.random(200_000))  # random doubles: Blosc stores them nearly as they are
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64) if data[middle : middle + 64] != bytes(64) else b"\xff" * 64
+    path.write_bytes(bytes(data))
+
+
+def newer_version(path: Path) -> None:
+    save(path, np.zeros(3))
+    with tables.open_file(str(path), "a") as handle:
+        meta = json.loads(handle.root._v_attrs[serialize.META_ATTRIBUTE])
+        handle.root._v_attrs[serialize.META_ATTRIBUTE] = json.dumps({**meta, "format": serialize.FORMAT_VERSION + 1})
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        pytest.param(lambda path: path.write_bytes(b"plain text, not HDF5\n" * 50), "not an HDF5 file", id="not-hdf5"),
+        pytest.param(write_foreign, "not a fireplug.serialize file", id="foreign-hdf5"),
+        pytest.param(truncate, "not an HDF5 file, or damaged|damaged or truncated", id="truncated"),
+        pytest.param(corrupt_chunk, "damaged", id="corrupted-chunk"),
+        pytest.param(newer_version, "format version 2; this fireplug reads up to 1: upgrade fireplug", id="newer-version"),
+    ],
+)
+def test_bad_files_raise_one_clear_error_never_a_wrong_result(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "bad.h5"
+    make(path)
+    with pytest.raises(SerializeError, match=message) as raised:
+        load(path)
+    assert str(raised.value).startswith(str(path))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("table", np.arange(60, dtype="<f8").reshape(20, 3) / 7),
+        ("cube", np.arange(24, dtype="<i4").reshape(2, 3, 4)),
+        ("strings", np.array(["fp", "héllo", ""], dtype="<U5")),
+    ],
+)
+def test_golden_files_of_format_1_still_load(name: str, expected: np.ndarray) -> None:
+    back = load(GOLDEN / f"serialize-v1-{name}.h5")
+    assert back.dtype == expected.dtype and np.array_equal(back, expected)
+
+
+def test_importing_the_module_loads_no_heavy_library() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, fireplug.serialize; print(sorted(m for m in ('numpy', 'tables', 'blosc') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
