@@ -34,10 +34,10 @@ def test_generated_recipe_copies_to_the_mirrored_path() -> None:
 def test_base_context_bundles_the_package_and_its_tag_tracks_it() -> None:
     files = dict(base_files())
     assert files["Dockerfile"].startswith(b"# fp's base image")
-    assert "fireplug/serialize.py" in files and "fireplug/__init__.py" in files
+    assert "fireplug/serialize/store.py" in files and "fireplug/__init__.py" in files
     assert not any("__pycache__" in name for name in files)
     tag = base_image_tag("debian:bookworm-slim", list(files.items()))
     assert tag.startswith("fireplug-base:")
     assert base_image_tag("debian:trixie-slim", list(files.items())) != tag
-    changed = {**files, "fireplug/serialize.py": files["fireplug/serialize.py"] + b"#"}
+    changed = {**files, "fireplug/serialize/store.py": files["fireplug/serialize/store.py"] + b"#"}
     assert base_image_tag("debian:bookworm-slim", list(changed.items())) != tag

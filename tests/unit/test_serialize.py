@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import tables
 
 from fireplug import serialize
-from fireplug.serialize import SerializeError, Writer, load, save
+from fireplug.serialize import SerializeError, Writer, load, save, store
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 RNG = np.random.default_rng(7)
@@ -63,7 +64,7 @@ def test_every_codec_and_shuffle_setting(tmp_path: Path, codec: str, shuffle: bo
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of 4 KiB, so that small arrays span many chunks."""
-    monkeypatch.setattr(serialize, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(store, "CHUNK_BYTES", 4096)
 
 
 @pytest.mark.parametrize(
@@ -188,3 +189,78 @@ def test_importing_the_module_loads_no_heavy_library() -> None:
 
     code = "import sys, fireplug.serialize; print(sorted(m for m in ('numpy', 'tables', 'blosc') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def sample_frame(rows: int = 1000) -> Any:
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {
+            "price": rng.random(rows),
+            "count": rng.integers(0, 9, rows),
+            "flag": rng.random(rows) > 0.5,
+            "when": pd.date_range("2020-01-01", periods=rows, freq="h"),
+            "local": pd.date_range("2020-03-29", periods=rows, freq="h", tz="Europe/Paris"),
+            "wait": pd.to_timedelta(rng.integers(0, 100, rows), unit="s"),
+            "grade": pd.Categorical(rng.choice(["a", "bé", "c"], rows), categories=["c", "bé", "a"], ordered=True),
+            "city": pd.Series(rng.choice(["Paris", "Zürich", "", None], rows), dtype=object),
+            "label": pd.Series(rng.choice(["x", "yy"], rows), dtype="string"),
+            "maybe": pd.array(rng.integers(0, 5, rows), dtype="Int64"),
+            3: rng.random(rows).astype("float32"),
+        },
+        index=pd.Index([f"r{i}" for i in range(rows)], name="rid"),
+    )
+    frame.loc[frame.index[::7], "maybe"] = pd.NA
+    frame.columns.name = "fields"
+    return frame
+
+
+def test_dataframes_round_trip_exactly(tmp_path: Path) -> None:
+    import pandas as pd
+
+    frame = sample_frame()
+    save(tmp_path / "f.h5", frame)
+    pd.testing.assert_frame_equal(load(tmp_path / "f.h5"), frame)
+    plain = pd.DataFrame({"a": np.arange(5), "b": list("vwxyz")})
+    save(tmp_path / "p.h5", plain)
+    pd.testing.assert_frame_equal(load(tmp_path / "p.h5"), plain)
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns"), [(slice(10, 500, 3), ["city", "grade", 3]), (slice(None, None, -4), None), (None, ["local"]), (slice(990, 2000), ["maybe", "label"])]
+)
+def test_dataframe_partial_reads(tmp_path: Path, small_chunks: None, rows: slice | None, columns: list[Any] | None) -> None:
+    import pandas as pd
+
+    frame = sample_frame()
+    save(tmp_path / "f.h5", frame)
+    expected = frame.iloc[rows if rows is not None else slice(None)]
+    pd.testing.assert_frame_equal(load(tmp_path / "f.h5", rows=rows, columns=columns), expected[columns] if columns else expected)
+
+
+def test_dataframe_problems_are_clear(tmp_path: Path) -> None:
+    import pandas as pd
+
+    with pytest.raises(SerializeError, match="holds Python objects other than strings"):
+        save(tmp_path / "o.h5", pd.DataFrame({"mixed": [1, "a", 2.5]}, dtype=object))
+    with pytest.raises(SerializeError, match="MultiIndex"):
+        save(tmp_path / "m.h5", pd.DataFrame({"a": [1, 2]}, index=pd.MultiIndex.from_tuples([(1, 2), (3, 4)])))
+    save(tmp_path / "f.h5", sample_frame(20))
+    with pytest.raises(SerializeError, match="no column 'nope'"):
+        load(tmp_path / "f.h5", columns=["nope"])
+
+
+@pytest.mark.parametrize("form", ["csr", "csc", "coo"])
+def test_sparse_matrices_round_trip_as_their_own_type(tmp_path: Path, form: str) -> None:
+    import scipy.sparse
+
+    matrix = scipy.sparse.random(2000, 300, density=0.01, format=form, random_state=4, dtype="float32")
+    save(tmp_path / "s.h5", matrix)
+    back = load(tmp_path / "s.h5")
+    assert type(back) is type(matrix) and back.shape == matrix.shape and back.dtype == matrix.dtype
+    assert (back != matrix).nnz == 0
+    with pytest.raises(SerializeError, match="rows= applies to arrays and DataFrames"):
+        load(tmp_path / "s.h5", rows=slice(0, 10))
+    with pytest.raises(SerializeError, match=r"convert it with \.tocsr\(\)"):
+        save(tmp_path / "l.h5", matrix.tolil())

@@ -1,22 +1,11 @@
-"""Fast Blosc-compressed HDF5 save/load, bundled in every fp base image.
+"""Storage of arrays in fp's HDF5 format: chunked, Blosc 1-compressed, checksummed datasets.
 
-    from fireplug import serialize
-    serialize.save("data/features.h5", matrix)
-    part = serialize.load("data/features.h5", rows=slice(0, 1000))
-    with serialize.Writer("data/big.h5") as out:
-        for block in blocks:
-            out.append(block)
-
-This version stores NumPy arrays (any fixed-size dtype, any ndim, C or Fortran order);
-DataFrames and sparse matrices are still to come (issue 4). The format is described in
-docs/serialize.md. Files are HDF5 written with PyTables; every chunk is compressed by Blosc 1
-(HDF5 filter 32001), which both the laptop's PyTables and the image's Debian PyTables 3.7
-read (Blosc2 would be unreadable in the image). Where PyTables has direct chunk I/O (3.8+),
-fp compresses chunks itself with python-blosc, on all cores, and writes and reads them
-directly; elsewhere PyTables' own filter pipeline does the same work, more slowly.
-
-numpy, tables and blosc are imported only when a file is written or read; this module
-imports nothing else from fireplug.
+Every dataset holds raw bytes (so every fixed-size dtype is stored alike) in chunks of whole
+rows, about 4 MiB each, compressed with Blosc 1 (HDF5 filter 32001), which both the laptop's
+PyTables and the image's Debian PyTables 3.7 read (Blosc2 would be unreadable in the image).
+Where PyTables has direct chunk I/O (3.8+), fp compresses chunks itself with python-blosc on
+all cores and writes and reads them directly; elsewhere HDF5's filter pipeline does the same
+work, more slowly. A CRC-32 per chunk makes damage an error, never a wrong value.
 """
 
 from __future__ import annotations
@@ -24,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -34,6 +24,7 @@ META_ATTRIBUTE = "FIREPLUG"
 CHUNK_BYTES = 4 << 20  # MB-sized chunks: large enough for Blosc's threads, small enough to stream
 CODECS = ("lz4", "zstd", "blosclz", "zlib", "lz4hc")
 SAMPLE_BYTES = 256 << 10
+KINDS = ("ndarray", "sparse", "frame")
 
 
 class SerializeError(Exception):
@@ -44,17 +35,8 @@ class SerializeError(Exception):
         self.path = os.fspath(path)
 
 
-def save(path: str | os.PathLike[str], obj: Any, *, codec: str = "lz4", level: int = 1, shuffle: bool | None = None) -> None:
-    """Write ``obj`` (a NumPy array) to ``path``, replacing the file.
-
-    ``codec``: one of ``CODECS``; ``level``: 0-9; ``shuffle``: Blosc's byte shuffle, or None
-    to choose per column from a sample (it helps counters and random values, hurts columns
-    of few distinct values).
-
-    Raises:
-        SerializeError: unsupported object or dtype, unusable path, bad settings.
-    """
-    array = _as_array(path, obj)
+def save_array(path: str | os.PathLike[str], array: np.ndarray, *, codec: str, level: int, shuffle: bool | None) -> None:
+    """Write a NumPy array to ``path`` (see ``fireplug.serialize.save``)."""
     with Writer(path, codec=codec, level=level, shuffle=shuffle) as writer:
         writer.order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
         if array.ndim == 0 or len(array) == 0:
@@ -65,8 +47,8 @@ def save(path: str | os.PathLike[str], obj: Any, *, codec: str = "lz4", level: i
             writer.append(array[start : start + rows])
 
 
-def load(path: str | os.PathLike[str], *, rows: slice | None = None) -> np.ndarray:
-    """The array in ``path`` (``rows``: only those rows, read without loading the rest).
+def read_file(path: str | os.PathLike[str], read: Callable[[_Reader], Any]) -> Any:
+    """Open ``path``, check its header, and return ``read(reader)``; every failure named after the file.
 
     Raises:
         SerializeError: missing, damaged, truncated or foreign file, or a newer format version.
@@ -77,7 +59,7 @@ def load(path: str | os.PathLike[str], *, rows: slice | None = None) -> np.ndarr
     except (OSError, tables.HDF5ExtError) as e:
         raise SerializeError(path, _open_failure(path, e)) from e
     try:
-        return _Reader(path, handle).read(rows)
+        return read(_Reader(path, handle))
     except (tables.HDF5ExtError, ValueError, LookupError, AttributeError, RuntimeError) as e:
         raise SerializeError(path, f"damaged or truncated file ({e})") from e
     finally:
@@ -105,6 +87,7 @@ class Writer:
         self.path = path
         self.codec, self.level, self.shuffle = codec, level, shuffle
         self.order = "C"  # the memory order ``load`` gives back
+        self.composite: dict[str, Any] | None = None  # header of a sparse matrix or DataFrame, once stored
         self._tables, self._np, self._blosc = _tables(), _numpy(), _blosc()
         self._blosc.set_nthreads(os.cpu_count() or 1)
         try:
@@ -143,6 +126,9 @@ class Writer:
         if not self._file.isopen:
             return
         try:
+            if self.composite is not None:
+                self._file.root._v_attrs[META_ATTRIBUTE] = json.dumps({"format": FORMAT_VERSION, **self.composite, "codec": self.codec, "level": self.level})
+                return
             if self._dtype is None:
                 raise SerializeError(self.path, "nothing was appended")
             for column in self._columns:
@@ -185,7 +171,18 @@ class Writer:
 
     def _column(self, name: str, sample: np.ndarray, trailing: tuple[int, ...], chunk_rows: int) -> _Column:
         shuffle = self.shuffle if self.shuffle is not None else _shuffle_helps(self._np, self._blosc, sample, self.codec, self.level)
-        return _Column(self, name, trailing, chunk_rows, shuffle)
+        return _Column(self, name, sample.dtype, trailing, chunk_rows, shuffle)
+
+    def _store(self, name: str, array: np.ndarray) -> dict[str, Any]:
+        """Write one whole array (a part of a sparse matrix or DataFrame) as dataset ``name``; its description."""
+        flat = array if array.ndim else array.reshape(1)
+        trailing = tuple(flat.shape[1:])
+        rows = max(1, CHUNK_BYTES // max(flat.dtype.itemsize * (int(self._np.prod(trailing)) if trailing else 1), 1))
+        column = self._column(name, flat, trailing, rows)
+        for start in range(0, len(flat), rows):
+            column.append(flat[start : start + rows])
+        column.finish()
+        return {"dtype": _dtype_text(array.dtype), "shape": list(array.shape)}
 
 
 class _Column:
@@ -196,10 +193,10 @@ class _Column:
     and the dataset truncated to the real length.
     """
 
-    def __init__(self, writer: Writer, name: str, trailing: tuple[int, ...], chunk_rows: int, shuffle: bool) -> None:
-        assert writer._dtype is not None
+    def __init__(self, writer: Writer, name: str, dtype: np.dtype, trailing: tuple[int, ...], chunk_rows: int, shuffle: bool) -> None:
         self.writer = writer
-        self.row_bytes = writer._dtype.itemsize * max(1, int(writer._np.prod(trailing)) if trailing else 1)
+        self.dtype = dtype
+        self.row_bytes = dtype.itemsize * max(1, int(writer._np.prod(trailing)) if trailing else 1)
         self.chunk_rows = chunk_rows
         self.chunk_bytes = chunk_rows * self.row_bytes
         self.shuffle = shuffle
@@ -254,7 +251,7 @@ class _Column:
         """
         writer, np = self.writer, self.writer._np
         raw = np.frombuffer(chunk, dtype=np.uint8) if isinstance(chunk, (bytes, bytearray)) else np.ascontiguousarray(chunk)
-        itemsize = writer._dtype.itemsize if writer._dtype is not None else 1
+        itemsize = self.dtype.itemsize
         typesize = itemsize if itemsize <= 255 and len(raw) % itemsize == 0 else 1
         address = raw.__array_interface__["data"][0]
         settings = {"typesize": typesize, "clevel": writer.level, "shuffle": int(self.shuffle), "cname": writer.codec}
@@ -283,8 +280,9 @@ class _Reader:
         self.handle = handle
         self.np = _numpy()
         self.meta = _meta(path, handle)
-        self.dtype = _dtype_from_text(self.meta["dtype"])
-        self.shape = tuple(self.meta["shape"])
+        self.kind = self.meta.get("kind")
+        self.dtype = _dtype_from_text(self.meta["dtype"]) if self.kind == "ndarray" else None
+        self.shape = tuple(self.meta.get("shape", ()))
         _blosc().set_nthreads(os.cpu_count() or 1)
 
     def read(self, rows: slice | None) -> np.ndarray:
@@ -307,12 +305,25 @@ class _Reader:
             block[:, index] = self._rows_of(self.handle.root[f"c{index:05d}"], total, first, last, ())
         return block
 
-    def _rows_of(self, dataset: Any, total: int, first: int, last: int, trailing: tuple[int, ...]) -> np.ndarray:
-        row_bytes = self.dtype.itemsize * (int(self.np.prod(trailing)) if trailing else 1)
+    def _rows_of(self, dataset: Any, total: int, first: int, last: int, trailing: tuple[int, ...], dtype: np.dtype | None = None) -> np.ndarray:
+        dtype = dtype if dtype is not None else self.dtype
+        row_bytes = dtype.itemsize * (int(self.np.prod(trailing)) if trailing else 1)
         if dataset.nrows != total * row_bytes:
             raise ValueError(f"dataset {dataset.name} holds {dataset.nrows} bytes, expected {total * row_bytes}")
         raw = self._bytes(dataset, first * row_bytes, last * row_bytes)
-        return raw.view(self.dtype).reshape((last - first, *trailing))
+        return raw.view(dtype).reshape((last - first, *trailing))
+
+    def named(self, name: str) -> np.ndarray:
+        """A part stored under ``name`` and described in the header's ``arrays``."""
+        return self.part({**self.meta["arrays"][name], "key": name})
+
+    def part(self, description: dict[str, Any], first: int = 0, last: int | None = None) -> np.ndarray:
+        """A stored part (``Writer._store``'s description plus its ``key``), whole or rows ``first`` to ``last``."""
+        dtype, shape = _dtype_from_text(description["dtype"]), tuple(description["shape"])
+        total = shape[0] if shape else 1
+        stop = total if last is None else last
+        rows = self._rows_of(self.handle.root[description["key"]], total, first, stop, shape[1:], dtype)
+        return rows.reshape(()) if not shape else rows
 
     def _bytes(self, dataset: Any, begin: int, end: int) -> np.ndarray:
         """Bytes ``begin`` to ``end`` of a dataset; every chunk they touch is read whole and checked."""
@@ -368,7 +379,7 @@ def _meta(path: str | os.PathLike[str], handle: Any) -> dict[str, Any]:
         raise SerializeError(path, "damaged fireplug.serialize header")
     if meta["format"] > FORMAT_VERSION:
         raise SerializeError(path, f"written in format version {meta['format']}; this fireplug reads up to {FORMAT_VERSION}: upgrade fireplug")
-    if meta.get("kind") != "ndarray":
+    if meta.get("kind") not in KINDS:
         raise SerializeError(path, f"holds a {meta.get('kind')!r}, which this fireplug cannot read: upgrade fireplug")
     return meta
 
@@ -376,7 +387,7 @@ def _meta(path: str | os.PathLike[str], handle: Any) -> dict[str, Any]:
 def _as_array(path: str | os.PathLike[str], obj: Any) -> np.ndarray:
     np = _numpy()
     if not isinstance(obj, np.ndarray):
-        raise SerializeError(path, f"cannot save a {type(obj).__module__}.{type(obj).__name__}: this version saves NumPy arrays")
+        raise SerializeError(path, f"cannot save a {type(obj).__module__}.{type(obj).__name__}: not a NumPy array")
     if obj.dtype.hasobject:
         raise SerializeError(path, f"cannot save dtype {obj.dtype}: Python objects have no fixed size (use fixed-width strings, 'U' or 'S')")
     if obj.dtype.itemsize == 0:

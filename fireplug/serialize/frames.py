@@ -1,0 +1,219 @@
+"""pandas DataFrames: one stored array (or a few) per column, so columns read alone.
+
+Column kinds: plain NumPy dtypes (numbers, bool, datetime64, timedelta64) as they are;
+categoricals as their codes plus their categories (stored like a column); strings (object
+columns of str, or pandas' ``string`` dtype) as UTF-8 bytes, offsets and a missing-value
+mask; timezone-aware datetimes as UTC values plus the zone; pandas' nullable dtypes (Int64,
+boolean, Float64...) as values plus a mask. The index is a range (three numbers) or a column.
+Column and index names are kept as JSON values (str, int, float, bool or None). pandas is
+imported only when a DataFrame is saved or loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fireplug.serialize.store import SerializeError, Writer, _numpy, _Reader
+
+NAME_TYPES = (str, int, float, bool, type(None))
+
+
+def is_frame(obj: Any) -> bool:
+    return type(obj).__module__.startswith("pandas") and type(obj).__name__ == "DataFrame"
+
+
+def write_frame(writer: Writer, frame: Any) -> None:
+    """Store ``frame`` in ``writer``'s file.
+
+    Raises:
+        SerializeError: a MultiIndex, a name that is not a JSON value, or a column of Python objects other than strings.
+    """
+    import pandas as pd
+
+    if isinstance(frame.columns, pd.MultiIndex) or isinstance(frame.index, pd.MultiIndex):
+        raise SerializeError(writer.path, "cannot save a MultiIndex: reset_index() or flatten the columns first")
+    columns = []
+    for position, name in enumerate(frame.columns):
+        _check_name(writer, name)
+        columns.append({"name": name, **_write_values(writer, f"col{position:05d}", frame.iloc[:, position], name)})
+    _check_name(writer, frame.columns.name)
+    writer.composite = {
+        "kind": "frame",
+        "nrows": len(frame),
+        "columns": columns,
+        "columns_name": frame.columns.name,
+        "columns_dtype": str(frame.columns.dtype),
+        "index": _write_index(writer, frame.index),
+    }
+
+
+def read_frame(reader: _Reader, rows: slice | None, wanted_columns: list[Any] | None) -> Any:
+    import pandas as pd
+
+    meta = reader.meta
+    total = meta["nrows"]
+    wanted = range(*(rows or slice(None)).indices(total))
+    first, last = (min(wanted[0], wanted[-1]), max(wanted[0], wanted[-1]) + 1) if wanted else (0, 0)
+    chosen = _chosen_columns(reader, meta["columns"], wanted_columns)
+    index = _read_index(reader, meta["index"], first, last)
+    data = {position: _series(pd, _read_values(reader, column, first, last), index) for position, column in chosen}
+    frame = pd.DataFrame(data, index=index)
+    frame.columns = _names_index(pd, [column["name"] for _, column in chosen], meta["columns_name"], meta.get("columns_dtype", "object"))
+    if wanted.step != 1 and wanted:
+        frame = frame.iloc[_numpy().arange(len(wanted)) * wanted.step + (wanted[0] - first)]
+    return frame
+
+
+def _series(pd: Any, values: Any, index: Any) -> Any:
+    """A column as a Series; object arrays stay object (pandas 3 would turn strings into "str")."""
+    is_objects = isinstance(values, _numpy().ndarray) and values.dtype.kind == "O"
+    return pd.Series(values, index=index, dtype=object if is_objects else None, copy=False)
+
+
+def _names_index(pd: Any, names: list[Any], name: Any, dtype: str) -> Any:
+    """The column labels with the dtype they had (pandas 3's "str" falls back to object on older pandas)."""
+    try:
+        return pd.Index(names, name=name, dtype=dtype)
+    except (TypeError, ValueError):
+        return pd.Index(names, name=name, dtype=object)
+
+
+def _check_name(writer: Writer, name: Any) -> None:
+    if not isinstance(name, NAME_TYPES):
+        raise SerializeError(writer.path, f"cannot save the name {name!r}: names must be str, int, float, bool or None")
+
+
+def _chosen_columns(reader: _Reader, columns: list[dict[str, Any]], wanted: list[Any] | None) -> list[tuple[int, dict[str, Any]]]:
+    if wanted is None:
+        return list(enumerate(columns))
+    names = [column["name"] for column in columns]
+    missing = [name for name in wanted if name not in names]
+    if missing:
+        raise SerializeError(reader.path, f"no column {', '.join(map(repr, missing))} (columns: {', '.join(map(repr, names))})")
+    return [(position, column) for name in wanted for position, column in enumerate(columns) if column["name"] == name]
+
+
+def _write_index(writer: Writer, index: Any) -> dict[str, Any]:
+    import pandas as pd
+
+    _check_name(writer, index.name)
+    if isinstance(index, pd.RangeIndex):
+        return {"type": "range", "start": index.start, "stop": index.stop, "step": index.step, "name": index.name}
+    return {"type": "index", "name": index.name, **_write_values(writer, "index", index, index.name)}
+
+
+def _read_index(reader: _Reader, meta: dict[str, Any], first: int, last: int) -> Any:
+    import pandas as pd
+
+    if meta["type"] == "range":
+        return pd.RangeIndex(meta["start"], meta["stop"], meta["step"], name=meta["name"])[first:last]
+    return pd.Index(_read_values(reader, meta, first, last), name=meta["name"])
+
+
+def _write_values(writer: Writer, key: str, values: Any, name: Any) -> dict[str, Any]:
+    """Store one column (a Series or an Index) under dataset names starting with ``key``."""
+    import pandas as pd
+
+    np = _numpy()
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        codes = values.cat.codes if isinstance(values, pd.Series) else values.codes
+        return {
+            "type": "categorical",
+            "ordered": bool(dtype.ordered),
+            "codes": writer._store(f"{key}_codes", np.asarray(codes)) | {"key": f"{key}_codes"},
+            "categories": _write_values(writer, f"{key}_cats", dtype.categories, None),
+        }
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        utc = pd.DatetimeIndex(values).tz_convert("UTC").tz_localize(None)
+        return {"type": "datetimetz", "tz": str(dtype.tz), "values": writer._store(key, utc.to_numpy()) | {"key": key}}
+    if isinstance(dtype, pd.StringDtype) or (isinstance(dtype, np.dtype) and dtype.kind == "O"):
+        return _write_strings(writer, key, values, name, str(dtype) if isinstance(dtype, pd.StringDtype) else "object")
+    if isinstance(dtype, np.dtype):
+        return {"type": "values", "values": writer._store(key, np.asarray(values)) | {"key": key}}
+    if hasattr(values, "isna") and hasattr(dtype, "numpy_dtype"):  # Int64, boolean, Float64...
+        mask = np.asarray(values.isna())
+        filled = np.asarray(values.to_numpy(dtype=dtype.numpy_dtype, na_value=dtype.numpy_dtype.type(0)))
+        return {
+            "type": "masked",
+            "pandas_dtype": str(dtype),
+            "values": writer._store(key, filled) | {"key": key},
+            "mask": writer._store(f"{key}_mask", mask) | {"key": f"{key}_mask"},
+        }
+    raise SerializeError(writer.path, f"column {name!r} has dtype {dtype}, which fireplug.serialize cannot store yet")
+
+
+def _write_strings(writer: Writer, key: str, values: Any, name: Any, storage: str) -> dict[str, Any]:
+    import pandas as pd
+
+    np = _numpy()
+    objects = np.asarray(values, dtype=object)
+    missing = np.asarray(pd.isna(values))
+    present = objects[~missing]
+    if not all(isinstance(item, str) for item in present):
+        kinds = sorted({type(item).__name__ for item in present if not isinstance(item, str)})
+        raise SerializeError(writer.path, f"column {name!r} holds Python objects other than strings ({', '.join(kinds)}): convert it first")
+    encoded = [item.encode("utf-8") if not absent else b"" for item, absent in zip(objects, missing, strict=True)]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(item) for item in encoded], out=offsets[1:])
+    blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    first_missing = objects[missing][0] if missing.any() else None
+    return {
+        "type": "string",
+        "storage": storage,
+        "missing_as": "none" if first_missing is None or storage != "object" else "nan",
+        "blob": writer._store(f"{key}_utf8", blob) | {"key": f"{key}_utf8"},
+        "offsets": writer._store(f"{key}_offsets", offsets) | {"key": f"{key}_offsets"},
+        "mask": writer._store(f"{key}_mask", missing) | {"key": f"{key}_mask"},
+    }
+
+
+def _read_values(reader: _Reader, meta: dict[str, Any], first: int, last: int) -> Any:
+    import pandas as pd
+
+    kind = meta["type"]
+    if kind == "values":
+        return reader.part(meta["values"], first, last)
+    if kind == "categorical":
+        codes = reader.part(meta["codes"], first, last)
+        categories = pd.Index(_read_values(reader, meta["categories"], 0, _length(meta["categories"])))
+        return pd.Categorical.from_codes(codes, categories=categories, ordered=meta["ordered"])
+    if kind == "datetimetz":
+        return pd.DatetimeIndex(reader.part(meta["values"], first, last)).tz_localize("UTC").tz_convert(meta["tz"])
+    if kind == "masked":
+        values = pd.array(reader.part(meta["values"], first, last), dtype=meta["pandas_dtype"])
+        values[reader.part(meta["mask"], first, last)] = pd.NA
+        return values
+    if kind == "string":
+        return _read_strings(reader, meta, first, last)
+    raise ValueError(f"unknown column type {kind!r}")
+
+
+def _read_strings(reader: _Reader, meta: dict[str, Any], first: int, last: int) -> Any:
+    import pandas as pd
+
+    np = _numpy()
+    offsets = reader.part(meta["offsets"], first, last + 1)
+    blob = reader.part(meta["blob"], int(offsets[0]), int(offsets[-1])).tobytes() if last > first else b""
+    mask = reader.part(meta["mask"], first, last)
+    base = int(offsets[0])
+    missing_value = None if meta["missing_as"] == "none" else float("nan")
+    objects = np.empty(last - first, dtype=object)
+    for position in range(last - first):
+        if mask[position]:
+            objects[position] = missing_value
+        else:
+            objects[position] = blob[offsets[position] - base : offsets[position + 1] - base].decode("utf-8")
+    if meta["storage"] == "object":
+        return objects
+    try:  # pandas' "string" (NA for missing) or, from pandas 3, "str" (NaN)
+        return pd.array(objects, dtype=meta["storage"])
+    except (TypeError, ValueError):  # an older pandas without that string dtype
+        return objects
+
+
+def _length(meta: dict[str, Any]) -> int:
+    """Rows in a stored column, from its first part's shape."""
+    part = meta.get("values") or meta.get("codes") or meta.get("mask")
+    assert part is not None
+    return int(part["shape"][0])
