@@ -90,14 +90,15 @@ def candidates(name: str, data: Any) -> dict[str, tuple[Callable[[Path], None], 
         "fp (zstd)": (lambda p: serialize.save(p, data, codec="zstd"), serialize.load),
     }
     if name in ("R", "C", "V"):
-        found = {**fp, "np.save": (lambda p: np.save(p, data), lambda p: np.load(p))}
+        found = {**fp, "np.save": (lambda p: _to_file(p, np.save, data), lambda p: np.load(p))}
         if name == "C":
-            found["np.savez_compressed"] = (lambda p: np.savez_compressed(p, a=data), lambda p: np.load(p)["a"])
+            found["np.savez_compressed"] = (lambda p: _to_file(p, lambda f, d: np.savez_compressed(f, a=d), data), lambda p: np.load(p)["a"])
         return found
     if name == "S":
         import scipy.sparse
 
-        return {**fp, "save_npz (compressed)": (lambda p: scipy.sparse.save_npz(p, data, compressed=True), scipy.sparse.load_npz)}
+        save_npz = (lambda p: _to_file(p, lambda f, d: scipy.sparse.save_npz(f, d, compressed=True), data), scipy.sparse.load_npz)
+        return {**fp, "save_npz (compressed)": save_npz}
     import pandas as pd
 
     return {
@@ -106,6 +107,12 @@ def candidates(name: str, data: Any) -> dict[str, tuple[Callable[[Path], None], 
         "feather (zstd)": (lambda p: data.to_feather(p, compression="zstd"), pd.read_feather),
         "parquet (zstd)": (lambda p: data.to_parquet(p, compression="zstd"), pd.read_parquet),
     }
+
+
+def _to_file(path: Path, write: Callable[[Any, Any], None], data: Any) -> None:
+    """NumPy and SciPy add ".npy"/".npz" to a path; through a file object they write where told."""
+    with open(path, "wb") as out:
+        write(out, data)
 
 
 TARGETS = [
