@@ -25,6 +25,7 @@ CHUNK_BYTES = 4 << 20  # MB-sized chunks: large enough for Blosc's threads, smal
 CODECS = ("lz4", "zstd", "blosclz", "zlib", "lz4hc")
 SAMPLE_BYTES = 256 << 10
 KINDS = ("ndarray", "sparse", "frame")
+NO_SHUFFLE, SHUFFLE, BIT_SHUFFLE = 0, 1, 2  # Blosc 1's filter codes
 
 
 class SerializeError(Exception):
@@ -170,8 +171,8 @@ class Writer:
             self._columns = [self._column("rows", sample, self._trailing, chunk_rows)]
 
     def _column(self, name: str, sample: np.ndarray, trailing: tuple[int, ...], chunk_rows: int) -> _Column:
-        shuffle = self.shuffle if self.shuffle is not None else _shuffle_helps(self._np, self._blosc, sample, self.codec, self.level)
-        return _Column(self, name, sample.dtype, trailing, chunk_rows, shuffle)
+        mode = (SHUFFLE if self.shuffle else NO_SHUFFLE) if self.shuffle is not None else _best_shuffle(self._np, self._blosc, sample, self.codec, self.level)
+        return _Column(self, name, sample.dtype, trailing, chunk_rows, mode)
 
     def _store(self, name: str, array: np.ndarray) -> dict[str, Any]:
         """Write one whole array (a part of a sparse matrix or DataFrame) as dataset ``name``; its description."""
@@ -193,14 +194,16 @@ class _Column:
     and the dataset truncated to the real length.
     """
 
-    def __init__(self, writer: Writer, name: str, dtype: np.dtype, trailing: tuple[int, ...], chunk_rows: int, shuffle: bool) -> None:
+    def __init__(self, writer: Writer, name: str, dtype: np.dtype, trailing: tuple[int, ...], chunk_rows: int, shuffle: int) -> None:
         self.writer = writer
         self.dtype = dtype
         self.row_bytes = dtype.itemsize * max(1, int(writer._np.prod(trailing)) if trailing else 1)
         self.chunk_rows = chunk_rows
         self.chunk_bytes = chunk_rows * self.row_bytes
         self.shuffle = shuffle
-        filters = writer._tables.Filters(complevel=max(writer.level, 1), complib=f"blosc:{writer.codec}", shuffle=shuffle)
+        filters = writer._tables.Filters(
+            complevel=max(writer.level, 1), complib=f"blosc:{writer.codec}", shuffle=shuffle == SHUFFLE, bitshuffle=shuffle == BIT_SHUFFLE
+        )
         self.dataset = writer._file.create_earray(
             "/", name, atom=writer._tables.UInt8Atom(), shape=(0,), filters=filters, chunkshape=(max(self.chunk_bytes, 1),)
         )
@@ -254,7 +257,7 @@ class _Column:
         itemsize = self.dtype.itemsize
         typesize = itemsize if itemsize <= 255 and len(raw) % itemsize == 0 else 1
         address = raw.__array_interface__["data"][0]
-        settings = {"typesize": typesize, "clevel": writer.level, "shuffle": int(self.shuffle), "cname": writer.codec}
+        settings = {"typesize": typesize, "clevel": writer.level, "shuffle": self.shuffle, "cname": writer.codec}
         compressed = writer._blosc.compress_ptr(address, len(raw) // typesize, **settings)
         length = real if real is not None else self.chunk_bytes
         self.checksums.append((zlib.crc32(memoryview(raw)[:length]), zlib.crc32(compressed)))
@@ -395,15 +398,21 @@ def _as_array(path: str | os.PathLike[str], obj: Any) -> np.ndarray:
     return obj
 
 
-def _shuffle_helps(np: Any, blosc: Any, sample_source: np.ndarray, codec: str, level: int) -> bool:
-    """Whether Blosc's shuffle makes a sample of the column smaller (it rarely slows anything)."""
+def _best_shuffle(np: Any, blosc: Any, sample_source: np.ndarray, codec: str, level: int) -> int:
+    """The Blosc filter (none, byte shuffle, bit shuffle) that makes a sample of the column smallest.
+
+    Shuffle helps counters and random values and hurts columns of few distinct values; bit
+    shuffle helps small integers most. Blosc 1 records the filter in each chunk's header.
+    """
     flat = np.ascontiguousarray(sample_source).reshape(-1)
     sample = flat[: max(1, SAMPLE_BYTES // flat.dtype.itemsize)].view(np.uint8).tobytes() if flat.size else b""
     if len(sample) < 1024 or flat.dtype.itemsize == 1:
-        return False
+        return NO_SHUFFLE
     typesize = min(flat.dtype.itemsize, 255)
-    sizes = [len(blosc.compress(sample, typesize=typesize, clevel=max(level, 1), shuffle=flag, cname=codec)) for flag in (0, 1)]
-    return sizes[1] < sizes[0]
+    sizes = {
+        mode: len(blosc.compress(sample, typesize=typesize, clevel=max(level, 1), shuffle=mode, cname=codec)) for mode in (NO_SHUFFLE, SHUFFLE, BIT_SHUFFLE)
+    }
+    return min(sizes, key=lambda mode: (sizes[mode], mode))
 
 
 def _dtype_text(dtype: np.dtype) -> Any:

@@ -16,6 +16,8 @@ import numpy as np
 from fireplug import serialize as s
 table = s.load("data/table.h5")
 cube = s.load("data/cube.h5", rows=slice(2, 5))
+small = s.load("data/small_ints.h5")  # small integers: bit shuffle
+s.save("data/small_ints_back.h5", small + 1)
 assert table.dtype == np.int64 and cube.shape == (3, 4, 3), (table.dtype, cube.shape)
 s.save("data/doubled.h5", table * 2)
 with s.Writer("data/appended.h5", codec="zstd") as out:
@@ -30,12 +32,15 @@ def test_files_cross_between_client_and_container_both_ways(fp, project: Project
     table = np.cumsum(rng.integers(0, 5, (600_000, 3)), axis=0)
     cube = rng.random((10, 4, 3)).astype("float32")
     (project.root / "data").mkdir()
+    small_ints = np.minimum(rng.zipf(1.5, 500_000), 1000).astype("int64")
     serialize.save(project.root / "data/table.h5", table)
     serialize.save(project.root / "data/cube.h5", cube)
+    serialize.save(project.root / "data/small_ints.h5", small_ints)
     result = fp(project.root, "python", "-c", CONTAINER_SIDE)
     assert result.code == 0, result.err
     assert result.out.startswith("container 1.") and f"{cube[2:5].sum():.3f}"[:5] in result.out
     assert np.array_equal(serialize.load(project.root / "data/doubled.h5"), table * 2)
+    assert np.array_equal(serialize.load(project.root / "data/small_ints_back.h5"), small_ints + 1)
     appended = serialize.load(project.root / "data/appended.h5")
     assert appended.shape == (600_000, 2) and appended.dtype == np.float32
     assert appended[0, 0] == 0 and appended[300_000, 1] == 1 and appended[-1, 0] == 2
