@@ -26,6 +26,7 @@ CODECS = ("lz4", "zstd", "blosclz", "zlib", "lz4hc")
 SAMPLE_BYTES = 256 << 10
 KINDS = ("ndarray", "sparse", "frame")
 NO_SHUFFLE, SHUFFLE, BIT_SHUFFLE = 0, 1, 2  # Blosc 1's filter codes
+INTERLEAVE_ROWS = 8192  # rows of a column-stored table gathered at once when reading into C order
 
 
 class SerializeError(Exception):
@@ -286,6 +287,7 @@ class _Reader:
         self.kind = self.meta.get("kind")
         self.dtype = _dtype_from_text(self.meta["dtype"]) if self.kind == "ndarray" else None
         self.shape = tuple(self.meta.get("shape", ()))
+        self._buffer = bytearray()
         _blosc().set_nthreads(os.cpu_count() or 1)
 
     def read(self, rows: slice | None) -> np.ndarray:
@@ -303,9 +305,25 @@ class _Reader:
         total = self.shape[0]
         if self.meta["layout"] != "columns":
             return self._rows_of(self.handle.root.rows, total, first, last, self.shape[1:])
-        block = self.np.empty((last - first, self.shape[1]), dtype=self.dtype, order=self.meta.get("order", "C"))
-        for index in range(self.shape[1]):
-            block[:, index] = self._rows_of(self.handle.root[f"c{index:05d}"], total, first, last, ())
+        order = self.meta.get("order", "C")
+        block = self.np.empty((last - first, self.shape[1]), dtype=self.dtype, order=order)
+        datasets = [self.handle.root[f"c{index:05d}"] for index in range(self.shape[1])]
+        if order == "F":  # each column is contiguous in the result
+            for index, dataset in enumerate(datasets):
+                block[:, index] = self._rows_of(dataset, total, first, last, ())
+            return block
+        # A C-ordered result, one window of chunk-aligned rows at a time: the columns' rows are
+        # decompressed, then interleaved in cache-sized slices (column by column over the whole
+        # array was 3x slower: every store a cache miss).
+        window = max(1, datasets[0].chunkshape[0] // self.dtype.itemsize) if datasets else 1
+        start = first
+        while start < last:
+            stop = min(last, (start // window + 1) * window)
+            columns = [self._rows_of(dataset, total, start, stop, ()) for dataset in datasets]
+            for offset in range(0, stop - start, INTERLEAVE_ROWS):
+                rows = slice(start - first + offset, min(stop, start + offset + INTERLEAVE_ROWS) - first)
+                block[rows] = self.np.column_stack([column[offset : offset + INTERLEAVE_ROWS] for column in columns])
+            start = stop
         return block
 
     def _rows_of(self, dataset: Any, total: int, first: int, last: int, trailing: tuple[int, ...], dtype: np.dtype | None = None) -> np.ndarray:
@@ -345,6 +363,13 @@ class _Reader:
                 out[low - begin : high - begin] = self.np.frombuffer(data, dtype=self.np.uint8)[low - chunk_start : high - chunk_start]
         return out
 
+    def _packed(self, dataset: Any, start: int) -> Any:
+        """A chunk's stored bytes, read into a reused buffer (PyTables would copy them once more)."""
+        size = dataset.chunk_info((start,)).size
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)
+        return dataset.read_chunk((start,), out=memoryview(self._buffer)[:size])
+
     def _chunk(self, dataset: Any, start: int, real: int, checksums: Any, target: np.ndarray | None) -> bytes | None:
         """One chunk, checked: decompressed into ``target`` when given (then None), else returned."""
         raw_crc, packed_crc = int(checksums[0]), int(checksums[1])
@@ -353,7 +378,7 @@ class _Reader:
             if zlib.crc32(data) != raw_crc:
                 raise ValueError(f"chunk at byte {start} of {dataset.name} is damaged (checksum mismatch)")
             return data
-        packed = dataset.read_chunk((start,))
+        packed = self._packed(dataset, start)
         # Intact compressed bytes decompress to the bytes written; files written through the
         # pipeline (0: not known) are checked after decompression instead.
         if packed_crc and zlib.crc32(packed) != packed_crc:
