@@ -47,9 +47,13 @@ class Completed:
 
     def stderr_tail(self, lines: int = 3) -> str:
         """The last meaningful lines of stderr, joined on one line for an error message."""
-        text = self.stderr.decode(errors="replace")
-        kept = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Warning: Permanently added")]
-        return " / ".join(kept[-lines:])
+        return last_lines(self.stderr.decode(errors="replace"), lines)
+
+
+def last_lines(text: str, count: int) -> str:
+    """The last ``count`` non-empty lines of a tool's messages on one line (ssh's host-key notices left out)."""
+    kept = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Warning: Permanently added")]
+    return " / ".join(kept[-count:])
 
 
 def redact(argv: Sequence[str]) -> list[str]:

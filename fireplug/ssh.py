@@ -181,7 +181,7 @@ class SshConnection:
         except proc.CommandTimedOut as e:
             raise SshError(self.host, str(self.target), f"no answer within {timeout:g} s") from e
         if completed.returncode != 0:
-            cause = _last_lines(log.read_text(errors="replace")) or f"ssh exited with status {completed.returncode}"
+            cause = proc.last_lines(log.read_text(errors="replace"), 2) or f"ssh exited with status {completed.returncode}"
             raise SshError(self.host, str(self.target), cause, hint=_hint_for(cause, self.target))
 
     def _master_alive(self) -> bool:
@@ -286,14 +286,11 @@ class RemoteFacts:
 
 
 def _answers(socket_path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(socket_path)
-        return True
+        unix_connector(socket_path)(5).close()
     except OSError:
         return False
-    finally:
-        probe.close()
+    return True
 
 
 def _read_facts(path: str) -> RemoteFacts | None:
@@ -319,11 +316,6 @@ def engine_endpoint(docker_host: str) -> str:
     if parsed.scheme == "tcp" and parsed.hostname:
         return f"{parsed.hostname}:{parsed.port or 2375}"
     return DEFAULT_REMOTE_DOCKER_SOCKET
-
-
-def _last_lines(text: str, count: int = 2) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Warning: Permanently added")]
-    return " / ".join(lines[-count:])
 
 
 def _hint_for(cause: str, target: SshTarget) -> str:

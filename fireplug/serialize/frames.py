@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fireplug.serialize.store import SerializeError, Writer, _numpy, _Reader
+from fireplug.serialize.store import RowSpan, SerializeError, Writer, _numpy, _Reader
 
 NAME_TYPES = (str, int, float, bool, type(None))
 
@@ -52,16 +52,15 @@ def read_frame(reader: _Reader, rows: slice | None, wanted_columns: list[Any] | 
 
     meta = reader.meta
     total = meta["nrows"]
-    wanted = range(*(rows or slice(None)).indices(total))
-    first, last = (min(wanted[0], wanted[-1]), max(wanted[0], wanted[-1]) + 1) if wanted else (0, 0)
+    span = RowSpan.of(rows, total)
+    first, last = span.first, span.last
     chosen = _chosen_columns(reader, meta["columns"], wanted_columns)
     index = _read_index(reader, meta["index"], first, last)
     data = {position: _series(pd, _read_values(reader, column, first, last), index) for position, column in chosen}
     frame = pd.DataFrame(data, index=index)
     frame.columns = _names_index(pd, [column["name"] for _, column in chosen], meta["columns_name"], meta.get("columns_dtype", "object"))
-    if wanted.step != 1 and wanted:
-        frame = frame.iloc[_numpy().arange(len(wanted)) * wanted.step + (wanted[0] - first)]
-    return frame
+    positions = span.positions()
+    return frame if positions is None else frame.iloc[positions]
 
 
 def _series(pd: Any, values: Any, index: Any) -> Any:

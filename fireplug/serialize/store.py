@@ -104,8 +104,7 @@ class Writer:
 
     def chunk_rows_for(self, array: np.ndarray) -> int:
         """How many rows of ``array`` make one chunk (pieces of that many rows are never copied)."""
-        per_dataset_row = array.dtype.itemsize * (1 if array.ndim == 2 else max(1, int(self._np.prod(array.shape[1:]))))
-        return max(1, CHUNK_BYTES // max(per_dataset_row, 1))
+        return _chunk_rows(self._np, array.dtype, () if array.ndim == 2 else tuple(array.shape[1:]))
 
     def append(self, piece: Any) -> None:
         array = _as_array(self.path, piece)
@@ -179,7 +178,7 @@ class Writer:
         """Write one whole array (a part of a sparse matrix or DataFrame) as dataset ``name``; its description."""
         flat = array if array.ndim else array.reshape(1)
         trailing = tuple(flat.shape[1:])
-        rows = max(1, CHUNK_BYTES // max(flat.dtype.itemsize * (int(self._np.prod(trailing)) if trailing else 1), 1))
+        rows = _chunk_rows(self._np, flat.dtype, trailing)
         column = self._column(name, flat, trailing, rows)
         for start in range(0, len(flat), rows):
             column.append(flat[start : start + rows])
@@ -278,6 +277,28 @@ class _Column:
         self._window = (crc, filled)
 
 
+class RowSpan:
+    """The rows a ``rows=`` slice selects: the contiguous range to read, then which of its rows to keep."""
+
+    def __init__(self, wanted: range) -> None:
+        self.wanted = wanted
+        self.first, self.last = (min(wanted[0], wanted[-1]), max(wanted[0], wanted[-1]) + 1) if wanted else (0, 0)
+
+    @classmethod
+    def of(cls, rows: slice | None, total: int) -> RowSpan:
+        return cls(range(*(rows or slice(None)).indices(total)))
+
+    def positions(self) -> np.ndarray | None:
+        """Positions within the range read (None: all of it, in order)."""
+        if self.wanted.step == 1 or not self.wanted:
+            return None
+        return _numpy().arange(len(self.wanted)) * self.wanted.step + (self.wanted[0] - self.first)
+
+    def pick(self, block: np.ndarray) -> np.ndarray:
+        positions = self.positions()
+        return block if positions is None else block[positions]
+
+
 class _Reader:
     def __init__(self, path: str | os.PathLike[str], handle: Any) -> None:
         self.path = path
@@ -293,11 +314,8 @@ class _Reader:
     def read(self, rows: slice | None) -> np.ndarray:
         if not self.shape:
             return self._rows_of(self.handle.root.rows, 1, 0, 1, ()).reshape(())
-        wanted = range(*(rows or slice(None)).indices(self.shape[0]))
-        first, last = (min(wanted[0], wanted[-1]), max(wanted[0], wanted[-1]) + 1) if wanted else (0, 0)
-        block = self._block(first, last)
-        if wanted.step != 1 and wanted:
-            block = block[self.np.arange(len(wanted)) * wanted.step + (wanted[0] - first)]
+        span = RowSpan.of(rows, self.shape[0])
+        block = span.pick(self._block(span.first, span.last))
         return self.np.asfortranarray(block) if self.meta.get("order") == "F" else block
 
     def _block(self, first: int, last: int) -> np.ndarray:
@@ -393,6 +411,12 @@ class _Reader:
         if not packed_crc and zlib.crc32(memoryview(data if data is not None else target)[:real]) != raw_crc:
             raise ValueError(f"chunk at byte {start} of {dataset.name} is damaged (checksum mismatch)")
         return data
+
+
+def _chunk_rows(np: Any, dtype: np.dtype, trailing: tuple[int, ...]) -> int:
+    """Rows of ``trailing`` shape per chunk of a dataset: whole rows, about ``CHUNK_BYTES``."""
+    row_bytes = dtype.itemsize * (int(np.prod(trailing)) if trailing else 1)
+    return max(1, CHUNK_BYTES // max(row_bytes, 1))
 
 
 def _meta(path: str | os.PathLike[str], handle: Any) -> dict[str, Any]:

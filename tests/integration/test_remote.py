@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,13 +45,27 @@ CHECKSUM_AND_WRITE = (
 )
 
 
-def test_data_goes_in_and_results_come_back_byte_identical(fp, project: Project, remote: RemoteBench) -> None:
+def add_tls_api_host(remote: RemoteBench) -> None:
+    """'tlsapi': the TLS engine with no ssh settings, so data goes through the Docker API."""
+    remote.add_hosts(f'[hosts.tlsapi]\nurl = "tcp://127.0.0.1:{testbed.TLS_PORT}"\ncert_path = "{testbed.CERTS}"\ndata_root = "{remote.data_root("tlsapi")}"\n')
+
+
+def checksum_round(fp, project: Project, remote: RemoteBench, host: str) -> tuple[dict[str, str], Path, Any]:  # type: ignore[no-untyped-def]
+    """Fill the data folder, run CHECKSUM_AND_WRITE on ``host``, and check the host got every byte.
+
+    Returns the local checksums, the host's copy of the data folder and fp's result.
+    """
     sums = fill_data(project)
-    result = fp(project.root, "--host", "primary", "sh", "-c", CHECKSUM_AND_WRITE)
+    result = fp(project.root, "--host", host, "sh", "-c", CHECKSUM_AND_WRITE)
     assert result.code == 0, result.err
-    on_host = remote.data_root("primary") / project.name / "data"
+    on_host = remote.data_root(host) / project.name / "data"
     for relative, digest in sums.items():
         assert sha256(on_host / relative.removeprefix("data/")) == digest
+    return sums, on_host, result
+
+
+def test_data_goes_in_and_results_come_back_byte_identical(fp, project: Project, remote: RemoteBench) -> None:
+    sums, on_host, result = checksum_round(fp, project, remote, "primary")
     seen_inside = dict(reversed(line.split("  ./", 1)) for line in (project.root / "data/results/inputs.sha256").read_text().splitlines())
     assert seen_inside == {relative.removeprefix("data/"): digest for relative, digest in sums.items()}
     model = project.root / "data/results/model.bin"
@@ -152,13 +167,8 @@ def test_idle_host_choice_prefers_the_host_without_a_running_fp_job(fp, project:
 
 
 def test_api_sync_against_the_tls_host(fp, project: Project, remote: RemoteBench) -> None:
-    remote.add_hosts(f'[hosts.tlsapi]\nurl = "tcp://127.0.0.1:{testbed.TLS_PORT}"\ncert_path = "{testbed.CERTS}"\ndata_root = "{remote.data_root("tlsapi")}"\n')
-    sums = fill_data(project)
-    result = fp(project.root, "--host", "tlsapi", "sh", "-c", CHECKSUM_AND_WRITE)
-    assert result.code == 0, result.err
-    on_host = remote.data_root("tlsapi") / project.name / "data"
-    for relative, digest in sums.items():
-        assert sha256(on_host / relative.removeprefix("data/")) == digest
+    add_tls_api_host(remote)
+    _, on_host, _ = checksum_round(fp, project, remote, "tlsapi")
     assert sha256(project.root / "data/results/model.bin") == sha256(on_host / "results/model.bin")
     again = fp(project.root, "--host", "tlsapi", "--sync-in-only")
     assert "data to host 'tlsapi': nothing changed" in again.err
@@ -273,7 +283,7 @@ def test_fp_runs_as_a_real_process_on_a_remote_host(project: Project, remote: Re
 
 def test_stdin_ends_and_output_stays_clean_on_the_tls_host(project: Project, remote: RemoteBench) -> None:
     """Closing stdin over TLS must not tear down the TLS session the output still comes through."""
-    remote.add_hosts(f'[hosts.tlsapi]\nurl = "tcp://127.0.0.1:{testbed.TLS_PORT}"\ncert_path = "{testbed.CERTS}"\ndata_root = "{remote.data_root("tlsapi")}"\n')
+    add_tls_api_host(remote)
     payload = os.urandom(300_000).hex().encode()
     done = run_fp(project.root, "--host", "tlsapi", "--no-sync", "sh", "-c", "sha256sum; sleep 0.5; echo after-eof; exit 5", input=payload)
     assert done.returncode == 5, done.stderr
