@@ -11,11 +11,13 @@ imported only when a DataFrame is saved or loaded.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from fireplug.serialize.store import RowSpan, SerializeError, Writer, _numpy, _Reader
 
 NAME_TYPES = (str, int, float, bool, type(None))
+STRING_BATCH = 65536
 
 
 def is_frame(obj: Any) -> bool:
@@ -143,27 +145,45 @@ def _write_values(writer: Writer, key: str, values: Any, name: Any) -> dict[str,
 
 
 def _write_strings(writer: Writer, key: str, values: Any, name: Any, storage: str) -> dict[str, Any]:
+    """Strings as UTF-8: a dictionary of the distinct ones plus a code per row when they repeat
+    (at most one distinct value in two rows), else every row's bytes; missing values coded -1.
+
+    Rows become Python strings a batch at a time (pandas 3's "str" columns hold none).
+    """
     import pandas as pd
 
     np = _numpy()
-    objects = np.asarray(values, dtype=object)
-    missing = np.asarray(pd.isna(values))
-    present = objects[~missing]
-    if not all(isinstance(item, str) for item in present):
-        kinds = sorted({type(item).__name__ for item in present if not isinstance(item, str)})
-        raise SerializeError(writer.path, f"column {name!r} holds Python objects other than strings ({', '.join(kinds)}): convert it first")
-    encoded = [item.encode("utf-8") if not absent else b"" for item, absent in zip(objects, missing, strict=True)]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(item) for item in encoded], out=offsets[1:])
-    blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    first_missing = objects[missing][0] if missing.any() else None
+    strings = values.array  # positional slices, for a Series or an Index
+    codes, distinct = pd.factorize(strings)  # hashing, in C (Arrow's for Arrow-backed strings)
+    distinct = np.asarray(distinct, dtype=object)
+    strange = sorted({type(item).__name__ for item in distinct if not isinstance(item, str)})
+    if strange:
+        raise SerializeError(writer.path, f"column {name!r} holds Python objects other than strings ({', '.join(strange)}): convert it first")
+    missing = codes < 0
+    first_missing = np.asarray(strings[missing][:1], dtype=object)[0] if storage == "object" and missing.any() else None
+    meta = {"type": "string", "storage": storage, "missing_as": "none" if first_missing is None else "nan"}
+    if len(distinct) * 2 <= len(codes):
+        code_type = np.min_scalar_type(-max(len(distinct), 1))
+        meta["codes"] = writer._store(f"{key}_codes", codes.astype(code_type)) | {"key": f"{key}_codes"}
+        return meta | _write_utf8(writer, f"{key}_dict", distinct, np.zeros(len(distinct), dtype=bool))
+    return meta | _write_utf8(writer, key, strings, missing) | {"mask": writer._store(f"{key}_mask", missing) | {"key": f"{key}_mask"}}
+
+
+def _write_utf8(writer: Writer, key: str, strings: Any, missing: Any) -> dict[str, Any]:
+    """``strings`` as one blob of UTF-8 (missing ones empty) and the offsets of each string's end."""
+    np = _numpy()
+    pieces, lengths = [], np.empty(len(strings), dtype=np.int64)
+    for start in range(0, len(strings), STRING_BATCH):  # a few MB of Python objects at a time
+        batch = np.asarray(strings[start : start + STRING_BATCH], dtype=object)
+        encoded = [b"" if absent else item.encode("utf-8") for item, absent in zip(batch, missing[start : start + STRING_BATCH], strict=True)]
+        lengths[start : start + len(encoded)] = [len(item) for item in encoded]
+        pieces.append(b"".join(encoded))
+    offsets = np.zeros(len(strings) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    blob = np.frombuffer(b"".join(pieces), dtype=np.uint8)
     return {
-        "type": "string",
-        "storage": storage,
-        "missing_as": "none" if first_missing is None or storage != "object" else "nan",
         "blob": writer._store(f"{key}_utf8", blob) | {"key": f"{key}_utf8"},
         "offsets": writer._store(f"{key}_offsets", offsets) | {"key": f"{key}_offsets"},
-        "mask": writer._store(f"{key}_mask", missing) | {"key": f"{key}_mask"},
     }
 
 
@@ -192,23 +212,32 @@ def _read_strings(reader: _Reader, meta: dict[str, Any], first: int, last: int) 
     import pandas as pd
 
     np = _numpy()
-    offsets = reader.part(meta["offsets"], first, last + 1)
-    blob = reader.part(meta["blob"], int(offsets[0]), int(offsets[-1])).tobytes() if last > first else b""
-    mask = reader.part(meta["mask"], first, last)
-    base = int(offsets[0])
     missing_value = None if meta["missing_as"] == "none" else float("nan")
-    objects = np.empty(last - first, dtype=object)
-    for position in range(last - first):
-        if mask[position]:
-            objects[position] = missing_value
-        else:
-            objects[position] = blob[offsets[position] - base : offsets[position + 1] - base].decode("utf-8")
+    if "codes" in meta:  # a dictionary: code -1 picks the missing value, the last entry
+        dictionary = _read_utf8(reader, meta, 0, int(meta["offsets"]["shape"][0]) - 1)
+        lookup = np.empty(len(dictionary) + 1, dtype=object)
+        lookup[:-1], lookup[-1] = dictionary, missing_value
+        objects = lookup[reader.part(meta["codes"], first, last)]
+    else:
+        objects = _read_utf8(reader, meta, first, last)
+        objects[reader.part(meta["mask"], first, last)] = missing_value
     if meta["storage"] == "object":
         return objects
     try:  # pandas' "string" (NA for missing) or, from pandas 3, "str" (NaN)
         return pd.array(objects, dtype=meta["storage"])
     except (TypeError, ValueError):  # an older pandas without that string dtype
         return objects
+
+
+def _read_utf8(reader: _Reader, meta: dict[str, Any], first: int, last: int) -> Any:
+    """Strings ``first`` to ``last`` of a blob and its offsets, as an object array."""
+    np = _numpy()
+    offsets = reader.part(meta["offsets"], first, last + 1)
+    blob = reader.part(meta["blob"], int(offsets[0]), int(offsets[-1])).tobytes() if last > first else b""
+    bounds = (offsets - offsets[0]).tolist()
+    objects = np.empty(last - first, dtype=object)
+    objects[:] = [blob[start:end].decode("utf-8") for start, end in pairwise(bounds)]
+    return objects
 
 
 def _length(meta: dict[str, Any]) -> int:

@@ -159,7 +159,7 @@ def newer_version(path: Path) -> None:
         pytest.param(write_foreign, "not a fireplug.serialize file", id="foreign-hdf5"),
         pytest.param(truncate, "not an HDF5 file, or damaged|damaged or truncated", id="truncated"),
         pytest.param(corrupt_chunk, "damaged", id="corrupted-chunk"),
-        pytest.param(newer_version, "format version 2; this fireplug reads up to 1: upgrade fireplug", id="newer-version"),
+        pytest.param(newer_version, "format version 3; this fireplug reads up to 2: upgrade fireplug", id="newer-version"),
     ],
 )
 def test_bad_files_raise_one_clear_error_never_a_wrong_result(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -170,24 +170,89 @@ def test_bad_files_raise_one_clear_error_never_a_wrong_result(tmp_path: Path, ma
     assert str(raised.value).startswith(str(path))
 
 
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [
-        ("table", np.arange(60, dtype="<f8").reshape(20, 3) / 7),
-        ("cube", np.arange(24, dtype="<i4").reshape(2, 3, 4)),
-        ("strings", np.array(["fp", "héllo", ""], dtype="<U5")),
-    ],
-)
-def test_golden_files_of_format_1_still_load(name: str, expected: np.ndarray) -> None:
-    back = load(GOLDEN / f"serialize-v1-{name}.h5")
+GOLDEN_COLUMNS_ROWS = 4000
+GOLDEN_ARRAYS = {
+    "table": np.arange(60, dtype="<f8").reshape(20, 3) / 7,
+    "cube": np.arange(24, dtype="<i4").reshape(2, 3, 4),
+    "strings": np.array(["fp", "héllo", ""], dtype="<U5"),
+    "columns": np.column_stack(
+        [
+            np.arange(GOLDEN_COLUMNS_ROWS, dtype="<f8"),
+            np.tile(np.arange(16) / 3, GOLDEN_COLUMNS_ROWS // 16),
+            (np.arange(GOLDEN_COLUMNS_ROWS) * 7919 % 10007) / 100.0,
+        ]
+    ),
+}
+
+
+@pytest.mark.parametrize(("version", "name"), [(1, "table"), (1, "cube"), (1, "strings"), (2, "table"), (2, "cube"), (2, "columns")])
+def test_golden_files_of_every_format_still_load(version: int, name: str) -> None:
+    expected = GOLDEN_ARRAYS[name]
+    back = load(GOLDEN / f"serialize-v{version}-{name}.h5")
     assert back.dtype == expected.dtype and np.array_equal(back, expected)
+    assert np.array_equal(load(GOLDEN / f"serialize-v{version}-{name}.h5", rows=slice(1, None, 3)), expected[1::3])
+
+
+def test_golden_dataframe_of_format_2_still_loads() -> None:
+    import pandas as pd
+
+    expected = pd.DataFrame(
+        {
+            "x": np.arange(6, dtype="<i8"),
+            "city": pd.Series(["Paris", "Zürich", None, "Paris", "Paris", "Zürich"], dtype=object),
+            "id": pd.Series(["a", "b", "c", "d", "e", None], dtype=object),
+        }
+    )
+    pd.testing.assert_frame_equal(load(GOLDEN / "serialize-v2-frame.h5"), expected)
+
+
+def stored_layout(path: Path) -> str:
+    with tables.open_file(str(path)) as handle:
+        return str(json.loads(handle.root._v_attrs[serialize.META_ATTRIBUTE])["layout"])
+
+
+def test_tables_go_by_rows_when_columns_compress_alike_and_by_columns_when_they_differ(tmp_path: Path) -> None:
+    alike, mixed = RNG.random((40_000, 6)), GOLDEN_ARRAYS["columns"].repeat(10, axis=0)
+    save(tmp_path / "alike.h5", alike)
+    save(tmp_path / "mixed.h5", mixed)
+    save(tmp_path / "fortran.h5", np.asfortranarray(alike))
+    layouts = [stored_layout(tmp_path / name) for name in ("alike.h5", "mixed.h5", "fortran.h5")]
+    assert layouts == ["rows", "columns", "columns"]
+    assert np.array_equal(load(tmp_path / "alike.h5"), alike) and np.array_equal(load(tmp_path / "mixed.h5"), mixed)
+    assert np.array_equal(load(tmp_path / "mixed.h5", rows=slice(39_990, 20, -7)), mixed[39_990:20:-7])
+
+
+def test_a_damaged_chunk_of_a_column_stored_table_is_an_error(tmp_path: Path, small_chunks: None) -> None:
+    path = tmp_path / "c.h5"
+    save(path, GOLDEN_ARRAYS["columns"])
+    assert stored_layout(path) == "columns"
+    with tables.open_file(str(path), "a") as handle:
+        handle.root.c00002_sum[3, 1] ^= 1  # as if the chunk's bytes had changed
+    with pytest.raises(SerializeError, match=r"chunk at byte 12288 of c00002 is damaged"):
+        load(path)
+    assert np.array_equal(load(path, rows=slice(0, 100)), GOLDEN_ARRAYS["columns"][:100])  # other chunks still read
+
+
+def test_strings_are_stored_as_a_dictionary_when_they_repeat(tmp_path: Path) -> None:
+    import pandas as pd
+
+    words = pd.Series(RNG.choice(["alpha", "béta", None], 5000), dtype=object)
+    unique = pd.Series([f"id-{i}" for i in range(5000)], dtype=object)
+    frame = pd.DataFrame({"words": words, "unique": unique, "text": words.astype("string")})
+    save(tmp_path / "s.h5", frame)
+    with tables.open_file(str(tmp_path / "s.h5")) as handle:
+        columns = {column["name"]: column for column in json.loads(handle.root._v_attrs[serialize.META_ATTRIBUTE])["columns"]}
+        assert handle.root.col00000_codes.nrows == 5000  # one byte per row
+    assert "codes" in columns["words"] and "codes" in columns["text"] and "codes" not in columns["unique"]
+    pd.testing.assert_frame_equal(load(tmp_path / "s.h5"), frame)
+    pd.testing.assert_frame_equal(load(tmp_path / "s.h5", rows=slice(4990, 10)), frame.iloc[4990:10])
 
 
 def test_importing_the_module_loads_no_heavy_library() -> None:
     import subprocess
     import sys
 
-    code = "import sys, fireplug.serialize; print(sorted(m for m in ('numpy', 'tables', 'blosc') if m in sys.modules))"
+    code = "import sys, fireplug.serialize; print(sorted(m for m in ('numpy', 'tables', 'blosc', 'xxhash') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
