@@ -415,7 +415,7 @@ class RowSpan:
 
 
 class _Reader:
-    """Reads a file's datasets: chunks are fetched on this thread, checked and decompressed on the pool's."""
+    """Reads a file's datasets: chunks are located on this thread (HDF5), checked and decompressed on the pool's."""
 
     def __init__(self, path: str | os.PathLike[str], handle: Any) -> None:
         self.path = path
@@ -485,7 +485,7 @@ class _Reader:
     def _fetch(self, dataset: Any, total: int, first: int, last: int, out: np.ndarray) -> Iterator[Callable[[], None]]:
         """Jobs that put rows ``first`` to ``last`` of a dataset of ``total`` rows into ``out`` (contiguous).
 
-        Each chunk is read on this thread as its job is made; the job checks and decompresses it.
+        Each chunk is located as its job is made (an HDF5 call, so here); the job checks and decompresses it.
         """
         row_bytes = out.dtype.itemsize * (int(self.np.prod(out.shape[1:])) if out.ndim > 1 else 1)
         if dataset.nrows != total * row_bytes:
