@@ -16,9 +16,10 @@ from typing import Any
 
 
 class Pool:
-    def __init__(self) -> None:
+    def __init__(self, depth_per_worker: float = 1.5) -> None:
+        """``depth_per_worker``: jobs in flight per worker (at least one more than the workers)."""
         self.workers = os.cpu_count() or 1
-        self.depth = self.workers + 1
+        self.depth = max(self.workers + 1, round(self.workers * depth_per_worker))
         self._executor: ThreadPoolExecutor | None = None
         self._pending: deque[tuple[Future[Any], Callable[[Any], None] | None]] = deque()
 

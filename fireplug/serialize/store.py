@@ -35,6 +35,7 @@ KINDS = ("ndarray", "sparse", "frame")
 NO_SHUFFLE, SHUFFLE, BIT_SHUFFLE = 0, 1, 2  # Blosc 1's filter codes
 TILE_ROWS = 8192  # rows transposed at once between C order and columns: a tile stays in cache
 BLOCK_BYTES = 16 << 20  # rows of all columns of a column-stored table compressed as one job
+READ_DEPTH_PER_WORKER = 4  # reading jobs hold views of the mapped file, no memory: more keep the workers busy
 ROWS_LAYOUT_SLACK = 1.1  # a C-ordered table is stored by rows if that is at most 10% bigger on a sample
 
 
@@ -427,7 +428,7 @@ class _Reader:
         self.shape = tuple(self.meta.get("shape", ()))
         self.checksum = Checksum.of(self.meta)
         self._blosc = _blosc_for_pool()
-        self._pool = Pool()
+        self._pool = Pool(depth_per_worker=READ_DEPTH_PER_WORKER)
         self._map: mmap.mmap | None = None
         self._view: memoryview | None = None
 
@@ -455,6 +456,8 @@ class _Reader:
         order = self.meta.get("order", "C")
         block = self.np.empty((last - first, self.shape[1]), dtype=self.dtype, order=order)
         datasets = [self.handle.root[f"c{index:05d}"] for index in range(self.shape[1])]
+        if not datasets:  # no columns: nothing stored
+            return block
         if order == "F":  # each column is contiguous in the result
             for index, dataset in enumerate(datasets):
                 for job in self._fetch(dataset, total, first, last, block[:, index]):
@@ -463,7 +466,7 @@ class _Reader:
             return block
         # A C-ordered result, one window of chunk-aligned rows per job: the columns' chunks are
         # decompressed side by side into a reused buffer, then transposed into the result.
-        window = max(1, datasets[0].chunkshape[0] // self.dtype.itemsize) if datasets else 1
+        window = max(1, datasets[0].chunkshape[0] // self.dtype.itemsize)
         stages = _Stages(self.np, (len(datasets), window), self.dtype)
         start = first
         while start < last:

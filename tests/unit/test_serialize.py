@@ -32,6 +32,7 @@ ARRAYS = {
     "structured": np.array([(1, 2.0), (3, 4.0)], dtype=[("a", "<i4"), ("b", "<f8")]),
     "scalar": np.array(3.5),
     "empty-2d": np.empty((0, 4)),
+    "no-columns": np.empty((5000, 0)),
     "4d": RNG.random((6, 2, 3, 4)),
     "big-endian": np.arange(10, dtype=">i4"),
 }
@@ -246,6 +247,8 @@ def test_strings_are_stored_as_a_dictionary_when_they_repeat(tmp_path: Path) -> 
     assert "codes" in columns["words"] and "codes" in columns["text"] and "codes" not in columns["unique"]
     pd.testing.assert_frame_equal(load(tmp_path / "s.h5"), frame)
     pd.testing.assert_frame_equal(load(tmp_path / "s.h5", rows=slice(4990, 10)), frame.iloc[4990:10])
+    save(tmp_path / "e.h5", frame.iloc[:0])
+    pd.testing.assert_frame_equal(load(tmp_path / "e.h5"), frame.iloc[:0])
 
 
 def test_importing_the_module_loads_no_heavy_library() -> None:
