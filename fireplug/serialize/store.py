@@ -431,6 +431,7 @@ class _Reader:
         self._pool = Pool(depth_per_worker=READ_DEPTH_PER_WORKER)
         self._map: mmap.mmap | None = None
         self._view: memoryview | None = None
+        self._sums: dict[str, np.ndarray] = {}
 
     def close(self) -> None:
         self._pool.close()
@@ -512,7 +513,7 @@ class _Reader:
 
     def _chunk_jobs(self, dataset: Any, begin: int, end: int, out: np.ndarray) -> Iterator[Callable[[], None]]:
         """Jobs putting bytes ``begin`` to ``end`` of a dataset into ``out``; every chunk they touch is read whole and checked."""
-        checksums = self.handle.root[self.checksum.table(dataset.name)][:]
+        checksums = self._checksums(dataset.name)
         chunk = dataset.chunkshape[0]
         for chunk_start in range(begin - begin % chunk, end, chunk):
             real = min(chunk, dataset.nrows - chunk_start)
@@ -526,6 +527,12 @@ class _Reader:
                 target[:] = data[low - chunk_start : high - chunk_start]
                 continue
             yield partial(piece.unpack, self._packed(dataset, chunk_start), target, low - chunk_start)
+
+    def _checksums(self, name: str) -> np.ndarray:
+        """A dataset's checksum table, read once (a window of a column-stored table reads each column's)."""
+        if name not in self._sums:
+            self._sums[name] = self.handle.root[self.checksum.table(name)][:]
+        return self._sums[name]
 
     def _packed(self, dataset: Any, start: int) -> Any:
         """A chunk's stored bytes, where they lie in the file mapped into memory: no read, no copy.
