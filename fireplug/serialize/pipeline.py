@@ -1,7 +1,7 @@
 """Chunk work on all cores, with results handed back in order to the calling thread.
 
 PyTables is not thread-safe, so every HDF5 call stays on the thread that opened the file;
-what runs on the workers (Blosc with its GIL released, CRC-32, NumPy copies) releases the
+what runs on the workers (Blosc with its GIL released, checksums, NumPy copies) releases the
 GIL, so two cores do two chunks at once. At most ``depth`` jobs are in flight, which bounds
 the memory they hold.
 """
@@ -33,10 +33,6 @@ class Pool:
         while len(self._pending) > self.depth:
             self._finish_oldest()
 
-    def after(self, then: Callable[[], None]) -> None:
-        """Run ``then`` on this thread once every job submitted so far has finished."""
-        self.submit(_nothing, lambda _: then())
-
     def map(self, work: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         """``[work(item) for item in items]``, run on the workers (after the jobs in flight)."""
         self.drain()
@@ -63,7 +59,3 @@ class Pool:
         result = future.result()
         if then is not None:
             then(result)
-
-
-def _nothing() -> None:
-    return None
