@@ -326,7 +326,7 @@ class _Dataset:
         self.np, self.blosc = writer._np, writer._blosc
         self.codec, self.level = writer.codec, writer.level
         self.dtype = dtype
-        self.row_bytes = dtype.itemsize * max(1, int(writer._np.prod(trailing)) if trailing else 1)
+        self.row_bytes = _row_bytes(writer._np, dtype, trailing)
         self.chunk_rows = chunk_rows
         self.chunk_bytes = chunk_rows * self.row_bytes
         self.shuffle = shuffle
@@ -344,7 +344,7 @@ class _Dataset:
     def pack(self, rows: np.ndarray) -> _Chunk:
         """Up to a chunk of rows, compressed and checksummed (thread-safe: no HDF5 call)."""
         np, length = self.np, len(rows) * self.row_bytes
-        if not self.direct:  # a copy: ``rows`` may be a reused buffer
+        if not self.direct or not self.row_bytes:  # a copy (``rows`` may be a reused buffer); rows of no bytes: nothing to compress
             return _Chunk(length, data=np.array(rows, order="C").view(np.uint8).reshape(-1))
         if len(rows) < self.chunk_rows:
             padded = np.zeros((self.chunk_rows, *rows.shape[1:]), dtype=rows.dtype)
@@ -491,7 +491,7 @@ class _Reader:
 
         Each chunk is located as its job is made (an HDF5 call, so here); the job checks and decompresses it.
         """
-        row_bytes = out.dtype.itemsize * (int(self.np.prod(out.shape[1:])) if out.ndim > 1 else 1)
+        row_bytes = _row_bytes(self.np, out.dtype, out.shape[1:])
         if dataset.nrows != total * row_bytes:
             raise ValueError(f"dataset {dataset.name} holds {dataset.nrows} bytes, expected {total * row_bytes}")
         if last <= first:
@@ -626,8 +626,12 @@ def _transpose(source: np.ndarray, target: np.ndarray) -> None:
 
 def _chunk_rows(np: Any, dtype: np.dtype, trailing: tuple[int, ...]) -> int:
     """Rows of ``trailing`` shape per chunk of a dataset: whole rows, about ``CHUNK_BYTES``."""
-    row_bytes = dtype.itemsize * (int(np.prod(trailing)) if trailing else 1)
-    return max(1, CHUNK_BYTES // max(row_bytes, 1))
+    return max(1, CHUNK_BYTES // max(_row_bytes(np, dtype, trailing), 1))
+
+
+def _row_bytes(np: Any, dtype: np.dtype, trailing: tuple[int, ...]) -> int:
+    """Bytes in one row of ``trailing`` shape (0 when one of its dimensions is 0)."""
+    return dtype.itemsize * (int(np.prod(trailing)) if trailing else 1)
 
 
 def _meta(path: str | os.PathLike[str], handle: Any) -> dict[str, Any]:

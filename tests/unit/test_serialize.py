@@ -33,6 +33,7 @@ ARRAYS = {
     "scalar": np.array(3.5),
     "empty-2d": np.empty((0, 4)),
     "no-columns": np.empty((5000, 0)),
+    "empty-rows": np.empty((5, 0, 3)),
     "4d": RNG.random((6, 2, 3, 4)),
     "big-endian": np.arange(10, dtype=">i4"),
 }
