@@ -1,14 +1,17 @@
-"""fp's data sync to an ssh host against a full copy, and a warm remote run against the docker CLI.
+"""fp's two-way data sync against full copies, and a warm remote run against the docker CLI.
 
     python bench/sync.py [--files 10000] [--mib 1024] [--runs 5]
 
-Uses the test bench's ssh host (sshd on 127.0.0.1:SSH_PORT in front of the main engine;
-tests/run starts it). In one run, on a generated data folder (random bytes, so nothing
-compresses):
+Uses the test bench's ssh host (sshd on 127.0.0.1:SSH_PORT in front of the main engine) and
+its TLS engine (the Docker API path); tests/run starts both. In one run, on a generated data
+folder (random bytes, so nothing compresses):
 - full-copy baselines: `docker cp` of the folder into a container (through the local engine's
   socket, no ssh at all), and a tar stream over the same ssh;
-- `fp --sync-in-only`: the first sync, a no-op re-sync (median of --runs), and a re-sync after
-  rewriting one 1 MiB file, with the bytes rsync moved;
+- rsync path (`fp --host bench --sync-in-only`): the first sync, a no-op re-sync (median of
+  --runs; the host listing is part of it), and a re-sync after rewriting one 1 MiB file, with
+  the bytes rsync moved and the bytes of the host listing;
+- API path (`fp --host benchapi`): the first sync, a no-op re-sync, and a sync out of the
+  whole folder into an empty local data folder;
 - warm `fp --host bench true` in a small project against
   `docker -H ssh://fpuser@127.0.0.1:PORT run --rm <its image> true` (median of --runs, interleaved).
 """
@@ -32,7 +35,16 @@ from tests import testbed  # the bench's ports, key and paths
 FP = str(Path(sys.executable).with_name("fp"))
 HOST_URL = f"ssh://{testbed.SSH_USER}@127.0.0.1:{testbed.SSH_PORT}"
 CHANGED_FILE_BYTES = 1 << 20
-TARGETS = {"noop_seconds": 1.0, "noop_ratio": 0.05, "one_file_wire_mib": 1.1, "warm_ratio": 1.5}
+TARGETS = {
+    "first_ratio_tar": 1.0,
+    "noop_seconds": 1.0,
+    "noop_ratio": 0.05,
+    "one_file_wire_mib": 1.1,
+    "api_noop_seconds": 1.0,
+    "api_first_ratio": 1.5,
+    "api_out_ratio": 1.5,
+    "warm_ratio": 1.5,
+}
 
 
 def timed(argv: list[str], cwd: Path, env: dict[str, str], *, shell: bool = False) -> tuple[float, str]:
@@ -45,10 +57,16 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str], *, shell: bool = Fals
 
 
 def wire_bytes(stderr: str) -> int:
-    found = re.search(r"sync in: \d+ files, \d+ bytes of content, (\d+) bytes over the wire", stderr)
+    """Bytes the copies moved (rsync's or the API streams' count), from fp -v."""
+    found = re.search(r"sync with '[^']+': (\d+) bytes over the wire", stderr)
     if not found:
         raise SystemExit(f"no sync report in fp's output:\n{stderr}")
     return int(found.group(1))
+
+
+def listing_bytes(stderr: str) -> int:
+    found = re.search(r"host listing: (\d+) bytes", stderr)
+    return int(found.group(1)) if found else 0
 
 
 def settle() -> None:
@@ -76,7 +94,10 @@ def environment(root: Path, host_data: Path) -> tuple[dict[str, str], dict[str, 
     """
     home = root / "home"
     (home / ".config" / "fireplug").mkdir(parents=True)
-    (home / ".config" / "fireplug" / "config.toml").write_text(f'[hosts.bench]\nurl = "{HOST_URL}"\ndata_root = "{host_data}"\n')
+    (home / ".config" / "fireplug" / "config.toml").write_text(
+        f'[hosts.bench]\nurl = "{HOST_URL}"\ndata_root = "{host_data}"\n\n'
+        f'[hosts.benchapi]\nurl = "tcp://127.0.0.1:{testbed.TLS_PORT}"\ncert_path = "{testbed.CERTS}"\ndata_root = "{host_data}/api"\n'
+    )
     ssh_config = home / "ssh_config"
     ssh_config.write_text(
         f"Host *\n  IdentityFile {testbed.CLIENT_KEY}\n  IdentitiesOnly yes\n  UserKnownHostsFile {home / 'known_hosts'}\n  StrictHostKeyChecking accept-new\n"
@@ -147,7 +168,20 @@ def main() -> int:
         noop_wire = wire_bytes(noop_runs[-1][1])
         changed.write_bytes(os.urandom(CHANGED_FILE_BYTES))
         one, one_output = timed([FP, "--host", "bench", "--sync-in-only", "-v"], big, env)
-        one_wire = wire_bytes(one_output)
+        one_wire, one_listing = wire_bytes(one_output), listing_bytes(one_output)
+
+        settle()
+        api_first, _ = timed([FP, "--host", "benchapi", "--sync-in-only", "-v"], big, env)
+        settle()
+        api_noop = statistics.median(timed([FP, "--host", "benchapi", "--sync-in-only"], big, env)[0] for _ in range(args.runs))
+        shutil.rmtree(big / "data")
+        (big / "data").mkdir()
+        shutil.rmtree(root / "home" / ".local" / "state")  # as on a new machine: no record, an empty data folder
+        settle()
+        api_out, _ = timed([FP, "--host", "benchapi", "--sync-out-only"], big, env)
+        got = sum(1 for _ in (big / "data").rglob("*.bin"))
+        if got != args.files:
+            raise SystemExit(f"the API sync out brought {got} of {args.files} files back")
 
         small = project(root / small_name, small_name)
         timed([FP, "--host", "bench", "true"], small, env)  # builds the one-time image on the host
@@ -169,15 +203,22 @@ def main() -> int:
             return "OK" if ok else "MISSED"
 
         results = {
+            "first_ratio_tar": first / tar_ssh <= TARGETS["first_ratio_tar"],
             "noop_seconds": noop <= TARGETS["noop_seconds"],
             "noop_ratio": noop / docker_cp <= TARGETS["noop_ratio"],
             "one_file_wire_mib": one_wire / (1 << 20) <= TARGETS["one_file_wire_mib"],
+            "api_noop_seconds": api_noop <= TARGETS["api_noop_seconds"],
+            "api_first_ratio": api_first / docker_cp <= TARGETS["api_first_ratio"],
+            "api_out_ratio": api_out / docker_cp <= TARGETS["api_out_ratio"],
             "warm_ratio": fp_warm / docker_warm <= TARGETS["warm_ratio"],
         }
         print(f"full copy, docker cp (local socket)   {docker_cp:7.2f} s")
         print(f"full copy, tar | ssh                  {tar_ssh:7.2f} s")
         first_mib = wire_bytes(first_output) / (1 << 20)
-        print(f"fp first sync                         {first:7.2f} s   {first / docker_cp:5.2f}x docker cp   {first_mib:8.1f} MiB moved")
+        print(
+            f"fp first sync                         {first:7.2f} s   {first / tar_ssh:5.2f}x tar | ssh   {first_mib:8.1f} MiB moved"
+            f"   target <= {TARGETS['first_ratio_tar']}x {verdict(results['first_ratio_tar'])}"
+        )
         print(
             f"fp no-op re-sync (median of {args.runs})        {noop:7.2f} s   {noop / docker_cp:5.3f}x docker cp   {noop_wire / 1024:8.1f} KiB moved"
             f"   targets <= {TARGETS['noop_seconds']} s {verdict(results['noop_seconds'])}, <= {TARGETS['noop_ratio']}x {verdict(results['noop_ratio'])}"
@@ -185,6 +226,19 @@ def main() -> int:
         print(
             f"fp re-sync, one 1 MiB file rewritten  {one:7.2f} s   {one / docker_cp:5.3f}x docker cp   {one_wire / (1 << 20):8.3f} MiB moved"
             f"   target <= {TARGETS['one_file_wire_mib']} MiB {verdict(results['one_file_wire_mib'])}"
+            f"   (+ {one_listing / 1024:.1f} KiB of host listing)"
+        )
+        print(
+            f"API first sync                        {api_first:7.2f} s   {api_first / docker_cp:5.2f}x docker cp"
+            f"   target <= {TARGETS['api_first_ratio']}x {verdict(results['api_first_ratio'])}"
+        )
+        print(
+            f"API no-op re-sync (median of {args.runs})       {api_noop:7.2f} s"
+            f"   target <= {TARGETS['api_noop_seconds']} s {verdict(results['api_noop_seconds'])}"
+        )
+        print(
+            f"API sync out of the whole folder      {api_out:7.2f} s   {api_out / docker_cp:5.2f}x docker cp"
+            f"   target <= {TARGETS['api_out_ratio']}x {verdict(results['api_out_ratio'])}"
         )
         print(f"docker -H ssh:// run --rm IMAGE true  {docker_warm:7.2f} s   (median of {args.runs})")
         print(

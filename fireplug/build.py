@@ -95,7 +95,12 @@ def generated_recipe(config: Config, base_tag: str) -> Recipe:
 
 
 def project_labels(config: Config) -> dict[str, str]:
-    return {f"{LABEL}.kind": "project", f"{LABEL}.project": config.project.name, f"{LABEL}.version": __version__}
+    return {
+        f"{LABEL}.kind": "project",
+        f"{LABEL}.project": config.project.name,
+        f"{LABEL}.project-key": config.project.key,
+        f"{LABEL}.version": __version__,
+    }
 
 
 def image_hash(context: Context, recipe: Recipe, base_id: str) -> str:
@@ -117,7 +122,7 @@ def ensure_project_image(engine: Engine, config: Config, context: Context, recip
         BuildError, BaseImageMissing, ContextChanged, EngineError, EngineUnreachable.
     """
     digest = image_hash(context, recipe, base.id if base else "")
-    tag = project_image_tag(config.project.name, digest)
+    tag = project_image_tag(config.project.key, digest)
     existing = engine.image_id(tag)
     if existing:
         return Image(tag, existing, built=False)
@@ -221,15 +226,15 @@ def _build(
     return image_id
 
 
-def latest_project_image(engine: Engine, project: str) -> Image:
-    """The newest one-time image of ``project`` on ``engine`` (for `fp --no-build`).
+def latest_project_image(engine: Engine, project_key: str) -> Image:
+    """The newest one-time image of the project ``project_key`` (name-id) on ``engine`` (for `fp --no-build`).
 
     Raises:
         FireplugError: the host has no image of the project yet.
     """
-    found = engine.images([f"{LABEL}.kind=project", f"{LABEL}.project={project}"])
+    found = engine.images([f"{LABEL}.kind=project", f"{LABEL}.project-key={project_key}"])
     tagged = [image for image in found if any(tag != "<none>:<none>" for tag in image.get("RepoTags") or [])]
     if not tagged:
-        raise FireplugError(f"host '{engine.host}' has no image of project '{project}' yet", hint="run once without --no-build")
+        raise FireplugError(f"host '{engine.host}' has no image of project '{project_key}' yet", hint="run once without --no-build")
     newest = max(tagged, key=lambda image: image.get("Created", 0))
     return Image(newest["RepoTags"][0], newest["Id"], built=False)

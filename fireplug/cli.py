@@ -20,11 +20,12 @@ from fireplug import __version__, console, hosts, job, scaffold, userconfig
 from fireplug.build import ensure_base
 from fireplug.config import Config, discover, user_config_path
 from fireplug.context import human_bytes
-from fireplug.errors import EXIT_USAGE, BuildError, FireplugError, UsageError
+from fireplug.errors import EXIT_USAGE, BuildError, FireplugError, Interrupted, UsageError
 from fireplug.inventory import LOCAL, load_inventory
 from fireplug.job import LocalSide
 from fireplug.run import Stdio
 from fireplug.ssh import SshSettings
+from fireplug.sync import SyncInterrupted
 
 SUBCOMMANDS = ("init", "base", "hosts")
 
@@ -61,14 +62,6 @@ exit status:
 """
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGHUP outside the run: unwind (removing anything half-made) like Ctrl-C."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fp",
@@ -88,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     steps.add_argument("--sync-in-only", action="store_true", help="only copy the data folder to the host")
     steps.add_argument("--sync-out-only", action="store_true", help="only bring the results back from the host")
     steps.add_argument("--no-run", action="store_true", help="build and copy the data, but do not run")
-    steps.add_argument("--full-sync", action="store_true", help="compare every data file with the host's, not only those changed here since the last sync")
+    steps.add_argument("--full-sync", action="store_true", help="compare the content of every data file on both sides, whatever sizes and times say")
+    steps.add_argument(
+        "--accept-deletions", action="store_true", help="repeat here even a mass deletion on the host (by default that is taken for lost data and sent again)"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
@@ -166,11 +162,21 @@ def _guarded(action: Callable[[list[str], argparse.Namespace], int], command: li
         return e.exit_code
     except KeyboardInterrupt as e:
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
-        console.note(f"interrupted ({signal.Signals(signum).name}); nothing was left running")
+        console.note(f"interrupted ({signal.Signals(signum).name}); {_what_was_left(e)}")
         return 128 + signum
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _what_was_left(interruption: KeyboardInterrupt) -> str:
+    if isinstance(interruption, SyncInterrupted):
+        where = f"--host {interruption.host}"
+        return (
+            f"syncing data with host '{interruption.host}' stopped {interruption.story}; nothing is left running "
+            f"and no file is half-written; `fp {where} --sync-out-only` (or --sync-in-only) finishes the sync"
+        )
+    return "nothing was left running"
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -228,7 +234,14 @@ def _run_command(command: list[str], args: argparse.Namespace) -> int:
     if steps.run and not command:
         raise UsageError("no command given", hint="--no-run, --sync-in-only and --sync-out-only are the ones that need none")
     request = job.RunRequest(
-        command=tuple(command), env=tuple(args.env), host=args.host, dry_run=args.dry_run, verbose=args.verbose, steps=steps, full_sync=args.full_sync
+        command=tuple(command),
+        env=tuple(args.env),
+        host=args.host,
+        dry_run=args.dry_run,
+        verbose=args.verbose,
+        steps=steps,
+        full_sync=args.full_sync,
+        accept_deletions=args.accept_deletions,
     )
     if args.dry_run:
         print("\n".join(job.dry_run_report(config, request, local)), flush=True)

@@ -7,8 +7,12 @@ finds and reads the files.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import secrets
 import sys
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -39,6 +43,12 @@ class ProjectSettings:
     data: str = "data"
     results: tuple[str, ...] = ()
     workdir: str = ""
+    id: str = ""  # from fireplug.toml (`fp init` writes one), else derived from the project's path
+
+    @property
+    def key(self) -> str:
+        """What no two projects share: names its host folder, images and sync records."""
+        return f"{self.name}-{self.id}"
 
     @property
     def result_folders(self) -> tuple[str, ...]:
@@ -88,7 +98,7 @@ class Config:
 
 # section -> key -> type; list means a list of strings.
 SCHEMA: dict[str, dict[str, type]] = {
-    "project": {"name": str, "data": str, "results": list, "workdir": str},
+    "project": {"name": str, "id": str, "data": str, "results": list, "workdir": str},
     "build": {"base_image": str, "dockerfile": str},
     "run": {"env": list, "user": str},
 }
@@ -103,6 +113,7 @@ HOST_SCHEMA: dict[str, type] = {
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", list: "a list of strings", dict: "a table"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_ID_RE = re.compile(r"^[a-z0-9]{4,32}$")
 _HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOML_LINE_RE = re.compile(r"\(at line (\d+), column \d+\)")
 
@@ -245,6 +256,9 @@ def _build_config(root: Path, merged: dict[str, dict[str, Any]], hosts: dict[str
             hint="use lowercase letters, digits, '.', '_' and '-'",
             key="project.name",
         )
+    project_id = project.get("id") or derived_id(root)
+    if not _ID_RE.match(project_id):
+        raise ConfigError(f"project id {project_id!r} must be 4 to 32 lowercase letters and digits", key="project.id")
     data = _relative_folder(project.get("data", "data"), "project.data")
     results = tuple(_relative_folder(item, "project.results") for item in project.get("results", ()))
     for result in results:
@@ -258,7 +272,7 @@ def _build_config(root: Path, merged: dict[str, dict[str, Any]], hosts: dict[str
         raise ConfigError(f"run.user {user!r} must be 'auto', 'root' or UID[:GID]", key="run.user")
     return Config(
         root=root,
-        project=ProjectSettings(name=name, data=data, results=results, workdir=workdir),
+        project=ProjectSettings(name=name, data=data, results=results, workdir=workdir, id=project_id),
         build=BuildSettings(**merged["build"]),
         run=RunSettings(env=tuple(merged["run"].get("env", ())), user=user),
         hosts={host: _host_settings(host, table) for host, table in hosts.items()},
@@ -290,10 +304,91 @@ def _is_within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder + "/")
 
 
+def derived_id(root: Path) -> str:
+    """A project's id when fireplug.toml names none: from its absolute path (moving it makes a new project)."""
+    return hashlib.sha256(os.fsencode(root)).hexdigest()[:8]
+
+
+def new_id() -> str:
+    return secrets.token_hex(4)
+
+
 def sanitize_name(folder_name: str) -> str:
-    """An image-name-safe project name derived from a folder name."""
-    cleaned = re.sub(r"[^a-z0-9_.-]+", "-", folder_name.lower()).strip("-._")
+    """An image-name-safe project name derived from a folder name, transliterated to ASCII."""
+    ascii_name = transliterate(folder_name).lower()
+    cleaned = re.sub(r"[^a-z0-9_.-]+", "-", ascii_name).strip("-._")
     return cleaned or "project"
+
+
+_CYRILLIC = dict(
+    zip(
+        "абвгдеёжзийклмнопрстуфхцчшщъыьэюяєіїґ",
+        [
+            "a",
+            "b",
+            "v",
+            "g",
+            "d",
+            "e",
+            "e",
+            "zh",
+            "z",
+            "i",
+            "y",
+            "k",
+            "l",
+            "m",
+            "n",
+            "o",
+            "p",
+            "r",
+            "s",
+            "t",
+            "u",
+            "f",
+            "kh",
+            "ts",
+            "ch",
+            "sh",
+            "shch",
+            "-",
+            "y",
+            "-",
+            "e",
+            "yu",
+            "ya",
+            "ye",
+            "i",
+            "yi",
+            "g",
+        ],
+        strict=True,
+    )
+)
+_GREEK = dict(
+    zip(
+        "αβγδεζηθικλμνξοπρσςτυφχψω",
+        ["a", "v", "g", "d", "e", "z", "i", "th", "i", "k", "l", "m", "n", "x", "o", "p", "r", "s", "s", "t", "y", "f", "ch", "ps", "o"],
+        strict=True,
+    )
+)
+_LATIN = {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ı": "i"}
+
+
+def transliterate(text: str) -> str:
+    """A readable ASCII rendering: accents dropped, Cyrillic and Greek spelled out, the rest left out."""
+    out = []
+    for character in text:
+        for part in (character,) if _spelled(character) is not None else unicodedata.normalize("NFKD", character):
+            spelled = _spelled(part)
+            out.append(spelled if spelled is not None else part if part.isascii() else "")
+    return "".join(out)
+
+
+def _spelled(character: str) -> str | None:
+    lower = character.lower()
+    spelled = _CYRILLIC.get(lower) or _GREEK.get(lower) or _LATIN.get(lower)
+    return None if spelled is None else "" if spelled == "-" else spelled
 
 
 def find_project_root(cwd: Path, home: Path) -> Path:

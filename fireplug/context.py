@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fireplug.errors import ContextChanged, ProjectError
+from fireplug.signature import stat_signature
 
 if TYPE_CHECKING:
     from docker.utils.build import Pattern
@@ -254,11 +255,6 @@ class _Walker:
         known = self.known.get(path)
         digest = known[1] if known and known[0] == signature and known[1] else file_digest(full)
         return Entry(path, "file", mode, info.st_size, info.st_mtime_ns, digest)
-
-
-def stat_signature(info: os.stat_result) -> tuple[int, ...]:
-    """What tells that a file may have changed: like git's index, ctime included (utime cannot fake it)."""
-    return (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
 
 
 def file_digest(path: str) -> str:

@@ -333,6 +333,20 @@ class Engine:
         params = {"filters": json.dumps(filters), "all": int(not running_only)}
         return self._json("GET", "/containers/json", params=params, action="listing containers") or []
 
+    def get_archive(self, container: str, path: str) -> Iterator[bytes]:
+        """A tar of ``path`` in the container (running or not), as it arrives.
+
+        Raises:
+            EngineError, EngineUnreachable.
+        """
+        response = self._request("GET", f"/containers/{container}/archive", params={"path": path}, timeout=None, action="copying files out")
+        try:
+            yield from response.chunks()
+        except OSError as e:
+            raise self._unreachable(e) from e
+        finally:
+            response.close()
+
     def put_archive(self, container: str, path: str, tar_stream: Iterable[bytes]) -> None:
         """Extract a tar stream (sent chunked, never held in memory) at ``path`` in the container."""
         params = {"path": path}

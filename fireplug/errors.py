@@ -6,6 +6,8 @@ exit code is never one of these: it passes through unchanged.
 
 from __future__ import annotations
 
+import signal
+
 EXIT_FAILURE = 125  # fp itself failed (docker run's convention)
 EXIT_USAGE = 2  # bad command line
 # An interruption fp had to act on exits 128 + the signal's number (130 for Ctrl-C).
@@ -96,3 +98,11 @@ class ContextChanged(FireplugError):
     def __init__(self, path: str) -> None:
         super().__init__(f"{path} changed while it was being sent to the engine", hint="run fp again")
         self.path = path
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal fp acts on like Ctrl-C (SIGINT, SIGTERM, SIGHUP): unwind, removing anything half-made."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

@@ -38,9 +38,12 @@ from fireplug.proc import display
 from fireplug.run import ContainerSpec, Mount, Stdio, docker_run_argv, run_container
 from fireplug.scancache import cache_dir, load_context
 from fireplug.ssh import SshSettings
-from fireplug.sync import Syncer, SyncReport
+from fireplug.sync import SyncReport
+from fireplug.sync.record import PairFiles, last_host, remember_host, state_home
+from fireplug.sync.session import HostSide, SyncRequest, sync
 
 COMMAND_LABEL_LIMIT = 512
+TRASH_FOLDER = ".fp-trash"  # beside the data folder on a host, outside the container's mount
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,8 @@ class RunRequest:
     dry_run: bool = False
     verbose: bool = False
     steps: Steps = Steps()
-    full_sync: bool = False  # compare every file rather than only those changed since the last sync
+    full_sync: bool = False  # compare every file's content on both sides, whatever the metadata says
+    accept_deletions: bool = False  # repeat a mass deletion on the host here too
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ def project_image(engine: Engine, config: Config, request: RunRequest, own: Reci
         base = ensure_base(engine, config.build.base_image, verbose=request.verbose) if own is None or own.needs_base else None
         chosen = own or generated_recipe(config, base.tag if base else "")
         return ensure_project_image(engine, config, context, chosen, base, verbose=request.verbose)
-    return latest_project_image(engine, config.project.name) if request.steps.run else None
+    return latest_project_image(engine, config.project.key) if request.steps.run else None
 
 
 @dataclass(frozen=True)
@@ -148,23 +152,58 @@ class _Job:
         return self.start()
 
     def run_remote(self) -> int:
-        """Sync in, run, and sync out however the run ended."""
-        steps, verbose = self.request.steps, self.request.verbose
-        syncer = make_syncer(self.connection, self.config, self.local, verbose=verbose, full_sync=self.request.full_sync)
-        local_data = self.config.root / self.config.project.data
-        remote_data = self.spec.mounts[0].source
+        """Sync, run, and sync again however the run ended (each sync is two-way)."""
+        steps = self.request.steps
+        remember_host(state_home(self.local.environ, self.local.home), self.config.project.key, self.host)
+        host_side = make_host_side(self.connection, self.config, verbose=self.request.verbose)
         if steps.sync_in:
-            ensure_data_folder(local_data)
-            report_sync(self.host, syncer.sync_in(local_data, remote_data), verbose=verbose)
+            ensure_data_folder(self.local_data)
+            self.sync(host_side)
         if not steps.run:
-            return sync_out(syncer, self.host, self.config, remote_data, verbose=verbose) if steps.sync_out else 0
+            if steps.sync_out:
+                ensure_data_folder(self.local_data)
+                self.sync(host_side)
+            return 0
         status: int | None = None
         try:
             status = self.start()
         finally:
             if steps.sync_out:
-                _sync_out_after_run(syncer, self.host, self.config, remote_data, status=status, verbose=verbose)
+                self._sync_after_run(host_side, status)
         return status
+
+    @property
+    def local_data(self) -> Path:
+        return self.config.root / self.config.project.data
+
+    def sync(self, host_side: HostSide) -> SyncReport:
+        request = SyncRequest(
+            local=self.local_data,
+            pair=PairFiles.of(state_home(self.local.environ, self.local.home), self.config.project.key, self.host),
+            host_name=self.host,
+            full=self.request.full_sync,
+            accept_deletions=self.request.accept_deletions,
+            pull_scope=pull_scope(self.config),
+            on_wait=lambda holder: console.note(f"waiting for {holder}, which is syncing this project with host '{self.host}'"),
+        )
+        report = sync(request, host_side)
+        report_sync(self.host, report, verbose=self.request.verbose)
+        return report
+
+    def _sync_after_run(self, host_side: HostSide, status: int | None) -> None:
+        """Results come back however the run ended. When fp itself failed (``status`` None), that
+        failure is what gets reported; otherwise a failed sync is, with the command's status.
+
+        Raises:
+            FireplugError: the results could not be brought back after the command ran.
+        """
+        try:
+            self.sync(host_side)
+        except FireplugError as e:
+            if status is None:
+                console.warn(f"results could not be brought back: {e}")
+                return
+            raise FireplugError(f"{e.message} (the command itself exited with status {status})", hint=e.hint) from e
 
     def start(self) -> int:
         if self.request.verbose:
@@ -174,60 +213,83 @@ class _Job:
 
 
 def choose_host(config: Config, request: RunRequest, local: LocalSide, settings: SshSettings) -> Host:
-    """The host to run on; says which and why when fp chose among remote hosts itself."""
+    """The host to run on; says which and why when fp chose it itself.
+
+    Without --host, a request that builds nothing (--sync-out-only, --no-build) goes to the
+    host this project last ran on: its results and its image are there.
+    """
     inventory = load_inventory(config, local.environ, local.home)
-    host, why = hosts.choose(request.host, inventory, settings)
-    if request.host is None and (inventory.remote or request.verbose):
+    wanted = request.host
+    if wanted is None and not request.steps.build:
+        wanted = last_host(state_home(local.environ, local.home), config.project.key)
+        if wanted is not None:
+            console.note(f"host '{wanted}' (where this project last ran; --host picks another)")
+    host, why = hosts.choose(wanted, inventory, settings)
+    if wanted is None and (inventory.remote or request.verbose):
         console.note(f"host '{host.name}' ({why})")
     return host
 
 
-def make_syncer(connection: hosts.Connection, config: Config, local: LocalSide, *, verbose: bool, full_sync: bool) -> Syncer:
+def make_host_side(connection: hosts.Connection, config: Config, *, verbose: bool) -> HostSide:
     """rsync over the host's ssh when it has one, else the Docker API (on fp's base image)."""
+    folder = project_folder_on_host(connection.host, config)
     if connection.shell is not None:
-        from fireplug.sync.rsync import RsyncSyncer
+        from fireplug.sync.rsync import RsyncHost
 
-        state = None if full_sync else cache_dir(local.environ, local.home).parent / "sync"
-        return RsyncSyncer(connection.shell, state_dir=state, verbose=verbose)
-    from fireplug.sync.api import ApiSyncer
+        return RsyncHost(connection.shell, posixpath.join(folder, config.project.data), posixpath.join(folder, TRASH_FOLDER), verbose=verbose)
+    from fireplug.sync.api import ApiHost
 
     base = ensure_base(connection.engine, config.build.base_image, verbose=verbose)
-    return ApiSyncer(connection.engine, base.tag, {f"{LABEL}.project": config.project.name})
+    labels = {f"{LABEL}.project": config.project.name, f"{LABEL}.project-key": config.project.key}
+    return ApiHost(connection.engine, base.tag, labels, folder, config.project.data)
 
 
-def sync_out(syncer: Syncer, host: str, config: Config, remote_data: str, *, verbose: bool) -> int:
+def pull_scope(config: Config) -> tuple[str, ...]:
+    """The result folders relative to the data folder; () when the whole data folder comes back."""
     folders = [posixpath.relpath(folder, config.project.data) for folder in config.project.result_folders]
-    report_sync(host, syncer.sync_out(remote_data, config.root / config.project.data, folders), verbose=verbose)
-    return 0
-
-
-def _sync_out_after_run(syncer: Syncer, host: str, config: Config, remote_data: str, *, status: int | None, verbose: bool) -> None:
-    """Results come back however the run ended. When fp itself failed (``status`` None), that
-    failure is what gets reported; otherwise a failed sync out is, with the command's status.
-
-    Raises:
-        FireplugError: the results could not be brought back after the command ran.
-    """
-    try:
-        sync_out(syncer, host, config, remote_data, verbose=verbose)
-    except FireplugError as e:
-        if status is None:
-            console.warn(f"results could not be brought back: {e}")
-            return
-        raise FireplugError(f"{e.message} (the command itself exited with status {status})", hint=e.hint) from e
+    return () if "." in folders else tuple(folders)
 
 
 def report_sync(host: str, report: SyncReport, *, verbose: bool = False) -> None:
-    where = "to" if report.direction == "in" else "from"
+    """One summary line (and one line per conflict, removal and refusal, or the count of them)."""
     if verbose:
-        console.detail(f"sync {report.direction}: {report.files} files, {report.file_bytes} bytes of content, {report.wire_bytes} bytes over the wire")
-    if report.files:
-        console.note(f"synced {report.files} files ({human_bytes(report.file_bytes)}) {where} host '{host}' in {report.seconds:.1f} s")
+        console.detail(f"sync with '{host}': {report.wire_bytes} bytes over the wire")
+    parts = []
+    if report.pushed:
+        parts.append(f"{report.pushed} files ({human_bytes(report.pushed_bytes)}) to host '{host}'")
+    if report.pulled:
+        source = "from it" if parts else f"from host '{host}'"
+        parts.append(f"{report.pulled} files ({human_bytes(report.pulled_bytes)}) {source}")
+    if report.trashed_there:
+        parts.append(f"{len(report.trashed_there)} deleted here moved to the host's trash")
+    if report.trashed_here:
+        parts.append(f"{len(report.trashed_here)} deleted on the host moved to the local trash")
+    if report.conflicts:
+        parts.append(f"{len(report.conflicts)} conflicts")
+    if parts:
+        console.note(f"synced {', '.join(parts)} in {report.seconds:.1f} s")
     else:
-        console.note(f"data {where} host '{host}': nothing changed ({report.seconds:.1f} s)")
-    if report.kept:
-        shown = ", ".join(report.kept[:5]) + (f" and {len(report.kept) - 5} more" if len(report.kept) > 5 else "")
-        console.warn(f"kept {len(report.kept)} local files newer than the host's copies: {shown}")
+        console.note(f"data and host '{host}' in sync: nothing changed ({report.seconds:.1f} s)")
+    for path, copy in report.conflicts:
+        console.warn(f"conflict: {path} changed here and on host '{host}'; kept yours, the host's version is {copy}")
+    _list_some(f"moved to the host's trash ({report.host_trash}), deleted here:", report.trashed_there, verbose)
+    _list_some(f"moved to the local trash ({report.local_trash}), deleted on host '{host}':", report.trashed_here, verbose)
+    _list_some("kept, changed on one side though deleted on the other:", report.kept, True)
+    if report.restored:
+        console.warn(
+            f"host '{host}' lacks {len(report.restored)} files it had at the last sync (lost or cleaned up?): sent them again, "
+            "nothing was deleted here; to delete them here too, pass --accept-deletions"
+        )
+    _list_some("symlinks pointing outside the data folder (dangling on the other side):", report.outside_links, verbose, warn=False)
+    _list_some("left out, not files, folders or symlinks:", report.unsyncable, verbose)
+    _list_some("not copied here, the local path passes through a symlink or changed meanwhile:", report.unsafe, True)
+
+
+def _list_some(title: str, paths: tuple[str, ...], show: bool, *, warn: bool = True, limit: int = 5) -> None:
+    if not paths or not show:
+        return
+    shown = ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+    (console.warn if warn else console.note)(f"{title} {shown}")
 
 
 def ensure_data_folder(folder: Path) -> None:
@@ -269,6 +331,7 @@ def container_spec(config: Config, image: str, request: RunRequest, local: Local
         labels={
             f"{LABEL}.kind": "run",
             f"{LABEL}.project": config.project.name,
+            f"{LABEL}.project-key": config.project.key,
             f"{LABEL}.run": run_id,
             f"{LABEL}.command": shlex.join(request.command)[:COMMAND_LABEL_LIMIT],
         },
@@ -279,10 +342,15 @@ def container_spec(config: Config, image: str, request: RunRequest, local: Local
 
 
 def data_on_host(host: Host, config: Config) -> str:
-    """The data folder as the host's engine sees it: the local folder, or ``<data_root>/<project>/<data>``."""
+    """The data folder as the host's engine sees it: the local folder, or ``<data_root>/<name>-<id>/<data>``."""
     if host.local:
         return str(config.root / config.project.data)
-    return posixpath.join(host.data_root, config.project.name, config.project.data)
+    return posixpath.join(project_folder_on_host(host, config), config.project.data)
+
+
+def project_folder_on_host(host: Host, config: Config) -> str:
+    """The project's own folder on a remote host: its data folder and its sync trash, side by side."""
+    return posixpath.join(host.data_root, config.project.key)
 
 
 def container_workdir(project_in_container: str, root: Path, cwd: Path) -> str:

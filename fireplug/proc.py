@@ -7,6 +7,7 @@ Interpreting a tool's exit status stays with the caller, which knows what it mea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -82,12 +83,15 @@ def run(
     verbose: bool = False,
     on_output: Callable[[bytes], None] | None = None,
     capture: bool = True,
+    own_group: bool = False,
 ) -> Completed:
     """Run ``argv`` to completion; its status and output (never raises for a non-zero status).
 
     ``on_output`` receives stdout as it arrives (progress) instead of it being collected.
     ``capture=False`` discards the output (for a process leaving a daemon behind, which
-    would hold our pipes open).
+    would hold our pipes open). ``own_group`` starts it in a process group of its own (a
+    terminal's Ctrl-C then reaches fp only) and, should fp be interrupted, stops that whole
+    group (rsync and the ssh it started) before the interruption goes on.
 
     Raises:
         ToolMissing: the program is not installed.
@@ -103,9 +107,11 @@ def run(
             stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
             stderr=subprocess.PIPE if capture else subprocess.DEVNULL,
             env=dict(env) if env is not None else None,
+            start_new_session=own_group,
         )
     except FileNotFoundError as e:
         raise ToolMissing(argv[0]) from e
+    stop = _stop_group if own_group else _kill
     try:
         if on_output is None:
             stdout, stderr = process.communicate(input, timeout=timeout)
@@ -113,10 +119,10 @@ def run(
         else:
             stdout, stderr = _stream(process, on_output, timeout, started)
     except subprocess.TimeoutExpired as e:
-        _kill(process)
+        stop(process)
         raise CommandTimedOut(what, timeout or 0) from e
     except BaseException:
-        _kill(process)
+        stop(process)
         raise
     return Completed(tuple(argv), process.returncode, stdout, stderr, time.monotonic() - started)
 
@@ -163,3 +169,34 @@ def _copy(source: IO[bytes], target: IO[bytes]) -> None:
 def _kill(process: subprocess.Popen[bytes]) -> None:
     process.kill()
     process.wait()
+
+
+GRACE_SECONDS = 5.0
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process's group (rsync then sets its partial file aside), SIGKILL after a grace time.
+
+    Returns once the group leader is reaped and no member is left.
+    """
+    import signal
+
+    for signum, grace in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, GRACE_SECONDS)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not _group_alive(process.pid):
+                return
+            time.sleep(0.02)
+    process.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fireplug.config import DEFAULT_BASE_IMAGE, PROJECT_FILE, Source, load, sanitize_name
+from fireplug.config import DEFAULT_BASE_IMAGE, PROJECT_FILE, Source, load, new_id, sanitize_name
 
 Ask = Callable[[str, str], str]  # (question, default) -> answer
 
@@ -21,6 +21,7 @@ class InitAnswers:
     data: str
     results: tuple[str, ...]
     base_image: str
+    id: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,11 @@ PROJECT_TEMPLATE = """\
 # < command-line flags.
 
 [project]
-# Name of the project's images (fp-NAME:HASH) and of its folder on remote hosts.
+# Name of the project's images (fp-NAME-ID:HASH) and of its folder on remote hosts (NAME-ID).
 name = {name}
+# What tells this project apart from any other of the same name (keep it when you move or
+# copy the folder; a copy that should be a project of its own needs a new one).
+id = {id}
 # The data folder: never built into the image; the container sees it at the same relative
 # path (on the local engine it is this very folder, mounted, not copied).
 data = {data}
@@ -93,7 +97,7 @@ htmlcov
 
 
 def default_answers(folder: Path) -> InitAnswers:
-    return InitAnswers(name=sanitize_name(folder.name), data="data", results=(), base_image=DEFAULT_BASE_IMAGE)
+    return InitAnswers(name=sanitize_name(folder.name), data="data", results=(), base_image=DEFAULT_BASE_IMAGE, id=new_id())
 
 
 def ask_missing(defaults: InitAnswers, given: Mapping[str, object], ask: Ask | None) -> InitAnswers:
@@ -112,7 +116,8 @@ def ask_missing(defaults: InitAnswers, given: Mapping[str, object], ask: Ask | N
         answer = pick("results", "Result folders inside the data folder (comma-separated; empty = all of it)", "")
         results = [part.strip() for part in answer.split(",") if part.strip()]
     base_image = pick("base_image", "Base image (what fp's base image is built FROM)", defaults.base_image)
-    return InitAnswers(name=name, data=data, results=tuple(str(item) for item in results), base_image=base_image)  # type: ignore[union-attr]
+    results = tuple(str(item) for item in results)  # type: ignore[union-attr]
+    return InitAnswers(name=name, data=data, results=results, base_image=base_image, id=defaults.id or new_id())
 
 
 def render_project_file(answers: InitAnswers) -> str:
@@ -121,6 +126,7 @@ def render_project_file(answers: InitAnswers) -> str:
         data=json.dumps(answers.data),
         results=json.dumps(list(answers.results)),
         base_image=json.dumps(answers.base_image),
+        id=json.dumps(answers.id or new_id()),
     )
 
 

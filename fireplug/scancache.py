@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fireplug.context import Context, Entry, ScanRules, context_digest, file_digest, scan, stat_signature
+from fireplug.context import Context, Entry, ScanRules, context_digest, file_digest, scan
+from fireplug.signature import RACY_NS, is_racy, stat_signature
 
 RECORD_FORMAT = 1
-RACY_NS = 2_000_000_000  # coarsest timestamp granularity in use (FAT: 2 s)
 _KINDS = {"file": stat.S_ISREG, "dir": stat.S_ISDIR, "symlink": stat.S_ISLNK}
 
 
@@ -47,11 +47,11 @@ def load_context(root: Path, rules: ScanRules, folder: Path, *, full: bool = Fal
         if revalidated is not None:
             context, reread = revalidated
             if reread:
-                _write(record_path, context, rules, started_ns - racy_ns)
+                _write(record_path, context, rules, started_ns, racy_ns)
             return context
     known = _known_digests(record) if usable else {}
     context = scan(root, rules, known)
-    _write(record_path, context, rules, started_ns - racy_ns)
+    _write(record_path, context, rules, started_ns, racy_ns)
     return context
 
 
@@ -98,21 +98,21 @@ def _known_digests(record: dict[str, Any] | None) -> dict[str, tuple[tuple[int, 
     return {path: (tuple(signature), digest) for path, kind, signature, digest, _ in record["entries"] if kind == "file"}
 
 
-def _write(record_path: Path, context: Context, rules: ScanRules, settled: int) -> None:
-    """Save the record; paths changed at or after ``settled`` are marked unknown.
+def _write(record_path: Path, context: Context, rules: ScanRules, scanned_ns: int, racy_ns: int) -> None:
+    """Save the record; paths changed too close to ``scanned_ns`` (the racy rule) are marked unknown.
 
     A failure to write only costs the next run a full scan.
     """
     folders = []
     for folder in context.folders:
         info = _lstat(context.root / folder)
-        settled_folder = info is not None and info.st_mtime_ns < settled
+        settled_folder = info is not None and not is_racy(info.st_mtime_ns, 0, scanned_ns, racy_ns)
         folders.append([folder, [info.st_mtime_ns, info.st_ino] if settled_folder else [-1, -1]])
     entries = []
     for entry in context.entries:
         info = _lstat(context.root / entry.path)
         signature = list(stat_signature(info)) if info is not None else []
-        settled_entry = info is not None and max(info.st_mtime_ns, info.st_ctime_ns) < settled
+        settled_entry = info is not None and not is_racy(info.st_mtime_ns, info.st_ctime_ns, scanned_ns, racy_ns)
         entries.append([entry.path, entry.kind, signature, entry.digest if settled_entry else "", entry.target])
     record = {
         "format": RECORD_FORMAT,

@@ -207,15 +207,15 @@ class SshConnection:
         """rsync's ``-e`` value: rsync splits it on spaces and honours quotes, as a shell would."""
         return shlex.join(self.client_argv())
 
-    def run(self, words: Sequence[str], *, what: str, timeout: float = 60) -> proc.Completed:
-        """Run ``words`` on the host through the master.
+    def run(self, words: Sequence[str], *, what: str, timeout: float = 60, input: bytes | None = None) -> proc.Completed:
+        """Run ``words`` on the host through the master (``input`` on its stdin).
 
         Raises:
             SshError: the connection failed (ssh's status 255).
         """
         argv = [*self.client_argv(), self.target.address, "--", remote_command(words)]
         try:
-            completed = proc.run(argv, timeout=timeout, what=f"{what} on host '{self.host}'", verbose=self.verbose)
+            completed = proc.run(argv, timeout=timeout, what=f"{what} on host '{self.host}'", verbose=self.verbose, input=input, own_group=True)
         except proc.CommandTimedOut as e:
             raise SshError(self.host, str(self.target), f"{what} did not finish within {timeout:g} s") from e
         if completed.returncode == SSH_FAILED:

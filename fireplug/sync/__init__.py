@@ -1,45 +1,55 @@
-"""Moving the data folder between this machine and a host: one small interface, one module per way.
+"""Two-way sync of the data folder with a host: one planner, two transports.
 
-- ``rsync``: rsync over the host's ssh master connection (incremental, resumable).
-- ``api``: through the Docker API, for engines reached without ssh (a helper container
-  receives or sends tar streams of the files that differ).
-
-Both follow the same rules: sync in copies the local data folder to the host and deletes
-nothing there; sync out brings result folders back, never deletes a local file, and never
-replaces a local file that is newer than the host's copy (it reports the ones it kept).
+- ``tree``: one side as data (local scan, or the host's ``find -printf`` / helper listing).
+- ``record``: the last common state per (project, host), and the lock around a sync.
+- ``plan``: the three-way decisions (copy, move to trash, conflict copy).
+- ``session``: runs a plan in a safe order and records what both sides now share.
+- ``rsync``: the transport over the host's ssh master; ``api``: through the Docker API
+  (``helper`` runs in a short-lived container on fp's base image).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
-from fireplug.errors import FireplugError
+from fireplug.errors import FireplugError, Interrupted
 
 
 @dataclass(frozen=True)
 class SyncReport:
-    direction: str  # "in" or "out"
-    files: int  # files transferred
-    file_bytes: int  # bytes of file content transferred
-    wire_bytes: int  # bytes that crossed the connection, both ways
-    kept: tuple[str, ...] = ()  # local files kept because they are newer than the host's
+    pushed: int = 0  # files copied to the host
+    pushed_bytes: int = 0
+    pulled: int = 0  # files copied from the host
+    pulled_bytes: int = 0
+    wire_bytes: int = 0  # bytes that crossed the connection, both ways
+    trashed_here: tuple[str, ...] = ()  # local paths moved into the local trash (deleted on the host)
+    trashed_there: tuple[str, ...] = ()  # host paths moved into the host's trash (deleted here)
+    local_trash: str = ""
+    host_trash: str = ""
+    conflicts: tuple[tuple[str, str], ...] = ()  # (path, the host version's conflict copy)
+    kept: tuple[str, ...] = ()  # deleted on one side but changed on the other: kept on both
+    outside_links: tuple[str, ...] = ()  # symlinks that point outside the data folder
+    unsyncable: tuple[str, ...] = ()  # device nodes, FIFOs, sockets: never synced
+    unsafe: tuple[str, ...] = ()  # copies refused: the local path passes through a symlink, or changed meanwhile
+    restored: tuple[str, ...] = ()  # files the host lost en masse, sent again rather than deleted here
     seconds: float = 0.0
 
-
-class Syncer(Protocol):
-    def sync_in(self, local: Path, remote: str) -> SyncReport:
-        """Copy the folder ``local`` to ``remote`` on the host (created if missing)."""
-
-    def sync_out(self, remote: str, local: Path, folders: Sequence[str]) -> SyncReport:
-        """Bring ``folders`` (relative to both ``remote`` and ``local``; "." for all) back."""
+    @property
+    def changed_anything(self) -> bool:
+        return bool(self.pushed or self.pulled or self.trashed_here or self.trashed_there or self.conflicts)
 
 
 class SyncError(FireplugError):
-    def __init__(self, host: str, direction: str, detail: str, *, hint: str = "") -> None:
-        where = "to" if direction == "in" else "from"
-        super().__init__(f"syncing data {where} host '{host}' failed: {detail}", hint=hint)
+    def __init__(self, host: str, detail: str, *, hint: str = "", report: SyncReport | None = None) -> None:
+        super().__init__(f"syncing data with host '{host}' failed: {detail}", hint=hint)
         self.host = host
-        self.direction = direction
+        self.report = report
+
+
+class SyncInterrupted(Interrupted):
+    """A signal stopped a sync; ``story`` says how far it got (the transport is already stopped)."""
+
+    def __init__(self, host: str, story: str, cause: KeyboardInterrupt) -> None:
+        super().__init__(cause.signum if isinstance(cause, Interrupted) else 2)
+        self.host = host
+        self.story = story

@@ -1,30 +1,35 @@
-"""Sync through the Docker API, for engines fp reaches without ssh (a tcp:// TLS engine).
+"""The Docker API transport of a sync, for engines fp reaches without ssh (a tcp:// TLS engine).
 
-A short-lived helper container on fp's base image mounts the host's data folder. Sync in:
-the helper lists the host's files (size, mtime), and only files that differ travel, as a tar
-stream extracted into the mount (PUT archive). Sync out: the helper receives the local list
-and streams back a tar of the host files that differ and are not older than the local copy;
-fp extracts it member by member, refusing paths that leave the folder, never deleting.
+Each step is one short-lived helper container on fp's base image (``helper.py``), with the
+host's project folder mounted (data folder, trash and staging side by side) and no network.
+Copies to the host are uploaded (PUT archive) into a staging folder beside the data folder
+and then moved into place by the helper, so an interrupted upload never leaves a partial
+file under its final name; copies from the host arrive as a tar stream that fp writes to
+temporary names and renames, refusing anything but files, folders and symlinks, and any
+path whose parent is not a real folder inside the data folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-import json
 import os
-import stat
 import tarfile
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fireplug.engine import Engine
+from fireplug.errors import EngineError, EngineUnreachable
 from fireplug.run import frames
-from fireplug.sync import SyncError, SyncReport
-from fireplug.sync.helper import differs, keep_local, manifest
+from fireplug.sync import SyncError
+from fireplug.sync.helper import STAGING_PREFIX, keep_aside
+from fireplug.sync.session import Moved, Transferred
+from fireplug.sync.tree import DIR, FILE, LINK, PARTIAL_DIR, Entry, Listing, Tree, lstat_entry, parse_digests, parse_listing, safe_parent
 
 MOUNT = "/fp-sync"
 HELPER = ["python3", "-m", "fireplug.sync.helper"]  # bundled in fp's base image
@@ -32,94 +37,141 @@ STDOUT, STDERR = 1, 2
 TAR_CHUNK = 1 << 20
 
 
-class ApiSyncer:
-    def __init__(self, engine: Engine, image: str, labels: dict[str, str]) -> None:
+class ApiHost:
+    """The host side of a sync through the Docker API (``session.HostSide``)."""
+
+    def __init__(self, engine: Engine, image: str, labels: dict[str, str], project_folder: str, data: str) -> None:
+        """``project_folder`` on the host holds the data folder (``data``, relative) and the trash."""
         self.engine = engine
         self.image = image
         self.labels = {**labels, "io.fireplug.kind": "sync"}
+        self.project_folder = project_folder
+        self.data = f"{MOUNT}/{data}"
+        self.trash = f"{MOUNT}/.fp-trash"
+        self.trash_folder = f"{project_folder}/.fp-trash"
+        self.listed: Tree = {}  # the last listing: the exact mtimes the engine's archives round to seconds
+        self.after_push: Listing | None = None
 
-    def sync_in(self, local: Path, remote: str) -> SyncReport:
-        started = time.monotonic()
-        listing = self._helper(remote, [*HELPER, "manifest", MOUNT]).stdout
+    @property
+    def host(self) -> str:
+        return self.engine.host
+
+    def list(self) -> tuple[Listing, str]:
+        if self.after_push is not None:  # what the host holds now, listed by the push's own helper
+            listing, self.after_push = self.after_push, None
+            return listing, ""
+        return self._parse_listing(self._helper(["list", self.data, self.trash]).stdout), ""
+
+    def _parse_listing(self, output: bytes) -> Listing:
+        clock, newline, listing = output.partition(b"\n")
         try:
-            remote_files = json.loads(listing or b"{}")
-        except ValueError as e:
-            raise SyncError(self.engine.host, "in", f"the sync helper's file list is not JSON ({e})") from e
-        local_files = manifest(str(local))
-        changed = [path for path, (size, mtime) in local_files.items() if differs(remote_files.get(path), size, mtime)]
-        sent = _Counter()
-        if changed:
-            container = self._create(remote, ["true"])  # never started: the archive lands in its mount
-            try:
-                self.engine.put_archive(container, MOUNT, sent.count(_tar_chunks(local, changed)))
-            finally:
-                self.engine.remove_container(container)
-        file_bytes = sum(local_files[path][0] for path in changed)
-        return SyncReport("in", len(changed), file_bytes, sent.total, (), time.monotonic() - started)
+            if not newline:
+                raise ValueError("no clock")
+            self.listed = parse_listing(listing)
+            return Listing(self.listed, int(clock))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise SyncError(self.host, f"the sync helper's listing is damaged ({e})", hint="run fp again") from e
 
-    def sync_out(self, remote: str, local: Path, folders: Sequence[str]) -> SyncReport:
-        started = time.monotonic()
-        local.mkdir(parents=True, exist_ok=True)
-        local_files = manifest(str(local), [folder for folder in folders if (local / folder).is_dir()])
-        listing = json.dumps(local_files).encode()
-        result = self._helper(remote, [*HELPER, "pack", MOUNT, "/tmp/fp-manifest.json", *folders], upload=("fp-manifest.json", listing), extract_to=local)
-        kept = tuple(sorted({line[5:] for line in result.stderr.decode(errors="replace").splitlines() if line.startswith("kept ")} | set(result.kept)))
-        return SyncReport("out", result.files, result.file_bytes, result.wire_bytes, kept, time.monotonic() - started)
+    def digests(self, paths: Sequence[str]) -> dict[str, str]:
+        return parse_digests(self._helper(["digest", self.data, "/tmp/fp-paths"], upload=_nul_list(paths)).stdout)
+
+    def move(self, renames: Sequence[tuple[str, str]], trash: Sequence[str], batch: str) -> Moved:
+        operations = [word for path, copy in renames for word in ("r", path, copy)] + [word for path in trash for word in ("t", path)]
+        output = self._helper(["move", self.data, self.trash, batch, "/tmp/fp-paths"], upload=_nul_list(operations)).stdout
+        return Moved(frozenset(os.fsdecode(item[7:]) for item in output.split(b"\0") if item.startswith(b"failed ")))
+
+    def pull(self, paths: Sequence[str], local: Path, backup: Path) -> Transferred:
+        """The helper lays the entries out in a staging folder (hard links), and the engine's own
+        archive endpoint streams them (docker cp's path, several times faster than a container's
+        output stream)."""
+        wanted = sorted(paths)
+        stage = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+        into = _Extraction(local, set(wanted), backup, f"{stage}/", self.listed)
+        try:
+            result = self._helper(["stage", self.data, f"{MOUNT}/{stage}", "/tmp/fp-paths"], upload=_nul_list(wanted), fetch=(f"{MOUNT}/{stage}", into))
+        finally:
+            with contextlib.suppress(SyncError, EngineError, EngineUnreachable):
+                self._helper(["remove", f"{MOUNT}/{stage}"])
+        return result.transferred
+
+    def push(self, local: Path, paths: Sequence[str], batch: str) -> Transferred:
+        stage = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+        sent = _Counter()
+        files, file_bytes = _count_files(local, paths)
+        chunks = sent.count(_tar_chunks(local, sorted(paths), f"{stage}/", self.host))
+        result = self._helper(["install", self.data, f"{MOUNT}/{stage}", f"{self.trash}/{batch}", self.trash], archive=chunks)
+        self.after_push = self._parse_listing(result.stdout)
+        refused = [os.fsdecode(item[8:]) for item in result.stderr.split(b"\0") if item.startswith(b"refused ")]
+        problem = f"{len(refused)} paths were refused on the host (a parent is not a real folder): {', '.join(refused[:3])}" if refused else ""
+        return Transferred(files, file_bytes, sent.total, problem)
 
     # -- the helper container -------------------------------------------------------------
 
-    def _create(self, remote: str, command: list[str]) -> str:
+    def _helper(
+        self,
+        arguments: list[str],
+        *,
+        upload: bytes | None = None,
+        archive: Iterator[bytes] | None = None,
+        fetch: tuple[str, _Extraction] | None = None,
+    ) -> _HelperResult:
+        """Run the helper to completion: ``upload`` becomes /tmp/fp-paths, ``archive`` is unpacked
+        into the mount first; its stdout is collected, then ``fetch`` (a path in the container)
+        is extracted as the engine archives it.
+
+        Raises:
+            SyncError: the helper failed, or its archive is damaged.
+        """
         config: dict[str, Any] = {
             "Image": self.image,
-            "Cmd": command,
+            "Cmd": [*HELPER, *arguments],
             "Labels": self.labels,
             "AttachStdout": True,
             "AttachStderr": True,
             "NetworkDisabled": True,
-            "HostConfig": {"Binds": [f"{remote}:{MOUNT}:rw"], "AutoRemove": False},
+            "HostConfig": {"Binds": [f"{self.project_folder}:{MOUNT}:rw"], "AutoRemove": False},
         }
-        return self.engine.create_container(config, f"fp-sync-{uuid.uuid4().hex[:12]}")
-
-    def _helper(self, remote: str, command: list[str], *, upload: tuple[str, bytes] | None = None, extract_to: Path | None = None) -> _HelperResult:
-        """Run the helper to completion; its output (stdout collected, or extracted as a tar)."""
-        container = self._create(remote, command)
+        container = self.engine.create_container(config, f"fp-sync-{uuid.uuid4().hex[:12]}")
         try:
             if upload is not None:
-                self.engine.put_archive(container, "/tmp", [_single_file_tar(*upload)])
-            attached = self.engine.attach(container, stdin=False)
-            damaged: tarfile.TarError | None = None
-            try:
-                self.engine.start(container)
-                stream = _Demultiplexed(frames(attached))
-                try:
-                    result = _extract(stream, extract_to) if extract_to is not None else _HelperResult(stdout=stream.read_all())
-                except tarfile.TarError as e:  # reported below, after the helper's own status
-                    result, damaged = _HelperResult(), e
-                stream.read_all()  # what follows the tar's end: the rest of stderr
-                result.stderr = bytes(stream.stderr)
-                result.wire_bytes = stream.total
-            finally:
-                attached.close()
-            status = self.engine.wait(container)
+                self.engine.put_archive(container, "/tmp", [_single_file_tar("fp-paths", upload)])
+            if archive is not None:
+                self.engine.put_archive(container, MOUNT, archive)
+            result, status = self._attach_and_run(container)
+            if status != 0:
+                detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+                raise SyncError(self.host, f"the sync helper exited with status {status}: {detail[0]}")
+            if fetch is not None:
+                self._fetch(container, *fetch, result)
         finally:
             self.engine.remove_container(container)
-        direction = "out" if extract_to else "in"
-        if status != 0:
-            detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-            raise SyncError(self.engine.host, direction, f"the sync helper exited with status {status}: {detail[0]}")
-        if damaged is not None:
-            raise SyncError(self.engine.host, direction, f"the sync helper's archive is damaged ({damaged})")
         return result
+
+    def _fetch(self, container: str, path: str, into: _Extraction, result: _HelperResult) -> None:
+        stream = _Chunks(self.engine.get_archive(container, path))
+        try:
+            extract(stream, into, result)
+        except tarfile.TarError as e:
+            raise SyncError(self.host, f"the archive of the files to bring back is damaged ({e})", hint="run fp again") from e
+        result.transferred.wire_bytes = stream.total
+
+    def _attach_and_run(self, container: str) -> tuple[_HelperResult, int]:
+        attached = self.engine.attach(container, stdin=False)
+        try:
+            self.engine.start(container)
+            stream = _Demultiplexed(frames(attached))
+            result = _HelperResult(stdout=stream.read_all())
+            result.stderr = bytes(stream.stderr)
+        finally:
+            attached.close()
+        return result, self.engine.wait(container)
 
 
 class _HelperResult:
     def __init__(self, stdout: bytes = b"") -> None:
         self.stdout = stdout
         self.stderr = b""
-        self.files = 0
-        self.file_bytes = 0
-        self.wire_bytes = 0
-        self.kept: list[str] = []
+        self.transferred = Transferred()
 
 
 class _Demultiplexed(io.RawIOBase):
@@ -127,7 +179,7 @@ class _Demultiplexed(io.RawIOBase):
 
     def __init__(self, source: Iterator[tuple[int, bytes]]) -> None:
         self.source = source
-        self.pending = b""
+        self.pending = memoryview(b"")
         self.stderr = bytearray()
         self.total = 0
 
@@ -144,7 +196,7 @@ class _Demultiplexed(io.RawIOBase):
             if stream == STDERR:
                 self.stderr += data
             else:
-                self.pending = data
+                self.pending = memoryview(data)
         size = min(len(target), len(self.pending))
         target[:size] = self.pending[:size]
         self.pending = self.pending[size:]
@@ -154,67 +206,159 @@ class _Demultiplexed(io.RawIOBase):
         return self.readall() or b""
 
 
-def _extract(stream: io.RawIOBase, root: Path) -> _HelperResult:
-    """Extract regular files from a tar stream under ``root``: safely, atomically, keeping newer local files."""
-    result = _HelperResult()
-    with tarfile.open(fileobj=io.BufferedReader(stream, TAR_CHUNK), mode="r|") as archive:
-        for member in archive:
-            target = _safe_target(root, member.name)
-            if not member.isfile() or target is None:
-                continue
-            if target.exists() and keep_local([0, int(target.stat().st_mtime)], int(member.mtime)):
-                result.kept.append(member.name)  # changed here since the listing was made
-                continue
-            source = archive.extractfile(member)
-            assert source is not None
-            _write_atomically(target, source, member)
-            result.files += 1
-            result.file_bytes += member.size
-    return result
+class _Chunks(io.RawIOBase):
+    """An iterator of byte chunks as a readable stream, counting what passed."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+        self.pending = memoryview(b"")
+        self.total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self.pending:
+            chunk = next(self.chunks, b"")
+            if not chunk:
+                return 0
+            self.total += len(chunk)
+            self.pending = memoryview(chunk)
+        size = min(len(target), len(self.pending))
+        target[:size] = self.pending[:size]
+        self.pending = self.pending[size:]
+        return size
 
 
-def _safe_target(root: Path, name: str) -> Path | None:
-    """``root/name`` unless the name is absolute or climbs out of ``root``."""
-    parts = Path(name).parts
-    if not parts or Path(name).is_absolute() or ".." in parts:
-        return None
-    return root.joinpath(*parts)
+@dataclass(frozen=True)
+class _Extraction:
+    root: Path  # the local data folder
+    wanted: set[str]  # the only names taken from the archive
+    backup: Path  # where a replaced local file or link goes
+    prefix: str  # the archive's names start with it (the staging folder)
+    listed: Tree  # the host's entries as listed: their exact mtimes
 
 
-def _write_atomically(target: Path, source: io.BufferedReader | Any, member: tarfile.TarInfo) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".fp-partial")
+def extract(stream: io.RawIOBase, into: _Extraction, result: _HelperResult) -> None:
+    """Write the wanted entries of a tar stream under ``into.root``: temporary name, then rename.
+
+    Refused: other names, other kinds (devices, FIFOs, hard links), and paths whose parent
+    is not a real folder inside the root (a symlink planted on the host is never followed).
+    """
+    root = into.root
+    scratch = _scratch_folder(root)
     try:
-        with os.fdopen(handle, "wb") as out:
-            while block := source.read(TAR_CHUNK):
-                out.write(block)
-        os.chmod(temporary, member.mode & 0o777)
-        os.utime(temporary, (member.mtime, member.mtime))
+        with tarfile.open(fileobj=io.BufferedReader(stream, TAR_CHUNK), mode="r|") as archive:
+            for item in archive:
+                name = item.name.removeprefix(into.prefix)
+                wanted_kind = name in into.wanted and (item.isfile() or item.isdir() or item.issym())
+                if wanted_kind and safe_parent(str(root), name) and _place(archive, item, name, into, scratch) and item.isfile():
+                    result.transferred.files += 1
+                    result.transferred.file_bytes += item.size
+    finally:
+        _remove_if_empty(scratch)
+
+
+def _place(archive: tarfile.TarFile, item: tarfile.TarInfo, name: str, into: _Extraction, scratch: Path) -> bool:
+    root = into.root
+    target = root / name
+    existing = lstat_entry(str(root), name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    mtime_ns = _mtime_ns(item, into.listed.get(name))
+    if item.isdir():
+        if existing is None:
+            target.mkdir(mode=0o700)
+            os.chmod(target, item.mode & 0o777)
+        return existing is None or existing.kind == DIR
+    if existing is not None and existing.kind == DIR:
+        return False
+    handle, temporary = tempfile.mkstemp(dir=scratch, prefix=".fp-")
+    try:
+        if item.issym():
+            os.close(handle)
+            os.unlink(temporary)
+            os.symlink(item.linkname, temporary)
+        else:
+            source = archive.extractfile(item)
+            assert source is not None
+            with os.fdopen(handle, "wb") as out:
+                while block := source.read(TAR_CHUNK):
+                    out.write(block)
+            os.chmod(temporary, item.mode & 0o777)
+        os.utime(temporary, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        if existing is not None:
+            keep_aside(str(target), str(into.backup / name))
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return True
 
 
-def _tar_chunks(root: Path, paths: Sequence[str]) -> Iterator[bytes]:
-    """A tar of ``paths`` under ``root``, in chunks: memory stays bounded whatever the file sizes.
+def _scratch_folder(root: Path) -> Path:
+    """Where files are written before their rename: in the data folder (same filesystem), never synced."""
+    scratch = root / PARTIAL_DIR
+    scratch.mkdir(exist_ok=True)
+    if scratch.is_symlink() or not scratch.is_dir():
+        raise SyncError("", f"{scratch} is not a folder", hint="remove it")
+    return scratch
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _mtime_ns(item: tarfile.TarInfo, listed: Entry | None) -> int:
+    """The entry's exact mtime: the engine's archive rounds it to the second, the listing has it
+    (used when the archived entry is the listed one: same size, same second)."""
+    exact = item.pax_headers.get("mtime", "")
+    whole, _, fraction = exact.partition(".")
+    archived = int(whole) * 1_000_000_000 + int((fraction + "000000000")[:9]) if whole.isdigit() else int(item.mtime * 1_000_000_000)
+    if listed is not None and listed.size == item.size and listed.mtime_ns // 1_000_000_000 == archived // 1_000_000_000:
+        return listed.mtime_ns
+    return archived
+
+
+def member(path: str, kind: str, size: int, mtime_ns: int, mode: int, target: str) -> tarfile.TarInfo:
+    """A tar member with the exact nanosecond mtime in its PAX header (tarfile's float would round it)."""
+    info = tarfile.TarInfo(path)
+    info.type = {FILE: tarfile.REGTYPE, DIR: tarfile.DIRTYPE, LINK: tarfile.SYMTYPE}[kind]
+    info.size = size if kind == FILE else 0
+    info.mode = mode & 0o777
+    info.mtime = mtime_ns // 1_000_000_000
+    info.linkname = target
+    info.pax_headers = {"mtime": f"{mtime_ns // 1_000_000_000}.{mtime_ns % 1_000_000_000:09d}"}
+    return info
+
+
+def _count_files(root: Path, paths: Sequence[str]) -> tuple[int, int]:
+    entries = [lstat_entry(str(root), path) for path in paths]
+    files = [entry for entry in entries if entry is not None and entry.kind == FILE]
+    return len(files), sum(entry.size for entry in files)
+
+
+def _tar_chunks(root: Path, paths: Sequence[str], prefix: str, host: str) -> Iterator[bytes]:
+    """A tar of ``paths`` under ``root`` (names under ``prefix``), in chunks: memory stays bounded.
 
     Raises:
         SyncError: a file shrank while it was being sent.
     """
     for path in paths:
-        full = root / path
-        status = full.stat()
-        info = tarfile.TarInfo(path)
-        info.size, info.mtime, info.mode = status.st_size, int(status.st_mtime), stat.S_IMODE(status.st_mode)
+        entry = lstat_entry(str(root), path)
+        if entry is None or entry.kind not in (FILE, DIR, LINK):
+            continue
+        info = member(prefix + path, entry.kind, entry.size, entry.mtime_ns, entry.mode, entry.target)
         yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        if entry.kind != FILE:
+            continue
         sent = 0
-        with open(full, "rb") as source:
+        with open(root / path, "rb") as source:
             while sent < info.size and (block := source.read(min(TAR_CHUNK, info.size - sent))):
                 sent += len(block)
                 yield block
         if sent < info.size:
-            raise SyncError("", "in", f"{full} shrank while it was being sent", hint="run fp again")
+            raise SyncError(host, f"{root / path} shrank while it was being sent", hint="run fp again")
         yield b"\0" * (-info.size % tarfile.BLOCKSIZE)
     yield b"\0" * (2 * tarfile.BLOCKSIZE)
 
@@ -227,6 +371,10 @@ class _Counter:
         for chunk in chunks:
             self.total += len(chunk)
             yield chunk
+
+
+def _nul_list(words: Sequence[str]) -> bytes:
+    return b"".join(os.fsencode(word) + b"\0" for word in words)
 
 
 def _single_file_tar(name: str, data: bytes) -> bytes:

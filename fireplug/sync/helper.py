@@ -1,73 +1,190 @@
-"""The container side of syncing through the Docker API; runs as `python3 -m fireplug.sync.helper`.
+"""The host side of a sync through the Docker API; runs as `python3 -m fireplug.sync.helper`.
 
-It runs in a helper container on fp's base image with the host's data folder mounted, and
-uses nothing but the standard library:
+It runs in a short-lived container on fp's base image with the host's project folder mounted
+(the data folder, the trash and the staging folders side by side in it), using nothing but
+the standard library and ``fireplug.sync.tree``:
 
-    manifest ROOT                      print {path: [size, mtime]} of ROOT's files as JSON
-    pack ROOT MANIFEST FOLDER...       write a tar of the files under ROOT/FOLDER... that differ
-                                       from MANIFEST (the local side's files) to stdout; name
-                                       on stderr ("kept PATH") each one whose local copy is
-                                       as new or newer
+    list DATA TRASH                  print the clock and DATA's tree (tree.LISTING_FORMAT); prune old
+                                     trash and staging folders left by an interrupted sync
+    digest DATA PATHS                print ``sha256sum -z`` lines for the files named in PATHS
+    move DATA TRASH BATCH OPS        conflict renames and moves into TRASH/BATCH; print failures
+    remove STAGE                     remove a staging folder
+    stage DATA STAGE PATHS           lay out the named entries under STAGE for the engine's archive
+                                     API: files hard-linked (copied when changed in the last
+                                     seconds, so the archive sees a still file), links and folders made
+    install DATA STAGE BACKUP TRASH  move what an upload put in STAGE into DATA (what it replaces
+                                     goes under BACKUP); name refusals on stderr; then list as `list`
+
+PATHS and OPS are NUL-separated files. No symlink is ever followed when writing: every
+parent of a target must be a real folder inside DATA, or the entry is refused.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
+import shutil
 import sys
-import tarfile
+import time
 from collections.abc import Iterator
 
+from fireplug.sync.tree import DIR, FILE, LINK, format_entry, lstat_entry, safe_parent, scan
 
-def walk_files(root: str, folder: str = ".") -> Iterator[tuple[str, os.stat_result]]:
-    """(path relative to ``root``, lstat) of every regular file under ``root/folder``."""
-    start = os.path.normpath(os.path.join(root, folder))
-    for current, directories, files in os.walk(start):
-        directories.sort()
+STAGING_PREFIX = ".fp-staging-"
+STILL_NS = 5_000_000_000  # a file changed more recently may still be growing
+TRASH_DAYS = 7
+READ_SIZE = 1 << 20
+
+
+def list_tree(data: str, trash: str, out: object) -> None:
+    os.makedirs(data, exist_ok=True)
+    os.makedirs(trash, exist_ok=True)
+    write = out.write  # type: ignore[attr-defined]
+    write(f"{time.time_ns()}\n".encode())
+    for path, entry in scan(data).items():
+        write(format_entry(path, entry))
+    _prune(trash, os.path.dirname(os.path.abspath(data)))
+
+
+def _prune(trash: str, project: str) -> None:
+    now = time.time()
+    for name in os.listdir(trash):
+        batch = os.path.join(trash, name)
+        if now - os.lstat(batch).st_mtime > TRASH_DAYS * 86400:
+            shutil.rmtree(batch, ignore_errors=True)
+    for name in os.listdir(project):
+        if name.startswith(STAGING_PREFIX):  # syncs of one project and host are serialized: this one is stale
+            shutil.rmtree(os.path.join(project, name), ignore_errors=True)
+
+
+def digest_files(data: str, paths: list[str], out: object) -> None:
+    for path in paths:
+        digest = hashlib.sha256()
+        try:
+            with open(os.path.join(data, path), "rb", buffering=0) as source:
+                while block := source.read(READ_SIZE):
+                    digest.update(block)
+        except OSError:
+            continue
+        out.write(f"{digest.hexdigest()}  ".encode() + os.fsencode(path) + b"\0")  # type: ignore[attr-defined]
+
+
+def move(data: str, trash: str, batch: str, operations: list[str], out: object) -> None:
+    items = iter(operations)
+    for kind in items:
+        source = next(items)
+        target = next(items) if kind == "r" else os.path.join(trash, batch, source)
+        try:
+            if kind != "r":
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+            if not safe_parent(data, source):
+                raise OSError("a parent is not a real folder")
+            os.rename(os.path.join(data, source), target if kind != "r" else os.path.join(data, target))
+        except FileNotFoundError:
+            continue
+        except OSError:
+            out.write(b"failed " + os.fsencode(source) + b"\0")  # type: ignore[attr-defined]
+
+
+def stage(data: str, staging: str, paths: list[str]) -> None:
+    """``paths`` of ``data`` laid out under ``staging`` (same relative paths), never following a link."""
+    os.makedirs(staging)
+    recent = time.time_ns() - STILL_NS
+    for path in paths:
+        entry = lstat_entry(data, path)
+        if entry is None or entry.kind not in (FILE, DIR, LINK) or not safe_parent(data, path):
+            continue
+        source, target = os.path.join(data, path), os.path.join(staging, path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if entry.kind == DIR:
+            os.makedirs(target, exist_ok=True)
+        elif entry.kind == LINK:
+            os.symlink(entry.target, target)
+        elif max(entry.mtime_ns, entry.ctime_ns) >= recent:
+            shutil.copy2(source, target, follow_symlinks=False)  # maybe still being written: a snapshot
+        else:
+            os.link(source, target, follow_symlinks=False)
+
+
+def install(data: str, stage: str, backup: str, refusals: object) -> None:
+    """Move each staged entry to its place in ``data``: files and links by rename, folders made;
+    a file or link replaced is moved under ``backup`` first."""
+    for path, is_dir in _staged(stage):
+        target = os.path.join(data, path)
+        if not safe_parent(data, path):
+            refusals.write(b"refused " + os.fsencode(path) + b"\0")  # type: ignore[attr-defined]
+            continue
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        existing = lstat_entry(data, path)
+        if is_dir:
+            if existing is None:
+                os.mkdir(target)
+                shutil.copystat(os.path.join(stage, path), target)
+            elif existing.kind != DIR:
+                refusals.write(b"refused " + os.fsencode(path) + b"\0")  # type: ignore[attr-defined]
+        elif existing is not None and existing.kind == DIR:
+            refusals.write(b"refused " + os.fsencode(path) + b"\0")  # type: ignore[attr-defined]
+        else:
+            if existing is not None:
+                keep_aside(target, os.path.join(backup, path))
+            os.replace(os.path.join(stage, path), target)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def keep_aside(path: str, backup: str) -> None:
+    """Move ``path`` (never followed) to ``backup``, making its folders; across filesystems, a copy."""
+    os.makedirs(os.path.dirname(backup), exist_ok=True)
+    try:
+        os.rename(path, backup)
+    except OSError as e:
+        if e.errno != 18:  # EXDEV
+            raise
+        shutil.move(path, backup)
+
+
+def _staged(stage: str) -> Iterator[tuple[str, bool]]:
+    for current, folders, files in os.walk(stage):
+        folders.sort()
+        relative = os.path.relpath(current, stage)
+        prefix = "" if relative == "." else relative + "/"
         for name in sorted(files):
-            path = os.path.join(current, name)
-            status = os.lstat(path)
-            if not os.path.islink(path) and os.path.isfile(path):
-                yield os.path.relpath(path, root), status
+            yield prefix + name, False
+        for name in list(folders):
+            full = os.path.join(current, name)
+            if os.path.islink(full):  # os.walk lists links to folders as folders: a link is moved, not entered
+                folders.remove(name)
+                yield prefix + name, False
+            else:
+                yield prefix + name, True
 
 
-def manifest(root: str, folders: list[str] | None = None) -> dict[str, list[int]]:
-    return {path: [status.st_size, int(status.st_mtime)] for folder in folders or ["."] for path, status in walk_files(root, folder)}
-
-
-def differs(local: list[int] | None, size: int, mtime: int) -> bool:
-    return local is None or local[0] != size or local[1] != mtime
-
-
-def keep_local(local: list[int] | None, mtime: int) -> bool:
-    """A differing local copy changed at the same second as the host's, or later: it wins (whole
-    seconds are all both sides are sure to share; when in doubt, the user's own file is kept)."""
-    return local is not None and local[1] >= mtime
-
-
-def pack(root: str, local_manifest: dict[str, list[int]], folders: list[str]) -> None:
-    with tarfile.open(fileobj=sys.stdout.buffer, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-        for folder in folders:
-            for path, status in walk_files(root, folder):
-                local = local_manifest.get(path)
-                if not differs(local, status.st_size, int(status.st_mtime)):
-                    continue
-                if keep_local(local, int(status.st_mtime)):
-                    print(f"kept {path}", file=sys.stderr)
-                    continue
-                archive.add(os.path.join(root, path), arcname=path, recursive=False)
+def _read_list(path: str) -> list[str]:
+    with open(path, "rb") as source:
+        return [os.fsdecode(item) for item in source.read().split(b"\0")[:-1]]
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["manifest"] and len(argv) == 2:
-        json.dump(manifest(argv[1]), sys.stdout)
-        return 0
-    if argv[:1] == ["pack"] and len(argv) >= 4:
-        with open(argv[2]) as source:
-            pack(argv[1], json.load(source), argv[3:])
-        return 0
-    print("usage: helper manifest ROOT | pack ROOT MANIFEST FOLDER...", file=sys.stderr)
-    return 2
+    out = sys.stdout.buffer
+    command, arguments = (argv[0], argv[1:]) if argv else ("", [])
+    if command == "list" and len(arguments) == 2:
+        list_tree(arguments[0], arguments[1], out)
+    elif command == "digest" and len(arguments) == 2:
+        digest_files(arguments[0], _read_list(arguments[1]), out)
+    elif command == "move" and len(arguments) == 4:
+        move(arguments[0], arguments[1], arguments[2], _read_list(arguments[3]), out)
+    elif command == "stage" and len(arguments) == 3:
+        stage(arguments[0], arguments[1], _read_list(arguments[2]))
+    elif command == "remove" and len(arguments) == 1 and os.path.basename(arguments[0]).startswith(STAGING_PREFIX):
+        shutil.rmtree(arguments[0], ignore_errors=True)
+    elif command == "install" and len(arguments) == 4:
+        install(arguments[0], arguments[1], arguments[2], sys.stderr.buffer)
+        sys.stderr.flush()
+        list_tree(arguments[0], arguments[3], out)
+    else:
+        print("usage: helper list|digest|move|stage|remove|install ...", file=sys.stderr)
+        return 2
+    out.flush()
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""Sync with rsync over ssh: plain subprocess, list argv, riding on the host's ssh master.
+"""The ssh transport of a sync: one remote command lists or changes the host, rsync copies.
 
-In: ``rsync -a --partial`` (size + mtime quick check; an interrupted large file resumes).
-After one complete sync, later ones list only the files changed here since (see
-``state.py``), so an unchanged folder costs one short rsync session whatever its size.
-Out: ``-a --partial --update``, so a local file newer than the host's copy is kept; rsync
-names each one ("X is newer"), and fp reports them. Neither direction passes --delete.
-The remote folder is created, and the host's sync marker written or checked, by the same
-ssh session that starts rsync there (``--rsync-path``), which also tells a missing rsync apart.
+- Listing: ``find -printf`` in one ssh session (which also creates the folders and prunes
+  old trash), so host-side edits, deletions and runs fp never saw are always seen.
+- Digests: ``sha256sum -z`` over the paths the planner names, in one session.
+- Moves: one ``sh`` script of ``mv -T`` lines (rename within the host's filesystem).
+- Copies: rsync with exactly the planned paths (``--files-from``), ``--ignore-times`` (the
+  planner already knows they differ, also when size and mtime agree), ``--partial-dir`` (an
+  interrupted file waits there, never under its final name, and is resumed next time), and
+  nothing but files, folders and symlinks, without setuid/setgid bits or foreign owners.
+  rsync runs in a process group of its own, stopped as a whole on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,164 +17,222 @@ import os
 import re
 import shlex
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fireplug import console, proc
 from fireplug.ssh import SshConnection
-from fireplug.sync import SyncError, SyncReport
-from fireplug.sync.state import SyncRecord, changed_since, forget, load_record, marker_path, new_token, record_path, save_record, snapshot
+from fireplug.sync import SyncError
+from fireplug.sync.session import TRASH_DAYS, Moved, Transferred
+from fireplug.sync.tree import LISTING_FORMAT, PARTIAL_DIR, Listing, Tree, lstat_entry, parse_digests, parse_listing
 
-STALE_MARK = "FP_SYNC_RECORD_STALE"
 IO_TIMEOUT_SECONDS = 300  # rsync gives up when no data moves for this long
+LIST_TIMEOUT_SECONDS = 600
 VANISHED = 24  # rsync: some source files vanished while it ran (not an error for fp)
+PARTIAL = 23  # rsync: some files could not be transferred
 _STAT_RES = {
     "files": re.compile(rb"^Number of regular files transferred: (\d+)", re.MULTILINE),
     "file_bytes": re.compile(rb"^Total transferred file size: (\d+)", re.MULTILINE),
     "sent": re.compile(rb"^Total bytes sent: (\d+)", re.MULTILINE),
     "received": re.compile(rb"^Total bytes received: (\d+)", re.MULTILINE),
 }
-_NEWER_RE = re.compile(rb"^(.+) is newer$", re.MULTILINE)
 _PROGRESS_RE = re.compile(rb"\s*[\d,.]+\s+\d+%\s+\S+/s\s+\S+")
 
-
-def base_argv(shell: str, *, progress: bool) -> list[str]:
-    info = "stats2,skip1,progress2" if progress else "stats2,skip1"
-    return ["rsync", "-a", "--partial", "--no-human-readable", f"--timeout={IO_TIMEOUT_SECONDS}", f"--info={info}", "-e", shell]
-
-
-def rsync_path(make_folders: Sequence[str], *, marker: tuple[str, str] | None = None) -> str:
-    """The remote command that starts rsync, creating ``make_folders`` first (and writing ``marker``: path, token)."""
-    command = f"mkdir -p -- {' '.join(shlex.quote(folder) for folder in make_folders)}"
-    if marker:
-        command += f" && printf %s {shlex.quote(marker[1])} > {shlex.quote(marker[0])}"
-    return f"{command} && rsync"
+LIST_SCRIPT = f"""\
+mkdir -p -- "$1" "$2" && cd -- "$1" && date +%s%N && find . -mindepth 1 -name {PARTIAL_DIR} -prune -o -printf '{LISTING_FORMAT}'
+status=$?
+find "$2" -mindepth 1 -maxdepth 1 -mtime +{TRASH_DAYS} -exec rm -rf -- {{}} + 2>/dev/null
+exit $status
+"""
+DIGEST_SCRIPT = 'cd -- "$1" && xargs -0 -r sha256sum -z -- 2>/dev/null; exit 0'
 
 
-def token_check(remote: str, token: str) -> str:
-    """A shell test that the host still has the folder and the last complete sync's token."""
-    return f'test -d {shlex.quote(remote)} && test "$(cat -- {shlex.quote(marker_path(remote))} 2>/dev/null)" = {shlex.quote(token)}'
+def copy_options(shell: str, *, progress: bool, whole: bool = False) -> list[str]:
+    """``whole``: files the receiver lacks, sent without the delta algorithm (which cannot help them)."""
+    info = "stats2,progress2" if progress else "stats2"
+    return [
+        "rsync",
+        "-a",
+        "--whole-file" if whole else "--no-whole-file",
+        "--no-owner",
+        "--no-group",
+        "--no-devices",
+        "--no-specials",
+        "--chmod=ug-s",
+        "--ignore-times",
+        f"--partial-dir={PARTIAL_DIR}",
+        "--no-human-readable",
+        f"--timeout={IO_TIMEOUT_SECONDS}",
+        f"--info={info}",
+        "-e",
+        shell,
+        "--from0",
+    ]
 
 
-def checked_rsync_path(remote: str, token: str) -> str:
-    """The remote command that starts rsync only if the host passes ``token_check``."""
-    return f"{{ {token_check(remote, token)} || {{ echo {STALE_MARK} >&2; exit 97; }}; }} && rsync"
+def pull_argv(shell: str, address: str, remote: str, local: Path, list_file: Path, backup: Path, *, progress: bool, whole: bool = False) -> list[str]:
+    """Copy the listed paths here; what they replace goes under ``backup`` (the local trash)."""
+    backups = ["--backup", f"--backup-dir={backup}"]
+    return [*copy_options(shell, progress=progress, whole=whole), *backups, f"--files-from={list_file}", f"{address}:{remote}/", f"{local}/"]
 
 
-def sync_in_argv(shell: str, destination: str, local: Path, remote: str, *, progress: bool, token: str = "") -> list[str]:
-    """A complete sync of ``local`` to ``remote`` (writing ``token`` into the host's marker when given)."""
-    path = rsync_path([remote], marker=(marker_path(remote), token) if token else None)
-    return [*base_argv(shell, progress=progress), "--rsync-path", path, f"{local}/", f"{destination}:{remote}/"]
+def push_argv(shell: str, address: str, local: Path, remote: str, list_file: Path, backup: str, *, progress: bool, whole: bool = False) -> list[str]:
+    """Copy the listed paths to the host; what they replace goes under ``backup`` there."""
+    make_folder = f"mkdir -p -- {shlex.quote(remote)} && rsync"
+    backups = ["--backup", f"--backup-dir={backup}"]
+    return [
+        *copy_options(shell, progress=progress, whole=whole),
+        *backups,
+        f"--files-from={list_file}",
+        "--rsync-path",
+        make_folder,
+        f"{local}/",
+        f"{address}:{remote}/",
+    ]
 
 
-def listed_sync_in_argv(shell: str, destination: str, local: Path, remote: str, list_file: Path, token: str, *, progress: bool) -> list[str]:
-    """A sync of only the files in ``list_file`` (NUL-separated, relative to ``local``)."""
-    path = checked_rsync_path(remote, token)
-    listing = ["--from0", f"--files-from={list_file}"]
-    return [*base_argv(shell, progress=progress), *listing, "--rsync-path", path, f"{local}/", f"{destination}:{remote}/"]
+def move_script(remote: str, renames: Sequence[tuple[str, str]], trash: Sequence[str], batch_folder: str) -> str:
+    """A shell script doing the moves; it prints ``failed PATH`` (NUL-terminated) for each one it could not do."""
+    lines = [f"cd -- {shlex.quote(remote)} || exit 1", "failed() { printf 'failed %s\\0' \"$1\"; }"]
+    for path, copy in renames:
+        lines.append(f"mv -T -- {shlex.quote(path)} {shlex.quote(copy)} || failed {shlex.quote(path)}")
+    for path in trash:
+        target = f"{batch_folder}/{path}"
+        parent = target.rsplit("/", 1)[0]
+        lines.append(f"{{ mkdir -p -- {shlex.quote(parent)} && mv -T -- {shlex.quote(path)} {shlex.quote(target)}; }} || failed {shlex.quote(path)}")
+    return "\n".join(lines) + "\n"
 
 
-def sync_out_argv(shell: str, destination: str, remote: str, local: Path, folders: Sequence[str], *, progress: bool) -> list[str]:
-    """One rsync for every result folder: ``-R`` with ``/./`` keeps paths relative to ``remote``."""
-    remote_folders = [remote if folder == "." else f"{remote}/{folder}" for folder in folders]
-    sources = [f"{destination}:{remote}/./{folder}/" if folder != "." else f"{destination}:{remote}/./" for folder in folders]
-    return [*base_argv(shell, progress=progress), "--update", "-R", "--rsync-path", rsync_path(remote_folders), *sources, f"{local}/"]
-
-
-def parse_report(direction: str, output: bytes, seconds: float) -> SyncReport:
+def parse_stats(output: bytes) -> Transferred:
     def number(key: str) -> int:
         found = _STAT_RES[key].search(output)
         return int(found.group(1)) if found else 0
 
-    kept = tuple(sorted(match.decode(errors="replace").strip() for match in _NEWER_RE.findall(output)))
-    return SyncReport(direction, number("files"), number("file_bytes"), number("sent") + number("received"), kept, seconds)
+    return Transferred(number("files"), number("file_bytes"), number("sent") + number("received"))
 
 
-class _StaleRecord(Exception):
-    """The host no longer holds what the local sync record says it got."""
+class RsyncHost:
+    """The host side of a sync over ssh (``session.HostSide``)."""
 
-
-class RsyncSyncer:
-    def __init__(self, shell: SshConnection, *, state_dir: Path | None = None, verbose: bool = False) -> None:
-        """``state_dir`` keeps sync records (None: every sync in is complete)."""
+    def __init__(self, shell: SshConnection, remote: str, trash_folder: str, *, verbose: bool = False) -> None:
         self.shell = shell
-        self.state_dir = state_dir
+        self.remote = remote
+        self.trash_folder = trash_folder
         self.verbose = verbose
+        self.listed: Tree = {}  # the host's tree as last listed
 
-    def sync_in(self, local: Path, remote: str) -> SyncReport:
-        current = snapshot(local, time.time_ns())
-        record_file = record_path(self.state_dir, local, str(self.shell.target), remote) if self.state_dir else None
-        record = load_record(record_file) if record_file else None
-        if record_file is not None and record is not None:
-            try:
-                report = self._listed_sync_in(local, remote, changed_since(current, record), record.token)
-                if current != record.files:
-                    save_record(record_file, SyncRecord(record.token, current))
-                return report
-            except _StaleRecord:
-                forget(record_file)
-        token = new_token() if record_file else ""
-        shell, address = self.shell.rsync_shell(), self.shell.target.address
-        report = self._rsync("in", lambda progress: sync_in_argv(shell, address, local, remote, progress=progress, token=token))
-        if record_file is not None:
-            save_record(record_file, SyncRecord(token, current))
-        return report
+    @property
+    def host(self) -> str:
+        return self.shell.host
 
-    def _listed_sync_in(self, local: Path, remote: str, changed: list[str], token: str) -> SyncReport:
-        if not changed:  # nothing to send: only make sure the host still has what it got
-            started = time.monotonic()
-            self.shell.ensure_master()
-            if self.shell.run(["sh", "-c", token_check(remote, token)], what="checking the synced data", timeout=60).returncode != 0:
-                raise _StaleRecord()
-            return SyncReport("in", 0, 0, 0, (), time.monotonic() - started)
-        shell, address = self.shell.rsync_shell(), self.shell.target.address
-        with tempfile.NamedTemporaryFile(prefix="fp-sync-", suffix=".list") as listing:
-            listing.write(b"".join(os.fsencode(path) + b"\0" for path in changed))
-            listing.flush()
-            list_file = Path(listing.name)
-            return self._rsync("in", lambda progress: listed_sync_in_argv(shell, address, local, remote, list_file, token, progress=progress))
+    def list(self) -> tuple[Listing, str]:
+        completed = self._remote(["sh", "-c", LIST_SCRIPT, "sh", self.remote, self.trash_folder], "listing the data folder", LIST_TIMEOUT_SECONDS)
+        clock, newline, listing = completed.stdout.partition(b"\n")
+        if not newline or not clock.strip().isdigit():
+            missing_tool = "not found" in completed.stderr_tail()
+            hint = (
+                "fp needs sh, date, find, mv and sha256sum there (coreutils, findutils)"
+                if missing_tool
+                else "set data_root in [hosts.NAME] to a folder the ssh user can write to"
+            )
+            raise SyncError(self.host, f"cannot list {self.remote}: {completed.stderr_tail() or 'no answer'}", hint=hint)
+        try:
+            tree = parse_listing(listing)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise SyncError(self.host, f"the listing of {self.remote} is damaged ({e})", hint="run fp again") from e
+        problem = completed.stderr_tail() if completed.returncode != 0 else ""
+        if self.verbose:
+            console.detail(f"host listing: {len(completed.stdout)} bytes, {len(tree)} entries")
+        self.listed = tree
+        return Listing(tree, int(clock)), problem
 
-    def sync_out(self, remote: str, local: Path, folders: Sequence[str]) -> SyncReport:
-        local.mkdir(parents=True, exist_ok=True)
-        return self._rsync(
-            "out",
-            lambda progress: sync_out_argv(self.shell.rsync_shell(), self.shell.target.address, remote, local, folders, progress=progress),
+    def digests(self, paths: Sequence[str]) -> dict[str, str]:
+        listing = b"".join(os.fsencode(path) + b"\0" for path in paths)
+        completed = self._remote(["sh", "-c", DIGEST_SCRIPT, "sh", self.remote], "hashing files", LIST_TIMEOUT_SECONDS, listing)
+        return parse_digests(completed.stdout)
+
+    def move(self, renames: Sequence[tuple[str, str]], trash: Sequence[str], batch: str) -> Moved:
+        script = move_script(self.remote, renames, trash, f"{self.trash_folder}/{batch}")
+        completed = self._remote(["sh", "-s"], "moving files aside", LIST_TIMEOUT_SECONDS, script.encode())
+        failed = {os.fsdecode(item[7:]) for item in completed.stdout.split(b"\0") if item.startswith(b"failed ")}
+        return Moved(frozenset(failed))
+
+    def pull(self, paths: Sequence[str], local: Path, backup: Path) -> Transferred:
+        address, shell = self.shell.target.address, self.shell.rsync_shell()
+        fresh = {path for path in paths if lstat_entry(str(local), path) is None}
+        return self._copy(
+            "from",
+            paths,
+            fresh,
+            lambda listing, progress, whole: pull_argv(shell, address, self.remote, local, listing, backup, progress=progress, whole=whole),
         )
 
-    def _rsync(self, direction: str, make_argv: Callable[[bool], list[str]]) -> SyncReport:
-        """Run rsync, showing its progress on a terminal; the parsed report.
+    def push(self, local: Path, paths: Sequence[str], batch: str) -> Transferred:
+        address, shell, backup = self.shell.target.address, self.shell.rsync_shell(), f"{self.trash_folder}/{batch}"
+        fresh = {path for path in paths if path not in self.listed}
+        return self._copy(
+            "to", paths, fresh, lambda listing, progress, whole: push_argv(shell, address, local, self.remote, listing, backup, progress=progress, whole=whole)
+        )
+
+    def _remote(self, words: list[str], what: str, timeout: float, input: bytes | None = None) -> proc.Completed:
+        self.shell.ensure_master()
+        return self.shell.run(words, what=what, timeout=timeout, input=input)
+
+    def _copy(self, way: str, paths: Sequence[str], fresh: set[str], make_argv: Callable[[Path, bool, bool], list[str]]) -> Transferred:
+        """rsync ``paths``: those the receiving side lacks (``fresh``) as whole files, in one run (no
+        delta algorithm can help them, and skipping it makes rsync as fast as tar over ssh), the
+        others with rsync's delta transfer, in another.
 
         Raises:
-            SyncError: rsync failed (the message carries its own last words).
-            SshError: the master connection could not be made.
+            SyncError: rsync failed as a whole (a partial failure is returned as ``problem``).
+        """
+        total = Transferred()
+        for group, whole in (([path for path in paths if path in fresh], True), ([path for path in paths if path not in fresh], False)):
+            if group:
+                done = self._rsync(way, group, lambda listing, progress, whole=whole: make_argv(listing, progress, whole))
+                total = Transferred(
+                    total.files + done.files, total.file_bytes + done.file_bytes, total.wire_bytes + done.wire_bytes, total.problem or done.problem
+                )
+        return total
+
+    def _rsync(self, way: str, paths: Sequence[str], make_argv: Callable[[Path, bool], list[str]]) -> Transferred:
+        """Run rsync over ``paths``, showing its progress on a terminal.
+
+        Raises:
+            SyncError: rsync failed as a whole (a partial failure is returned as ``problem``).
         """
         self.shell.ensure_master()
         show = console.stderr_is_terminal()
         output = bytearray()
-        with console.Progress(f"syncing data {'to' if direction == 'in' else 'from'} host '{self.shell.host}'", enabled=show) as progress:
+        with tempfile.NamedTemporaryFile(prefix="fp-sync-", suffix=".list") as listing:
+            listing.write(b"".join(os.fsencode(path) + b"\0" for path in paths))
+            listing.flush()
+            with console.Progress(f"syncing data {way} host '{self.host}'", enabled=show) as progress:
 
-            def collect(block: bytes) -> None:
-                output.extend(block)
-                if show and (latest := _latest_progress(block)):
-                    progress.update(latest)
+                def collect(block: bytes) -> None:
+                    output.extend(block)
+                    if show and (latest := _latest_progress(block)):
+                        progress.update(latest)
 
-            started = time.monotonic()
-            completed = proc.run(make_argv(show), timeout=None, what="rsync", verbose=self.verbose, on_output=collect)
-        if completed.returncode not in (0, VANISHED):
-            if STALE_MARK.encode() in completed.stderr:
-                raise _StaleRecord()
-            raise rsync_failure(self.shell.host, direction, completed)
-        return parse_report(direction, bytes(output), time.monotonic() - started)
+                argv = make_argv(Path(listing.name), show)
+                completed = proc.run(argv, timeout=None, what="rsync", verbose=self.verbose, on_output=collect, own_group=True)
+        result = parse_stats(bytes(output))
+        if completed.returncode in (0, VANISHED):
+            return result
+        detail, hint = rsync_failure(completed)
+        if completed.returncode == PARTIAL:  # what could be copied was: recorded, then reported
+            result.problem = detail
+            return result
+        raise SyncError(self.host, detail, hint=hint)
 
 
-def rsync_failure(host: str, direction: str, completed: proc.Completed) -> SyncError:
-    """One line for a failed rsync: its own last words, with a hint for the usual causes."""
+def rsync_failure(completed: proc.Completed) -> tuple[str, str]:
+    """A failed rsync in one line (its own last words), and a hint for the usual causes."""
     tail = completed.stderr_tail()
     if re.search(r"rsync: (command )?not found|rsync: No such file or directory", tail):
-        return SyncError(host, direction, "rsync is not installed on the host", hint="install it there (apt-get install rsync)")
+        return "rsync is not installed on the host", "install it there (apt-get install rsync)"
     hint = "set data_root in [hosts.NAME] to a folder the ssh user can write to" if "Permission denied" in tail else ""
-    return SyncError(host, direction, f"rsync exited with status {completed.returncode}: {tail or 'no message'}", hint=hint)
+    return f"rsync exited with status {completed.returncode}: {tail or 'no message'}", hint
 
 
 def _latest_progress(block: bytes) -> str:

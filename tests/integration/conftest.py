@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from fireplug import cli
+from fireplug.config import derived_id
 from fireplug.engine import Engine
 from fireplug.errors import FireplugError
 from tests import testbed
@@ -39,6 +40,11 @@ class Result:
 class Project:
     root: Path
     name: str
+
+    @property
+    def key(self) -> str:
+        """The project's folder name on hosts (name-id, the id derived from its path)."""
+        return f"{self.name}-{derived_id(self.root.resolve())}"
 
     def write(self, relative: str, text: str | bytes, mode: int | None = None) -> Path:
         path = self.root / relative
@@ -163,6 +169,13 @@ class RemoteBench:
 
     def data_root(self, host: str) -> Path:
         return self.data_roots / host
+
+    def data_on(self, host: str, project: Project) -> Path:
+        """The project's data folder on ``host``."""
+        return self.data_roots / host / project.key / "data"
+
+    def trash_on(self, host: str, project: Project) -> Path:
+        return self.data_roots / host / project.key / ".fp-trash"
 
     def add_hosts(self, text: str) -> None:
         with self.config.open("a") as out:

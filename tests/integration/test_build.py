@@ -94,7 +94,7 @@ def test_build_failure_shows_the_failing_steps_output(project: Project, fp) -> N
     assert "the-last-words" in result.err
     error_lines = [line for line in result.err.splitlines() if line.startswith("fp: error:")]
     assert len(error_lines) == 1
-    assert f"building fp-{project.name}:" in error_lines[0] and "non-zero code: 7" in error_lines[0]
+    assert f"building fp-{project.key}:" in error_lines[0] and "non-zero code: 7" in error_lines[0]
 
 
 def test_unavailable_base_from_image_is_one_line(project: Project, fp) -> None:  # type: ignore[no-untyped-def]

@@ -58,7 +58,7 @@ def checksum_round(fp, project: Project, remote: RemoteBench, host: str) -> tupl
     sums = fill_data(project)
     result = fp(project.root, "--host", host, "sh", "-c", CHECKSUM_AND_WRITE)
     assert result.code == 0, result.err
-    on_host = remote.data_root(host) / project.name / "data"
+    on_host = remote.data_on(host, project)
     for relative, digest in sums.items():
         assert sha256(on_host / relative.removeprefix("data/")) == digest
     return sums, on_host, result
@@ -79,52 +79,29 @@ def test_a_second_sync_of_unchanged_data_moves_nothing_and_one_change_moves_one_
     assert fp(project.root, "--host", "primary", "--sync-in-only").code == 0
     again = fp(project.root, "--host", "primary", "--sync-in-only", "-v")
     assert again.code == 0
-    assert "data to host 'primary': nothing changed" in again.err
+    assert "data and host 'primary' in sync: nothing changed" in again.err
     project.write("data/table.csv", b"changed\n")
     changed = fp(project.root, "--host", "primary", "--sync-in-only", "-v")
     assert "synced 1 files (8 B) to host 'primary'" in changed.err
-    assert (remote.data_root("primary") / project.name / "data/table.csv").read_bytes() == b"changed\n"
+    assert (remote.data_on("primary", project) / "table.csv").read_bytes() == b"changed\n"
     # A host that lost the data gets all of it again, though nothing changed here.
-    shutil.rmtree(remote.data_root("primary") / project.name / "data")
+    shutil.rmtree(remote.data_on("primary", project))
     restored = fp(project.root, "--host", "primary", "--sync-in-only")
     assert "synced 4 files" in restored.err, restored.err
-    assert (remote.data_root("primary") / project.name / "data/raw/matrix.bin").stat().st_size == 3 * 1024 * 1024 + 17
-    # Files settled here (older than the 2 s racy window) are left out of the next list; --full-sync
-    # compares every file, so a file edited on the host is put back to the local version.
-    time.sleep(2.1)
-    assert "nothing changed" in fp(project.root, "--host", "primary", "--sync-in-only").err
-    (remote.data_root("primary") / project.name / "data/table.csv").write_bytes(b"edited on the host")
-    assert "nothing changed" in fp(project.root, "--host", "primary", "--sync-in-only").err
-    assert "synced 1 files" in fp(project.root, "--host", "primary", "--sync-in-only", "--full-sync").err
-    assert (remote.data_root("primary") / project.name / "data/table.csv").read_bytes() == b"changed\n"
+    assert (remote.data_on("primary", project) / "raw/matrix.bin").stat().st_size == 3 * 1024 * 1024 + 17
+    # The host is listed at every sync: an edit made there by hand comes back.
+    (remote.data_on("primary", project) / "table.csv").write_bytes(b"edited on the host")
+    assert "1 files (18 B) from host 'primary'" in fp(project.root, "--host", "primary", "--sync-in-only").err
+    assert (project.root / "data/table.csv").read_bytes() == b"edited on the host"
     (project.root / "data/raw/empty-for-outputs").mkdir()
     assert fp(project.root, "--host", "primary", "--sync-in-only").code == 0
-    assert (remote.data_root("primary") / project.name / "data/raw/empty-for-outputs").is_dir()
-
-
-def test_a_newer_local_file_is_never_overwritten_and_nothing_local_is_deleted(fp, project: Project, remote: RemoteBench) -> None:
-    project.write("data/result.txt", "mine\n")
-    project.write("data/only-here.txt", "local only\n")
-    # The command replaces result.txt with an older copy (as a run started before a local edit would).
-    command = "echo host > data/result.txt && touch -d 2020-01-01 data/result.txt && rm data/only-here.txt && echo new > data/new.txt"
-    result = fp(project.root, "--host", "primary", "sh", "-c", command)
-    assert result.code == 0, result.err
-    assert (project.root / "data/result.txt").read_text() == "mine\n"
-    assert (project.root / "data/only-here.txt").read_text() == "local only\n"
-    assert (project.root / "data/new.txt").read_text() == "new\n"
-    assert "kept 1 local files newer than the host's copies: result.txt" in result.err
-
-
-def test_results_come_back_after_a_failing_command(fp, project: Project, remote: RemoteBench) -> None:
-    result = fp(project.root, "--host", "primary", "sh", "-c", "mkdir -p data/out && echo partial > data/out/log.txt && exit 7")
-    assert result.code == 7
-    assert (project.root / "data/out/log.txt").read_text() == "partial\n"
+    assert (remote.data_on("primary", project) / "raw/empty-for-outputs").is_dir()
 
 
 def test_results_come_back_after_an_interrupted_command(project: Project, remote: RemoteBench) -> None:
     project.write("wait.sh", "echo started > data/progress.txt\ntrap 'echo checkpoint > data/progress.txt; exit 130' INT\nwhile :; do sleep 0.1; done\n")
     process = subprocess.Popen([*run_fp_command(), "--host", "primary", "sh", "wait.sh"], cwd=project.root, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    host_copy = remote.data_root("primary") / project.name / "data/progress.txt"
+    host_copy = remote.data_on("primary", project) / "progress.txt"
     deadline = time.monotonic() + 120
     while not host_copy.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -142,7 +119,7 @@ def run_fp_command() -> list[str]:
 
 def test_no_run_flags_do_only_their_steps(fp, project: Project, remote: RemoteBench) -> None:
     project.write("data/in.txt", "x")
-    on_host = remote.data_root("primary") / project.name / "data"
+    on_host = remote.data_on("primary", project)
     assert fp(project.root, "--host", "primary", "--no-run").code == 0
     assert (on_host / "in.txt").read_text() == "x"
     (on_host / "made-there.txt").write_text("there")
@@ -171,11 +148,11 @@ def test_api_sync_against_the_tls_host(fp, project: Project, remote: RemoteBench
     _, on_host, _ = checksum_round(fp, project, remote, "tlsapi")
     assert sha256(project.root / "data/results/model.bin") == sha256(on_host / "results/model.bin")
     again = fp(project.root, "--host", "tlsapi", "--sync-in-only")
-    assert "data to host 'tlsapi': nothing changed" in again.err
+    assert "data and host 'tlsapi' in sync: nothing changed" in again.err
     project.write("data/results/model.bin", b"edited here")
     out = fp(project.root, "--host", "tlsapi", "--sync-out-only")
-    assert (project.root / "data/results/model.bin").read_bytes() == b"edited here"
-    assert "kept 1 local files newer" in out.err
+    assert (project.root / "data/results/model.bin").read_bytes() == (on_host / "results/model.bin").read_bytes() == b"edited here"
+    assert "synced 1 files (11 B) to host 'tlsapi'" in out.err
 
 
 def test_docker_machine_host_runs_over_tls_with_rsync(fp, project: Project, remote: RemoteBench, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,7 +162,7 @@ def test_docker_machine_host_runs_over_tls_with_rsync(fp, project: Project, remo
     result = fp(project.root, "--host", testbed.MACHINE_NAME, "sh", "-c", "cat data/in.txt > data/out.txt")
     assert result.code == 0, result.err
     assert (project.root / "data/out.txt").read_text() == "via machine"
-    assert (remote.data_root("machine") / project.name / "data/out.txt").exists()
+    assert (remote.data_on("machine", project) / "out.txt").exists()
 
 
 def test_docker_context_host_runs(fp, project: Project, remote: RemoteBench, isolated_home: Path) -> None:
@@ -295,7 +272,7 @@ def test_results_that_cannot_come_back_fail_with_125_and_the_commands_status(fp,
     result = fp(project.root, "--host", "primary", "sh", "-c", "mkdir -m 700 data/locked && echo x > data/locked/f && echo ok > data/fine.txt")
     assert result.code == 125
     lines = [line for line in result.err.splitlines() if line.startswith("fp: error:")]
-    assert len(lines) == 1 and "syncing data from host 'primary' failed" in lines[0] and "Permission denied" in lines[0]
+    assert len(lines) == 1 and "syncing data with host 'primary' failed" in lines[0] and "Permission denied" in lines[0]
     assert "(the command itself exited with status 0)" in lines[0]
     assert (project.root / "data/fine.txt").read_text() == "ok\n"  # what could come back did
 
@@ -303,17 +280,16 @@ def test_results_that_cannot_come_back_fail_with_125_and_the_commands_status(fp,
 def test_a_failing_sync_helper_is_one_error_and_leaves_no_container(tmp_path: Path, remote_engines: None) -> None:
     from fireplug.engine import Engine
     from fireplug.errors import FireplugError
-    from fireplug.sync.api import ApiSyncer
+    from fireplug.sync.api import ApiHost
     from fireplug.transport import TlsFiles, connector_for
 
     url = f"tcp://127.0.0.1:{testbed.TLS_PORT}"
     engine = Engine("tlsapi", url, connector=connector_for("tlsapi", url, TlsFiles.in_folder(str(testbed.CERTS))))
     engine.negotiate()
     label = f"fpt-{os.urandom(4).hex()}"
-    syncer = ApiSyncer(engine, "debian:bookworm-slim", {"io.fireplug.project": label})  # an image without python3
-    (tmp_path / "data").mkdir()
+    host_side = ApiHost(engine, "debian:bookworm-slim", {"io.fireplug.project": label}, str(tmp_path / "remote"), "data")  # no python3 there
     with pytest.raises(FireplugError, match=r"host 'tlsapi'.*python3.*not found") as failed:
-        syncer.sync_in(tmp_path / "data", str(tmp_path / "remote"))
+        host_side.list()
     assert "\n" not in str(failed.value)
     assert docker("ps", "-aq", "--filter", f"label=io.fireplug.project={label}", engine="tls") == ""
 

@@ -189,12 +189,12 @@ def test_background_jobs_do_not_count_as_foreground() -> None:
 
 
 def test_dry_run_on_a_remote_host_shows_where_the_data_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "fireplug.toml").write_text('[project]\nname = "proj"\n\n[hosts.aws02]\nurl = "ssh://ada@aws02"\ndata_root = "/scratch"\n')
+    (tmp_path / "fireplug.toml").write_text('[project]\nname = "proj"\nid = "abcd1234"\n\n[hosts.aws02]\nurl = "ssh://ada@aws02"\ndata_root = "/scratch"\n')
     monkeypatch.chdir(tmp_path)
     assert main(["--dry-run", "--host", "aws02", "python", "x.py"]) == 0
     out = capsys.readouterr().out
     assert "host      aws02 (ssh://ada@aws02); data synced there with rsync over ssh" in out
-    assert f"data: /scratch/proj/data -> {tmp_path.resolve()}/data" in out
+    assert f"data: /scratch/proj-abcd1234/data -> {tmp_path.resolve()}/data" in out
 
 
 @pytest.mark.parametrize(

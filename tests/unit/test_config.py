@@ -90,7 +90,16 @@ def test_data_folder_is_normalised() -> None:
 
 @pytest.mark.parametrize(
     ("folder", "name"),
-    [("My Project", "my-project"), ("__x__", "x"), ("Ünïcode", "n-code"), ("...", "project"), ("a.b_c-d", "a.b_c-d")],
+    [
+        ("My Project", "my-project"),
+        ("__x__", "x"),
+        ("Ünïcode", "unicode"),
+        ("My Kaggle Прогноз", "my-kaggle-prognoz"),
+        ("Αθήνα", "athina"),
+        ("数据", "project"),
+        ("...", "project"),
+        ("a.b_c-d", "a.b_c-d"),
+    ],
 )
 def test_sanitize_name(folder: str, name: str) -> None:
     assert sanitize_name(folder) == name

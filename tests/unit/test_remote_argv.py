@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
-import time
 from pathlib import Path
 
 import pytest
@@ -13,8 +11,8 @@ from fireplug.config import Source, load
 from fireplug.errors import UsageError
 from fireplug.proc import Completed, redact
 from fireplug.ssh import SshSettings, SshTarget, control_path, engine_endpoint, parse_ssh_url, ssh_options
-from fireplug.sync.rsync import listed_sync_in_argv, parse_report, rsync_failure, sync_in_argv, sync_out_argv
-from fireplug.sync.state import SyncRecord, changed_since, marker_path, snapshot
+from fireplug.sync.rsync import move_script, parse_stats, pull_argv, push_argv, rsync_failure
+from fireplug.sync.tree import parse_digests
 from fireplug.userconfig import add_host, remove_host
 
 
@@ -52,30 +50,34 @@ def test_engine_endpoint_follows_the_hosts_docker_host(docker_host: str, endpoin
     assert engine_endpoint(docker_host) == endpoint
 
 
-def test_rsync_in_creates_the_folder_and_never_deletes() -> None:
-    argv = sync_in_argv("ssh -p 22", "h", Path("/p/my data"), "/data/p/my data", progress=False)
-    assert argv[:3] == ["rsync", "-a", "--partial"] and "--delete" not in argv
+def test_rsync_copies_exactly_the_planned_paths_safely_and_never_deletes() -> None:
+    argv = push_argv("ssh -p 22", "h", Path("/p/my data"), "/data/p/my data", Path("/tmp/l"), "/data/p/.fp-trash/B", progress=False)
+    for option in ("--partial-dir=.fp-partial", "--ignore-times", "--no-devices", "--no-specials", "--chmod=ug-s", "--no-owner", "--no-group", "--from0"):
+        assert option in argv
+    assert "--files-from=/tmp/l" in argv and "--backup-dir=/data/p/.fp-trash/B" in argv
+    assert not [word for word in argv if word.startswith("--delete") or word == "--partial"]
     assert argv[argv.index("--rsync-path") + 1] == "mkdir -p -- '/data/p/my data' && rsync"
     assert argv[-2:] == ["/p/my data/", "h:/data/p/my data/"]
+    pull = pull_argv("ssh", "h", "/d/data", Path("/p/data"), Path("/tmp/l"), Path("/state/trash/B"), progress=False)
+    assert pull[-2:] == ["h:/d/data/", "/p/data/"] and "--backup-dir=/state/trash/B" in pull and "--rsync-path" not in pull
 
 
-def test_rsync_out_keeps_newer_local_files_and_brings_each_result_folder() -> None:
-    argv = sync_out_argv("ssh", "h", "/data/p/data", Path("/p/data"), ["results", "logs/run"], progress=False)
-    assert "--update" in argv and "-R" in argv and "--delete" not in argv
-    assert argv[-3:] == ["h:/data/p/data/./results/", "h:/data/p/data/./logs/run/", "/p/data/"]
-    assert shlex.split(argv[argv.index("--rsync-path") + 1])[:5] == ["mkdir", "-p", "--", "/data/p/data/results", "/data/p/data/logs/run"]
-    whole = sync_out_argv("ssh", "h", "/d", Path("/p/data"), ["."], progress=False)
-    assert whole[-2:] == ["h:/d/./", "/p/data/"]
+def test_rsync_stats_are_parsed() -> None:
+    output = b"Number of regular files transferred: 3\nTotal transferred file size: 1048576 bytes\nTotal bytes sent: 1200\nTotal bytes received: 1049000\n"
+    found = parse_stats(output)
+    assert (found.files, found.file_bytes, found.wire_bytes) == (3, 1048576, 1050200)
 
 
-def test_rsync_report_counts_transfers_and_kept_files() -> None:
-    output = (
-        b"results/model.h5 is newer\n"
-        b"Number of regular files transferred: 3\nTotal transferred file size: 1048576 bytes\n"
-        b"Total bytes sent: 1200\nTotal bytes received: 1049000\n"
-    )
-    report = parse_report("out", output, 1.5)
-    assert (report.files, report.file_bytes, report.wire_bytes, report.kept) == (3, 1048576, 1050200, ("results/model.h5",))
+def test_host_moves_are_one_quoted_script_that_names_what_failed() -> None:
+    script = move_script("/d/my data", [("r.txt", "r.fp-conflict-h-1.txt")], ["a b/c"], "/d/.fp-trash/B")
+    assert "cd -- '/d/my data' || exit 1" in script
+    assert "mv -T -- r.txt r.fp-conflict-h-1.txt || failed r.txt" in script
+    assert "{ mkdir -p -- '/d/.fp-trash/B/a b' && mv -T -- 'a b/c' '/d/.fp-trash/B/a b/c'; } || failed 'a b/c'" in script
+
+
+def test_host_digests_are_parsed_whatever_the_names() -> None:
+    digest = "a" * 64
+    assert parse_digests(f"{digest}  x y\n".encode() + b"\0" + f"{digest}  z".encode() + b"\0") == {"x y\n": digest, "z": digest}
 
 
 def test_verbose_argv_hides_secret_values() -> None:
@@ -108,30 +110,6 @@ def test_hosts_add_creates_a_missing_config(tmp_path: Path) -> None:
     assert hosts_in(path) == {"a": "ssh://a"}
 
 
-def test_listed_sync_checks_the_hosts_marker_before_starting_rsync(tmp_path: Path) -> None:
-    argv = listed_sync_in_argv("ssh", "h", Path("/p/data"), "/d/p/data", tmp_path / "list", "abc123", progress=False)
-    assert argv[argv.index("--files-from=" + str(tmp_path / "list")) - 1] == "--from0"
-    remote = argv[argv.index("--rsync-path") + 1]
-    assert "test -d /d/p/data" in remote and '"$(cat -- /d/p/.fp-sync-data 2>/dev/null)" = abc123' in remote and remote.endswith("&& rsync")
-    complete = sync_in_argv("ssh", "h", Path("/p/data"), "/d/p/data", progress=False, token="abc123")
-    assert complete[complete.index("--rsync-path") + 1] == "mkdir -p -- /d/p/data && printf %s abc123 > /d/p/.fp-sync-data && rsync"
-
-
-def test_sync_record_lists_new_changed_and_racy_files_only(tmp_path: Path) -> None:
-    (tmp_path / "sub").mkdir()
-    for name in ("old.bin", "sub/kept.bin", "sub/edited.bin"):
-        (tmp_path / name).write_bytes(b"x")
-    record = SyncRecord("t", snapshot(tmp_path, time.time_ns(), racy_ns=0))
-    assert set(record.files) == {"old.bin", "sub", "sub/kept.bin", "sub/edited.bin"} and None not in record.files.values()
-    (tmp_path / "sub/edited.bin").write_bytes(b"y")  # same size: the signature (mtime, ctime) still differs
-    (tmp_path / "new.bin").write_bytes(b"n")
-    (tmp_path / "sub/empty").mkdir()  # a new empty folder is listed (and so is its parent, whose mtime changed)
-    assert changed_since(snapshot(tmp_path, time.time_ns(), racy_ns=0), record) == ["new.bin", "sub", "sub/edited.bin", "sub/empty"]
-    racy = snapshot(tmp_path, time.time_ns(), racy_ns=60_000_000_000)
-    assert changed_since(racy, record) == ["new.bin", "old.bin", "sub", "sub/edited.bin", "sub/empty", "sub/kept.bin"]
-    assert marker_path("/data/proj/data") == "/data/proj/.fp-sync-data"
-
-
 @pytest.mark.parametrize(
     ("stderr", "expected"),
     [
@@ -145,27 +123,58 @@ def test_sync_record_lists_new_changed_and_racy_files_only(tmp_path: Path) -> No
     ],
 )
 def test_rsync_failures_are_one_actionable_line(stderr: bytes, expected: str) -> None:
-    error = rsync_failure("aws02", "in", Completed(("rsync",), 12, b"", stderr, 0.1))
-    assert expected in str(error) and "host 'aws02'" in str(error) and "\n" not in str(error)
+    detail, hint = rsync_failure(Completed(("rsync",), 12, b"", stderr, 0.1))
+    assert expected in f"{detail}; {hint}" and "\n" not in detail + hint
 
 
-def test_api_sync_helper_packs_only_differing_files_and_names_the_kept_ones(tmp_path: Path) -> None:
-    import io
-    import json
+def helper(*argv: str) -> bytes:
     import subprocess
     import sys
-    import tarfile
 
-    host = tmp_path / "host"
-    (host / "results").mkdir(parents=True)
-    for name, content, mtime in (("same.txt", b"s", 1000), ("changed.txt", b"host", 2000), ("mine.txt", b"host", 3000), ("new.txt", b"n", 4000)):
-        (host / "results" / name).write_bytes(content)
-        os.utime(host / "results" / name, (mtime, mtime))
-    local = {"results/same.txt": [1, 1000], "results/changed.txt": [5, 1500], "results/mine.txt": [5, 3000]}
-    (tmp_path / "manifest.json").write_text(json.dumps(local))
+    return subprocess.run([sys.executable, "-m", "fireplug.sync.helper", *argv], capture_output=True, check=True).stdout
+
+
+def test_api_sync_helper_stages_files_folders_and_links_but_nothing_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fireplug.sync import helper as helper_module
+
+    data, staging = tmp_path / "data", tmp_path / ".fp-staging-1"
+    (data / "empty").mkdir(parents=True)
+    (data / "old.txt").write_bytes(b"x")
+    (data / "new.txt").write_bytes(b"y")
+    os.symlink("/etc/passwd", data / "link")
+    os.mkfifo(data / "fifo")
+    os.utime(data / "old.txt", ns=(1, 1_700_000_000_123_456_789))
+    (tmp_path / "paths").write_bytes(b"empty\0old.txt\0new.txt\0link\0fifo\0")
+    helper("stage", str(data), str(staging), str(tmp_path / "paths"))
+    assert sorted(path.name for path in staging.iterdir()) == ["empty", "link", "new.txt", "old.txt"]
+    assert os.readlink(staging / "link") == "/etc/passwd"
+    assert (staging / "new.txt").stat().st_ino != (data / "new.txt").stat().st_ino  # changed just now: a copy
+    assert (staging / "old.txt").stat().st_mtime_ns == 1_700_000_000_123_456_789
+    helper("remove", str(staging))
+    monkeypatch.setattr(helper_module, "STILL_NS", -(10**12))
+    helper_module.stage(str(data), str(staging), ["old.txt"])
+    assert (staging / "old.txt").stat().st_ino == (data / "old.txt").stat().st_ino  # settled: a hard link
+    helper("remove", str(staging))
+    assert not staging.exists()
+
+
+def test_api_sync_helper_install_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    data, stage, outside = tmp_path / "data", tmp_path / "stage", tmp_path / "outside"
+    for folder in (data, stage / "planted", stage / "fine", outside):
+        folder.mkdir(parents=True)
+    os.symlink(outside, data / "planted")
+    (stage / "planted/chain.txt").write_text("x")
+    (stage / "fine/r.txt").write_text("r")
+    (data / "fine").mkdir()
+    (data / "fine/r.txt").write_text("old")
+    import subprocess
+    import sys
+
     done = subprocess.run(
-        [sys.executable, "-m", "fireplug.sync.helper", "pack", str(host), str(tmp_path / "manifest.json"), "results"], capture_output=True, check=True
+        [sys.executable, "-m", "fireplug.sync.helper", "install", str(data), str(stage), str(tmp_path / "trash/B"), str(tmp_path / "trash")],
+        capture_output=True,
+        check=True,
     )
-    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as archive:
-        assert sorted(archive.getnames()) == ["results/changed.txt", "results/new.txt"]
-    assert done.stderr.decode().splitlines() == ["kept results/mine.txt"]
+    assert b"refused planted" in done.stderr and list(outside.iterdir()) == []
+    assert b"fine/r.txt" in done.stdout  # the listing after the install
+    assert (data / "fine/r.txt").read_text() == "r" and (tmp_path / "trash/B/fine/r.txt").read_text() == "old"

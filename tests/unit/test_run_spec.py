@@ -103,9 +103,10 @@ def test_resolve_env() -> None:
 
 
 def test_a_remote_host_mounts_the_data_copy_under_its_data_root_as_its_ssh_user() -> None:
-    config = load([], {}, {"project": {"name": "proj", "data": "inputs"}}, root=ROOT)
+    config = load([], {}, {"project": {"name": "proj", "data": "inputs", "id": "abcd1234"}}, root=ROOT)
     spec = container_spec(config, "i", RunRequest(("x",)), local(ROOT), host=REMOTE_HOST)
-    assert spec.mounts == (Mount("/scratch/proj/inputs", "/home/ada/proj/inputs"),)
+    assert spec.mounts == (Mount("/scratch/proj-abcd1234/inputs", "/home/ada/proj/inputs"),)
+    assert spec.labels["io.fireplug.project-key"] == "proj-abcd1234"
     assert spec.user == ""  # not known yet: root
     owned = container_spec(config, "i", RunRequest(("x",)), local(ROOT), host=REMOTE_HOST, owner=(1001, 1001))
     assert owned.user == "1001:1001" and ("HOME", "/tmp") in owned.env

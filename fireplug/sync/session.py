@@ -1,0 +1,376 @@
+"""One two-way sync of a data folder with a host: lock, list both sides, plan, carry out, record.
+
+The transport (rsync over ssh, or the Docker API) only lists the host, hashes files there,
+moves entries into the host's trash or to conflict names, and copies listed paths each way.
+Every decision is the planner's (``plan.py``); this module runs it in a safe order:
+
+1. host moves (conflict copies renamed, deletions into the host trash), then local ones;
+2. copies from the host, then to it; no file lands under its final name half-written
+   (rsync's ``--partial-dir``, the API path's temporary names), and the version a copy
+   replaces goes to that side's trash too (rsync's ``--backup-dir``): no content that was
+   on either side before a sync is unreachable after it;
+3. both sides are looked at again, and the record keeps only what is now the same on both.
+
+An interruption stops the transport (its whole process group) and leaves the record as it
+was: what did arrive is found equal by content at the next sync, and the rest is sent then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+from fireplug.signature import is_racy
+from fireplug.sync import SyncError, SyncInterrupted, SyncReport
+from fireplug.sync.plan import Plan, Sides, all_unchanged, digests_needed, make_plan
+from fireplug.sync.record import RACY, Common, PairFiles, Record, Signature, load_record, pair_lock, save_record
+from fireplug.sync.tree import DIR, FILE, LINK, Entry, Listing, Tree, lstat_entry, parents, scan
+
+TRASH_DAYS = 7
+READ_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What the host did with the moves it was asked for."""
+
+    failed: frozenset[str] = frozenset()  # paths it could not move (left as they were)
+
+
+@dataclass
+class Transferred:
+    files: int = 0
+    file_bytes: int = 0
+    wire_bytes: int = 0
+    problem: str = ""  # a transfer that failed for some paths: the tool's own words
+
+
+class HostSide(Protocol):
+    """What a transport does on the host; paths are relative to the host's data folder."""
+
+    host: str
+    trash_folder: str  # where the host's trash lives (beside the data folder, never inside)
+
+    def list(self) -> tuple[Listing, str]:
+        """The host's tree (the data folder is created when missing), and any listing problem."""
+
+    def digests(self, paths: Sequence[str]) -> dict[str, str]:
+        """SHA-256 of each file (files that vanished are left out)."""
+
+    def move(self, renames: Sequence[tuple[str, str]], trash: Sequence[str], batch: str) -> Moved:
+        """Rename conflict copies, then move ``trash`` into ``trash_folder/batch``."""
+
+    def pull(self, paths: Sequence[str], local: Path, backup: Path) -> Transferred:
+        """Copy ``paths`` (files, links, folders) from the host into ``local``; a local entry
+        that a copy replaces is moved under ``backup`` first (same relative path)."""
+
+    def push(self, local: Path, paths: Sequence[str], batch: str) -> Transferred:
+        """Copy ``paths`` from ``local`` to the host; what a copy replaces there goes to ``trash_folder/batch``."""
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    local: Path  # the local data folder (exists)
+    pair: PairFiles
+    host_name: str
+    full: bool = False  # hash every file on both sides
+    pull_scope: tuple[str, ...] = ()  # folders (relative to the data folder) host changes come back from; () = all
+    accept_deletions: bool = False  # repeat here even a mass deletion on the host (see plan.host_lost_data)
+    on_wait: Callable[[str], None] = lambda holder: None
+
+
+@dataclass
+class _Progress:
+    stage: str = "listing"
+    pulled: Transferred = field(default_factory=Transferred)
+    pushed: Transferred = field(default_factory=Transferred)
+
+
+def sync(request: SyncRequest, host_side: HostSide) -> SyncReport:
+    """Bring the local data folder and the host's into agreement (see the module docstring).
+
+    Raises:
+        SyncError: the host could not be listed or a copy failed (what did complete is recorded).
+        SyncInterrupted: a signal stopped the sync; says what had finished.
+        SshError, EngineError, EngineUnreachable: from the transport.
+    """
+    started = time.monotonic()
+    progress = _Progress()
+    with pair_lock(request.pair.lock, request.on_wait):
+        try:
+            return _sync_locked(request, host_side, progress, started)
+        except KeyboardInterrupt as e:
+            raise SyncInterrupted(host_side.host, _interrupted_story(progress), e) from e
+
+
+def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress, started: float) -> SyncReport:
+    record = load_record(request.pair.record)
+    listed_at = time.time_ns()
+    local_listing = Listing(scan(str(request.local)), listed_at)
+    host_listing, listing_problem = host_side.list()
+    if not request.full and not listing_problem and all_unchanged(record, local_listing.tree, host_listing.tree):
+        return SyncReport(seconds=time.monotonic() - started)
+    wanted_here, wanted_there = digests_needed(record, local_listing.tree, host_listing.tree, full=request.full)
+    sides = Sides(local_listing.tree, host_listing.tree, local_digests(request.local, wanted_here), host_side.digests(wanted_there) if wanted_there else {})
+    batch = time.strftime("%Y%m%dT%H%M%S")
+    plan = make_plan(record, sides, host_name=request.host_name, stamp=batch, pull_scope=request.pull_scope, accept_deletions=request.accept_deletions)
+    unsafe = _drop_unsafe_pulls(plan, request.local, local_listing.tree)
+    progress.stage = "moving"
+    moved = host_side.move(plan.host_renames, plan.host_trash, batch) if plan.host_renames or plan.host_trash else Moved()
+    _drop_failed_renames(plan, moved.failed)
+    local_trash = request.pair.trash / batch
+    trashed_here = _move_to_trash(request.local, plan.local_trash, local_trash)
+    prune_trash(request.pair.trash, time.time())
+    progress.stage = "pulling"
+    if plan.pull:
+        progress.pulled = host_side.pull(plan.pull, request.local, local_trash)
+    progress.stage = "pushing"
+    with _Hashing(request.local, [path for path in plan.push if local_listing.tree[path].kind == FILE], local_listing.tree) as hashing:
+        if plan.push:  # the files sent land racy on the host: their digests, for the record, are made meanwhile
+            progress.pushed = host_side.push(request.local, plan.push, batch)
+        progress.stage = "recording"
+        host_after = host_side.list()[0] if plan.push or plan.host_trash or plan.host_renames else host_listing
+        local_after = _local_after(request.local, local_listing, plan)
+        known = hashing.result()
+    save_record(request.pair.record, _new_record(record, plan, local_after, host_after, request.local, known))
+    report = SyncReport(
+        pushed=progress.pushed.files,
+        pushed_bytes=progress.pushed.file_bytes,
+        pulled=progress.pulled.files,
+        pulled_bytes=progress.pulled.file_bytes,
+        wire_bytes=progress.pushed.wire_bytes + progress.pulled.wire_bytes,
+        trashed_here=tuple(sorted(set(plan.local_trash) - trashed_here.failed)),
+        trashed_there=tuple(sorted(set(plan.host_trash) - moved.failed)),
+        local_trash=str(local_trash),
+        host_trash=f"{host_side.trash_folder}/{batch}",
+        conflicts=tuple(plan.conflicts),
+        kept=tuple(plan.kept),
+        outside_links=tuple(sorted(plan.outside_links)),
+        unsyncable=tuple(plan.unsyncable),
+        unsafe=tuple(unsafe),
+        restored=tuple(plan.restored),
+        seconds=time.monotonic() - started,
+    )
+    problem = listing_problem or progress.pulled.problem or progress.pushed.problem
+    if problem:
+        raise SyncError(host_side.host, problem, report=report)
+    return report
+
+
+def _interrupted_story(progress: _Progress) -> str:
+    stages = {
+        "listing": "before anything was copied or moved",
+        "moving": "while moving deleted files into the trash; nothing was copied",
+        "pulling": "while copying from the host; every file that arrived is complete, the rest comes with the next sync",
+        "pushing": "while copying to the host; every file that arrived is complete, the rest goes with the next sync",
+        "recording": "after every copy was done",
+    }
+    return stages[progress.stage]
+
+
+def local_digests(root: Path, paths: Sequence[str]) -> dict[str, str]:
+    """SHA-256 of each local file; files that cannot be read are left out (they count as changed)."""
+    found = {}
+    for path in paths:
+        digest = file_sha256(root / path)
+        if digest:
+            found[path] = digest
+    return found
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            while block := handle.read(READ_SIZE):
+                digest.update(block)
+    except OSError:
+        return ""
+    return digest.hexdigest()
+
+
+def _drop_unsafe_pulls(plan: Plan, root: Path, before: Tree) -> list[str]:
+    """Refuse copies from the host whose local path would pass through a symlink, or whose local
+    target changed since it was listed (the user edited it meanwhile: the next sync sees it)."""
+    trashed = set(plan.local_trash)
+    unsafe = []
+    kept = []
+    for path in plan.pull:
+        through_link = any(before.get(parent, Entry(DIR)).kind != DIR and not _inside_any(parent, trashed) for parent in parents(path))
+        changed = path not in trashed and not _inside_any(path, trashed) and lstat_entry(str(root), path) != before.get(path)
+        if through_link or changed:
+            unsafe.append(path)
+        else:
+            kept.append(path)
+    plan.pull[:] = kept
+    return unsafe
+
+
+def _inside_any(path: str, folders: set[str]) -> bool:
+    return path in folders or any(parent in folders for parent in parents(path))
+
+
+def _drop_failed_renames(plan: Plan, failed: frozenset[str]) -> None:
+    """A host copy that could not be moved aside is not overwritten, and its conflict copy is not fetched."""
+    if not failed:
+        return
+    copies = {copy for path, copy in plan.host_renames if path in failed}
+    plan.push[:] = [path for path in plan.push if path not in failed]
+    plan.pull[:] = [path for path in plan.pull if path not in copies]
+
+
+@dataclass(frozen=True)
+class _LocalMoves:
+    failed: frozenset[str] = frozenset()
+
+
+def _move_to_trash(root: Path, paths: Sequence[str], trash: Path) -> _LocalMoves:
+    """Move local ``paths`` (never following a link) under ``trash``, keeping their relative paths."""
+    failed = set()
+    for path in paths:
+        target = trash / path
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(root / path, target)
+            except OSError as e:
+                if e.errno != 18:  # EXDEV: the state folder is on another filesystem
+                    raise
+                shutil.move(str(root / path), str(target))
+        except FileNotFoundError:
+            continue
+        except OSError:
+            failed.add(path)
+    return _LocalMoves(frozenset(failed))
+
+
+def prune_trash(trash: Path, now: float, days: float = TRASH_DAYS) -> None:
+    """Remove trash batches older than ``days``."""
+    try:
+        batches = list(trash.iterdir())
+    except OSError:
+        return
+    for batch in batches:
+        try:
+            if now - batch.lstat().st_mtime > days * 86400:
+                shutil.rmtree(batch, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _local_after(root: Path, before: Listing, plan: Plan) -> Listing:
+    """The local tree after the sync: the listing, with the paths copied here looked at again."""
+    tree = dict(before.tree)
+    for path in plan.local_trash:
+        tree.pop(path, None)
+        for name in [name for name in tree if name.startswith(path + "/")]:
+            del tree[name]
+    for path in plan.pull:
+        entry = lstat_entry(str(root), path)
+        if entry is None:
+            tree.pop(path, None)
+        else:
+            tree[path] = entry
+    return Listing(tree, before.now_ns)  # the earlier time: the racy rule errs on the safe side
+
+
+class _Hashing:
+    """SHA-256 of local files in a thread of its own (hashlib releases the GIL), while rsync runs;
+    a digest is kept only if the file still has the signature it was listed with."""
+
+    def __init__(self, root: Path, paths: list[str], listed: Tree) -> None:
+        self.root, self.paths, self.listed = root, paths, listed
+        self.found: dict[str, str] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._work, daemon=True)
+
+    def __enter__(self) -> _Hashing:
+        if self.paths:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+
+    def _work(self) -> None:
+        for path in self.paths:
+            if self.stop.is_set():
+                return
+            digest = file_sha256(self.root / path)
+            if digest and lstat_entry(str(self.root), path) == self.listed.get(path):
+                self.found[path] = digest
+
+    def result(self) -> dict[str, str]:
+        if self.paths:
+            self.thread.join()
+        return self.found
+
+
+def _new_record(old: Record, plan: Plan, local: Listing, host: Listing, root: Path, known: dict[str, str]) -> Record:
+    """What is now the same on both sides: equal paths, and every copy that verifiably arrived.
+
+    A copy that cannot be verified (it failed, or its source changed meanwhile) records what
+    the receiving side now holds, with no signature for the sending side: the next sync
+    compares that side again (by content when the size is the same) and sends what differs.
+    """
+    record: Record = {}
+    for path, common in plan.same.items():
+        record[path] = _settled(common, local.tree.get(path), host.tree.get(path), local, host, root, path)
+    for path in plan.skipped:
+        if path in old:
+            record[path] = old[path]
+    pushed = set(plan.push)
+    for path in pushed | set(plan.pull):
+        mine, theirs = local.tree.get(path), host.tree.get(path)
+        common = _agreed(mine, theirs)
+        if common is not None:
+            record[path] = _settled(replace(common, digest=known.get(path, "")), mine, theirs, local, host, root, path)
+            continue
+        receiver = theirs if path in pushed else mine
+        if receiver is None or receiver.kind != FILE:
+            continue
+        signature = _signature(receiver, (host if path in pushed else local).now_ns)
+        digest = "" if path in pushed else file_sha256(root / path)
+        here, there = (None, signature) if path in pushed else (signature, None)
+        record[path] = Common(FILE, receiver.size, "", digest, here, there)
+    return record
+
+
+def _agreed(mine: Entry | None, theirs: Entry | None) -> Common | None:
+    """The common entry when both sides hold the same thing after a copy (None: not verifiably)."""
+    if mine is None or theirs is None or mine.kind != theirs.kind:
+        return None
+    if mine.kind == LINK:
+        return Common(LINK, 0, mine.target) if mine.target == theirs.target else None
+    if mine.kind == DIR:
+        return Common(DIR)
+    if mine.size != theirs.size or mine.mtime_ns != theirs.mtime_ns:
+        return None
+    return Common(FILE, mine.size)
+
+
+def _settled(common: Common, mine: Entry | None, theirs: Entry | None, local: Listing, host: Listing, root: Path, path: str) -> Common:
+    """``common`` with both sides' signatures, racy ones marked untrusted; such files get a digest
+    (of the local copy, which holds the common content), so that the next sync can tell an
+    unchanged file by hashing one side only."""
+    if common.kind != FILE or mine is None or theirs is None:
+        return common
+    here, there = _signature(mine, local.now_ns), _signature(theirs, host.now_ns)
+    digest = common.digest
+    if not digest and RACY in (here[1], there[1]):
+        digest = file_sha256(root / path)
+        if lstat_entry(str(root), path) != mine:  # changed while it was read: the next sync looks again
+            digest, here = "", (mine.mtime_ns, RACY, mine.ino)
+    return Common(FILE, common.size, "", digest, here, there)
+
+
+def _signature(entry: Entry, looked_at_ns: int) -> Signature:
+    ctime = RACY if is_racy(entry.mtime_ns, entry.ctime_ns, looked_at_ns) else entry.ctime_ns
+    return (entry.mtime_ns, ctime, entry.ino)

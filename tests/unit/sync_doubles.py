@@ -1,0 +1,94 @@
+"""A host side backed by a second local folder, for running the real sync session without services.
+
+It lists, hashes, moves and copies with the same rules a real transport follows (temporary
+name then rename, links copied as links, never through a link), and can be told to stop
+after N copied entries, as a Ctrl-C would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from fireplug.sync.helper import keep_aside
+from fireplug.sync.session import Moved, Transferred, file_sha256
+from fireplug.sync.tree import DIR, FILE, LINK, Listing, lstat_entry, safe_parent, scan
+
+
+class FolderHost:
+    host = "box"
+
+    def __init__(self, folder: Path, trash: Path, *, stop_after: int | None = None) -> None:
+        self.folder = folder
+        self.trash = trash
+        self.trash_folder = str(trash)
+        self.stop_after = stop_after
+        self.copied = 0
+
+    def list(self) -> tuple[Listing, str]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        now = time.time_ns()
+        return Listing(scan(str(self.folder)), now), ""
+
+    def digests(self, paths: Sequence[str]) -> dict[str, str]:
+        return {path: digest for path in paths if (digest := file_sha256(self.folder / path))}
+
+    def move(self, renames: Sequence[tuple[str, str]], trash: Sequence[str], batch: str) -> Moved:
+        failed = set()
+        for path, copy in renames:
+            try:
+                os.rename(self.folder / path, self.folder / copy)
+            except OSError:
+                failed.add(path)
+        for path in trash:
+            target = self.trash / batch / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(self.folder / path, target)
+            except FileNotFoundError:
+                continue
+        return Moved(frozenset(failed))
+
+    def pull(self, paths: Sequence[str], local: Path, backup: Path) -> Transferred:
+        return self._copy(self.folder, local, paths, backup)
+
+    def push(self, local: Path, paths: Sequence[str], batch: str) -> Transferred:
+        return self._copy(local, self.folder, paths, self.trash / batch)
+
+    def _copy(self, source: Path, target: Path, paths: Sequence[str], backup: Path) -> Transferred:
+        done = Transferred()
+        for path in sorted(paths):
+            if self.stop_after is not None and self.copied >= self.stop_after:
+                raise KeyboardInterrupt
+            entry = lstat_entry(str(source), path)
+            if entry is None or not safe_parent(str(target), path):
+                continue
+            destination = target / path
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if entry.kind == DIR:
+                if lstat_entry(str(target), path) is None:
+                    destination.mkdir()
+                continue
+            existing = lstat_entry(str(target), path)
+            if existing is not None and existing.kind == DIR:
+                continue
+            handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=".fp-partial-")
+            os.close(handle)
+            if entry.kind == LINK:
+                os.unlink(temporary)
+                os.symlink(entry.target, temporary)
+            else:
+                shutil.copyfile(source / path, temporary)
+            os.utime(temporary, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+            if existing is not None:
+                keep_aside(str(destination), str(backup / path))
+            os.replace(temporary, destination)
+            self.copied += 1
+            if entry.kind == FILE:
+                done.files += 1
+                done.file_bytes += entry.size
+        return done
