@@ -13,7 +13,7 @@ import json
 import socket
 import sys
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -333,7 +333,7 @@ class Engine:
         params = {"filters": json.dumps(filters), "all": int(not running_only)}
         return self._json("GET", "/containers/json", params=params, action="listing containers") or []
 
-    def get_archive(self, container: str, path: str) -> Iterator[bytes]:
+    def get_archive(self, container: str, path: str) -> Generator[bytes, None, None]:
         """A tar of ``path`` in the container (running or not), as it arrives.
 
         Raises:

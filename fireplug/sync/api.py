@@ -89,10 +89,15 @@ class ApiHost:
         into = _Extraction(local, set(wanted), backup, f"{stage}/", self.listed)
         try:
             result = self._helper(["stage", self.data, f"{MOUNT}/{stage}", "/tmp/fp-paths"], upload=_nul_list(wanted), fetch=(f"{MOUNT}/{stage}", into))
-        finally:
-            with contextlib.suppress(SyncError, EngineError, EngineUnreachable):
-                self._helper(["remove", f"{MOUNT}/{stage}"])
+        except Exception:
+            self._remove_staging(stage)
+            raise  # on an interruption the staging folder is left to the next listing, which prunes it
+        self._remove_staging(stage)
         return result.transferred
+
+    def _remove_staging(self, stage: str) -> None:
+        with contextlib.suppress(SyncError, EngineError, EngineUnreachable):
+            self._helper(["remove", f"{MOUNT}/{stage}"])
 
     def push(self, local: Path, paths: Sequence[str], batch: str) -> Transferred:
         stage = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
@@ -143,16 +148,22 @@ class ApiHost:
                 raise SyncError(self.host, f"the sync helper exited with status {status}: {detail[0]}")
             if fetch is not None:
                 self._fetch(container, *fetch, result)
-        finally:
-            self.engine.remove_container(container)
+        except BaseException:
+            with contextlib.suppress(EngineError, EngineUnreachable):  # the failure or interruption is what to report
+                self.engine.remove_container(container)
+            raise
+        self.engine.remove_container(container)
         return result
 
     def _fetch(self, container: str, path: str, into: _Extraction, result: _HelperResult) -> None:
-        stream = _Chunks(self.engine.get_archive(container, path))
+        chunks = self.engine.get_archive(container, path)
+        stream = _Chunks(chunks)
         try:
             extract(stream, into, result)
         except tarfile.TarError as e:
             raise SyncError(self.host, f"the archive of the files to bring back is damaged ({e})", hint="run fp again") from e
+        finally:
+            chunks.close()  # closes the connection now: the engine stops streaming and frees the container
         result.transferred.wire_bytes = stream.total
 
     def _attach_and_run(self, container: str) -> tuple[_HelperResult, int]:
