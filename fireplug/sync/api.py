@@ -12,6 +12,7 @@ path whose parent is not a real folder inside the data folder.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import tarfile
@@ -19,7 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,7 @@ class ApiHost:
             self._remove_staging(stage)
             raise  # on an interruption the staging folder is left to the next listing, which prunes it
         self._remove_staging(stage)
+        result.transferred.digests = into.digests
         return result.transferred
 
     def _remove_staging(self, stage: str) -> None:
@@ -248,6 +250,7 @@ class _Extraction:
     backup: Path  # where a replaced local file or link goes
     prefix: str  # the archive's names start with it (the staging folder)
     listed: Tree  # the host's entries as listed: their exact mtimes
+    digests: dict[str, str] = field(default_factory=dict)  # filled in: SHA-256 of each file written
 
 
 def extract(stream: io.RawIOBase, into: _Extraction, result: _HelperResult) -> None:
@@ -292,10 +295,13 @@ def _place(archive: tarfile.TarFile, item: tarfile.TarInfo, name: str, into: _Ex
         else:
             source = archive.extractfile(item)
             assert source is not None
+            digest = hashlib.sha256()
             with os.fdopen(handle, "wb") as out:
                 while block := source.read(TAR_CHUNK):
+                    digest.update(block)
                     out.write(block)
             os.chmod(temporary, item.mode & 0o777)
+            into.digests[name] = digest.hexdigest()  # spares the record a second read of what just arrived
         os.utime(temporary, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         if existing is not None:
             keep_aside(str(target), str(into.backup / name))

@@ -50,6 +50,7 @@ class Transferred:
     file_bytes: int = 0
     wire_bytes: int = 0
     problem: str = ""  # a transfer that failed for some paths: the tool's own words
+    digests: dict[str, str] = field(default_factory=dict)  # SHA-256 of files received here, made while writing them
 
 
 class HostSide(Protocol):
@@ -138,7 +139,7 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
         progress.stage = "recording"
         host_after = host_side.list()[0] if plan.push or plan.host_trash or plan.host_renames else host_listing
         local_after = _local_after(request.local, local_listing, plan)
-        known = hashing.result()
+        known = {**progress.pulled.digests, **hashing.result()}
     save_record(request.pair.record, _new_record(record, plan, local_after, host_after, request.local, known))
     report = SyncReport(
         pushed=progress.pushed.files,
