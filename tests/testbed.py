@@ -263,7 +263,7 @@ def ensure_no_rsync_bin() -> None:
     """The commands a host without rsync still has: a shell, coreutils, findutils (sessions of
     NO_RSYNC_SSH_PORT see only these)."""
     NO_RSYNC_BIN.mkdir(parents=True, exist_ok=True)
-    for tool in ("sh", "mkdir", "printf", "test", "cat", "id", "dirname", "df", "date", "find", "mv", "rm", "xargs", "sha256sum"):
+    for tool in ("sh", "mkdir", "printf", "test", "cat", "id", "dirname", "df", "date", "find", "mv", "rm", "xargs", "sha256sum", "mktemp", "cut"):
         link = NO_RSYNC_BIN / tool
         if not link.exists():
             link.symlink_to(shutil.which(tool) or f"/bin/{tool}")

@@ -57,7 +57,7 @@ class ApiHost:
     def host(self) -> str:
         return self.engine.host
 
-    def list(self) -> tuple[Listing, str]:
+    def list(self, previous: bytes = b"") -> tuple[Listing, str]:
         if self.after_push is not None:  # what the host holds now, listed by the push's own helper
             listing, self.after_push = self.after_push, None
             return listing, ""
@@ -81,7 +81,7 @@ class ApiHost:
         output = self._helper(["move", self.data, self.trash, batch, "/tmp/fp-paths"], upload=_nul_list(operations)).stdout
         return Moved(frozenset(os.fsdecode(item[7:]) for item in output.split(b"\0") if item.startswith(b"failed ")))
 
-    def pull(self, paths: Sequence[str], local: Path, backup: Path) -> Transferred:
+    def pull(self, paths: Sequence[str], local: Path, backup: Path, fresh: set[str]) -> Transferred:
         """The helper lays the entries out in a staging folder (hard links), and the engine's own
         archive endpoint streams them (docker cp's path, several times faster than a container's
         output stream)."""
@@ -101,7 +101,7 @@ class ApiHost:
         with contextlib.suppress(SyncError, EngineError, EngineUnreachable):
             self._helper(["remove", f"{MOUNT}/{stage}"])
 
-    def push(self, local: Path, paths: Sequence[str], batch: str) -> Transferred:
+    def push(self, local: Path, paths: Sequence[str], batch: str, fresh: set[str]) -> Transferred:
         stage = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         sent = _Counter()
         files, file_bytes = _count_files(local, paths)

@@ -109,25 +109,41 @@ def all_unchanged(record: Record, local: Tree, host: Tree) -> bool:
 def digests_needed(record: Record, local: Tree, host: Tree, *, full: bool = False) -> tuple[list[str], list[str]]:
     """The files whose content digest the plan needs, here and on the host (sorted).
 
-    A file that maybe changed is always hashed; when both sides changed (or there is no
-    record) and their sizes match, both are hashed to tell an identical copy from a conflict.
-    ``full`` hashes every file present on both sides.
+    A file that maybe changed is hashed: alone when the record has the digest to compare it
+    with and the other side is unchanged, else with the other side's copy when the sizes
+    match (to tell an identical copy from a change). Files that changed on both sides with the
+    same size are both hashed; ``full`` hashes every file present on both sides.
     """
     here: list[str] = []
     there: list[str] = []
     for path in sorted(local.keys() | host.keys()):
         mine, theirs = local.get(path), host.get(path)
-        both_files = mine is not None and theirs is not None and mine.kind == FILE == theirs.kind
-        state_here, state_there = states(path, record, local, host)
-        same_size = both_files and mine.size == theirs.size  # type: ignore[union-attr]
-        wanted = MAYBE in (state_here, state_there) or (same_size and state_here == state_there == CHANGED) or (full and both_files)
-        if not wanted:
-            continue
-        if mine is not None and mine.kind == FILE:
+        pair = states(path, record, local, host)
+        sides = _sides_to_hash(pair, mine, theirs, record.get(path), full=full)
+        if "here" in sides:
             here.append(path)
-        if theirs is not None and theirs.kind == FILE:
+        if "there" in sides:
             there.append(path)
     return here, there
+
+
+def _sides_to_hash(pair: tuple[str, str], mine: Entry | None, theirs: Entry | None, common: Common | None, *, full: bool) -> set[str]:
+    both_files = mine is not None and theirs is not None and mine.kind == FILE == theirs.kind
+    same_size = both_files and mine.size == theirs.size  # type: ignore[union-attr]
+    known = common is not None and common.kind == FILE and bool(common.digest)
+    if (full and both_files) or (same_size and pair == (CHANGED, CHANGED)):
+        wanted = {"here", "there"}
+    elif MAYBE not in pair:
+        wanted = set()
+    elif known and UNCHANGED in pair:
+        wanted = {"here"} if pair[0] == MAYBE else {"there"}
+    elif same_size:
+        wanted = {"here", "there"}
+    elif known:
+        wanted = {side for side, state in zip(("here", "there"), pair, strict=True) if state == MAYBE}
+    else:
+        wanted = set()
+    return {side for side in wanted if (mine if side == "here" else theirs) is not None and (mine if side == "here" else theirs).kind == FILE}  # type: ignore[union-attr]
 
 
 def make_plan(record: Record, sides: Sides, *, host_name: str, stamp: str, pull_scope: tuple[str, ...] = (), accept_deletions: bool = False) -> Plan:

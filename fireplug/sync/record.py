@@ -66,25 +66,41 @@ class PairFiles:
     def lock(self) -> Path:
         return self.folder / "lock"
 
+    @property
+    def host_listing(self) -> Path:
+        """The host's raw listing after the last completed sync (the host may answer "same")."""
+        return self.folder / "host-listing"
+
 
 def load_record(path: Path) -> Record:
     """The record at ``path``; empty when missing, unreadable or of another format."""
+    return load_state(path)[0]
+
+
+def load_state(path: Path) -> tuple[Record, str]:
+    """The record at ``path`` and the SHA-256 of the host listing it was made from ("" if none)."""
     try:
         data: dict[str, Any] = marshal.loads(path.read_bytes())
         if data.get("format") != RECORD_FORMAT:
-            return {}
-        return {name: Common(*fields) for name, fields in data["paths"].items()}
+            return {}, ""
+        return {name: Common(*fields) for name, fields in data["paths"].items()}, str(data.get("host_listing", ""))
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
-        return {}
+        return {}, ""
 
 
-def save_record(path: Path, record: Record) -> None:
-    """Write ``record`` atomically (a temporary name of this process's own, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_record(path: Path, record: Record, host_listing: str = "") -> None:
+    """Write ``record`` atomically (a temporary name of this process's own, then a rename);
+    ``host_listing``: the SHA-256 of the host listing the record's host side comes from."""
     paths = {name: (c.kind, c.size, c.target, c.digest, c.here, c.there) for name, c in record.items()}
+    save_bytes(path, marshal.dumps({"format": RECORD_FORMAT, "paths": paths, "host_listing": host_listing}))
+
+
+def save_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary name of this process's own, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     try:
-        partial.write_bytes(marshal.dumps({"format": RECORD_FORMAT, "paths": paths}))
+        partial.write_bytes(data)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -24,7 +25,7 @@ from fireplug import console, proc
 from fireplug.ssh import SshConnection
 from fireplug.sync import SyncError
 from fireplug.sync.session import TRASH_DAYS, Moved, Transferred
-from fireplug.sync.tree import LISTING_FORMAT, PARTIAL_DIR, Listing, Tree, lstat_entry, parse_digests, parse_listing
+from fireplug.sync.tree import LISTING_FORMAT, PARTIAL_DIR, Listing, parse_digests, parse_listing
 
 IO_TIMEOUT_SECONDS = 300  # rsync gives up when no data moves for this long
 LIST_TIMEOUT_SECONDS = 600
@@ -38,9 +39,14 @@ _STAT_RES = {
 }
 _PROGRESS_RE = re.compile(rb"\s*[\d,.]+\s+\d+%\s+\S+/s\s+\S+")
 
+# $3: the SHA-256 of the listing fp already has; when the host's is the same, it says so
+# instead of sending it again.
 LIST_SCRIPT = f"""\
-mkdir -p -- "$1" "$2" && cd -- "$1" && date +%s%N && find . -mindepth 1 -name {PARTIAL_DIR} -prune -o -printf '{LISTING_FORMAT}'
+mkdir -p -- "$1" "$2" && cd -- "$1" && date +%s%N && listing=$(mktemp "$2/.listing.XXXXXX") || exit 1
+find . -mindepth 1 -name {PARTIAL_DIR} -prune -o -printf '{LISTING_FORMAT}' > "$listing"
 status=$?
+if [ "$(sha256sum < "$listing" | cut -c1-64)" = "$3" ]; then echo same; else echo listing; cat "$listing"; fi
+rm -f -- "$listing"
 find "$2" -mindepth 1 -maxdepth 1 -mtime +{TRASH_DAYS} -exec rm -rf -- {{}} + 2>/dev/null
 exit $status
 """
@@ -119,32 +125,34 @@ class RsyncHost:
         self.remote = remote
         self.trash_folder = trash_folder
         self.verbose = verbose
-        self.listed: Tree = {}  # the host's tree as last listed
 
     @property
     def host(self) -> str:
         return self.shell.host
 
-    def list(self) -> tuple[Listing, str]:
-        completed = self._remote(["sh", "-c", LIST_SCRIPT, "sh", self.remote, self.trash_folder], "listing the data folder", LIST_TIMEOUT_SECONDS)
-        clock, newline, listing = completed.stdout.partition(b"\n")
-        if not newline or not clock.strip().isdigit():
+    def list(self, previous: bytes = b"") -> tuple[Listing, str]:
+        known = hashlib.sha256(previous).hexdigest() if previous else "-"
+        argv = ["sh", "-c", LIST_SCRIPT, "sh", self.remote, self.trash_folder, known]
+        completed = self._remote(argv, "listing the data folder", LIST_TIMEOUT_SECONDS)
+        clock, newline, rest = completed.stdout.partition(b"\n")
+        answer, _, listing = rest.partition(b"\n")
+        if not newline or not clock.strip().isdigit() or answer not in (b"same", b"listing"):
             missing_tool = "not found" in completed.stderr_tail()
             hint = (
-                "fp needs sh, date, find, mv and sha256sum there (coreutils, findutils)"
+                "fp needs sh, date, mktemp, find, mv and sha256sum there (coreutils, findutils)"
                 if missing_tool
                 else "set data_root in [hosts.NAME] to a folder the ssh user can write to"
             )
             raise SyncError(self.host, f"cannot list {self.remote}: {completed.stderr_tail() or 'no answer'}", hint=hint)
-        try:
-            tree = parse_listing(listing)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise SyncError(self.host, f"the listing of {self.remote} is damaged ({e})", hint="run fp again") from e
         problem = completed.stderr_tail() if completed.returncode != 0 else ""
         if self.verbose:
-            console.detail(f"host listing: {len(completed.stdout)} bytes, {len(tree)} entries")
-        self.listed = tree
-        return Listing(tree, int(clock)), problem
+            console.detail(f"host listing: {len(completed.stdout)} bytes" + (" (unchanged since the last sync)" if answer == b"same" else ""))
+        if answer == b"same":
+            return Listing({}, int(clock), previous, same=True), problem
+        try:
+            return Listing(parse_listing(listing), int(clock), listing), problem
+        except (ValueError, UnicodeDecodeError) as e:
+            raise SyncError(self.host, f"the listing of {self.remote} is damaged ({e})", hint="run fp again") from e
 
     def digests(self, paths: Sequence[str]) -> dict[str, str]:
         listing = b"".join(os.fsencode(path) + b"\0" for path in paths)
@@ -157,9 +165,8 @@ class RsyncHost:
         failed = {os.fsdecode(item[7:]) for item in completed.stdout.split(b"\0") if item.startswith(b"failed ")}
         return Moved(frozenset(failed))
 
-    def pull(self, paths: Sequence[str], local: Path, backup: Path) -> Transferred:
+    def pull(self, paths: Sequence[str], local: Path, backup: Path, fresh: set[str]) -> Transferred:
         address, shell = self.shell.target.address, self.shell.rsync_shell()
-        fresh = {path for path in paths if lstat_entry(str(local), path) is None}
         return self._copy(
             "from",
             paths,
@@ -167,9 +174,8 @@ class RsyncHost:
             lambda listing, progress, whole: pull_argv(shell, address, self.remote, local, listing, backup, progress=progress, whole=whole),
         )
 
-    def push(self, local: Path, paths: Sequence[str], batch: str) -> Transferred:
+    def push(self, local: Path, paths: Sequence[str], batch: str, fresh: set[str]) -> Transferred:
         address, shell, backup = self.shell.target.address, self.shell.rsync_shell(), f"{self.trash_folder}/{batch}"
-        fresh = {path for path in paths if path not in self.listed}
         return self._copy(
             "to", paths, fresh, lambda listing, progress, whole: push_argv(shell, address, local, self.remote, listing, backup, progress=progress, whole=whole)
         )

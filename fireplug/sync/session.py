@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,8 +29,8 @@ from typing import Protocol
 from fireplug.signature import is_racy
 from fireplug.sync import SyncError, SyncInterrupted, SyncReport
 from fireplug.sync.plan import Plan, Sides, all_unchanged, digests_needed, make_plan
-from fireplug.sync.record import RACY, Common, PairFiles, Record, Signature, load_record, pair_lock, save_record
-from fireplug.sync.tree import DIR, FILE, LINK, Entry, Listing, Tree, lstat_entry, parents, scan
+from fireplug.sync.record import RACY, Common, PairFiles, Record, Signature, load_state, pair_lock, save_bytes, save_record
+from fireplug.sync.tree import DIR, FILE, LINK, Entry, Listing, Tree, lstat_entry, parents, parse_listing, scan
 
 TRASH_DAYS = 7
 READ_SIZE = 1 << 20
@@ -59,8 +58,11 @@ class HostSide(Protocol):
     host: str
     trash_folder: str  # where the host's trash lives (beside the data folder, never inside)
 
-    def list(self) -> tuple[Listing, str]:
-        """The host's tree (the data folder is created when missing), and any listing problem."""
+    def list(self, previous: bytes = b"") -> tuple[Listing, str]:
+        """The host's tree (the data folder is created when missing), and any listing problem.
+
+        ``previous``: the raw listing of the last completed sync; a transport may answer with
+        it (``Listing.raw``) rather than send the same bytes again."""
 
     def digests(self, paths: Sequence[str]) -> dict[str, str]:
         """SHA-256 of each file (files that vanished are left out)."""
@@ -68,12 +70,14 @@ class HostSide(Protocol):
     def move(self, renames: Sequence[tuple[str, str]], trash: Sequence[str], batch: str) -> Moved:
         """Rename conflict copies, then move ``trash`` into ``trash_folder/batch``."""
 
-    def pull(self, paths: Sequence[str], local: Path, backup: Path) -> Transferred:
+    def pull(self, paths: Sequence[str], local: Path, backup: Path, fresh: set[str]) -> Transferred:
         """Copy ``paths`` (files, links, folders) from the host into ``local``; a local entry
-        that a copy replaces is moved under ``backup`` first (same relative path)."""
+        that a copy replaces is moved under ``backup`` first (same relative path). ``fresh``:
+        the paths this side does not have (no delta transfer can help them)."""
 
-    def push(self, local: Path, paths: Sequence[str], batch: str) -> Transferred:
-        """Copy ``paths`` from ``local`` to the host; what a copy replaces there goes to ``trash_folder/batch``."""
+    def push(self, local: Path, paths: Sequence[str], batch: str, fresh: set[str]) -> Transferred:
+        """Copy ``paths`` from ``local`` to the host; what a copy replaces there goes to
+        ``trash_folder/batch``. ``fresh``: the paths the host does not have."""
 
 
 @dataclass(frozen=True)
@@ -112,11 +116,16 @@ def sync(request: SyncRequest, host_side: HostSide) -> SyncReport:
 
 
 def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress, started: float) -> SyncReport:
-    record = load_record(request.pair.record)
+    record, recorded_listing = load_state(request.pair.record)
     listed_at = time.time_ns()
     local_listing = Listing(scan(str(request.local)), listed_at)
-    host_listing, listing_problem = host_side.list()
-    if not request.full and not listing_problem and all_unchanged(record, local_listing.tree, host_listing.tree):
+    previous = _read(request.pair.host_listing)
+    host_listing, listing_problem = host_side.list(previous if hashlib.sha256(previous).hexdigest() == recorded_listing else b"")
+    if host_listing.same:
+        if not request.full and not listing_problem and _nothing_changed_here(record, local_listing.tree):
+            return SyncReport(seconds=time.monotonic() - started)
+        host_listing = replace(host_listing, tree=_parse_previous(host_side.host, previous), same=False)
+    elif not request.full and not listing_problem and all_unchanged(record, local_listing.tree, host_listing.tree):
         return SyncReport(seconds=time.monotonic() - started)
     wanted_here, wanted_there = digests_needed(record, local_listing.tree, host_listing.tree, full=request.full)
     sides = Sides(local_listing.tree, host_listing.tree, local_digests(request.local, wanted_here), host_side.digests(wanted_there) if wanted_there else {})
@@ -131,16 +140,19 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
     prune_trash(request.pair.trash, time.time())
     progress.stage = "pulling"
     if plan.pull:
-        progress.pulled = host_side.pull(plan.pull, request.local, local_trash)
+        fresh_here = {path for path in plan.pull if path not in local_listing.tree or _inside_any(path, set(plan.local_trash))}
+        progress.pulled = host_side.pull(plan.pull, request.local, local_trash, fresh_here)
     progress.stage = "pushing"
-    with _Hashing(request.local, [path for path in plan.push if local_listing.tree[path].kind == FILE], local_listing.tree) as hashing:
-        if plan.push:  # the files sent land racy on the host: their digests, for the record, are made meanwhile
-            progress.pushed = host_side.push(request.local, plan.push, batch)
-        progress.stage = "recording"
-        host_after = host_side.list()[0] if plan.push or plan.host_trash or plan.host_renames else host_listing
-        local_after = _local_after(request.local, local_listing, plan)
-        known = {**progress.pulled.digests, **hashing.result()}
-    save_record(request.pair.record, _new_record(record, plan, local_after, host_after, request.local, known))
+    if plan.push:
+        trashed_there = set(plan.host_trash) | {path for path, _ in plan.host_renames}
+        fresh_there = {path for path in plan.push if path not in host_listing.tree or _inside_any(path, trashed_there)}
+        progress.pushed = host_side.push(request.local, plan.push, batch, fresh_there)
+    progress.stage = "recording"
+    host_after = host_side.list()[0] if plan.push or plan.host_trash or plan.host_renames else host_listing
+    local_after = _local_after(request.local, local_listing, plan)
+    save_bytes(request.pair.host_listing, host_after.raw)
+    new_record = _new_record(record, plan, local_after, host_after, request.local, progress.pulled.digests)
+    save_record(request.pair.record, new_record, hashlib.sha256(host_after.raw).hexdigest() if host_after.raw else "")
     report = SyncReport(
         pushed=progress.pushed.files,
         pushed_bytes=progress.pushed.file_bytes,
@@ -163,6 +175,36 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
     if problem:
         raise SyncError(host_side.host, problem, report=report)
     return report
+
+
+def _nothing_changed_here(record: Record, local: Tree) -> bool:
+    """With the host's listing byte for byte the one the record was made from: whether the
+    local side is unchanged too, and the record trusts every host signature (none racy)."""
+    settled = all(common.there is None or common.there[1] != RACY for common in record.values())
+    return settled and bool(record) and len(local) == len(record) and all_unchanged(record, local, _as_host(record))
+
+
+def _as_host(record: Record) -> Tree:
+    """The host's side as the record has it, for the signature comparison of ``all_unchanged``."""
+    tree: Tree = {}
+    for path, common in record.items():
+        mtime, ctime, ino = common.there if common.there is not None else (0, 0, 0)
+        tree[path] = Entry(common.kind, common.size, mtime, ctime, ino, target=common.target)
+    return tree
+
+
+def _parse_previous(host: str, previous: bytes) -> Tree:
+    try:
+        return parse_listing(previous)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SyncError(host, f"fp's copy of the host listing is damaged ({e})", hint="run fp again") from e
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 def _interrupted_story(progress: _Progress) -> str:
@@ -280,38 +322,6 @@ def _local_after(root: Path, before: Listing, plan: Plan) -> Listing:
         else:
             tree[path] = entry
     return Listing(tree, before.now_ns)  # the earlier time: the racy rule errs on the safe side
-
-
-class _Hashing:
-    """SHA-256 of local files in a thread of its own (hashlib releases the GIL), while rsync runs;
-    a digest is kept only if the file still has the signature it was listed with."""
-
-    def __init__(self, root: Path, paths: list[str], listed: Tree) -> None:
-        self.root, self.paths, self.listed = root, paths, listed
-        self.found: dict[str, str] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._work, daemon=True)
-
-    def __enter__(self) -> _Hashing:
-        if self.paths:
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-
-    def _work(self) -> None:
-        for path in self.paths:
-            if self.stop.is_set():
-                return
-            digest = file_sha256(self.root / path)
-            if digest and lstat_entry(str(self.root), path) == self.listed.get(path):
-                self.found[path] = digest
-
-    def result(self) -> dict[str, str]:
-        if self.paths:
-            self.thread.join()
-        return self.found
 
 
 def _new_record(old: Record, plan: Plan, local: Listing, host: Listing, root: Path, known: dict[str, str]) -> Record:

@@ -45,6 +45,8 @@ class Listing:
 
     tree: Tree
     now_ns: int
+    raw: bytes = b""  # the listing as the host printed it (kept to spare resending an unchanged one)
+    same: bool = False  # the host said its listing is ``raw``, the one fp sent it the digest of (``tree`` left empty)
 
 
 def entry_of(status: os.stat_result, target: str = "") -> Entry:

@@ -29,7 +29,7 @@ class FolderHost:
         self.stop_after = stop_after
         self.copied = 0
 
-    def list(self) -> tuple[Listing, str]:
+    def list(self, previous: bytes = b"") -> tuple[Listing, str]:
         self.folder.mkdir(parents=True, exist_ok=True)
         now = time.time_ns()
         return Listing(scan(str(self.folder)), now), ""
@@ -53,10 +53,10 @@ class FolderHost:
                 continue
         return Moved(frozenset(failed))
 
-    def pull(self, paths: Sequence[str], local: Path, backup: Path) -> Transferred:
+    def pull(self, paths: Sequence[str], local: Path, backup: Path, fresh: set[str]) -> Transferred:
         return self._copy(self.folder, local, paths, backup)
 
-    def push(self, local: Path, paths: Sequence[str], batch: str) -> Transferred:
+    def push(self, local: Path, paths: Sequence[str], batch: str, fresh: set[str]) -> Transferred:
         return self._copy(local, self.folder, paths, self.trash / batch)
 
     def _copy(self, source: Path, target: Path, paths: Sequence[str], backup: Path) -> Transferred:

@@ -70,9 +70,10 @@ def test_a_same_size_edit_with_the_mtime_put_back_is_found_by_its_changed_ctime(
     record = {"x": common(3, "old")}
     local = {"x": file(3, ctime=OLD_NS + 5)}  # same size and mtime, new ctime
     host = {"x": file(3)}
-    assert digests_needed(record, local, host) == (["x"], ["x"])
-    assert plan_of(record, local, host, here={"x": "new"}, there={"x": "old"}).push == ["x"]
-    assert not plan_of(record, local, host, here={"x": "old"}, there={"x": "old"}).changes_anything  # only touched
+    assert digests_needed(record, local, host) == (["x"], [])  # the record's digest is enough to compare with
+    assert plan_of(record, local, host, here={"x": "new"}).push == ["x"]
+    assert not plan_of(record, local, host, here={"x": "old"}).changes_anything  # only touched
+    assert digests_needed({"x": common(3)}, local, host) == (["x"], ["x"])  # no digest recorded: compare both copies
 
 
 def test_deleted_on_one_side_and_changed_on_the_other_keeps_the_change() -> None:
