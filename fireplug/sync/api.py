@@ -105,12 +105,13 @@ class ApiHost:
         stage = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         sent = _Counter()
         files, file_bytes = _count_files(local, paths)
-        chunks = sent.count(_tar_chunks(local, sorted(paths), f"{stage}/", self.host))
+        digests: dict[str, str] = {}
+        chunks = sent.count(_tar_chunks(local, sorted(paths), f"{stage}/", self.host, digests))
         result = self._helper(["install", self.data, f"{MOUNT}/{stage}", f"{self.trash}/{batch}", self.trash], archive=chunks)
         self.after_push = self._parse_listing(result.stdout)
         refused = [os.fsdecode(item[8:]) for item in result.stderr.split(b"\0") if item.startswith(b"refused ")]
         problem = f"{len(refused)} paths were refused on the host (a parent is not a real folder): {', '.join(refused[:3])}" if refused else ""
-        return Transferred(files, file_bytes, sent.total, problem)
+        return Transferred(files, file_bytes, sent.total, problem, digests)
 
     # -- the helper container -------------------------------------------------------------
 
@@ -355,8 +356,10 @@ def _count_files(root: Path, paths: Sequence[str]) -> tuple[int, int]:
     return len(files), sum(entry.size for entry in files)
 
 
-def _tar_chunks(root: Path, paths: Sequence[str], prefix: str, host: str) -> Iterator[bytes]:
+def _tar_chunks(root: Path, paths: Sequence[str], prefix: str, host: str, digests: dict[str, str]) -> Iterator[bytes]:
     """A tar of ``paths`` under ``root`` (names under ``prefix``), in chunks: memory stays bounded.
+    ``digests`` receives the SHA-256 of each file sent that did not change while it was read
+    (the host's copies land racy: the record needs them, and the bytes are at hand now).
 
     Raises:
         SyncError: a file shrank while it was being sent.
@@ -369,13 +372,16 @@ def _tar_chunks(root: Path, paths: Sequence[str], prefix: str, host: str) -> Ite
         yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
         if entry.kind != FILE:
             continue
-        sent = 0
+        sent, digest = 0, hashlib.sha256()
         with open(root / path, "rb") as source:
             while sent < info.size and (block := source.read(min(TAR_CHUNK, info.size - sent))):
                 sent += len(block)
+                digest.update(block)
                 yield block
         if sent < info.size:
             raise SyncError(host, f"{root / path} shrank while it was being sent", hint="run fp again")
+        if lstat_entry(str(root), path) == entry:
+            digests[path] = digest.hexdigest()
         yield b"\0" * (-info.size % tarfile.BLOCKSIZE)
     yield b"\0" * (2 * tarfile.BLOCKSIZE)
 

@@ -151,7 +151,7 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
     host_after = host_side.list()[0] if plan.push or plan.host_trash or plan.host_renames else host_listing
     local_after = _local_after(request.local, local_listing, plan)
     save_bytes(request.pair.host_listing, host_after.raw)
-    new_record = _new_record(record, plan, local_after, host_after, request.local, progress.pulled.digests)
+    new_record = _new_record(record, plan, local_after, host_after, request.local, {**progress.pulled.digests, **progress.pushed.digests})
     save_record(request.pair.record, new_record, hashlib.sha256(host_after.raw).hexdigest() if host_after.raw else "")
     report = SyncReport(
         pushed=progress.pushed.files,
