@@ -106,7 +106,7 @@ class ApiHost:
         sent = _Counter()
         files, file_bytes = _count_files(local, paths)
         digests: dict[str, str] = {}
-        chunks = sent.count(_tar_chunks(local, sorted(paths), f"{stage}/", self.host, digests))
+        chunks = sent.count(_coalesced(_tar_chunks(local, sorted(paths), f"{stage}/", self.host, digests)))
         result = self._helper(["install", self.data, f"{MOUNT}/{stage}", f"{self.trash}/{batch}", self.trash], archive=chunks)
         self.after_push = self._parse_listing(result.stdout)
         refused = [os.fsdecode(item[8:]) for item in result.stderr.split(b"\0") if item.startswith(b"refused ")]
@@ -384,6 +384,19 @@ def _tar_chunks(root: Path, paths: Sequence[str], prefix: str, host: str, digest
             digests[path] = digest.hexdigest()
         yield b"\0" * (-info.size % tarfile.BLOCKSIZE)
     yield b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+def _coalesced(chunks: Iterator[bytes], size: int = TAR_CHUNK) -> Iterator[bytes]:
+    """``chunks`` regrouped into pieces of about ``size`` bytes: a tar of small files is mostly
+    512-byte headers, and each piece sent is one HTTP chunk and one TLS record for the engine."""
+    pending = bytearray()
+    for chunk in chunks:
+        pending += chunk
+        if len(pending) >= size:
+            yield bytes(pending)
+            pending.clear()
+    if pending:
+        yield bytes(pending)
 
 
 class _Counter:
