@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -179,8 +180,6 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 
     Returns once the group leader is reaped and no member is left.
     """
-    import signal
-
     for signum, grace in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, GRACE_SECONDS)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signum)

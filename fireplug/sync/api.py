@@ -28,9 +28,9 @@ from fireplug.engine import Engine
 from fireplug.errors import EngineError, EngineUnreachable
 from fireplug.run import frames
 from fireplug.sync import SyncError
-from fireplug.sync.helper import STAGING_PREFIX, keep_aside
+from fireplug.sync.helper import STAGING_PREFIX
 from fireplug.sync.session import Moved, Transferred
-from fireplug.sync.tree import DIR, FILE, LINK, PARTIAL_DIR, Entry, Listing, Tree, lstat_entry, parse_digests, parse_listing, safe_parent
+from fireplug.sync.tree import DIR, FILE, LINK, PARTIAL_DIR, Entry, Listing, Tree, keep_aside, lstat_entry, parse_digests, parse_listing, safe_parent
 
 MOUNT = "/fp-sync"
 HELPER = ["python3", "-m", "fireplug.sync.helper"]  # bundled in fp's base image
@@ -173,9 +173,11 @@ class ApiHost:
         attached = self.engine.attach(container, stdin=False)
         try:
             self.engine.start(container)
-            stream = _Demultiplexed(frames(attached))
-            result = _HelperResult(stdout=stream.read_all())
-            result.stderr = bytes(stream.stderr)
+            output: dict[int, bytearray] = {STDOUT: bytearray(), STDERR: bytearray()}
+            for stream, data in frames(attached):  # the helper's output is small: lists, digests, names
+                output[STDERR if stream == STDERR else STDOUT] += data
+            result = _HelperResult(stdout=bytes(output[STDOUT]))
+            result.stderr = bytes(output[STDERR])
         finally:
             attached.close()
         return result, self.engine.wait(container)
@@ -186,38 +188,6 @@ class _HelperResult:
         self.stdout = stdout
         self.stderr = b""
         self.transferred = Transferred()
-
-
-class _Demultiplexed(io.RawIOBase):
-    """The helper's stdout as a readable stream; its stderr collected on the side."""
-
-    def __init__(self, source: Iterator[tuple[int, bytes]]) -> None:
-        self.source = source
-        self.pending = memoryview(b"")
-        self.stderr = bytearray()
-        self.total = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        while not self.pending:
-            try:
-                stream, data = next(self.source)
-            except StopIteration:
-                return 0
-            self.total += len(data)
-            if stream == STDERR:
-                self.stderr += data
-            else:
-                self.pending = memoryview(data)
-        size = min(len(target), len(self.pending))
-        target[:size] = self.pending[:size]
-        self.pending = self.pending[size:]
-        return size
-
-    def read_all(self) -> bytes:
-        return self.readall() or b""
 
 
 class _Chunks(io.RawIOBase):

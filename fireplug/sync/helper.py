@@ -21,19 +21,16 @@ parent of a target must be a real folder inside DATA, or the entry is refused.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
 import time
 from collections.abc import Iterator
 
-from fireplug.sync.tree import DIR, FILE, LINK, format_entry, lstat_entry, safe_parent, scan
+from fireplug.sync.tree import DIR, FILE, LINK, file_sha256, format_entry, keep_aside, lstat_entry, prune_batches, safe_parent, scan
 
 STAGING_PREFIX = ".fp-staging-"
 STILL_NS = 5_000_000_000  # a file changed more recently may still be growing
-TRASH_DAYS = 7
-READ_SIZE = 1 << 20
 
 
 def list_tree(data: str, trash: str, out: object) -> None:
@@ -47,11 +44,7 @@ def list_tree(data: str, trash: str, out: object) -> None:
 
 
 def _prune(trash: str, project: str) -> None:
-    now = time.time()
-    for name in os.listdir(trash):
-        batch = os.path.join(trash, name)
-        if now - os.lstat(batch).st_mtime > TRASH_DAYS * 86400:
-            shutil.rmtree(batch, ignore_errors=True)
+    prune_batches(trash)
     for name in os.listdir(project):
         if name.startswith(STAGING_PREFIX):  # syncs of one project and host are serialized: this one is stale
             shutil.rmtree(os.path.join(project, name), ignore_errors=True)
@@ -59,14 +52,9 @@ def _prune(trash: str, project: str) -> None:
 
 def digest_files(data: str, paths: list[str], out: object) -> None:
     for path in paths:
-        digest = hashlib.sha256()
-        try:
-            with open(os.path.join(data, path), "rb", buffering=0) as source:
-                while block := source.read(READ_SIZE):
-                    digest.update(block)
-        except OSError:
-            continue
-        out.write(f"{digest.hexdigest()}  ".encode() + os.fsencode(path) + b"\0")  # type: ignore[attr-defined]
+        digest = file_sha256(os.path.join(data, path))
+        if digest:
+            out.write(f"{digest}  ".encode() + os.fsencode(path) + b"\0")  # type: ignore[attr-defined]
 
 
 def move(data: str, trash: str, batch: str, operations: list[str], out: object) -> None:
@@ -129,17 +117,6 @@ def install(data: str, stage: str, backup: str, refusals: object) -> None:
                 keep_aside(target, os.path.join(backup, path))
             os.replace(os.path.join(stage, path), target)
     shutil.rmtree(stage, ignore_errors=True)
-
-
-def keep_aside(path: str, backup: str) -> None:
-    """Move ``path`` (never followed) to ``backup``, making its folders; across filesystems, a copy."""
-    os.makedirs(os.path.dirname(backup), exist_ok=True)
-    try:
-        os.rename(path, backup)
-    except OSError as e:
-        if e.errno != 18:  # EXDEV
-            raise
-        shutil.move(path, backup)
 
 
 def _staged(stage: str) -> Iterator[tuple[str, bool]]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from fireplug.sync.record import Common, Record, Signature
-from fireplug.sync.tree import DIR, FILE, LINK, OTHER, Entry, Tree, is_inside, link_leaves
+from fireplug.sync.tree import DIR, FILE, LINK, OTHER, Entry, Tree, is_inside, link_leaves, parents, within_any
 
 UNCHANGED, MAYBE, CHANGED = "unchanged", "maybe", "changed"
 
@@ -95,13 +95,16 @@ def states(path: str, record: Record, local: Tree, host: Tree) -> tuple[str, str
 
 def all_unchanged(record: Record, local: Tree, host: Tree) -> bool:
     """Whether both sides hold exactly what the record says, by signature (the no-op re-sync)."""
-    if not record or len(local) != len(record) or len(host) != len(record):
+    return side_unchanged(record, local, here=True) and side_unchanged(record, host, here=False)
+
+
+def side_unchanged(record: Record, tree: Tree, *, here: bool) -> bool:
+    """Whether one side (``here``: the local one) holds exactly what the record says, by signature."""
+    if not record or len(tree) != len(record):
         return False
     for path, common in record.items():
-        mine, theirs = local.get(path), host.get(path)
-        if mine is None or theirs is None:
-            return False
-        if side_state(mine, common, common.here) != UNCHANGED or side_state(theirs, common, common.there) != UNCHANGED:
+        entry = tree.get(path)
+        if entry is None or side_state(entry, common, common.here if here else common.there) != UNCHANGED:
             return False
     return True
 
@@ -155,12 +158,12 @@ def make_plan(record: Record, sides: Sides, *, host_name: str, stamp: str, pull_
     ``accept_deletions``.
     """
     local, host = _syncable(sides.local), _syncable(sides.host)
-    blocked = sorted((sides.local.keys() - local.keys()) | (sides.host.keys() - host.keys()))
-    plan = Plan(unsyncable=blocked)
+    blocked = (sides.local.keys() - local.keys()) | (sides.host.keys() - host.keys())
+    plan = Plan(unsyncable=sorted(blocked))
     decisions: dict[str, Action] = {}
     paths = sorted(local.keys() | host.keys() | record.keys())
     for path in paths:
-        if _under_any(path, blocked):
+        if within_any(path, blocked):
             decisions[path] = Action.SKIP
             continue
         action = _decide(path, record, sides, local, host)
@@ -188,16 +191,10 @@ def _restore_lost_files(record: Record, decisions: dict[str, Action], local: Tre
     if host_lost_data(len(gone), sum(1 for common in record.values() if common.kind == FILE)):
         for path in gone:
             decisions[path] = Action.PUSH
-            for parent in _parent_folders(path):
+            for parent in parents(path):
                 if decisions.get(parent) is Action.PULL and parent not in host:
                     decisions[parent] = Action.PUSH
         plan.restored[:] = sorted(gone)
-
-
-def _parent_folders(path: str) -> Iterable[str]:
-    while "/" in path:
-        path = path.rsplit("/", 1)[0]
-        yield path
 
 
 def _syncable(tree: Tree) -> Tree:
@@ -247,10 +244,6 @@ def _equal(mine: Entry | None, theirs: Entry | None, digest_here: str, digest_th
 
 def _in_scope(path: str, scope: tuple[str, ...]) -> bool:
     return any(path == folder or is_inside(path, folder) or is_inside(folder, path) for folder in scope)
-
-
-def _under_any(path: str, folders: list[str]) -> bool:
-    return any(path == folder or is_inside(path, folder) for folder in folders)
 
 
 def _after(action: Action, mine: Entry | None, theirs: Entry | None) -> tuple[Entry | None, Entry | None]:
@@ -328,9 +321,9 @@ def _safe(name: str) -> str:
 def _carry_out(
     paths: list[str], decisions: dict[str, Action], record: Record, sides: Sides, local: Tree, host: Tree, plan: Plan, name_conflict: _Namer
 ) -> None:
-    rehomed: list[str] = []  # host folders renamed to a conflict name: everything under them follows
+    rehomed: set[str] = set()  # host folders renamed to a conflict name: everything under them follows
     for path in paths:
-        if rehomed and _under_any(path, rehomed):
+        if rehomed and within_any(path, rehomed):
             continue
         action = decisions[path]
         mine, theirs = local.get(path), host.get(path)
@@ -355,7 +348,7 @@ def _carry_out(
             plan.conflicts.append((path, copy))
             plan.pull.append(copy)
             if _is_dir(theirs):
-                rehomed.append(path)
+                rehomed.add(path)
                 plan.pull += [copy + under[len(path) :] for under in _descendants(paths, path) if under in host]
             if mine is not None:
                 plan.push.append(path)

@@ -134,11 +134,7 @@ def last_host_path(state: Path, project_key: str) -> Path:
 
 
 def remember_host(state: Path, project_key: str, host: str) -> None:
-    path = last_host_path(state, project_key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".last-host.{os.getpid()}.tmp")
-    partial.write_text(host + "\n")
-    partial.replace(path)
+    save_bytes(last_host_path(state, project_key), f"{host}\n".encode())
 
 
 def last_host(state: Path, project_key: str) -> str | None:

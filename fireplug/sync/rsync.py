@@ -24,8 +24,8 @@ from pathlib import Path
 from fireplug import console, proc
 from fireplug.ssh import SshConnection
 from fireplug.sync import SyncError
-from fireplug.sync.session import TRASH_DAYS, Moved, Transferred
-from fireplug.sync.tree import LISTING_FORMAT, PARTIAL_DIR, Listing, parse_digests, parse_listing
+from fireplug.sync.session import Moved, Transferred
+from fireplug.sync.tree import LISTING_FORMAT, PARTIAL_DIR, TRASH_DAYS, Listing, parse_digests, parse_listing
 
 IO_TIMEOUT_SECONDS = 300  # rsync gives up when no data moves for this long
 LIST_TIMEOUT_SECONDS = 600

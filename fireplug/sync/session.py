@@ -18,8 +18,6 @@ was: what did arrive is found equal by content at the next sync, and the rest is
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,12 +26,24 @@ from typing import Protocol
 
 from fireplug.signature import is_racy
 from fireplug.sync import SyncError, SyncInterrupted, SyncReport
-from fireplug.sync.plan import Plan, Sides, all_unchanged, digests_needed, make_plan
+from fireplug.sync.plan import Plan, Sides, all_unchanged, digests_needed, make_plan, side_unchanged
 from fireplug.sync.record import RACY, Common, PairFiles, Record, Signature, load_state, pair_lock, save_bytes, save_record
-from fireplug.sync.tree import DIR, FILE, LINK, Entry, Listing, Tree, lstat_entry, parents, parse_listing, scan
-
-TRASH_DAYS = 7
-READ_SIZE = 1 << 20
+from fireplug.sync.tree import (
+    DIR,
+    FILE,
+    LINK,
+    Entry,
+    Listing,
+    Tree,
+    file_sha256,
+    keep_aside,
+    lstat_entry,
+    parents,
+    parse_listing,
+    prune_batches,
+    scan,
+    within_any,
+)
 
 
 @dataclass(frozen=True)
@@ -137,15 +147,16 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
     _drop_failed_renames(plan, moved.failed)
     local_trash = request.pair.trash / batch
     trashed_here = _move_to_trash(request.local, plan.local_trash, local_trash)
-    prune_trash(request.pair.trash, time.time())
+    prune_batches(str(request.pair.trash))
     progress.stage = "pulling"
     if plan.pull:
-        fresh_here = {path for path in plan.pull if path not in local_listing.tree or _inside_any(path, set(plan.local_trash))}
+        trashed = set(plan.local_trash)
+        fresh_here = {path for path in plan.pull if path not in local_listing.tree or within_any(path, trashed)}
         progress.pulled = host_side.pull(plan.pull, request.local, local_trash, fresh_here)
     progress.stage = "pushing"
     if plan.push:
         trashed_there = set(plan.host_trash) | {path for path, _ in plan.host_renames}
-        fresh_there = {path for path in plan.push if path not in host_listing.tree or _inside_any(path, trashed_there)}
+        fresh_there = {path for path in plan.push if path not in host_listing.tree or within_any(path, trashed_there)}
         progress.pushed = host_side.push(request.local, plan.push, batch, fresh_there)
     progress.stage = "recording"
     host_after = host_side.list()[0] if plan.push or plan.host_trash or plan.host_renames else host_listing
@@ -180,17 +191,8 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
 def _nothing_changed_here(record: Record, local: Tree) -> bool:
     """With the host's listing byte for byte the one the record was made from: whether the
     local side is unchanged too, and the record trusts every host signature (none racy)."""
-    settled = all(common.there is None or common.there[1] != RACY for common in record.values())
-    return settled and bool(record) and len(local) == len(record) and all_unchanged(record, local, _as_host(record))
-
-
-def _as_host(record: Record) -> Tree:
-    """The host's side as the record has it, for the signature comparison of ``all_unchanged``."""
-    tree: Tree = {}
-    for path, common in record.items():
-        mtime, ctime, ino = common.there if common.there is not None else (0, 0, 0)
-        tree[path] = Entry(common.kind, common.size, mtime, ctime, ino, target=common.target)
-    return tree
+    settled = all(common.kind != FILE or (common.there is not None and common.there[1] != RACY) for common in record.values())
+    return settled and side_unchanged(record, local, here=True)
 
 
 def _parse_previous(host: str, previous: bytes) -> Tree:
@@ -220,23 +222,7 @@ def _interrupted_story(progress: _Progress) -> str:
 
 def local_digests(root: Path, paths: Sequence[str]) -> dict[str, str]:
     """SHA-256 of each local file; files that cannot be read are left out (they count as changed)."""
-    found = {}
-    for path in paths:
-        digest = file_sha256(root / path)
-        if digest:
-            found[path] = digest
-    return found
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb", buffering=0) as handle:
-            while block := handle.read(READ_SIZE):
-                digest.update(block)
-    except OSError:
-        return ""
-    return digest.hexdigest()
+    return {path: digest for path in paths if (digest := file_sha256(str(root / path)))}
 
 
 def _drop_unsafe_pulls(plan: Plan, root: Path, before: Tree) -> list[str]:
@@ -246,18 +232,14 @@ def _drop_unsafe_pulls(plan: Plan, root: Path, before: Tree) -> list[str]:
     unsafe = []
     kept = []
     for path in plan.pull:
-        through_link = any(before.get(parent, Entry(DIR)).kind != DIR and not _inside_any(parent, trashed) for parent in parents(path))
-        changed = path not in trashed and not _inside_any(path, trashed) and lstat_entry(str(root), path) != before.get(path)
+        through_link = any(before.get(parent, Entry(DIR)).kind != DIR and not within_any(parent, trashed) for parent in parents(path))
+        changed = not within_any(path, trashed) and lstat_entry(str(root), path) != before.get(path)
         if through_link or changed:
             unsafe.append(path)
         else:
             kept.append(path)
     plan.pull[:] = kept
     return unsafe
-
-
-def _inside_any(path: str, folders: set[str]) -> bool:
-    return path in folders or any(parent in folders for parent in parents(path))
 
 
 def _drop_failed_renames(plan: Plan, failed: frozenset[str]) -> None:
@@ -269,52 +251,23 @@ def _drop_failed_renames(plan: Plan, failed: frozenset[str]) -> None:
     plan.pull[:] = [path for path in plan.pull if path not in copies]
 
 
-@dataclass(frozen=True)
-class _LocalMoves:
-    failed: frozenset[str] = frozenset()
-
-
-def _move_to_trash(root: Path, paths: Sequence[str], trash: Path) -> _LocalMoves:
+def _move_to_trash(root: Path, paths: Sequence[str], trash: Path) -> Moved:
     """Move local ``paths`` (never following a link) under ``trash``, keeping their relative paths."""
     failed = set()
     for path in paths:
-        target = trash / path
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(root / path, target)
-            except OSError as e:
-                if e.errno != 18:  # EXDEV: the state folder is on another filesystem
-                    raise
-                shutil.move(str(root / path), str(target))
+            keep_aside(str(root / path), str(trash / path))
         except FileNotFoundError:
             continue
         except OSError:
             failed.add(path)
-    return _LocalMoves(frozenset(failed))
-
-
-def prune_trash(trash: Path, now: float, days: float = TRASH_DAYS) -> None:
-    """Remove trash batches older than ``days``."""
-    try:
-        batches = list(trash.iterdir())
-    except OSError:
-        return
-    for batch in batches:
-        try:
-            if now - batch.lstat().st_mtime > days * 86400:
-                shutil.rmtree(batch, ignore_errors=True)
-        except OSError:
-            continue
+    return Moved(frozenset(failed))
 
 
 def _local_after(root: Path, before: Listing, plan: Plan) -> Listing:
     """The local tree after the sync: the listing, with the paths copied here looked at again."""
-    tree = dict(before.tree)
-    for path in plan.local_trash:
-        tree.pop(path, None)
-        for name in [name for name in tree if name.startswith(path + "/")]:
-            del tree[name]
+    trashed = set(plan.local_trash)
+    tree = {path: entry for path, entry in before.tree.items() if not within_any(path, trashed)}
     for path in plan.pull:
         entry = lstat_entry(str(root), path)
         if entry is None:
@@ -348,7 +301,7 @@ def _new_record(old: Record, plan: Plan, local: Listing, host: Listing, root: Pa
         if receiver is None or receiver.kind != FILE:
             continue
         signature = _signature(receiver, (host if path in pushed else local).now_ns)
-        digest = "" if path in pushed else file_sha256(root / path)
+        digest = "" if path in pushed else file_sha256(str(root / path))
         here, there = (None, signature) if path in pushed else (signature, None)
         record[path] = Common(FILE, receiver.size, "", digest, here, there)
     return record
@@ -376,7 +329,7 @@ def _settled(common: Common, mine: Entry | None, theirs: Entry | None, local: Li
     here, there = _signature(mine, local.now_ns), _signature(theirs, host.now_ns)
     digest = common.digest
     if not digest and RACY in (here[1], there[1]):
-        digest = file_sha256(root / path)
+        digest = file_sha256(str(root / path))
         if lstat_entry(str(root), path) != mine:  # changed while it was read: the next sync looks again
             digest, here = "", (mine.mtime_ns, RACY, mine.ino)
     return Common(FILE, common.size, "", digest, here, there)

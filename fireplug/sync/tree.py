@@ -10,12 +10,17 @@ Standard library only: the helper container imports this module from fp's base i
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import stat
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Set
 from dataclasses import dataclass
 
 FILE, DIR, LINK, OTHER = "f", "d", "l", "o"
+TRASH_DAYS = 7  # trash batches older than this are removed, on both sides
+READ_SIZE = 1 << 20
 # rsync keeps an interrupted file here (one per folder) to resume it; fp's API path keeps
 # its temporary files under the same name. Never listed, never synced.
 PARTIAL_DIR = ".fp-partial"
@@ -164,6 +169,50 @@ def parents(path: str) -> Iterator[str]:
     parts = path.split("/")
     for end in range(1, len(parts)):
         yield "/".join(parts[:end])
+
+
+def within_any(path: str, folders: Set[str]) -> bool:
+    """Whether ``path`` is one of ``folders`` or lies inside one."""
+    return path in folders or any(parent in folders for parent in parents(path))
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's bytes; "" when it cannot be read (the caller then counts it changed)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            while block := handle.read(READ_SIZE):
+                digest.update(block)
+    except OSError:
+        return ""
+    return digest.hexdigest()
+
+
+def keep_aside(path: str, backup: str) -> None:
+    """Move ``path`` (never followed) to ``backup``, making its folders; across filesystems, a copy."""
+    os.makedirs(os.path.dirname(backup), exist_ok=True)
+    try:
+        os.rename(path, backup)
+    except OSError as e:
+        if e.errno != 18:  # EXDEV
+            raise
+        shutil.move(path, backup)
+
+
+def prune_batches(trash: str, days: float = TRASH_DAYS) -> None:
+    """Remove the trash batches (folders directly under ``trash``) older than ``days``."""
+    try:
+        names = os.listdir(trash)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        batch = os.path.join(trash, name)
+        try:
+            if now - os.lstat(batch).st_mtime > days * 86400:
+                shutil.rmtree(batch, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def is_inside(path: str, folder: str) -> bool:

@@ -14,9 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fireplug.sync.helper import keep_aside
-from fireplug.sync.session import Moved, Transferred, file_sha256
-from fireplug.sync.tree import DIR, FILE, LINK, Listing, lstat_entry, safe_parent, scan
+from fireplug.sync.session import Moved, Transferred
+from fireplug.sync.tree import DIR, FILE, LINK, Listing, file_sha256, keep_aside, lstat_entry, safe_parent, scan
 
 
 class FolderHost:
@@ -35,7 +34,7 @@ class FolderHost:
         return Listing(scan(str(self.folder)), now), ""
 
     def digests(self, paths: Sequence[str]) -> dict[str, str]:
-        return {path: digest for path in paths if (digest := file_sha256(self.folder / path))}
+        return {path: digest for path in paths if (digest := file_sha256(str(self.folder / path)))}
 
     def move(self, renames: Sequence[tuple[str, str]], trash: Sequence[str], batch: str) -> Moved:
         failed = set()
