@@ -382,3 +382,25 @@ def test_10_a_local_edit_made_while_the_command_runs_is_never_overwritten(projec
     copies = list((project.root / "data").glob(f"result.fp-conflict-{host}-*.txt"))
     assert len(copies) == 1 and copies[0].read_text() == "host\n" and b"conflict: result.txt" in err
     assert_same_on_both_sides(project, remote, host)
+
+
+def test_1_a_killed_ssh_during_sync_in_of_500_mb_is_one_error_and_the_next_sync_finishes(remote: RemoteBench, project: Project, big_file: str) -> None:
+    process = start_in_group(project, "--host", "primary", "--sync-in-only")
+    on_host = remote.data_on("primary", project)
+    deadline = time.monotonic() + 180
+    while not in_flight([on_host]):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.01)
+    carriers = subprocess.run(["pgrep", "-f", "ssh .*rsync --server"], capture_output=True, text=True).stdout.split()
+    assert carriers, "no ssh carrying rsync"
+    for pid in carriers:  # the connection drops under rsync, as when the network goes away
+        os.kill(int(pid), signal.SIGKILL)
+    _, err = process.communicate(timeout=120)
+    errors = [line for line in err.decode().splitlines() if line.startswith("fp: error:")]
+    assert process.returncode == 125 and len(errors) == 1 and "syncing data with host 'primary' failed" in errors[0], err
+    assert rsync_left() == []
+    assert_whole_or_absent(on_host / "big.bin", big_file)
+    no_temporary_files(on_host)
+    done = run_fp(project.root, "--host", "primary", "--sync-in-only")
+    assert done.returncode == 0, done.stderr
+    assert hashlib.sha256((on_host / "big.bin").read_bytes()).hexdigest() == big_file
