@@ -30,7 +30,21 @@ from fireplug.run import frames
 from fireplug.sync import SyncError
 from fireplug.sync.helper import STAGING_PREFIX
 from fireplug.sync.session import Moved, Transferred
-from fireplug.sync.tree import DIR, FILE, LINK, PARTIAL_DIR, Entry, Listing, Tree, keep_aside, lstat_entry, parse_digests, parse_listing, safe_parent
+from fireplug.sync.tree import (
+    DIR,
+    FILE,
+    LINK,
+    PARTIAL_DIR,
+    Entry,
+    Listing,
+    Tree,
+    keep_aside,
+    lstat_entry,
+    parse_digests,
+    parse_listing,
+    safe_parent,
+    split_answer,
+)
 
 MOUNT = "/fp-sync"
 HELPER = ["python3", "-m", "fireplug.sync.helper"]  # bundled in fp's base image
@@ -50,7 +64,7 @@ class ApiHost:
         self.data = f"{MOUNT}/{data}"
         self.trash = f"{MOUNT}/.fp-trash"
         self.trash_folder = f"{project_folder}/.fp-trash"
-        self.listed: Tree = {}  # the last listing: the exact mtimes the engine's archives round to seconds
+        self.listed: Tree | bytes = {}  # the last listing (raw when the host said "same"): exact mtimes, which the engine's archives round
         self.after_push: Listing | None = None
 
     @property
@@ -61,15 +75,17 @@ class ApiHost:
         if self.after_push is not None:  # what the host holds now, listed by the push's own helper
             listing, self.after_push = self.after_push, None
             return listing, ""
-        return self._parse_listing(self._helper(["list", self.data, self.trash]).stdout), ""
+        known = hashlib.sha256(previous).hexdigest() if previous else "-"
+        return self._parse_listing(self._helper(["list", self.data, self.trash, known]).stdout, previous), ""
 
-    def _parse_listing(self, output: bytes) -> Listing:
-        clock, newline, listing = output.partition(b"\n")
+    def _parse_listing(self, output: bytes, previous: bytes = b"") -> Listing:
         try:
-            if not newline:
-                raise ValueError("no clock")
+            clock, answer, listing = split_answer(output)
+            if answer == b"same":  # the listing fp sent the digest of: parsed only if the sync needs it
+                self.listed = previous
+                return Listing({}, clock, previous, same=True)
             self.listed = parse_listing(listing)
-            return Listing(self.listed, int(clock))
+            return Listing(self.listed, clock, listing)
         except (ValueError, UnicodeDecodeError) as e:
             raise SyncError(self.host, f"the sync helper's listing is damaged ({e})", hint="run fp again") from e
 
@@ -87,7 +103,8 @@ class ApiHost:
         output stream)."""
         wanted = sorted(paths)
         stage = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
-        into = _Extraction(local, set(wanted), backup, f"{stage}/", self.listed)
+        listed = parse_listing(self.listed) if isinstance(self.listed, bytes) else self.listed
+        into = _Extraction(local, set(wanted), backup, f"{stage}/", listed)
         try:
             result = self._helper(["stage", self.data, f"{MOUNT}/{stage}", "/tmp/fp-paths"], upload=_nul_list(wanted), fetch=(f"{MOUNT}/{stage}", into))
         except Exception:

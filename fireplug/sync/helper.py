@@ -4,8 +4,9 @@ It runs in a short-lived container on fp's base image with the host's project fo
 (the data folder, the trash and the staging folders side by side in it), using nothing but
 the standard library and ``fireplug.sync.tree``:
 
-    list DATA TRASH                  print the clock and DATA's tree (tree.LISTING_FORMAT); prune old
-                                     trash and staging folders left by an interrupted sync
+    list DATA TRASH [SHA256]         print the clock and DATA's tree (tree.LISTING_FORMAT), or "same"
+                                     when the tree's SHA-256 is the one given; prune old trash and
+                                     staging folders left by an interrupted sync
     digest DATA PATHS                print ``sha256sum -z`` lines for the files named in PATHS
     move DATA TRASH BATCH OPS        conflict renames and moves into TRASH/BATCH; print failures
     remove STAGE                     remove a staging folder
@@ -21,6 +22,7 @@ parent of a target must be a real folder inside DATA, or the entry is refused.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -33,13 +35,14 @@ STAGING_PREFIX = ".fp-staging-"
 STILL_NS = 5_000_000_000  # a file changed more recently may still be growing
 
 
-def list_tree(data: str, trash: str, out: object) -> None:
+def list_tree(data: str, trash: str, out: object, known: str = "-") -> None:
+    """The clock, then ``same`` when the listing's SHA-256 is ``known``, else ``listing`` and the listing."""
     os.makedirs(data, exist_ok=True)
     os.makedirs(trash, exist_ok=True)
-    write = out.write  # type: ignore[attr-defined]
-    write(f"{time.time_ns()}\n".encode())
-    for path, entry in scan(data).items():
-        write(format_entry(path, entry))
+    clock = time.time_ns()
+    listing = b"".join(format_entry(path, entry) for path, entry in scan(data).items())
+    same = hashlib.sha256(listing).hexdigest() == known
+    out.write(f"{clock}\n".encode() + (b"same\n" if same else b"listing\n" + listing))  # type: ignore[attr-defined]
     _prune(trash, os.path.dirname(os.path.abspath(data)))
 
 
@@ -143,8 +146,8 @@ def _read_list(path: str) -> list[str]:
 def main(argv: list[str]) -> int:
     out = sys.stdout.buffer
     command, arguments = (argv[0], argv[1:]) if argv else ("", [])
-    if command == "list" and len(arguments) == 2:
-        list_tree(arguments[0], arguments[1], out)
+    if command == "list" and len(arguments) in (2, 3):
+        list_tree(*arguments[:2], out, *arguments[2:])
     elif command == "digest" and len(arguments) == 2:
         digest_files(arguments[0], _read_list(arguments[1]), out)
     elif command == "move" and len(arguments) == 4:

@@ -25,7 +25,7 @@ from fireplug import console, proc
 from fireplug.ssh import SshConnection
 from fireplug.sync import SyncError
 from fireplug.sync.session import Moved, Transferred
-from fireplug.sync.tree import LISTING_FORMAT, PARTIAL_DIR, TRASH_DAYS, Listing, parse_digests, parse_listing
+from fireplug.sync.tree import LISTING_FORMAT, PARTIAL_DIR, TRASH_DAYS, Listing, parse_digests, parse_listing, split_answer
 
 IO_TIMEOUT_SECONDS = 300  # rsync gives up when no data moves for this long
 LIST_TIMEOUT_SECONDS = 600
@@ -134,23 +134,23 @@ class RsyncHost:
         known = hashlib.sha256(previous).hexdigest() if previous else "-"
         argv = ["sh", "-c", LIST_SCRIPT, "sh", self.remote, self.trash_folder, known]
         completed = self._remote(argv, "listing the data folder", LIST_TIMEOUT_SECONDS)
-        clock, newline, rest = completed.stdout.partition(b"\n")
-        answer, _, listing = rest.partition(b"\n")
-        if not newline or not clock.strip().isdigit() or answer not in (b"same", b"listing"):
+        try:
+            clock, answer, listing = split_answer(completed.stdout)
+        except ValueError:
             missing_tool = "not found" in completed.stderr_tail()
             hint = (
                 "fp needs sh, date, mktemp, find, mv and sha256sum there (coreutils, findutils)"
                 if missing_tool
                 else "set data_root in [hosts.NAME] to a folder the ssh user can write to"
             )
-            raise SyncError(self.host, f"cannot list {self.remote}: {completed.stderr_tail() or 'no answer'}", hint=hint)
+            raise SyncError(self.host, f"cannot list {self.remote}: {completed.stderr_tail() or 'no answer'}", hint=hint) from None
         problem = completed.stderr_tail() if completed.returncode != 0 else ""
         if self.verbose:
             console.detail(f"host listing: {len(completed.stdout)} bytes" + (" (unchanged since the last sync)" if answer == b"same" else ""))
         if answer == b"same":
-            return Listing({}, int(clock), previous, same=True), problem
+            return Listing({}, clock, previous, same=True), problem
         try:
-            return Listing(parse_listing(listing), int(clock), listing), problem
+            return Listing(parse_listing(listing), clock, listing), problem
         except (ValueError, UnicodeDecodeError) as e:
             raise SyncError(self.host, f"the listing of {self.remote} is damaged ({e})", hint="run fp again") from e
 

@@ -152,6 +152,19 @@ def parse_listing(data: bytes) -> Tree:
     return found
 
 
+def split_answer(output: bytes) -> tuple[int, bytes, bytes]:
+    """A host's answer to a listing request: its clock, ``same`` or ``listing``, and the listing.
+
+    Raises:
+        ValueError: the answer has no such form.
+    """
+    clock, newline, rest = output.partition(b"\n")
+    answer, _, listing = rest.partition(b"\n")
+    if not newline or not clock.strip().isdigit() or answer not in (b"same", b"listing"):
+        raise ValueError("no clock and answer")
+    return int(clock), answer, listing
+
+
 def _seconds(ns: int) -> str:
     return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
 
