@@ -1,6 +1,6 @@
 """fp's two-way data sync against full copies, and a warm remote run against the docker CLI.
 
-    python bench/sync.py [--files 10000] [--mib 1024] [--runs 5] [--rounds 3]
+    python bench/sync.py [--files 10000] [--mib 1024] [--runs 5] [--rounds 3] [--scratch /dev/shm]
 
 Uses the test bench's ssh host (sshd on 127.0.0.1:SSH_PORT in front of the main engine) and
 its TLS engine (the Docker API path); tests/run starts both. In one run, on a generated data
@@ -14,6 +14,12 @@ folder (random bytes, so nothing compresses):
   whole folder into an empty local data folder;
 - warm `fp --host bench true` in a small project against
   `docker -H ssh://fpuser@127.0.0.1:PORT run --rm <its image> true` (median of --runs, interleaved).
+
+The local project and the hosts' data roots live under --scratch, by default a RAM disk
+(/dev/shm): on this VM the disk's speed under repeated 1 GiB writes and deletions drifts by 2x
+within one run, which moves the baselines and fp's copies apart at random. On a RAM disk the
+ratios measure what fp adds to a copy (CPU, protocol, round trips); pass a folder on disk
+(e.g. --scratch /var/tmp) to include the disk.
 """
 
 from __future__ import annotations
@@ -145,10 +151,12 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="full copies and first syncs of each kind, interleaved (medians)")
+    parser.add_argument("--scratch", type=Path, default=Path("/dev/shm"), help="where the data folders live (default: a RAM disk)")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="fp-bench-sync-"))
-    host_data = testbed.HOST_DATA / f"bench-{os.getpid()}"  # where the ssh user may write
+    root = Path(tempfile.mkdtemp(prefix="fp-bench-sync-", dir=args.scratch))
+    host_data = root / "host-data"  # where the ssh user may write
     host_data.mkdir()
+    root.chmod(0o755)
     shutil.chown(host_data, testbed.SSH_USER, testbed.SSH_USER)
     name = f"fp-bench-sync-{os.getpid()}"
     small_name = f"{name}-small"
@@ -156,7 +164,7 @@ def main() -> int:
         env, baseline_env = environment(root, host_data)
         big = project(root / name, name)
         changed = generate(big / "data", args.files, args.mib << 20)
-        print(f"data: {args.files} files, {args.mib} MiB of random bytes; host {HOST_URL}; {os.cpu_count()} CPUs", flush=True)
+        print(f"data: {args.files} files, {args.mib} MiB of random bytes under {args.scratch}; host {HOST_URL}; {os.cpu_count()} CPUs", flush=True)
 
         key = f"{name}-{derived_id(big.resolve())}"
         state = root / "home" / ".local" / "state" / "fireplug" / "sync" / key

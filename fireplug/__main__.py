@@ -1,5 +1,3 @@
-import sys
+from fireplug.cli import entry
 
-from fireplug.cli import main
-
-sys.exit(main())
+entry()

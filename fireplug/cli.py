@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from fireplug import __version__, console, hosts, job, scaffold, userconfig
 from fireplug.build import ensure_base
@@ -126,22 +127,31 @@ def base_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run fp with ``argv`` (default: sys.argv[1:]); returns the exit status."""
+def entry() -> NoReturn:
+    """The `fp` program: ``main`` in a process of its own, which ends with fp's own status."""
+    sys.exit(main(final=True))
+
+
+def main(argv: Sequence[str] | None = None, *, final: bool = False) -> int:
+    """Run fp with ``argv`` (default: sys.argv[1:]); returns the exit status.
+
+    ``final``: the process ends with this status, so signals that come once it is known (a
+    late Ctrl-C) are ignored rather than turned into a traceback or a death by signal.
+    """
     try:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
         command, explicit = _split_command(args.command)
         if not command and (args.sync_in_only or args.sync_out_only or args.no_run):
-            return _guarded(_run_command, command, args)
+            return _guarded(_run_command, command, args, final=final)
         if not command:
             build_parser().print_usage(sys.stderr)
             console.error("no command given: try `fp python script.py`, or `fp --help`")
             return EXIT_USAGE
         if command[0] in SUBCOMMANDS and not explicit:
-            return _guarded(_subcommand, command, args)
+            return _guarded(_subcommand, command, args, final=final)
     except SystemExit as e:  # argparse: --help, --version, or a usage error
         return e.code if isinstance(e.code, int) else EXIT_USAGE
-    return _guarded(_run_command, command, args)
+    return _guarded(_run_command, command, args, final=final)
 
 
 def _split_command(words: list[str]) -> tuple[list[str], bool]:
@@ -151,10 +161,12 @@ def _split_command(words: list[str]) -> tuple[list[str], bool]:
     return words, False
 
 
-def _guarded(action: Callable[[list[str], argparse.Namespace], int], command: list[str], args: argparse.Namespace) -> int:
+def _guarded(action: Callable[[list[str], argparse.Namespace], int], command: list[str], args: argparse.Namespace, *, final: bool = False) -> int:
     """Run ``action``, turning fp's failures and interruptions into a message and an exit status."""
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)} if on_main_thread else {}
+    if on_main_thread and (sigint := signal.getsignal(signal.SIGINT)) is not None:
+        previous[signal.SIGINT] = sigint  # the run may leave it ignored
     try:
         return action(command, args)
     except FireplugError as e:
@@ -166,7 +178,7 @@ def _guarded(action: Callable[[list[str], argparse.Namespace], int], command: li
         return 128 + signum
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if final else handler)
 
 
 def _what_was_left(interruption: KeyboardInterrupt) -> str:
@@ -176,6 +188,8 @@ def _what_was_left(interruption: KeyboardInterrupt) -> str:
             f"syncing data with host '{interruption.host}' stopped {interruption.story}; nothing is left running "
             f"and no file is half-written; `fp {where} --sync-out-only` (or --sync-in-only) finishes the sync"
         )
+    if isinstance(interruption, Interrupted) and interruption.left:
+        return interruption.left
     return "nothing was left running"
 
 

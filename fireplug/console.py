@@ -33,12 +33,19 @@ def stderr_is_terminal() -> bool:
 
 
 def _say(markup: str, prefix: str, message: str) -> None:
-    """``prefix + message`` on stderr; on a terminal styled as ``markup`` (``{}``: the message)."""
-    if stderr_is_terminal():
-        console().print(markup.format(_escape(message)))
-    else:
-        sys.stderr.write(f"{prefix}{message}\n")
-        sys.stderr.flush()
+    """``prefix + message`` on stderr; on a terminal styled as ``markup`` (``{}``: the message).
+
+    A stderr that went away (a closed terminal, a reader that quit) loses the line: fp's own
+    messages must never stop what fp is doing, least of all cleaning up.
+    """
+    try:
+        if stderr_is_terminal():
+            console().print(markup.format(_escape(message)))
+        else:
+            sys.stderr.write(f"{prefix}{message}\n")
+            sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def note(message: str) -> None:

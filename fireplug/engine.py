@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import sys
+import threading
 import urllib.parse
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fireplug.errors import EngineError, EngineUnreachable
-from fireplug.transport import Connector, connector_for
+from fireplug.errors import EngineError, EngineUnreachable, FireplugError
+from fireplug.transport import Connector, TlsStream, connector_for
 
 CLIENT_API_VERSION = (1, 45)  # the newest API version fp speaks; lowered to the engine's
 MIN_API_VERSION = (1, 25)  # HostConfig.Init appeared in 1.25
 DEFAULT_TIMEOUT = 30.0
+PING_INTERVAL = 10.0  # how often a long request's engine is pinged (see Liveness)
+STALL_SECONDS = 20.0  # a ping unanswered this long means the engine stalled
+MAX_HEADERS = 200
 USER_AGENT = "fireplug"
 
 
@@ -32,6 +37,7 @@ class Attached:
 
     sock: socket.socket
     pending: bytes  # bytes that arrived with the response headers
+    release: Callable[[Any], None] = lambda sock: None  # the engine stops watching the connection
 
     def recv(self, size: int = 65536) -> bytes:
         if self.pending:
@@ -47,6 +53,7 @@ class Attached:
             self.sock.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
+        self.release(self.sock)
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv()
         self.sock.close()
@@ -96,8 +103,9 @@ class _Reader:
 class Response:
     """An HTTP/1.1 response read straight off the socket (Content-Length, chunked or until close)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, release: Callable[[Any], None] = lambda sock: None) -> None:
         self.sock = sock
+        self.release = release
         self.reader = _Reader(sock)
         status_line = self.reader.readline()
         parts = status_line.decode("latin-1").split(" ", 2)
@@ -107,25 +115,40 @@ class Response:
         self.reason = parts[2].strip() if len(parts) > 2 else ""
         self.headers: dict[str, str] = {}
         while (line := self.reader.readline()) not in (b"\r\n", b"\n", b""):
+            if len(self.headers) >= MAX_HEADERS:
+                raise ProtocolError(f"more than {MAX_HEADERS} header lines")
             name, _, value = line.decode("latin-1").partition(":")
             self.headers[name.strip().lower()] = value.strip()
 
     def chunks(self) -> Iterator[bytes]:
-        """The body as it arrives."""
+        """The body as it arrives.
+
+        Raises:
+            ProtocolError: the body is cut off or malformed (a broken connection reads as one).
+        """
         if self.status in (101, 204, 304):
             return
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
-            while size := int(self.reader.readline().split(b";")[0].strip() or b"0", 16):
+            while size := self._chunk_size():
                 yield self.reader.read_exactly(size)
                 self.reader.readline()
             while self.reader.readline() not in (b"\r\n", b"\n", b""):
                 pass  # trailers
         elif "content-length" in self.headers:
-            if length := int(self.headers["content-length"]):
+            if length := _content_length(self.headers["content-length"]):
                 yield self.reader.read_exactly(length)
         else:
             while block := self.reader.read_some():
                 yield block
+
+    def _chunk_size(self) -> int:
+        line = self.reader.readline(limit=1024)
+        if not line.endswith(b"\n"):
+            raise ProtocolError("the engine closed the connection mid-answer")
+        try:
+            return int(line.split(b";")[0].strip(), 16)
+        except ValueError:
+            raise ProtocolError(f"malformed chunk header {line[:40]!r}") from None
 
     def read(self) -> bytes:
         return b"".join(self.chunks())
@@ -140,7 +163,67 @@ class Response:
             yield pending
 
     def close(self) -> None:
+        self.release(self.sock)
         self.sock.close()
+
+
+class Liveness:
+    """Watches an engine while requests without a read timeout are open.
+
+    Waits, attaches, builds and archive copies may rightly be silent for hours, so their
+    silence says nothing; instead, every ``PING_INTERVAL`` seconds the engine is pinged on a
+    connection of its own. When a ping is not answered within ``STALL_SECONDS`` (a stalled
+    engine, a frozen proxy, a dead network path), the open requests' connections are shut down,
+    which wakes their readers and writers; ``stalled`` then says why, and stays set.
+    """
+
+    def __init__(self, ping: Callable[[], None]) -> None:
+        self._ping = ping
+        self._lock = threading.Lock()
+        self._open: set[Any] = set()
+        self._watching = False
+        self._wake = threading.Event()
+        self.stalled = ""
+
+    def watch(self, sock: Any) -> None:
+        with self._lock:
+            self._open.add(sock)
+            if not self._watching:
+                self._watching = True
+                threading.Thread(target=self._run, name="fp-engine-liveness", daemon=True).start()
+
+    def release(self, sock: Any) -> None:
+        with self._lock:
+            self._open.discard(sock)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(PING_INTERVAL)
+            with self._lock:
+                if not self._open:
+                    self._watching = False
+                    return
+            try:
+                self._ping()
+            except EngineUnreachable as e:
+                self._give_up(e.cause)
+                return
+            except FireplugError:
+                continue  # it answered: not a stall
+
+    def _give_up(self, cause: str) -> None:
+        with self._lock:
+            self.stalled = f"the engine stopped answering (a ping got no answer within {STALL_SECONDS:g} s: {cause})"
+            sockets, self._open = list(self._open), set()
+            self._watching = False
+        for sock in sockets:
+            _abort(sock)
+
+
+def _abort(sock: Any) -> None:
+    """Shut a connection down under the feet of the thread blocked on it (TLS: at the TCP level)."""
+    with contextlib.suppress(OSError):
+        (sock.raw if isinstance(sock, TlsStream) else sock).shutdown(socket.SHUT_RDWR)
 
 
 class Engine:
@@ -167,19 +250,27 @@ class Engine:
         self._connect = connector or connector_for(host, url, None)
         self._unreachable_hint = unreachable_hint
         self._prefix = ""
+        self.liveness = Liveness(self.ping)
 
     # -- plumbing ---------------------------------------------------------------------
 
     def negotiate(self) -> str:
         """Ping the engine and settle the API version both sides speak; returns it."""
         response = self._request("GET", "/_ping", action="checking the engine", versioned=False)
-        self._body(response)
-        server = _parse_version(response.headers.get("api-version") or "1.41")
+        body = self._body(response)
+        header = response.headers.get("api-version", "")
+        if not _VERSION.fullmatch(header or "1.41") or (not header and body.strip() != b"OK"):
+            raise self._not_an_engine("GET /_ping")
+        server = _parse_version(header or "1.41")
         if server < MIN_API_VERSION:
             raise EngineError(self.host, 0, f"engine API {_format_version(server)} is too old (fp needs {_format_version(MIN_API_VERSION)}+)")
         version = min(server, CLIENT_API_VERSION)
         self._prefix = f"/v{_format_version(version)}"
         return _format_version(version)
+
+    def ping(self) -> None:
+        """Raises: EngineUnreachable: no answer within STALL_SECONDS."""
+        self._call("GET", "/_ping", timeout=STALL_SECONDS, versioned=False, action="checking the engine")
 
     def _request(
         self,
@@ -199,8 +290,11 @@ class Engine:
         """Send one request on a fresh connection; the response, its status checked.
 
         ``body`` is an iterable of chunks sent with chunked transfer encoding, so a build
-        context is never held in memory.
+        context is never held in memory. ``timeout`` None: a request that may be silent for
+        long (it still connects within the engine's timeout); ``Liveness`` watches it instead.
         """
+        if self.liveness.stalled:
+            raise EngineUnreachable(self.host, self.url, self.liveness.stalled)
         url = (self._prefix if versioned else "") + path + _query(params)
         head = {"Host": "docker", "User-Agent": USER_AGENT, **(headers or {})}
         payload = json.dumps(json_body).encode() if json_body is not None else b""
@@ -217,26 +311,26 @@ class Engine:
         request = f"{method} {url} HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in head.items()) + "\r\n"
         sock = None
         try:
-            sock = self._connect(self.timeout if timeout == "default" else timeout)  # type: ignore[arg-type]
+            sock = self._connect(self.timeout if timeout in ("default", None) else timeout)  # type: ignore[arg-type]
+            if timeout is None:
+                sock.settimeout(None)
+                self.liveness.watch(sock)
             sock.sendall(request.encode("latin-1") + payload)
             if body is not None:
                 _send_chunked(sock, body)
-            response = Response(sock)
+            response = Response(sock, self.liveness.release)
         except (BrokenPipeError, ConnectionResetError) as e:
             # The engine may have refused a streamed body and said why before closing.
             early = _answer_if_any(sock) if sock is not None else None
             if early is None or early.status < 400:
-                if sock is not None:
-                    sock.close()
+                self._drop(sock)
                 raise self._unreachable(e) from e
             response = early
         except OSError as e:
-            if sock is not None:
-                sock.close()
+            self._drop(sock)
             raise self._unreachable(e) from e
         except BaseException:  # a streamed body failed (ContextChanged) or fp was interrupted
-            if sock is not None:
-                sock.close()
+            self._drop(sock)
             raise
         if response.status >= 400 and response.status not in allowed:
             detail = _error_detail(response)
@@ -244,9 +338,19 @@ class Engine:
             raise EngineError(self.host, response.status, detail, action=action)
         return response
 
+    def _drop(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            self.liveness.release(sock)
+            sock.close()
+
     def _unreachable(self, error: BaseException) -> EngineUnreachable:
+        if self.liveness.stalled:
+            return EngineUnreachable(self.host, self.url, self.liveness.stalled)
         not_running = isinstance(error, (FileNotFoundError, ConnectionRefusedError))
         return EngineUnreachable(self.host, self.url, describe_socket_error(error), hint=self._unreachable_hint if not_running else "")
+
+    def _not_an_engine(self, what: str) -> EngineUnreachable:
+        return EngineUnreachable(self.host, self.url, f"its answer to {what} is not a Docker engine's (is something else listening there?)")
 
     def _body(self, response: Response) -> bytes:
         try:
@@ -256,9 +360,24 @@ class Engine:
         finally:
             response.close()
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        data = self._body(self._request(method, path, **kwargs))
-        return json.loads(data) if data.strip() else None
+    def _json(self, method: str, path: str, *, expect: type = dict, **kwargs: Any) -> Any:
+        """The JSON answer, which must be an ``expect`` (a dict, or a list of dicts)."""
+        return self._decode(self._body(self._request(method, path, **kwargs)), f"{method} {path}", expect)
+
+    def _decode(self, data: bytes, what: str, expect: type = dict) -> Any:
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError):
+            raise self._not_an_engine(what) from None
+        if not isinstance(value, expect) or (expect is list and not all(isinstance(item, dict) for item in value)):
+            raise self._not_an_engine(what)
+        return value
+
+    def _field(self, answer: Mapping[str, Any], name: str, kind: type, what: str) -> Any:
+        value = answer.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise self._not_an_engine(what)
+        return value
 
     def _call(self, method: str, path: str, **kwargs: Any) -> int:
         """A request whose answer carries nothing but its status."""
@@ -271,8 +390,11 @@ class Engine:
     def image_id(self, reference: str) -> str | None:
         """The ID of the image ``reference`` names on this engine, or None when absent."""
         response = self._request("GET", f"/images/{_quote(reference)}/json", action=f"inspecting image {reference}", allowed=(404,))
-        data = self._body(response)
-        return None if response.status == 404 else json.loads(data)["Id"]
+        if response.status == 404:
+            self._body(response)
+            return None
+        answer = self._decode(self._body(response), f"GET /images/{reference}/json")
+        return self._field(answer, "Id", str, f"GET /images/{reference}/json")
 
     def build(
         self,
@@ -306,22 +428,28 @@ class Engine:
         try:
             for line in response.lines():
                 if line.strip():
-                    yield json.loads(line)
+                    yield self._build_message(line)
         except OSError as e:
             raise self._unreachable(e) from e
         finally:
             response.close()
 
+    def _build_message(self, line: bytes) -> dict[str, Any]:
+        message = self._decode(line, "POST /build")
+        if not isinstance(message.get("aux", {}), dict):
+            raise self._not_an_engine("POST /build")
+        return message
+
     def images(self, labels: Iterable[str]) -> list[dict[str, Any]]:
         """Images carrying every label in ``labels`` (``key=value`` or ``key``)."""
         params = {"filters": json.dumps({"label": list(labels)})}
-        return self._json("GET", "/images/json", params=params, action="listing images") or []
+        return self._json("GET", "/images/json", expect=list, params=params, action="listing images")
 
     # -- the engine ---------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
         """The engine's /info: version, CPUs, memory, root folder..."""
-        return self._json("GET", "/info", action="reading engine information") or {}
+        return self._json("GET", "/info", action="reading engine information")
 
     # -- containers -------------------------------------------------------------------
 
@@ -331,7 +459,18 @@ class Engine:
         if running_only:
             filters["status"] = ["running"]
         params = {"filters": json.dumps(filters), "all": int(not running_only)}
-        return self._json("GET", "/containers/json", params=params, action="listing containers") or []
+        return self._json("GET", "/containers/json", expect=list, params=params, action="listing containers")
+
+    def seconds_since_exit(self, container: str) -> float | None:
+        """How long ago ``container`` stopped; None while it runs (or was never started, or is gone)."""
+        response = self._request("GET", f"/containers/{container}/json", action="inspecting the container", allowed=(404,))
+        if response.status == 404:
+            self._body(response)
+            return None
+        state = self._decode(self._body(response), "GET /containers/json").get("State")
+        if not isinstance(state, dict) or state.get("Status") not in ("exited", "dead"):
+            return None
+        return _seconds_since(str(state.get("FinishedAt", "")))
 
     def get_archive(self, container: str, path: str) -> Generator[bytes, None, None]:
         """A tar of ``path`` in the container (running or not), as it arrives.
@@ -355,7 +494,7 @@ class Engine:
 
     def create_container(self, config: Mapping[str, Any], name: str) -> str:
         created = self._json("POST", "/containers/create", params={"name": name}, json_body=config, action="creating the container")
-        return created["Id"]
+        return self._field(created, "Id", str, "POST /containers/create")
 
     def attach(self, container: str, *, stdin: bool) -> Attached:
         """Hijack a connection carrying the container's stdio (before start, so nothing is missed)."""
@@ -366,15 +505,20 @@ class Engine:
             response.close()
             raise EngineError(self.host, response.status, detail, action="attaching to the container")
         response.sock.settimeout(None)
-        return Attached(response.sock, response.reader.take_buffered())  # buffered bytes belong to the stream
+        self.liveness.watch(response.sock)
+        return Attached(response.sock, response.reader.take_buffered(), self.liveness.release)  # buffered bytes belong to the stream
 
     def start(self, container: str) -> None:
         self._call("POST", f"/containers/{container}/start", action="starting the container")
 
     def wait(self, container: str) -> int:
-        """Block until the container stops; its exit status."""
+        """Block until the container stops; its exit status.
+
+        Raises:
+            EngineUnreachable: the connection broke or the engine stalled (the container may run on).
+        """
         result = self._json("POST", f"/containers/{container}/wait", timeout=None, action="waiting for the container")
-        return int(result["StatusCode"])
+        return self._field(result, "StatusCode", int, "POST /containers/wait")
 
     def kill(self, container: str, signal_name: str) -> None:
         """Send a signal; a container that already stopped is not an error."""
@@ -436,12 +580,32 @@ def _error_detail(response: Response) -> str:
     return (message or raw.decode(errors="replace") or response.reason).strip()
 
 
+def _seconds_since(stamp: str) -> float | None:
+    """Seconds since an engine time stamp (RFC 3339 with nanoseconds, in UTC)."""
+    import datetime
+
+    try:
+        moment = datetime.datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+    return (datetime.datetime.now(datetime.timezone.utc) - moment).total_seconds()
+
+
+def _content_length(text: str) -> int:
+    if not text.isdigit():
+        raise ProtocolError(f"malformed Content-Length {text[:20]!r}")
+    return int(text)
+
+
 def _query(params: Mapping[str, Any] | None) -> str:
     return "?" + urllib.parse.urlencode(params) if params else ""
 
 
 def _quote(reference: str) -> str:
     return urllib.parse.quote(reference, safe="")
+
+
+_VERSION = re.compile(r"[0-9]{1,4}\.[0-9]{1,4}")
 
 
 def _parse_version(text: str) -> tuple[int, int]:

@@ -58,6 +58,27 @@ class EngineUnreachable(FireplugError):
         self.cause = cause
 
 
+class ConnectionLost(FireplugError):
+    """The connection to a host broke, or its engine stalled, while a container ran there.
+
+    The container is left alone: it may still be running, and its results can be collected later.
+    """
+
+    def __init__(self, host: str, container: str, cause: str, *, in_place: bool = False) -> None:
+        collect = (
+            f"it writes to the data folder in place (docker ps -a --filter name={container})"
+            if in_place
+            else (f"once it is done, bring its results back with: fp --host {host} --sync-out-only")
+        )
+        super().__init__(
+            f"lost the connection to host '{host}' while the command ran ({cause}); container {container} was left as it was, possibly still running",
+            hint=collect,
+        )
+        self.host = host
+        self.container = container
+        self.cause = cause
+
+
 class EngineError(FireplugError):
     """The engine answered a request with an error."""
 
@@ -103,6 +124,7 @@ class ContextChanged(FireplugError):
 class Interrupted(KeyboardInterrupt):
     """A signal fp acts on like Ctrl-C (SIGINT, SIGTERM, SIGHUP): unwind, removing anything half-made."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, *, left: str = "") -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.left = left  # what could not be cleaned up, if anything

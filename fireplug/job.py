@@ -32,17 +32,18 @@ from fireplug.build import (
 from fireplug.config import Config
 from fireplug.context import Context, human_bytes
 from fireplug.engine import Engine
-from fireplug.errors import FireplugError, UsageError
+from fireplug.errors import ConnectionLost, FireplugError, UsageError
 from fireplug.inventory import Host, load_inventory, local_host
 from fireplug.proc import display
-from fireplug.run import ContainerSpec, Mount, Stdio, docker_run_argv, run_container
+from fireplug.run import ContainerSpec, Mount, Stdio, docker_run_argv, ignore_late_signals, run_container
 from fireplug.scancache import cache_dir, load_context
 from fireplug.ssh import SshSettings
-from fireplug.sync import SyncReport
+from fireplug.sync import SyncInterrupted, SyncReport
 from fireplug.sync.record import PairFiles, last_host, remember_host, state_home
 from fireplug.sync.session import HostSide, SyncRequest, sync
 
 COMMAND_LABEL_LIMIT = 512
+FINISHED_RUN_GRACE_SECONDS = 15  # its own fp may still be draining its output (up to 10 s) before removing it
 TRASH_FOLDER = ".fp-trash"  # beside the data folder on a host, outside the container's mount
 
 
@@ -149,7 +150,10 @@ class _Job:
                 console.note(f"host '{self.host}' uses the data folder in place: nothing to sync")
             return 0
         ensure_data_folder(self.config.root / self.config.project.data)
-        return self.start()
+        try:
+            return self.start(last_step=True)
+        except ConnectionLost as e:
+            raise ConnectionLost(e.host, e.container, e.cause, in_place=True) from e
 
     def run_remote(self) -> int:
         """Sync, run, and sync again however the run ended (each sync is two-way)."""
@@ -162,15 +166,38 @@ class _Job:
         if not steps.run:
             if steps.sync_out:
                 ensure_data_folder(self.local_data)
+                self._sweep_runs()
                 self.sync(host_side)
             return 0
         status: int | None = None
+        ran = True
         try:
-            status = self.start()
+            status = self.start(last_step=not steps.sync_out)
+        except (ConnectionLost, KeyboardInterrupt):
+            # Lost: the job may run on, and syncing now would bring back half its results.
+            # Interrupted: it never started, so it has no results.
+            ran = False
+            raise
         finally:
-            if steps.sync_out:
+            if steps.sync_out and ran:
                 self._sync_after_run(host_side, status)
+                ignore_late_signals()
         return status
+
+    def _sweep_runs(self) -> None:
+        """Before a --sync-out-only: name the project's runs still going on the host, and remove
+        those that finished a while ago (a lost connection leaves them: fp never removes a job
+        it could not see end)."""
+        engine = self.connection.engine
+        labels = [f"{LABEL}.kind=run", f"{LABEL}.project-key={self.config.project.key}"]
+        for found in engine.containers(labels, running_only=False):
+            name = str((found.get("Names") or ["?"])[0]).lstrip("/")
+            if found.get("State") == "running":
+                console.warn(f"{name} of this project is still running on host '{self.host}': what it wrote so far comes back now")
+                continue
+            since = engine.seconds_since_exit(str(found.get("Id", "")))
+            if since is not None and since > FINISHED_RUN_GRACE_SECONDS:
+                _remove_quietly(engine, str(found["Id"]), name)
 
     @property
     def local_data(self) -> Path:
@@ -204,12 +231,25 @@ class _Job:
                 console.warn(f"results could not be brought back: {e}")
                 return
             raise FireplugError(f"{e.message} (the command itself exited with status {status})", hint=e.hint) from e
+        except SyncInterrupted as e:
+            if status is not None:
+                e.story += f" (the command itself had exited with status {status})"
+            raise
 
-    def start(self) -> int:
+    def start(self, *, last_step: bool = False) -> int:
         if self.request.verbose:
             console.detail(f"image {self.spec.image} on host '{self.host}'; starting {self.spec.name} ({_ms(self.started)})")
             console.detail(f"$ {display(docker_run_argv(self.spec))}")
-        return run_container(self.connection.engine, self.spec, self.local.stdio)
+        return run_container(self.connection.engine, self.spec, self.local.stdio, last_step=last_step)
+
+
+def _remove_quietly(engine: Engine, container: str, name: str) -> None:
+    try:
+        engine.remove_container(container)
+    except FireplugError as e:
+        console.warn(f"finished run {name} could not be removed ({e})")
+    else:
+        console.note(f"removed {name}, a run of this project that ended on host '{engine.host}' without fp")
 
 
 def choose_host(config: Config, request: RunRequest, local: LocalSide, settings: SshSettings) -> Host:

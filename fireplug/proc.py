@@ -163,8 +163,11 @@ def _stream(process: subprocess.Popen[bytes], on_output: Callable[[bytes], None]
 
 
 def _copy(source: IO[bytes], target: IO[bytes]) -> None:
-    while block := source.read(65536):
-        target.write(block)
+    try:
+        while block := source.read(65536):
+            target.write(block)
+    except (OSError, ValueError):
+        return  # the caller gave up on the process (interrupted) and closed the file
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

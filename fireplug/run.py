@@ -3,7 +3,8 @@
 Signals reach the supervising loop through a self-pipe (``signal.set_wakeup_fd``): the
 handlers themselves do nothing, so no lock is ever taken inside a signal handler.
 The first SIGINT/SIGTERM/SIGHUP is forwarded to the command; a second one kills the container.
-Whatever happens, the container is removed.
+The container is removed however the run ends, except after a lost connection: then the job
+may still be running there, and removing it would throw its work away.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from fireplug import console
 from fireplug.engine import Attached, Engine
-from fireplug.errors import FireplugError
+from fireplug.errors import ConnectionLost, EngineUnreachable, FireplugError, Interrupted
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 OUTPUT_DRAIN_SECONDS = 10.0
@@ -92,72 +93,167 @@ def docker_run_argv(spec: ContainerSpec) -> list[str]:
     return [*argv, spec.image, *spec.command]
 
 
-def run_container(engine: Engine, spec: ContainerSpec, stdio: Stdio) -> int:
-    """Create, attach, start and supervise the container; remove it however the run ends.
+def run_container(engine: Engine, spec: ContainerSpec, stdio: Stdio, *, last_step: bool = False) -> int:
+    """Create, attach, start and supervise the container; remove it however the run ends,
+    except after a lost connection, when the job may still be running there.
+
+    Signals are held from before the container is created until it is removed: one that comes
+    before the start removes the container unstarted; one that comes after the command exited
+    changes nothing (its status stands, and the results are still brought back).
+
+    ``last_step``: nothing follows (no sync out), so once the command's status is known the
+    signals stay ignored (see ``ignore_late_signals``).
 
     Returns the command's exit status, or 128 + the signal fp received when fp had to kill it.
 
     Raises:
-        EngineUnreachable, EngineError: the engine failed before or during the run.
+        ConnectionLost: the connection broke or the engine stalled once the container had started.
+        Interrupted: a signal came before the container started (it was removed).
+        EngineUnreachable, EngineError: the engine failed before the container started.
     """
-    container = engine.create_container(container_config(spec), spec.name)
-    try:
-        attached = engine.attach(container, stdin=spec.stdin)
+    with _HeldSignals(tty=spec.tty, then_ignore=last_step) as held:
+        container = engine.create_container(container_config(spec), spec.name)
+        supervisor = _Supervisor(engine, container, spec, stdio, held)
         try:
-            with _raw_terminal(stdio.stdin if spec.tty else None):
-                return _Supervisor(engine, container, attached, spec, stdio).run()
-        finally:
-            attached.close()
-    finally:
+            status = supervisor.run()
+        except EngineUnreachable as e:
+            if not supervisor.start_sent:
+                _remove(engine, container, spec.name)
+                raise
+            raise ConnectionLost(engine.host, spec.name, e.cause) from e
+        except Interrupted as e:
+            if not _remove(engine, container, spec.name):
+                raise Interrupted(e.signum, left=f"container {spec.name} may be left on host '{engine.host}' (docker rm -f {spec.name})") from e
+            raise
+        except BaseException:
+            _remove(engine, container, spec.name)
+            raise
         _remove(engine, container, spec.name)
+        if late := held.take():
+            name = signal.Signals(late[0]).name
+            console.note(f"{name} came after the command had exited (status {status}); its results are still brought back")
+        return status
 
 
-def _remove(engine: Engine, container: str, name: str) -> None:
+def ignore_late_signals() -> None:
+    """The command's status is final and its results are back: a signal now could only turn
+    that status into an interruption, so none is acted on (cli restores the handlers)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in FORWARDED_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def _remove(engine: Engine, container: str, name: str) -> bool:
     try:
         engine.remove_container(container)
     except FireplugError as e:
         console.warn(f"container {name} could not be removed ({e}); remove it with: docker rm -f {name}")
+        return False
+    return True
+
+
+class _HeldSignals:
+    """Record-only handlers for the forwarded signals (and SIGWINCH with a terminal), whose
+    numbers arrive on a self-pipe (``signal.set_wakeup_fd``); off the main thread, none."""
+
+    def __init__(self, *, tty: bool, then_ignore: bool = False) -> None:
+        self.then_ignore = then_ignore
+        self.handled = (*FORWARDED_SIGNALS, *((signal.SIGWINCH,) if tty else ()))
+        self.read_fd, self.write_fd = os.pipe()
+        self.lock = threading.Lock()
+        self.closed = False
+        self.seen: list[int] = []
+        self._previous: dict[int, Any] = {}
+        self._previous_fd = -1
+
+    def __enter__(self) -> _HeldSignals:
+        os.set_blocking(self.write_fd, False)
+        if threading.current_thread() is threading.main_thread():
+            self._previous_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+            self._previous = {signum: signal.signal(signum, _record_only) for signum in self.handled}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, signal.SIG_IGN if self.then_ignore and signum in FORWARDED_SIGNALS and exc_info[0] is None else handler)
+        if self._previous:
+            signal.set_wakeup_fd(self._previous_fd)
+        with self.lock:
+            self.closed = True
+            os.close(self.read_fd)
+            os.close(self.write_fd)
+
+    def notify_exited(self) -> None:
+        """From the waiting thread: wake the main loop (safe after the pipe closed)."""
+        with self.lock:
+            if not self.closed:
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self.write_fd, bytes([_EXITED]))
+
+    def take(self) -> list[int]:
+        """The forwarded signals received and not yet read, without waiting."""
+        os.set_blocking(self.read_fd, False)
+        try:
+            data = os.read(self.read_fd, 4096)
+        except BlockingIOError:
+            data = b""
+        finally:
+            os.set_blocking(self.read_fd, True)
+        got = [byte for byte in data if byte in FORWARDED_SIGNALS]
+        self.seen += got
+        return got
 
 
 class _Supervisor:
-    def __init__(self, engine: Engine, container: str, attached: Attached, spec: ContainerSpec, stdio: Stdio) -> None:
+    def __init__(self, engine: Engine, container: str, spec: ContainerSpec, stdio: Stdio, held: _HeldSignals) -> None:
         self.engine = engine
         self.container = container
-        self.attached = attached
         self.spec = spec
         self.stdio = stdio
-        self.wake_read, self.wake_write = os.pipe()
+        self.held = held
         self.stop_read, self.stop_write = os.pipe()
         self.status: int | None = None
         self.failure: BaseException | None = None
         self.signals_received: list[int] = []
         self.killed = False
-        self.wake_lock = threading.Lock()
-        self.wake_closed = False
         self.exited = False
+        self.start_sent = False
 
     def run(self) -> int:
-        output = threading.Thread(target=self._pump_output, name="fp-output", daemon=True)
-        feeder = threading.Thread(target=self._pump_stdin, name="fp-stdin", daemon=True)
+        """Raises: Interrupted: a signal came before the start (nothing started)."""
+        if early := self.held.take():
+            raise Interrupted(early[0])
+        attached = self.engine.attach(self.container, stdin=self.spec.stdin)
+        try:
+            if early := self.held.take():
+                raise Interrupted(early[0])
+            with _raw_terminal(self.stdio.stdin if self.spec.tty else None):
+                return self._supervise(attached)
+        finally:
+            attached.close()
+
+    def _supervise(self, attached: Attached) -> int:
+        output = threading.Thread(target=self._pump_output, args=(attached,), name="fp-output", daemon=True)
+        feeder = threading.Thread(target=self._pump_stdin, args=(attached,), name="fp-stdin", daemon=True)
         feeds_stdin = self.spec.stdin and self.stdio.stdin is not None
         try:
-            with self._signal_handlers():
-                self.engine.start(self.container)
-                if self.spec.tty:
-                    self._resize()
-                output.start()
-                if feeds_stdin:
-                    feeder.start()
-                threading.Thread(target=self._wait, name="fp-wait", daemon=True).start()
-                self._loop()
+            self.start_sent = True
+            self.engine.start(self.container)
+            if self.spec.tty:
+                self._resize()
+            output.start()
+            if feeds_stdin:
+                feeder.start()
+            threading.Thread(target=self._wait, name="fp-wait", daemon=True).start()
+            self._loop()
         finally:
             self._shut_down(output, feeder)
         if self.failure is not None:
             raise self.failure
-        if self.killed:
-            return 128 + self.signals_received[0]
         assert self.status is not None
-        return self.status
+        if self.killed and self.status == 128 + signal.SIGKILL:
+            return 128 + self.signals_received[0]
+        return self.status  # a signal that crossed the command's exit changes nothing
 
     def _shut_down(self, output: threading.Thread, feeder: threading.Thread) -> None:
         """Stop the stdin feeder, let the output drain, and close the pipes no thread still uses."""
@@ -166,27 +262,28 @@ class _Supervisor:
             feeder.join(1.0)
         if output.is_alive() and self.exited:  # the rest of the output is on its way
             output.join(OUTPUT_DRAIN_SECONDS)
-        with self.wake_lock:
-            self.wake_closed = True
-            os.close(self.wake_read)
-            os.close(self.wake_write)
         if not feeder.is_alive():
             os.close(self.stop_read)
             os.close(self.stop_write)
 
     def _loop(self) -> None:
         while True:
-            for byte in os.read(self.wake_read, 64):
+            for byte in os.read(self.held.read_fd, 64):
                 if byte == _EXITED:
                     self.exited = True
                     return
-                self._on_signal(byte)
+                if self.status is None:
+                    self._on_signal(byte)
+                elif byte in FORWARDED_SIGNALS:
+                    self.held.seen.append(byte)
+                    console.note(f"{signal.Signals(byte).name} came after the command had exited (status {self.status})")
 
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGWINCH:
             self._resize()
             return
         self.signals_received.append(signum)
+        self.held.seen.append(signum)
         name = signal.Signals(signum).name
         if len(self.signals_received) == 1:
             self.engine.kill(self.container, name)
@@ -202,9 +299,7 @@ class _Supervisor:
             self.status = self.engine.wait(self.container)
         except BaseException as e:  # handed to the main thread, which raises it
             self.failure = e
-        with self.wake_lock:
-            if not self.wake_closed:
-                os.write(self.wake_write, bytes([_EXITED]))
+        self.held.notify_exited()
 
     def _resize(self) -> None:
         try:
@@ -213,14 +308,14 @@ class _Supervisor:
             return
         self.engine.resize(self.container, rows, columns)
 
-    def _pump_output(self) -> None:
+    def _pump_output(self, attached: Attached) -> None:
         writer = _OutputWriter(on_broken_pipe=self._on_broken_pipe)
         try:
             if self.spec.tty:
-                while data := self.attached.recv():
+                while data := attached.recv():
                     writer.write(self.stdio.stdout, data)
             else:
-                for stream, data in frames(self.attached):
+                for stream, data in frames(attached):
                     writer.write(self.stdio.stderr if stream == 2 else self.stdio.stdout, data)
         except OSError:
             pass  # the connection closed: the waiter reports how the container ended
@@ -230,7 +325,7 @@ class _Supervisor:
         with contextlib.suppress(FireplugError):
             self.engine.kill(self.container, "SIGPIPE")
 
-    def _pump_stdin(self) -> None:
+    def _pump_stdin(self, attached: Attached) -> None:
         assert self.stdio.stdin is not None
         try:
             while True:
@@ -239,27 +334,11 @@ class _Supervisor:
                     return
                 data = os.read(self.stdio.stdin, 65536)
                 if not data:
-                    self.attached.close_stdin()
+                    attached.close_stdin()
                     return
-                self.attached.send_all(data)
+                attached.send_all(data)
         except OSError:
             return
-
-    @contextmanager
-    def _signal_handlers(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        handled = (*FORWARDED_SIGNALS, *((signal.SIGWINCH,) if self.spec.tty else ()))
-        os.set_blocking(self.wake_write, False)
-        previous_fd = signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
-        previous = {signum: signal.signal(signum, _record_only) for signum in handled}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-            signal.set_wakeup_fd(previous_fd)
 
 
 def _record_only(signum: int, frame: Any) -> None:
@@ -325,4 +404,5 @@ def _raw_terminal(fd: int | None) -> Iterator[None]:
     try:
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        with contextlib.suppress(termios.error, OSError):  # the terminal may be gone (hung up)
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)

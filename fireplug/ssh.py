@@ -171,6 +171,9 @@ class SshConnection:
         """Start the master (the caller holds the setup lock) unless another process just did."""
         if self._master_alive():
             return
+        # A socket no master answers on (one killed, or a crashed machine) would make the new
+        # master give up multiplexing and linger as a plain background connection.
+        Path(self.control_path).unlink(missing_ok=True)
         log = Path(self.control_path + ".log")
         log.write_bytes(b"")
         master = ["-o", "ControlMaster=yes", "-o", f"ControlPersist={PERSIST_SECONDS}", "-o", "StreamLocalBindUnlink=yes"]
@@ -183,6 +186,10 @@ class SshConnection:
         if completed.returncode != 0:
             cause = proc.last_lines(log.read_text(errors="replace"), 2) or f"ssh exited with status {completed.returncode}"
             raise SshError(self.host, str(self.target), cause, hint=_hint_for(cause, self.target))
+        if not self._master_alive():
+            stray = _stop_masters_of(self.control_path)
+            cause = proc.last_lines(log.read_text(errors="replace"), 2) or "no master answers on its control socket"
+            raise SshError(self.host, str(self.target), f"the shared connection did not start ({cause}; stopped {stray} stray ssh)")
 
     def _master_alive(self) -> bool:
         if not Path(self.control_path).exists():
@@ -283,6 +290,21 @@ class RemoteFacts:
     docker_host: str
     uid: int
     gid: int
+
+
+def _stop_masters_of(control_path: str) -> int:
+    """Stop our ssh processes started as masters on ``control_path`` that never took it up."""
+    import psutil
+
+    marker = f"ControlPath={control_path}"
+    stopped = 0
+    for process in psutil.process_iter(["name", "cmdline", "uids"]):
+        info = process.info
+        if info["name"] == "ssh" and info["uids"] and info["uids"].real == os.getuid() and marker in (info["cmdline"] or []) and "-N" in info["cmdline"]:
+            with contextlib.suppress(psutil.Error):
+                process.terminate()
+                stopped += 1
+    return stopped
 
 
 def _answers(socket_path: str) -> bool:

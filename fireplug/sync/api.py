@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import io
 import os
+import socket
 import tarfile
 import tempfile
 import time
@@ -47,6 +48,9 @@ from fireplug.sync.tree import (
 )
 
 MOUNT = "/fp-sync"
+KIND_LABEL = "io.fireplug.kind"
+KEY_LABEL = "io.fireplug.project-key"
+OWNER_LABEL = "io.fireplug.sync-owner"  # machine:pid:start time of the fp that made the helper
 HELPER = ["python3", "-m", "fireplug.sync.helper"]  # bundled in fp's base image
 STDOUT, STDERR = 1, 2
 TAR_CHUNK = 1 << 20
@@ -59,7 +63,8 @@ class ApiHost:
         """``project_folder`` on the host holds the data folder (``data``, relative) and the trash."""
         self.engine = engine
         self.image = image
-        self.labels = {**labels, "io.fireplug.kind": "sync"}
+        self.labels = {**labels, KIND_LABEL: "sync", OWNER_LABEL: _this_process()}
+        self.swept = False
         self.project_folder = project_folder
         self.data = f"{MOUNT}/{data}"
         self.trash = f"{MOUNT}/.fp-trash"
@@ -72,11 +77,23 @@ class ApiHost:
         return self.engine.host
 
     def list(self, previous: bytes = b"") -> tuple[Listing, str]:
+        if not self.swept:  # the session holds the project's lock for this host: no helper of ours is busy
+            self.swept = True
+            self._sweep_helpers()
         if self.after_push is not None:  # what the host holds now, listed by the push's own helper
             listing, self.after_push = self.after_push, None
             return listing, ""
         known = hashlib.sha256(previous).hexdigest() if previous else "-"
         return self._parse_listing(self._helper(["list", self.data, self.trash, known]).stdout, previous), ""
+
+    def _sweep_helpers(self) -> None:
+        """Remove helpers that an fp of this machine left when it lost the engine (it could not remove them then)."""
+        wanted = [f"{KIND_LABEL}=sync", f"{KEY_LABEL}={self.labels.get(KEY_LABEL, '')}"]
+        for found in self.engine.containers(wanted, running_only=False):
+            owner = str((found.get("Labels") or {}).get(OWNER_LABEL, ""))
+            if owner != self.labels[OWNER_LABEL] and _owner_gone(owner):
+                with contextlib.suppress(EngineError):
+                    self.engine.remove_container(str(found.get("Id", "")))
 
     def _parse_listing(self, output: bytes, previous: bytes = b"") -> Listing:
         try:
@@ -394,6 +411,28 @@ class _Counter:
         for chunk in chunks:
             self.total += len(chunk)
             yield chunk
+
+
+def _this_process() -> str:
+    import psutil
+
+    return f"{socket.gethostname()}:{os.getpid()}:{int(psutil.Process().create_time())}"
+
+
+def _owner_gone(owner: str) -> bool:
+    """Whether the fp named by an owner label is known to have ended (it ran on this machine)."""
+    import psutil
+
+    machine, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
+    if machine != socket.gethostname() or not pid.isdigit() or not started.isdigit():
+        return False
+    try:
+        return int(psutil.Process(int(pid)).create_time()) != int(started)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
 
 
 def _nul_list(words: Sequence[str]) -> bytes:
