@@ -8,6 +8,7 @@ an unchanged project is never rebuilt and a changed byte always is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections import deque
@@ -20,6 +21,7 @@ from fireplug.config import Config
 from fireplug.context import Context, ScanRules, human_bytes, tar_stream
 from fireplug.engine import Engine
 from fireplug.errors import BaseImageMissing, BuildError, ConfigError, FireplugError
+from fireplug.locks import build_lock_path, exclusive
 
 BASE_REPOSITORY = "fireplug-base"
 LABEL = "io.fireplug"
@@ -115,8 +117,11 @@ def project_image_tag(project: str, digest: str) -> str:
     return f"fp-{project}:{digest[:16]}"
 
 
-def ensure_project_image(engine: Engine, config: Config, context: Context, recipe: Recipe, base: Image | None, *, verbose: bool) -> Image:
-    """The project's one-time image on ``engine``, built only when its tag is absent.
+def ensure_project_image(
+    engine: Engine, config: Config, context: Context, recipe: Recipe, base: Image | None, *, verbose: bool, locks: Path | None = None
+) -> Image:
+    """The project's one-time image on ``engine``, built only when its tag is absent; with
+    ``locks`` (a folder), by one fp of this machine at a time: the others wait and use it.
 
     Raises:
         BuildError, BaseImageMissing, ContextChanged, EngineError, EngineUnreachable.
@@ -126,6 +131,14 @@ def ensure_project_image(engine: Engine, config: Config, context: Context, recip
     existing = engine.image_id(tag)
     if existing:
         return Image(tag, existing, built=False)
+    with _one_builder(locks, engine, tag):
+        existing = engine.image_id(tag)  # built meanwhile by the fp we waited for
+        if existing:
+            return Image(tag, existing, built=False)
+        return _build_project_image(engine, config, context, recipe, base, tag, verbose=verbose)
+
+
+def _build_project_image(engine: Engine, config: Config, context: Context, recipe: Recipe, base: Image | None, tag: str, *, verbose: bool) -> Image:
     if context.secrets:
         others = f" and {len(context.secrets) - 1} more" if len(context.secrets) > 1 else ""
         console.note(
@@ -161,7 +174,7 @@ def base_image_tag(base_image: str, files: list[tuple[str, bytes]]) -> str:
     return f"{BASE_REPOSITORY}:{digest.hexdigest()[:16]}"
 
 
-def ensure_base(engine: Engine, base_image: str, *, verbose: bool, rebuild: bool = False) -> Image:
+def ensure_base(engine: Engine, base_image: str, *, verbose: bool, rebuild: bool = False, locks: Path | None = None) -> Image:
     """fp's base image on ``engine``, built from Dockerfile.base when absent.
 
     ``rebuild`` builds it again without the engine's layer cache (fresh Debian packages).
@@ -175,6 +188,28 @@ def ensure_base(engine: Engine, base_image: str, *, verbose: bool, rebuild: bool
     existing = None if rebuild else engine.image_id(tag)
     if existing:
         return Image(tag, existing, built=False)
+    with _one_builder(locks, engine, tag):
+        existing = None if rebuild else engine.image_id(tag)
+        if existing:
+            return Image(tag, existing, built=False)
+        return _build_base(engine, base_image, files, tag, verbose=verbose, rebuild=rebuild)
+
+
+@contextlib.contextmanager
+def _one_builder(locks: Path | None, engine: Engine, tag: str) -> Iterator[None]:
+    """The build lock of (host, tag) when fp can keep locks; without one, builds may overlap."""
+
+    def waiting(holder: str) -> None:
+        console.note(f"waiting for {holder}, which is building {tag} on host '{engine.host}'")
+
+    with contextlib.ExitStack() as stack:
+        if locks is not None:
+            with contextlib.suppress(OSError):
+                stack.enter_context(exclusive(build_lock_path(locks, engine.host, tag), waiting))
+        yield
+
+
+def _build_base(engine: Engine, base_image: str, files: list[tuple[str, bytes]], tag: str, *, verbose: bool, rebuild: bool) -> Image:
     context = Context(root=Path("."), entries=())
     labels = {f"{LABEL}.kind": "base", f"{LABEL}.from": base_image, f"{LABEL}.version": __version__}
     title = f"building the base image {tag} from {base_image} on host '{engine.host}' (once per host and fp version)"

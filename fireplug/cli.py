@@ -127,6 +127,9 @@ def base_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_PROBE_TIMEOUT = 3600
+
+
 def entry() -> NoReturn:
     """The `fp` program: ``main`` in a process of its own, which ends with fp's own status."""
     sys.exit(main(final=True))
@@ -319,8 +322,8 @@ def _hosts(options: argparse.Namespace) -> int:
         userconfig.remove_host(path, options.name)
         console.note(f"removed host '{options.name}' from {path}")
         return 0
-    if not options.timeout > 0:
-        raise UsageError(f"--timeout {options.timeout:g}: expected a number of seconds above 0")
+    if not 0 < options.timeout <= MAX_PROBE_TIMEOUT:
+        raise UsageError(f"--timeout {options.timeout:g}: expected a number of seconds above 0, at most {MAX_PROBE_TIMEOUT}")
     config = _load_config(local, project_optional=True)
     inventory = load_inventory(config, local.environ, local.home)
     settings = SshSettings.from_env(local.environ, local.uid, connect_timeout=options.timeout)

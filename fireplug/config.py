@@ -115,6 +115,7 @@ _TYPE_NAMES = {str: "a string", int: "an integer", list: "a list of strings", di
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _ID_RE = re.compile(r"^[a-z0-9]{4,32}$")
 _HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_IMAGE_RE = re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]{1,5})?/)?[a-z0-9][a-z0-9._/-]{0,254}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
 _TOML_LINE_RE = re.compile(r"\(at line (\d+), column \d+\)")
 
 
@@ -151,6 +152,8 @@ def load(
 def _parse(source: Source) -> dict[str, Any]:
     try:
         document = tomllib.loads(source.text)
+    except RecursionError:
+        raise ConfigError("invalid TOML: nested too deeply", path=source.path) from None
     except tomllib.TOMLDecodeError as e:
         found = _TOML_LINE_RE.search(str(e))
         message = _TOML_LINE_RE.sub("", str(e)).strip()
@@ -267,6 +270,9 @@ def _build_config(root: Path, merged: dict[str, dict[str, Any]], hosts: dict[str
     workdir = project.get("workdir", "")
     if workdir and not PurePosixPath(workdir).is_absolute():
         raise ConfigError(f"project.workdir {workdir!r} must be an absolute path inside the container", key="project.workdir")
+    base_image = merged["build"].get("base_image", DEFAULT_BASE_IMAGE)
+    if not _IMAGE_RE.fullmatch(base_image):
+        raise ConfigError(f"build.base_image {base_image!r} is not an image reference", hint="e.g. debian:bookworm-slim", key="build.base_image")
     user = merged["run"].get("user", "auto")
     if not re.match(r"^(auto|root|\d+(:\d+)?)$", user):
         raise ConfigError(f"run.user {user!r} must be 'auto', 'root' or UID[:GID]", key="run.user")

@@ -8,6 +8,7 @@ Socket and HTTP errors are translated into fp's errors here, once.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -103,9 +104,10 @@ class _Reader:
 class Response:
     """An HTTP/1.1 response read straight off the socket (Content-Length, chunked or until close)."""
 
-    def __init__(self, sock: socket.socket, release: Callable[[Any], None] = lambda sock: None) -> None:
+    def __init__(self, sock: socket.socket, release: Callable[[Any], None] = lambda sock: None, *, has_body: bool = True) -> None:
         self.sock = sock
         self.release = release
+        self.has_body = has_body  # False for the answer to a HEAD request
         self.reader = _Reader(sock)
         status_line = self.reader.readline()
         parts = status_line.decode("latin-1").split(" ", 2)
@@ -126,7 +128,7 @@ class Response:
         Raises:
             ProtocolError: the body is cut off or malformed (a broken connection reads as one).
         """
-        if self.status in (101, 204, 304):
+        if self.status in (101, 204, 304) or not self.has_body:
             return
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
             while size := self._chunk_size():
@@ -318,7 +320,7 @@ class Engine:
             sock.sendall(request.encode("latin-1") + payload)
             if body is not None:
                 _send_chunked(sock, body)
-            response = Response(sock, self.liveness.release)
+            response = Response(sock, self.liveness.release, has_body=method != "HEAD")
         except (BrokenPipeError, ConnectionResetError) as e:
             # The engine may have refused a streamed body and said why before closing.
             early = _answer_if_any(sock) if sock is not None else None
@@ -395,6 +397,24 @@ class Engine:
             return None
         answer = self._decode(self._body(response), f"GET /images/{reference}/json")
         return self._field(answer, "Id", str, f"GET /images/{reference}/json")
+
+    def image_config(self, reference: str) -> dict[str, Any]:
+        """The image's run configuration (Env, Entrypoint, Cmd, WorkingDir...); {} when it has none."""
+        answer = self._json("GET", f"/images/{_quote(reference)}/json", action=f"inspecting image {reference}")
+        config = answer.get("Config")
+        return config if isinstance(config, dict) else {}
+
+    def path_kind(self, container: str, path: str) -> tuple[int, str] | None:
+        """(mode, link target) of ``path`` in a container, which need not be running; None when absent."""
+        response = self._request("HEAD", f"/containers/{container}/archive", params={"path": path}, action="looking up a path", allowed=(404,))
+        self._body(response)
+        if response.status == 404:
+            return None
+        try:
+            stat = json.loads(base64.b64decode(response.headers.get("x-docker-container-path-stat", ""), validate=True))
+            return int(stat["mode"]) & 0xFFFFFFFF, str(stat.get("linkTarget", ""))
+        except (ValueError, TypeError, KeyError, RecursionError):
+            raise self._not_an_engine("HEAD /containers/archive") from None
 
     def build(
         self,
@@ -575,9 +595,9 @@ def _error_detail(response: Response) -> str:
         return response.reason
     try:
         message = json.loads(raw).get("message")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         message = None
-    return (message or raw.decode(errors="replace") or response.reason).strip()
+    return " ".join(str(message or raw.decode(errors="replace")[:300] or response.reason).split())
 
 
 def _seconds_since(stamp: str) -> float | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -107,28 +108,37 @@ def machine_hosts(store: Path, problems: list[str]) -> list[Host]:
     hosts = []
     for config_file in sorted((store / "machines").glob("*/config.json")):
         try:
-            hosts.append(machine_host(config_file.parent.name, json.loads(config_file.read_text()), config_file.parent))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            problems.append(f"{config_file}: unreadable docker-machine config ({type(e).__name__}: {e})")
+            hosts.append(machine_host(config_file.parent.name, _read_json(config_file), config_file.parent))
+        except (OSError, ValueError) as e:
+            problems.append(f"{config_file}: unreadable docker-machine config ({e})")
     return hosts
 
 
-def machine_host(name: str, config: dict[str, Any], folder: Path) -> Host:
-    """One docker-machine machine: a TLS engine on tcp://IP:EnginePort and ssh to the same address."""
-    driver = config.get("Driver") or {}
-    address = driver.get("IPAddress") or ""
+def machine_host(name: str, config: Any, folder: Path) -> Host:
+    """One docker-machine machine: a TLS engine on tcp://IP:EnginePort and ssh to the same address.
+
+    Raises:
+        ValueError: ``config`` is not a usable machine (wrong shape, no address, bad port).
+    """
+    config = _table(config, "the file")
+    driver = _table(config.get("Driver"), "Driver")
+    address = _text(driver, "IPAddress", "Driver")
     if not address:
         raise ValueError("no Driver.IPAddress (is the machine created and running?)")
-    auth = (config.get("HostOptions") or {}).get("AuthOptions") or {}
+    if not _ADDRESS_RE.fullmatch(address):
+        raise ValueError(f"Driver.IPAddress {address[:60]!r} is not a host address")
+    auth = _table(_table(config.get("HostOptions"), "HostOptions").get("AuthOptions"), "HostOptions.AuthOptions")
     tls = TlsFiles(
-        auth.get("CaCertPath") or str(folder / "ca.pem"),
-        auth.get("ClientCertPath") or str(folder / "cert.pem"),
-        auth.get("ClientKeyPath") or str(folder / "key.pem"),
+        _text(auth, "CaCertPath", "AuthOptions") or str(folder / "ca.pem"),
+        _text(auth, "ClientCertPath", "AuthOptions") or str(folder / "cert.pem"),
+        _text(auth, "ClientKeyPath", "AuthOptions") or str(folder / "key.pem"),
     )
-    port = int(driver.get("EnginePort") or 2376)
-    ssh_user = driver.get("SSHUser") or ""
-    ssh = SshTarget(address, ssh_user, int(driver.get("SSHPort") or 22), driver.get("SSHKeyPath") or "") if ssh_user and ssh_user != "none" else None
-    return Host(config.get("Name") or name, f"tcp://{address}:{port}", MACHINE_SOURCE, tls=tls, ssh=ssh)
+    port = _port(driver, "EnginePort", 2376)
+    ssh_user = _text(driver, "SSHUser", "Driver")
+    ssh = None
+    if ssh_user and ssh_user != "none":
+        ssh = SshTarget(address, ssh_user, _port(driver, "SSHPort", 22), _text(driver, "SSHKeyPath", "Driver"))
+    return Host(_text(config, "Name", "the file") or name, f"tcp://{address}:{port}", MACHINE_SOURCE, tls=tls, ssh=ssh)
 
 
 # -- docker contexts -----------------------------------------------------------------------
@@ -139,25 +149,80 @@ def context_hosts(docker_config: Path, problems: list[str]) -> list[Host]:
     hosts = []
     for meta_file in sorted((docker_config / "contexts" / "meta").glob("*/meta.json")):
         try:
-            host = context_host(json.loads(meta_file.read_text()), docker_config)
-        except (OSError, ValueError, KeyError, TypeError, FireplugError) as e:
-            problems.append(f"{meta_file}: unreadable docker context ({type(e).__name__}: {e})")
+            host = context_host(_read_json(meta_file), docker_config)
+        except (OSError, ValueError, FireplugError) as e:
+            problems.append(f"{meta_file}: unreadable docker context ({e})")
             continue
         if host is not None:
             hosts.append(host)
     return hosts
 
 
-def context_host(meta: dict[str, Any], docker_config: Path) -> Host | None:
-    name = meta["Name"]
-    endpoint = (meta.get("Endpoints") or {}).get("docker") or {}
-    url = endpoint.get("Host") or ""
+def context_host(meta: Any, docker_config: Path) -> Host | None:
+    """One Docker CLI context; None when it has no docker endpoint.
+
+    Raises:
+        ValueError: ``meta`` is not a usable context (wrong shape, no name).
+        FireplugError: its ssh:// URL is unusable.
+    """
+    meta = _table(meta, "the file")
+    name = _text(meta, "Name", "the file")
+    if not name:
+        raise ValueError("no Name")
+    endpoint = _table(_table(meta.get("Endpoints"), "Endpoints").get("docker"), "Endpoints.docker")
+    url = _text(endpoint, "Host", "Endpoints.docker")
     if not url:
         return None
-    tls_folder = docker_config / "contexts" / "tls" / hashlib.sha256(name.encode()).hexdigest() / "docker"
+    tls_folder = docker_config / "contexts" / "tls" / hashlib.sha256(name.encode(errors="surrogateescape")).hexdigest() / "docker"
     tls = TlsFiles.in_folder(str(tls_folder)) if (tls_folder / "ca.pem").exists() else None
     ssh = parse_ssh_url(url) if url.startswith("ssh://") else None
     return Host(name, url, CONTEXT_SOURCE, local=url.startswith("unix://"), tls=tls, ssh=ssh)
+
+
+# -- reading other programs' JSON ------------------------------------------------------------
+
+MAX_JSON_BYTES = 1 << 20  # a machine's config or a context's meta is a few KiB
+_ADDRESS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}")
+
+
+def _read_json(path: Path) -> Any:
+    """Raises: OSError; ValueError: too big, not UTF-8, not JSON or nested too deep."""
+    with path.open("rb") as source:
+        data = source.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise ValueError(f"larger than {MAX_JSON_BYTES} bytes")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError as e:
+        raise ValueError(f"not JSON: {e}") from None
+
+
+def _table(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _text(table: dict[str, Any], key: str, what: str) -> str:
+    value = table.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{what}.{key} is a {type(value).__name__}, not a string")
+    return value
+
+
+def _port(table: dict[str, Any], key: str, default: int) -> int:
+    value = table.get(key)
+    if value in (None, "", 0):
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit() or not 0 < int(value) < 65536:
+        raise ValueError(f"{key} {str(value)[:20]!r} is not a port number")
+    return int(value)
 
 
 # -- fp's config ---------------------------------------------------------------------------

@@ -32,11 +32,13 @@ from fireplug.build import (
 from fireplug.config import Config
 from fireplug.context import Context, human_bytes
 from fireplug.engine import Engine
-from fireplug.errors import ConnectionLost, FireplugError, UsageError
-from fireplug.inventory import Host, load_inventory, local_host
+from fireplug.errors import ConnectionLost, ContextChanged, FireplugError, ProjectError, UsageError
+from fireplug.inventory import Host, Inventory, load_inventory, local_host
+from fireplug.lookup import ensure_command
 from fireplug.proc import display
 from fireplug.run import ContainerSpec, Mount, Stdio, docker_run_argv, ignore_late_signals, run_container
 from fireplug.scancache import cache_dir, load_context
+from fireplug.scancache import forget as forget_scan
 from fireplug.ssh import SshSettings
 from fireplug.sync import SyncInterrupted, SyncReport
 from fireplug.sync.record import PairFiles, last_host, remember_host, state_home
@@ -105,9 +107,10 @@ def run(config: Config, request: RunRequest, local: LocalSide) -> int:
         FireplugError: any failure of fp itself (host, engine, build, sync, configuration).
     """
     started = time.perf_counter()
+    resolve_env([*config.run.env, *request.env], local.environ)  # usage errors first, before any host is probed
     settings = SshSettings.from_env(local.environ, local.uid)
     host = choose_host(config, request, local, settings)
-    spec = container_spec(config, "", request, local, host=host)  # usage errors before any work
+    spec = container_spec(config, "", request, local, host=host)
     own = own_recipe(config) if request.steps.build else None
     context = scan(config, local, own) if request.steps.build else None
     if request.verbose and context is not None:
@@ -116,17 +119,24 @@ def run(config: Config, request: RunRequest, local: LocalSide) -> int:
     connection = hosts.connect(host, settings, verbose=request.verbose)
     if connection.shell is not None and not host.local:  # files written there must stay the ssh user's, for rsync
         spec = container_spec(config, "", request, local, host=host, owner=connection.shell.identity())
-    image = project_image(connection.engine, config, request, own, context)
+    try:
+        image = project_image(connection.engine, config, request, own, context, locks=lock_folder(local))
+    except ContextChanged:
+        forget_scan(config.root, cache_dir(local.environ, local.home))  # a digest it trusted was wrong, or the file changed
+        raise
+    if image is not None and request.steps.run:  # before any data moves
+        labels = {**spec.labels, f"{LABEL}.kind": "lookup"}
+        ensure_command(connection.engine, image.tag, image.id, request.command[0], labels, cache_dir(local.environ, local.home).parent / "commands")
     job = _Job(config, request, local, connection, replace(spec, image=image.tag if image else ""), started)
     return job.run_here() if host.local else job.run_remote()
 
 
-def project_image(engine: Engine, config: Config, request: RunRequest, own: Recipe | None, context: Context | None) -> Image | None:
+def project_image(engine: Engine, config: Config, request: RunRequest, own: Recipe | None, context: Context | None, *, locks: Path) -> Image | None:
     """The image to run: built as needed, the newest one with --no-build, none when nothing runs."""
     if context is not None:
-        base = ensure_base(engine, config.build.base_image, verbose=request.verbose) if own is None or own.needs_base else None
+        base = ensure_base(engine, config.build.base_image, verbose=request.verbose, locks=locks) if own is None or own.needs_base else None
         chosen = own or generated_recipe(config, base.tag if base else "")
-        return ensure_project_image(engine, config, context, chosen, base, verbose=request.verbose)
+        return ensure_project_image(engine, config, context, chosen, base, verbose=request.verbose, locks=locks)
     return latest_project_image(engine, config.project.key) if request.steps.run else None
 
 
@@ -159,10 +169,12 @@ class _Job:
         """Sync, run, and sync again however the run ended (each sync is two-way)."""
         steps = self.request.steps
         remember_host(state_home(self.local.environ, self.local.home), self.config.project.key, self.host)
-        host_side = make_host_side(self.connection, self.config, verbose=self.request.verbose)
+        host_side = make_host_side(self.connection, self.config, verbose=self.request.verbose, locks=lock_folder(self.local))
         if steps.sync_in:
             ensure_data_folder(self.local_data)
             self.sync(host_side)
+        elif steps.run:
+            host_side.list()  # makes the host's data folder when it has none yet: the engine mounts only what exists
         if not steps.run:
             if steps.sync_out:
                 ensure_data_folder(self.local_data)
@@ -252,13 +264,26 @@ def _remove_quietly(engine: Engine, container: str, name: str) -> None:
         console.note(f"removed {name}, a run of this project that ended on host '{engine.host}' without fp")
 
 
+def lock_folder(local: LocalSide) -> Path:
+    """Where fp's processes on this machine keep their build locks."""
+    return state_home(local.environ, local.home) / "locks"
+
+
+def known_hosts(config: Config, local: LocalSide) -> Inventory:
+    """The inventory; each source that could not be read is one warning, and is skipped."""
+    inventory = load_inventory(config, local.environ, local.home)
+    for problem in inventory.problems:
+        console.warn(f"skipped {problem}")
+    return inventory
+
+
 def choose_host(config: Config, request: RunRequest, local: LocalSide, settings: SshSettings) -> Host:
     """The host to run on; says which and why when fp chose it itself.
 
     Without --host, a request that builds nothing (--sync-out-only, --no-build) goes to the
     host this project last ran on: its results and its image are there.
     """
-    inventory = load_inventory(config, local.environ, local.home)
+    inventory = known_hosts(config, local)
     wanted = request.host
     if wanted is None and not request.steps.build:
         wanted = last_host(state_home(local.environ, local.home), config.project.key)
@@ -270,7 +295,7 @@ def choose_host(config: Config, request: RunRequest, local: LocalSide, settings:
     return host
 
 
-def make_host_side(connection: hosts.Connection, config: Config, *, verbose: bool) -> HostSide:
+def make_host_side(connection: hosts.Connection, config: Config, *, verbose: bool, locks: Path | None = None) -> HostSide:
     """rsync over the host's ssh when it has one, else the Docker API (on fp's base image)."""
     folder = project_folder_on_host(connection.host, config)
     if connection.shell is not None:
@@ -279,7 +304,7 @@ def make_host_side(connection: hosts.Connection, config: Config, *, verbose: boo
         return RsyncHost(connection.shell, posixpath.join(folder, config.project.data), posixpath.join(folder, TRASH_FOLDER), verbose=verbose)
     from fireplug.sync.api import ApiHost
 
-    base = ensure_base(connection.engine, config.build.base_image, verbose=verbose)
+    base = ensure_base(connection.engine, config.build.base_image, verbose=verbose, locks=locks)
     labels = {f"{LABEL}.project": config.project.name, f"{LABEL}.project-key": config.project.key}
     return ApiHost(connection.engine, base.tag, labels, folder, config.project.data)
 
@@ -355,6 +380,7 @@ def container_spec(config: Config, image: str, request: RunRequest, local: Local
         UsageError: an ``-e NAME`` names a variable that is not set locally.
     """
     project_in_container = config.container_root()
+    _refuse_what_json_cannot_carry(config, request)
     user = container_user(config.run.user, owner or ((local.uid, local.gid) if host.local else None))
     env = [("PYTHONUNBUFFERED", "1")]
     if user not in ("", "0", "0:0"):
@@ -379,6 +405,32 @@ def container_spec(config: Config, image: str, request: RunRequest, local: Local
         tty=local.stdin_is_terminal and local.stdout_is_terminal,
         stdin=local.stdio.stdin is not None,
     )
+
+
+def _refuse_what_json_cannot_carry(config: Config, request: RunRequest) -> None:
+    """The engine API is JSON (UTF-8): bytes that are not UTF-8 would arrive as U+FFFD, or as
+    another path, so they are refused rather than passed on changed.
+
+    Raises:
+        UsageError: a command word or -e value is not UTF-8.
+        ProjectError: the project's path is not UTF-8.
+    """
+    for position, word in enumerate(request.command):
+        if not _is_utf8(word):
+            raise UsageError(f"word {position + 1} of the command ({word!r}) is not valid UTF-8, which the Docker API cannot pass on unchanged")
+    for entry in request.env:
+        if not _is_utf8(entry):
+            raise UsageError(f"-e {entry!r} is not valid UTF-8, which the Docker API cannot pass on unchanged")
+    if not _is_utf8(str(config.root)):
+        raise ProjectError(f"the project folder {str(config.root)!r} is not named in valid UTF-8, which the Docker engine cannot mount", hint="rename it")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate escapes: bytes the OS gave that are not UTF-8
+        return False
+    return True
 
 
 def data_on_host(host: Host, config: Config) -> str:
@@ -435,7 +487,7 @@ def dry_run_report(config: Config, request: RunRequest, local: LocalSide) -> lis
     own = own_recipe(config)
     context = scan(config, local, own, full=True)
     base_tag = base_image_tag(config.build.base_image, base_files())
-    inventory = load_inventory(config, local.environ, local.home)
+    inventory = known_hosts(config, local)
     host = hosts.resolve(request.host, inventory) if request.host else local_host(local.environ, local.home)
     spec = container_spec(config, "(one-time image)", request, local, host=host)
     lines = [

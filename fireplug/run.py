@@ -77,7 +77,8 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         "HostConfig": {
             "Init": True,
             "AutoRemove": False,
-            "Binds": [f"{mount.source}:{mount.target}:{'ro' if mount.read_only else 'rw'}" for mount in spec.mounts],
+            # Mounts, not Binds: a path may hold ':' or ',' (Binds would split it there).
+            "Mounts": [{"Type": "bind", "Source": mount.source, "Target": mount.target, "ReadOnly": mount.read_only} for mount in spec.mounts],
         },
     }
 

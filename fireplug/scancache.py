@@ -9,9 +9,11 @@ words), so a change within one timestamp tick is never missed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import stat
 import time
 from collections.abc import Mapping
@@ -23,6 +25,8 @@ from fireplug.signature import RACY_NS, is_racy, stat_signature
 
 RECORD_FORMAT = 1
 _KINDS = {"file": stat.S_ISREG, "dir": stat.S_ISDIR, "symlink": stat.S_ISLNK}
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+SIGNATURE_LENGTH = 5  # the fields of stat_signature
 
 
 def cache_dir(env: Mapping[str, str], home: Path) -> Path:
@@ -38,7 +42,7 @@ def load_context(root: Path, rules: ScanRules, folder: Path, *, full: bool = Fal
     Raises:
         ProjectError: a shipped file cannot be read.
     """
-    record_path = folder / (hashlib.sha256(os.fsencode(root)).hexdigest()[:24] + ".json")
+    record_path = record_file(root, folder)
     record = _read(record_path)
     usable = record is not None and record.get("key") == rules.key()
     started_ns = time.time_ns()
@@ -123,21 +127,80 @@ def _write(record_path: Path, context: Context, rules: ScanRules, scanned_ns: in
         "entries": entries,
         "secrets": list(context.secrets),
     }
+    payload = json.dumps(record, separators=(",", ":")).encode()
     try:
         record_path.parent.mkdir(parents=True, exist_ok=True)
         partial = record_path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps(record, separators=(",", ":")), encoding="utf-8")
+        partial.write_bytes(payload + b"\n" + hashlib.sha256(payload).hexdigest().encode())
         partial.replace(record_path)
     except OSError:
         pass
 
 
+def record_file(root: Path, folder: Path) -> Path:
+    return folder / (hashlib.sha256(os.fsencode(root)).hexdigest()[:24] + ".json")
+
+
+def forget(root: Path, folder: Path) -> None:
+    """Drop the project's record (its digests disagreed with the files): the next run scans afresh."""
+    with contextlib.suppress(OSError):
+        record_file(root, folder).unlink()
+
+
 def _read(record_path: Path) -> dict[str, Any] | None:
+    """The record, or None when it is missing, unreadable or not exactly what ``_write`` writes
+    (the cache is disposable: any doubt costs one full scan)."""
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        payload, _, checksum = record_path.read_bytes().rpartition(b"\n")
+        if hashlib.sha256(payload).hexdigest().encode() != checksum:
+            return None  # cut short, damaged, or not written by fp: a record that lost an entry would lose a file
+        record = json.loads(payload)
+    except (OSError, ValueError, RecursionError):
         return None
-    return record if isinstance(record, dict) and record.get("format") == RECORD_FORMAT else None
+    return record if _well_formed(record) else None
+
+
+def _well_formed(record: Any) -> bool:
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT or not isinstance(record.get("key"), str):
+        return False
+    folders, entries, secrets = record.get("folders"), record.get("entries"), record.get("secrets")
+    if not isinstance(folders, list) or not isinstance(entries, list) or not isinstance(secrets, list):
+        return False
+    if not folders or not isinstance(folders[0], list) or folders[0][:1] != [""]:
+        return False  # the walk starts at the project root
+    return (
+        all(_folder_ok(item) for item in folders)
+        and all(_entry_ok(item) for item in entries)
+        and all(isinstance(item, str) and _relative(item) for item in secrets)
+    )
+
+
+def _folder_ok(item: Any) -> bool:
+    return isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and (item[0] == "" or _relative(item[0])) and _ints(item[1], 2)
+
+
+def _entry_ok(item: Any) -> bool:
+    if not isinstance(item, list) or len(item) != 5:
+        return False
+    path, kind, signature, digest, target = item
+    return (
+        isinstance(path, str)
+        and _relative(path)
+        and kind in _KINDS
+        and (signature == [] or _ints(signature, SIGNATURE_LENGTH))
+        and isinstance(digest, str)
+        and (digest == "" or _DIGEST_RE.fullmatch(digest) is not None)
+        and isinstance(target, str)
+    )
+
+
+def _ints(value: Any, length: int) -> bool:
+    return isinstance(value, list) and len(value) == length and all(type(number) is int for number in value)
+
+
+def _relative(path: str) -> bool:
+    parts = path.split("/")
+    return bool(path) and not path.startswith("/") and "" not in parts and "." not in parts and ".." not in parts and "\0" not in path
 
 
 def _lstat(path: Path) -> os.stat_result | None:

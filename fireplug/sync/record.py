@@ -12,17 +12,21 @@ Kept under fp's state folder (``$XDG_STATE_HOME/fireplug``), never inside the da
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
+import hashlib
 import marshal
 import os
+import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fireplug.sync.tree import DIR, FILE, LINK
+
 RECORD_FORMAT = 2
+RECORD_MAGIC = b"fireplug sync record 2\n"  # then the SHA-256 of the marshal payload, then the payload
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 RACY = -1  # a signature's ctime when it was too recent to trust (see fireplug.signature)
 
 Signature = tuple[int, int, int]  # mtime_ns, ctime_ns (RACY when untrusted), inode
@@ -80,19 +84,53 @@ def load_record(path: Path) -> Record:
 def load_state(path: Path) -> tuple[Record, str]:
     """The record at ``path`` and the SHA-256 of the host listing it was made from ("" if none)."""
     try:
-        data: dict[str, Any] = marshal.loads(path.read_bytes())
-        if data.get("format") != RECORD_FORMAT:
-            return {}, ""
-        return {name: Common(*fields) for name, fields in data["paths"].items()}, str(data.get("host_listing", ""))
-    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
+        data: Any = marshal.loads(_checked(path.read_bytes()))
+    except (OSError, ValueError, EOFError, TypeError, RecursionError):
         return {}, ""
+    if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT or not isinstance(data.get("paths"), dict):
+        return {}, ""
+    listing = data.get("host_listing", "")
+    if not isinstance(listing, str) or not all(isinstance(name, str) and _fields_ok(fields) for name, fields in data["paths"].items()):
+        return {}, ""
+    return {name: Common(*fields) for name, fields in data["paths"].items()}, listing
+
+
+def _fields_ok(fields: Any) -> bool:
+    """Whether ``fields`` are what ``save_record`` writes for one path (a record is fp's own file, but disposable)."""
+    if not isinstance(fields, tuple) or len(fields) != 6:
+        return False
+    kind, size, target, digest, here, there = fields
+    return (
+        kind in (FILE, DIR, LINK)
+        and type(size) is int
+        and isinstance(target, str)
+        and isinstance(digest, str)
+        and all(side is None or (isinstance(side, tuple) and len(side) == 3 and all(type(number) is int for number in side)) for side in (here, there))
+    )
 
 
 def save_record(path: Path, record: Record, host_listing: str = "") -> None:
     """Write ``record`` atomically (a temporary name of this process's own, then a rename);
     ``host_listing``: the SHA-256 of the host listing the record's host side comes from."""
     paths = {name: (c.kind, c.size, c.target, c.digest, c.here, c.there) for name, c in record.items()}
-    save_bytes(path, marshal.dumps({"format": RECORD_FORMAT, "paths": paths, "host_listing": host_listing}))
+    payload = marshal.dumps({"format": RECORD_FORMAT, "paths": paths, "host_listing": host_listing})
+    save_bytes(path, RECORD_MAGIC + hashlib.sha256(payload).digest() + payload)
+
+
+def _checked(data: bytes) -> bytes:
+    """The marshal payload of a record file, once its checksum matches.
+
+    marshal trusts its input (a few hostile bytes can ask it for gigabytes), so no byte of a
+    file that is not exactly what ``save_record`` wrote ever reaches it.
+
+    Raises:
+        ValueError: not a record file, or damaged.
+    """
+    header = len(RECORD_MAGIC) + hashlib.sha256().digest_size
+    payload = data[header:]
+    if not data.startswith(RECORD_MAGIC) or hashlib.sha256(payload).digest() != data[len(RECORD_MAGIC) : header]:
+        raise ValueError("not a sync record, or a damaged one")
+    return payload
 
 
 def save_bytes(path: Path, data: bytes) -> None:
@@ -106,39 +144,19 @@ def save_bytes(path: Path, data: bytes) -> None:
         partial.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def pair_lock(path: Path, on_wait: Callable[[str], None]) -> Iterator[None]:
-    """Hold the (project, host) sync lock; ``on_wait`` is told once, with the holder, if another fp has it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            handle.seek(0)
-            on_wait(handle.read().strip() or "another fp")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"fp (pid {os.getpid()})")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def last_host_path(state: Path, project_key: str) -> Path:
     return state / "sync" / project_key / "last-host"
 
 
 def remember_host(state: Path, project_key: str, host: str) -> None:
-    save_bytes(last_host_path(state, project_key), f"{host}\n".encode())
+    """Best effort: without it, a later --sync-out-only just needs --host."""
+    with contextlib.suppress(OSError):
+        save_bytes(last_host_path(state, project_key), f"{host}\n".encode())
 
 
 def last_host(state: Path, project_key: str) -> str | None:
     try:
-        return last_host_path(state, project_key).read_text().strip() or None
-    except OSError:
+        name = last_host_path(state, project_key).read_text().strip()
+    except (OSError, ValueError):
         return None
+    return name if HOST_NAME.fullmatch(name) else None

@@ -17,6 +17,7 @@ was: what did arrive is found equal by content at the next sync, and the rest is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -24,10 +25,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+from fireplug.locks import exclusive
 from fireplug.signature import is_racy
 from fireplug.sync import SyncError, SyncInterrupted, SyncReport
 from fireplug.sync.plan import Plan, Sides, all_unchanged, digests_needed, make_plan, side_unchanged
-from fireplug.sync.record import RACY, Common, PairFiles, Record, Signature, load_state, pair_lock, save_bytes, save_record
+from fireplug.sync.record import RACY, Common, PairFiles, Record, Signature, load_state, save_bytes, save_record
 from fireplug.sync.tree import (
     DIR,
     FILE,
@@ -118,11 +120,23 @@ def sync(request: SyncRequest, host_side: HostSide) -> SyncReport:
     """
     started = time.monotonic()
     progress = _Progress()
-    with pair_lock(request.pair.lock, request.on_wait):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(exclusive(request.pair.lock, request.on_wait))
+        except OSError as e:
+            raise _state_unusable(host_side.host, request.pair, e) from e
         try:
             return _sync_locked(request, host_side, progress, started)
         except KeyboardInterrupt as e:
             raise SyncInterrupted(host_side.host, _interrupted_story(progress), e) from e
+        except OSError as e:  # the transports translate their own failures: this is a local file
+            raise SyncError(host_side.host, f"{e}; it stopped {_interrupted_story(progress)}", hint="fix that, then sync again") from e
+
+
+def _state_unusable(host: str, pair: PairFiles, error: OSError) -> SyncError:
+    return SyncError(
+        host, f"fp's sync state folder {pair.folder} is unusable ({error.strerror or error})", hint="it must be a folder you can write to (see XDG_STATE_HOME)"
+    )
 
 
 def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress, started: float) -> SyncReport:
@@ -161,9 +175,12 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
     progress.stage = "recording"
     host_after = host_side.list()[0] if plan.push or plan.host_trash or plan.host_renames else host_listing
     local_after = _local_after(request.local, local_listing, plan)
-    save_bytes(request.pair.host_listing, host_after.raw)
     new_record = _new_record(record, plan, local_after, host_after, request.local, {**progress.pulled.digests, **progress.pushed.digests})
-    save_record(request.pair.record, new_record, hashlib.sha256(host_after.raw).hexdigest() if host_after.raw else "")
+    try:
+        save_bytes(request.pair.host_listing, host_after.raw)
+        save_record(request.pair.record, new_record, hashlib.sha256(host_after.raw).hexdigest() if host_after.raw else "")
+    except OSError as e:  # the copies are done; without a record the next sync compares everything again
+        raise _state_unusable(host_side.host, request.pair, e) from e
     report = SyncReport(
         pushed=progress.pushed.files,
         pushed_bytes=progress.pushed.file_bytes,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import pty
 import signal
@@ -21,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from fireplug.engine import PING_INTERVAL, STALL_SECONDS
+from fireplug.engine import PING_INTERVAL, STALL_SECONDS, Engine
+from fireplug.signature import RACY_NS
 from tests import testbed
-from tests.integration.conftest import Project, RemoteBench, containers_of, docker, fp_command, run_fp
+from tests.integration.conftest import Project, RemoteBench, containers_of, docker, fp_command, images_of, run_fp
 
 STALL_BOUND = PING_INTERVAL + STALL_SECONDS + 10  # the documented bound, plus fp's own start and exit
 
@@ -285,3 +288,95 @@ def test_6_a_closed_terminal_forwards_sighup_and_the_command_checkpoints(project
     assert code in (0, 128 + signal.SIGHUP), code
     assert (project.root / "data/checkpoint").read_text() == "saved\n"
     assert containers_of(project.name) == []
+
+
+# -- 8. bytes and paths -------------------------------------------------------------------------
+
+
+def test_8_a_project_path_with_colon_and_comma_is_mounted_as_is(engine: Engine, tmp_path: Path) -> None:
+    name = f"fpt-{os.urandom(5).hex()}"
+    project = Project(tmp_path / f"odd:path,{name}", name)
+    project.root.mkdir()
+    project.write("fireplug.toml", f'[project]\nname = "{name}"\n')
+    try:
+        result = run_fp(project.root, "sh", "-c", "pwd > data/where.txt")
+        assert result.returncode == 0, result.stderr
+        assert (project.root / "data/where.txt").read_text() == f"{project.root}\n"
+    finally:
+        if ids := images_of(name):
+            subprocess.run(["docker", "rmi", "-f", *ids], capture_output=True)
+    assert containers_of(name) == []
+
+
+def test_8_a_project_path_that_is_not_utf8_is_refused_in_one_line(engine: Engine, tmp_path: Path) -> None:
+    root = os.fsencode(tmp_path) + b"/proj-\xff"
+    os.mkdir(root)
+    (Path(os.fsdecode(root)) / "fireplug.toml").write_text('[project]\nname = "fpt-bytes"\n')
+    result = subprocess.run([*fp_command(), "true"], cwd=root, capture_output=True, stdin=subprocess.DEVNULL)
+    assert result.returncode == 125
+    [line] = error_lines(result.stderr.decode(errors="replace"))
+    assert "is not named in valid UTF-8" in line
+    assert containers_of("fpt-bytes") == [] and images_of("fpt-bytes") == []
+
+
+def test_8_command_words_that_are_not_utf8_are_refused_not_changed(project: Project) -> None:
+    result = subprocess.run([*fp_command(), "echo", b"caf\xe9"], cwd=project.root, capture_output=True, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    [line] = error_lines(result.stderr.decode(errors="replace"))
+    assert "word 2 of the command" in line and "not valid UTF-8" in line
+
+
+# -- 9. concurrent cold runs --------------------------------------------------------------------
+
+
+def test_9_concurrent_cold_runs_build_the_image_once(project: Project) -> None:
+    runs = [
+        subprocess.Popen(
+            [*fp_command(), "sh", "-c", f"echo {index} > data/run-{index}.txt"], cwd=project.root, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for index in range(4)
+    ]
+    for index, run in enumerate(runs):
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+        assert (project.root / f"data/run-{index}.txt").read_text() == f"{index}\n"
+    assert len(images_of(project.name)) == 1, "one image, and no untagged copies of it"
+
+
+# -- 10. order of checks ------------------------------------------------------------------------
+
+
+def test_10_a_command_missing_from_the_image_is_said_before_any_data_moves(project: Project, remote: RemoteBench) -> None:
+    project.write("data/input.bin", os.urandom(1000))
+    result = run_fp(project.root, "--host", "primary", "pyhton", "model.py")
+    assert result.returncode == 127
+    [line] = error_lines(result.stderr.decode())
+    assert "command 'pyhton' is not in the image" in line
+    assert not remote.data_on("primary", project).exists(), "nothing was synced"
+    assert run_fp(project.root, "--host", "primary", "sh", "-c", "test -f data/input.bin").returncode == 0
+
+
+# -- 7. fp's own cache ----------------------------------------------------------------------------
+
+
+def test_7_a_wrong_digest_in_the_scan_record_costs_one_run_not_every_run(project: Project, isolated_home: Path) -> None:
+    time.sleep(RACY_NS / 1e9 + 0.5)  # the project's files settle, so the record trusts their digests
+    assert run_fp(project.root, "true").returncode == 0
+    [record_path] = (isolated_home / ".cache" / "fireplug" / "contexts").glob("*.json")
+    payload, _, _ = record_path.read_bytes().rpartition(b"\n")
+    record = json.loads(payload)
+    for entry in record["entries"]:
+        if entry[0] == "src/app.py":
+            entry[3] = "0" * 64
+    edited = json.dumps(record, separators=(",", ":")).encode()
+    record_path.write_bytes(edited + b"\n" + b"0" * 64)  # edited by hand: its checksum no longer matches
+    assert run_fp(project.root, "true").returncode == 0, "a record that fails its checksum is ignored"
+
+    record_path.write_bytes(edited + b"\n" + hashlib.sha256(edited).hexdigest().encode())  # intact, yet wrong
+    failed = run_fp(project.root, "true")
+    assert failed.returncode == 125
+    [line] = error_lines(failed.stderr.decode())
+    assert "src/app.py changed while it was being sent" in line and "run fp again" in line
+    again = run_fp(project.root, "sh", "-c", "cat src/app.py")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == b"print('app')\n"

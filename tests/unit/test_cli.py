@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,21 @@ def test_hosts_add_stores_absolute_paths_and_warns_about_plain_tcp(tmp_path: Pat
     assert f'ssh_key = "{tmp_path.resolve()}/keys/gpu.pem"' in text and 'data_root = "/scratch"' in text
     assert "without TLS, unencrypted" in capsys.readouterr().err
     assert main(["hosts", "--timeout", "0"]) == 2
+
+
+def test_usage_errors_come_before_any_host_is_probed(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    config = isolated_home / ".config" / "fireplug" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'[hosts.slow]\nurl = "tcp://127.0.0.1:{silent.getsockname()[1]}"\n')
+    (tmp_path / "p").mkdir()
+    monkeypatch.chdir(tmp_path / "p")
+    started = time.monotonic()
+    assert main(["-e", "FP_TEST_NOT_SET_ANYWHERE", "true"]) == 2
+    assert time.monotonic() - started < 1.0
+    assert "-e FP_TEST_NOT_SET_ANYWHERE: FP_TEST_NOT_SET_ANYWHERE is not set" in one_error_line(capsys.readouterr().err)
+    silent.close()

@@ -43,7 +43,14 @@ def test_container_config_runs_under_init_and_is_never_auto_removed() -> None:
     config = container_config(spec)
     assert config["Cmd"] == ["python", "model.py", "-v", "-f0"]
     assert config["Env"] == ["A=1", "B=x=y"]
-    assert config["HostConfig"] == {"Init": True, "AutoRemove": False, "Binds": ["/l/data:/w/p/data:rw", "/l/ro:/w/ro:ro"]}
+    assert config["HostConfig"] == {
+        "Init": True,
+        "AutoRemove": False,
+        "Mounts": [
+            {"Type": "bind", "Source": "/l/data", "Target": "/w/p/data", "ReadOnly": False},
+            {"Type": "bind", "Source": "/l/ro", "Target": "/w/ro", "ReadOnly": True},
+        ],
+    }
     assert (config["OpenStdin"], config["StdinOnce"], config["AttachStdin"], config["Tty"]) == (True, True, True, False)
     assert (config["User"], config["WorkingDir"], config["Labels"]) == ("1000:100", "/w/p/src", {"io.fireplug.run": "1"})
 
