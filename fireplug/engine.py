@@ -15,6 +15,7 @@ import re
 import socket
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -184,7 +185,6 @@ class Liveness:
         self._lock = threading.Lock()
         self._open: set[Any] = set()
         self._watching = False
-        self._wake = threading.Event()
         self.stalled = ""
 
     def watch(self, sock: Any) -> None:
@@ -200,7 +200,7 @@ class Liveness:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(PING_INTERVAL)
+            time.sleep(PING_INTERVAL)
             with self._lock:
                 if not self._open:
                     self._watching = False

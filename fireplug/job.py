@@ -119,16 +119,25 @@ def run(config: Config, request: RunRequest, local: LocalSide) -> int:
     connection = hosts.connect(host, settings, verbose=request.verbose)
     if connection.shell is not None and not host.local:  # files written there must stay the ssh user's, for rsync
         spec = container_spec(config, "", request, local, host=host, owner=connection.shell.identity())
-    try:
-        image = project_image(connection.engine, config, request, own, context, locks=lock_folder(local))
-    except ContextChanged:
-        forget_scan(config.root, cache_dir(local.environ, local.home))  # a digest it trusted was wrong, or the file changed
-        raise
-    if image is not None and request.steps.run:  # before any data moves
-        labels = {**spec.labels, f"{LABEL}.kind": "lookup"}
-        ensure_command(connection.engine, image.tag, image.id, request.command[0], labels, cache_dir(local.environ, local.home).parent / "commands")
+    image = ready_image(connection.engine, config, request, local, own, context, spec)
     job = _Job(config, request, local, connection, replace(spec, image=image.tag if image else ""), started)
     return job.run_here() if host.local else job.run_remote()
+
+
+def ready_image(
+    engine: Engine, config: Config, request: RunRequest, local: LocalSide, own: Recipe | None, context: Context | None, spec: ContainerSpec
+) -> Image | None:
+    """The image to run, and the command checked to be in it: all before any data moves."""
+    cache = cache_dir(local.environ, local.home)
+    try:
+        image = project_image(engine, config, request, own, context, locks=lock_folder(local))
+    except ContextChanged:
+        forget_scan(config.root, cache)  # a digest it trusted was wrong, or the file changed
+        raise
+    if image is not None and request.steps.run:
+        labels = {**spec.labels, f"{LABEL}.kind": "lookup"}
+        ensure_command(engine, image.tag, image.id, request.command[0], labels, cache.parent / "commands")
+    return image
 
 
 def project_image(engine: Engine, config: Config, request: RunRequest, own: Recipe | None, context: Context | None, *, locks: Path) -> Image | None:
@@ -203,13 +212,13 @@ class _Job:
         engine = self.connection.engine
         labels = [f"{LABEL}.kind=run", f"{LABEL}.project-key={self.config.project.key}"]
         for found in engine.containers(labels, running_only=False):
-            name = str((found.get("Names") or ["?"])[0]).lstrip("/")
+            container, name = str(found.get("Id", "")), str((found.get("Names") or ["?"])[0]).lstrip("/")
             if found.get("State") == "running":
                 console.warn(f"{name} of this project is still running on host '{self.host}': what it wrote so far comes back now")
                 continue
-            since = engine.seconds_since_exit(str(found.get("Id", "")))
+            since = engine.seconds_since_exit(container) if container else None
             if since is not None and since > FINISHED_RUN_GRACE_SECONDS:
-                _remove_quietly(engine, str(found["Id"]), name)
+                _remove_quietly(engine, container, name)
 
     @property
     def local_data(self) -> Path:

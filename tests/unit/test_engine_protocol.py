@@ -5,10 +5,13 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from fireplug import engine as engine_module
 from fireplug.engine import Attached, Engine, ProtocolError, Response
 from fireplug.errors import EngineError, EngineUnreachable, FireplugError
 from fireplug.run import frames
@@ -108,3 +111,72 @@ def test_negotiation_picks_the_lower_api_version(tmp_path: Path) -> None:
 def test_unsupported_url_scheme_is_refused() -> None:
     with pytest.raises(FireplugError, match="unsupported scheme 'ftp'"):
         Engine("local", "ftp://user@host")
+
+
+class SilentWaitEngine:
+    """A fake engine whose /wait never answers; its /_ping answers only while ``pings_answered``."""
+
+    def __init__(self, path: Path) -> None:
+        self.pings_answered = True
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(16)
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            request = connection.recv(65536)
+            if b"/_ping" in request and self.pings_answered:
+                connection.sendall(b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK")
+                connection.close()
+            else:
+                self.held.append(connection)  # silence: neither an answer nor a close
+
+    def close(self) -> None:
+        self.server.close()
+        for connection in self.held:
+            connection.close()
+
+
+@pytest.fixture
+def silent_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SilentWaitEngine, Engine]]:
+    monkeypatch.setattr(engine_module, "PING_INTERVAL", 0.2)
+    monkeypatch.setattr(engine_module, "STALL_SECONDS", 0.5)
+    fake = SilentWaitEngine(tmp_path / "engine.sock")
+    yield fake, Engine("fake", f"unix://{tmp_path / 'engine.sock'}", timeout=5)
+    fake.close()
+
+
+def test_a_stalled_engine_ends_a_silent_wait_and_every_later_request(silent_engine: tuple[SilentWaitEngine, Engine]) -> None:
+    fake, engine = silent_engine
+    fake.pings_answered = False
+    started = time.monotonic()
+    with pytest.raises(EngineUnreachable, match="stopped answering"):
+        engine.wait("c")
+    assert time.monotonic() - started < 3
+    with pytest.raises(EngineUnreachable, match="stopped answering"):
+        engine.info()  # at once: the stall is remembered
+
+
+def test_a_silent_wait_on_an_engine_that_answers_pings_is_not_a_stall(silent_engine: tuple[SilentWaitEngine, Engine]) -> None:
+    fake, engine = silent_engine
+    outcome: list[object] = []
+    waiter = threading.Thread(target=lambda: outcome.append(_attempt(engine.wait, "c")), daemon=True)
+    waiter.start()
+    waiter.join(2.0)  # several ping intervals
+    assert waiter.is_alive() and not outcome, "still waiting: the command may run for hours"
+    fake.pings_answered = False
+    waiter.join(3.0)
+    assert outcome and isinstance(outcome[0], EngineUnreachable)
+
+
+def _attempt(action, *args):  # type: ignore[no-untyped-def]
+    try:
+        return action(*args)
+    except EngineUnreachable as e:
+        return e
