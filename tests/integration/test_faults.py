@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from fireplug.engine import PING_INTERVAL, STALL_SECONDS, Engine
@@ -380,3 +381,37 @@ def test_7_a_wrong_digest_in_the_scan_record_costs_one_run_not_every_run(project
     again = run_fp(project.root, "sh", "-c", "cat src/app.py")
     assert again.returncode == 0, again.stderr
     assert again.stdout == b"print('app')\n"
+
+
+def sshd_serving(master: int) -> list[psutil.Process]:
+    """The sshd processes at the other end of the ssh master's TCP connection."""
+    [ours] = [connection.laddr.port for connection in psutil.Process(master).net_connections(kind="tcp") if connection.raddr]
+    serving = []
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] == "sshd":
+            with contextlib.suppress(psutil.Error):
+                if any(connection.raddr and connection.raddr.port == ours for connection in process.net_connections(kind="tcp")):
+                    serving.append(process)
+    assert serving, "no sshd serves the master"
+    return serving
+
+
+def test_2_a_stalled_ssh_host_mid_run_ends_fp_within_the_bound(project: Project, remote: RemoteBench) -> None:
+    assert run_fp(project.root, "--host", "primary", "true").returncode == 0
+    process = start_in_group(project, "--host", "primary", "sh", "-c", "touch data/started; sleep 60")
+    wait_for((remote.data_on("primary", project) / "started").exists, "the command to start", process)
+    [master] = ssh_masters(remote)
+    frozen = sshd_serving(master)
+    for sshd in frozen:
+        sshd.suspend()  # the host's end of the connection stops answering; the TCP connection stays up
+    try:
+        code, err, seconds = finish(process)
+    finally:
+        for sshd in frozen:
+            sshd.resume()
+    assert code == 125, err
+    [line] = error_lines(err)
+    assert "stopped answering" in line and "host 'primary'" in line
+    assert seconds < STALL_BOUND
+    assert states(project) == ["running"]
+    docker("rm", "-f", *run_containers(project))
