@@ -62,6 +62,7 @@ def scan_rules(config: Config, recipe_name: str, generated: bool) -> ScanRules:
         data_folder=config.project.data,
         ignore_text=text if generated else f"{text}\n!{recipe_name}\n",
         ship_dockerignore=not generated,
+        allow=config.build.allow,
     )
 
 

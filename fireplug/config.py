@@ -60,6 +60,7 @@ class ProjectSettings:
 class BuildSettings:
     base_image: str = DEFAULT_BASE_IMAGE
     dockerfile: str = ""
+    allow: tuple[str, ...] = ()  # secret-looking paths to ship anyway (globs, relative to the project)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class Config:
 # section -> key -> type; list means a list of strings.
 SCHEMA: dict[str, dict[str, type]] = {
     "project": {"name": str, "id": str, "data": str, "results": list, "workdir": str},
-    "build": {"base_image": str, "dockerfile": str},
+    "build": {"base_image": str, "dockerfile": str, "allow": list},
     "run": {"env": list, "user": str},
 }
 HOST_SCHEMA: dict[str, type] = {
@@ -279,7 +280,7 @@ def _build_config(root: Path, merged: dict[str, dict[str, Any]], hosts: dict[str
     return Config(
         root=root,
         project=ProjectSettings(name=name, data=data, results=results, workdir=workdir, id=project_id),
-        build=BuildSettings(**merged["build"]),
+        build=BuildSettings(**{**merged["build"], "allow": tuple(merged["build"].get("allow", ()))}),
         run=RunSettings(env=tuple(merged["run"].get("env", ())), user=user),
         hosts={host: _host_settings(host, table) for host, table in hosts.items()},
     )

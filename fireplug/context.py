@@ -7,6 +7,8 @@ secrets, version control, virtualenvs and caches out. Every exclusion can be exp
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import hashlib
 import os
 import re
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fireplug.errors import ContextChanged, ProjectError
+from fireplug.secrets import SNIFF_BYTES, secret_content, secret_name
 from fireplug.signature import stat_signature
 
 if TYPE_CHECKING:
@@ -58,10 +61,17 @@ class ScanRules:
     data_folder: str
     ignore_text: str = ""
     ship_dockerignore: bool = False
+    allow: tuple[str, ...] = ()  # [build] allow: paths (or globs) of secret-looking files to ship anyway
 
     def key(self) -> str:
-        text = "\0".join([SCAN_FORMAT, self.data_folder, self.ignore_text, str(self.ship_dockerignore)])
+        text = "\0".join([SCAN_FORMAT, self.data_folder, self.ignore_text, str(self.ship_dockerignore), *self.allow])
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def allows(self, path: str) -> bool:
+        """Whether ``[build] allow`` names ``path`` or a folder above it."""
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: end + 1]) for end in range(len(parts))]
+        return any(fnmatch.fnmatchcase(prefix, pattern.strip("/")) for pattern in self.allow for prefix in prefixes)
 
 
 @dataclass(frozen=True)
@@ -96,21 +106,20 @@ class Context:
         return found
 
 
-SCAN_FORMAT = "fireplug-context-1"
+SCAN_FORMAT = "fireplug-context-2"  # 2: secret rules by content and hard link, [build] allow
 
-# Name-based built-in exclusions, at any depth: (regex on the name, reason, secret?).
-_BUILTIN_NAMES: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
-    (re.compile(pattern), reason, secret)
-    for pattern, reason, secret in (
-        (r"\.git|\.hg|\.svn", "version control", False),
-        (r"__pycache__|\.pytest_cache|\.mypy_cache|\.ruff_cache|\.ipynb_checkpoints", "cache", False),
-        (r"\.aws|\.ssh|\.gnupg|\.docker|\.kube|\.azure|\.gcloud", "credentials folder", True),
-        (r"\.env.*", "environment file (secrets)", True),
-        (r".*\.(pem|key|p12|pfx|jks|keystore)", "key or certificate", True),
-        (r"id_(rsa|dsa|ecdsa|ed25519)(_sk)?", "ssh private key", True),
-        (r"\.netrc|\.pgpass|\.pypirc|\.git-credentials|\.npmrc", "credentials file", True),
+# Name-based built-in exclusions that are not secrets, at any depth: (regex on the name, reason).
+_BUILTIN_NAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), reason)
+    for pattern, reason in (
+        (r"\.git|\.hg|\.svn", "version control"),
+        (r"__pycache__|\.pytest_cache|\.mypy_cache|\.ruff_cache|\.ipynb_checkpoints", "cache"),
     )
 )
+# The usual credential files and folders in a home folder (hard links to them stay out).
+HOME_CREDENTIALS = (".aws", ".ssh", ".gnupg", ".docker", ".kube", ".azure", ".kaggle", ".config/gcloud")
+HOME_CREDENTIALS += (".netrc", ".pgpass", ".pypirc", ".git-credentials", ".npmrc", ".s3cfg")
+MAX_SECRET_FOLDER_ENTRIES = 10_000  # walked only to know their files' inodes (hard links to them)
 _VENV_MARKERS = ("pyvenv.cfg", "conda-meta")
 
 
@@ -154,26 +163,30 @@ class IgnoreRules:
 
 
 def builtin_reason(name: str, full_path: str, is_dir: bool) -> tuple[str, bool] | None:
-    """Why fp never ships this path whatever .dockerignore says, or None."""
-    for pattern, reason, secret in _BUILTIN_NAMES:
+    """Why fp never ships this path whatever .dockerignore says, and whether it is a secret; or None."""
+    for pattern, reason in _BUILTIN_NAMES:
         if pattern.fullmatch(name):
-            return reason, secret
+            return reason, False
+    if secret := secret_name(name, is_dir):
+        return f"secret ({secret})", True
     if is_dir and any(os.path.exists(os.path.join(full_path, marker)) for marker in _VENV_MARKERS):
         return "virtualenv", False
     return None
 
 
-def scan(root: Path, rules: ScanRules, known: Mapping[str, tuple[tuple[int, ...], str]] | None = None) -> Context:
+def scan(root: Path, rules: ScanRules, known: Mapping[str, tuple[tuple[int, ...], str]] | None = None, *, home: Path | None = None) -> Context:
     """Walk the project and decide, for every path, whether it is shipped and why not.
 
     ``known`` maps a path to (stat signature, digest) from an earlier scan, so unchanged
-    files are not read again.
+    files are not read again. A file with several names is left out when another name is a
+    secret: one in the project, or one of the credential files in ``home``.
 
     Raises:
         ProjectError: a file that should be shipped cannot be read.
     """
     walker = _Walker(root, rules, IgnoreRules(rules.ignore_text), known or {})
     walker.walk("")
+    walker.drop_links_to_secrets(home)
     entries = tuple(walker.entries)
     return Context(
         root=root,
@@ -195,6 +208,8 @@ class _Walker:
         self.exclusions: list[Exclusion] = []
         self.secrets: list[str] = []
         self.walked_dirs: list[str] = []
+        self.secret_inodes: dict[tuple[int, int], str] = {}  # (device, inode) of secret files -> a path
+        self.linked: dict[str, tuple[int, int]] = {}  # shipped files with more than one name
 
     def walk(self, folder: str) -> None:
         self.walked_dirs.append(folder)
@@ -215,9 +230,9 @@ class _Walker:
         reason = self.exclusion_reason(path, name, full, is_dir)
         if reason is not None:
             text, secret = reason
-            self.exclusions.append(Exclusion(path, is_dir, text, secret))
-            if secret and not self.ignore.excludes(path):  # worth a word only when .dockerignore lets it through
-                self.secrets.append(path)
+            self.exclude(path, is_dir, text, secret)
+            if secret:
+                self.remember_secret(full, info)
             if is_dir and text.startswith(".dockerignore") and self.ignore.may_include_below(path):
                 self.walk(path)
             return
@@ -225,15 +240,55 @@ class _Walker:
         if entry is None:
             self.exclusions.append(Exclusion(path, False, "not a regular file, folder or symlink"))
             return
+        if isinstance(entry, str):  # its content is a secret
+            self.exclude(path, False, f"built-in: secret (it {entry})", True)
+            self.remember_secret(full, info)
+            return
         self.entries.append(entry)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            self.linked[path] = (info.st_dev, info.st_ino)
         if is_dir:
             self.walk(path)
+
+    def exclude(self, path: str, is_dir: bool, reason: str, secret: bool) -> None:
+        self.exclusions.append(Exclusion(path, is_dir, reason, secret))
+        if secret and not self.ignore.excludes(path):  # worth a word only when .dockerignore lets it through
+            self.secrets.append(path)
+
+    def remember_secret_path(self, full: str) -> None:
+        with contextlib.suppress(OSError):
+            self.remember_secret(full, os.lstat(full))
+
+    def remember_secret(self, full: str, info: os.stat_result) -> None:
+        """Note the inodes of a secret file, or of the files in a secret folder, for hard links to them."""
+        if not stat.S_ISDIR(info.st_mode):
+            self.secret_inodes[(info.st_dev, info.st_ino)] = full
+            return
+        for count, (folder, _, names) in enumerate(os.walk(full)):
+            if count > MAX_SECRET_FOLDER_ENTRIES:
+                return
+            for name in names:
+                with contextlib.suppress(OSError):
+                    found = os.lstat(os.path.join(folder, name))
+                    if stat.S_ISREG(found.st_mode):
+                        self.secret_inodes[(found.st_dev, found.st_ino)] = os.path.join(folder, name)
+
+    def drop_links_to_secrets(self, home: Path | None) -> None:
+        """A hard link is the same file under another name: one to a secret is a secret."""
+        if self.linked and home is not None:
+            for path in HOME_CREDENTIALS:
+                self.remember_secret_path(str(home / path))
+        linked = {path for path, inode in self.linked.items() if inode in self.secret_inodes and not self.rules.allows(path)}
+        if linked:
+            self.entries = [entry for entry in self.entries if entry.path not in linked]
+            for path in sorted(linked):
+                self.exclude(path, False, "built-in: secret (a hard link to a secret file)", True)
 
     def exclusion_reason(self, path: str, name: str, full: str, is_dir: bool) -> tuple[str, bool] | None:
         if path == self.rules.data_folder:
             return "data folder (mounted at run time, never built in)", False
         builtin = builtin_reason(name, full, is_dir)
-        if builtin is not None:
+        if builtin is not None and not (builtin[1] and self.rules.allows(path)):
             return f"built-in: {builtin[0]}", builtin[1]
         if path == DOCKERIGNORE:
             return None if self.rules.ship_dockerignore else ("read by fp, not shipped", False)
@@ -243,7 +298,8 @@ class _Walker:
             return f".dockerignore {where}", False
         return None
 
-    def entry(self, path: str, full: str, info: os.stat_result) -> Entry | None:
+    def entry(self, path: str, full: str, info: os.stat_result) -> Entry | str | None:
+        """The shipped entry; a reason (str) when a file's content is a secret; None for other kinds."""
         mode = stat.S_IMODE(info.st_mode)
         if stat.S_ISDIR(info.st_mode):
             return Entry(path, "dir", mode, mtime_ns=info.st_mtime_ns)
@@ -253,24 +309,32 @@ class _Walker:
             return None
         signature = stat_signature(info)
         known = self.known.get(path)
-        digest = known[1] if known and known[0] == signature and known[1] else file_digest(full)
+        if known and known[0] == signature and known[1]:
+            return Entry(path, "file", mode, info.st_size, info.st_mtime_ns, known[1])  # read (and found clean) before
+        digest, secret = read_file(full)
+        if secret and not self.rules.allows(path):
+            return secret
         return Entry(path, "file", mode, info.st_size, info.st_mtime_ns, digest)
 
 
-def file_digest(path: str) -> str:
-    """SHA-256 of a file's bytes, read in blocks.
+def read_file(path: str) -> tuple[str, str]:
+    """SHA-256 of a file's bytes, read in blocks, and why its start shows it is a secret ("" if not).
 
     Raises:
         ProjectError: the file cannot be read.
     """
     digest = hashlib.sha256()
+    secret = ""
     try:
         with open(path, "rb") as handle:
+            first = True
             while block := handle.read(READ_SIZE):
+                if first:
+                    secret, first = secret_content(block[:SNIFF_BYTES]), False
                 digest.update(block)
     except OSError as e:
         raise ProjectError(f"cannot read {path}: {e.strerror}", hint="fix its permissions or add it to .dockerignore") from e
-    return digest.hexdigest()
+    return digest.hexdigest(), secret
 
 
 def context_digest(entries: Iterable[Entry]) -> str:

@@ -376,7 +376,7 @@ def ensure_data_folder(folder: Path) -> None:
 def scan(config: Config, local: LocalSide, own: Recipe | None, *, full: bool = False) -> Context:
     """The project's context for ``own`` Dockerfile (None: fp generates one)."""
     rules = scan_rules(config, own.name if own else GENERATED_DOCKERFILE, generated=own is None)
-    return load_context(config.root, rules, cache_dir(local.environ, local.home), full=full)
+    return load_context(config.root, rules, cache_dir(local.environ, local.home), full=full, home=local.home)
 
 
 def container_spec(config: Config, image: str, request: RunRequest, local: LocalSide, *, host: Host, owner: tuple[int, int] | None = None) -> ContainerSpec:
@@ -408,7 +408,7 @@ def container_spec(config: Config, image: str, request: RunRequest, local: Local
             f"{LABEL}.project": config.project.name,
             f"{LABEL}.project-key": config.project.key,
             f"{LABEL}.run": run_id,
-            f"{LABEL}.command": shlex.join(request.command)[:COMMAND_LABEL_LIMIT],
+            f"{LABEL}.command": display(request.command)[:COMMAND_LABEL_LIMIT],  # anyone with Docker access there reads labels
         },
         user=user,
         tty=local.stdin_is_terminal and local.stdout_is_terminal,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -20,9 +19,7 @@ from typing import IO, Any
 
 from fireplug import console
 from fireplug.errors import FireplugError
-
-SECRET_NAME_RE = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|SESSION)", re.IGNORECASE)
-REDACTED = "***"
+from fireplug.secrets import redact
 
 
 class ToolMissing(FireplugError):
@@ -56,18 +53,6 @@ def last_lines(text: str, count: int) -> str:
     """The last ``count`` non-empty lines of a tool's messages on one line (ssh's host-key notices left out)."""
     kept = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Warning: Permanently added")]
     return " / ".join(kept[-count:])
-
-
-def redact(argv: Sequence[str]) -> list[str]:
-    """``argv`` for display: values of secret-looking NAME=value words and options hidden."""
-    shown = []
-    for word in argv:
-        name, equals, _ = word.partition("=")
-        if equals and SECRET_NAME_RE.search(name.lstrip("-")):
-            shown.append(f"{name}={REDACTED}")
-        else:
-            shown.append(word)
-    return shown
 
 
 def display(argv: Sequence[str]) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fireplug.context import Context, Entry, ScanRules, context_digest, file_digest, scan
+from fireplug.context import Context, Entry, ScanRules, context_digest, read_file, scan
 from fireplug.signature import RACY_NS, is_racy, stat_signature
 
 RECORD_FORMAT = 1
@@ -33,11 +33,12 @@ def cache_dir(env: Mapping[str, str], home: Path) -> Path:
     return Path(env.get("XDG_CACHE_HOME") or home / ".cache") / "fireplug" / "contexts"
 
 
-def load_context(root: Path, rules: ScanRules, folder: Path, *, full: bool = False, racy_ns: int = RACY_NS) -> Context:
+def load_context(root: Path, rules: ScanRules, folder: Path, *, full: bool = False, racy_ns: int = RACY_NS, home: Path | None = None) -> Context:
     """The project's context, revalidated from the record when possible, else scanned afresh.
 
     ``full`` forces a scan (which also explains every exclusion). Paths changed less than
-    ``racy_ns`` before the scan are recorded as unknown.
+    ``racy_ns`` before the scan are recorded as unknown. ``home``: the user's home folder, whose
+    credential files no hard link may bring in.
 
     Raises:
         ProjectError: a shipped file cannot be read.
@@ -54,7 +55,7 @@ def load_context(root: Path, rules: ScanRules, folder: Path, *, full: bool = Fal
                 _write(record_path, context, rules, started_ns, racy_ns)
             return context
     known = _known_digests(record) if usable else {}
-    context = scan(root, rules, known)
+    context = scan(root, rules, known, home=home)
     _write(record_path, context, rules, started_ns, racy_ns)
     return context
 
@@ -73,7 +74,10 @@ def _revalidate(root: Path, record: dict[str, Any]) -> tuple[Context, bool] | No
         info = _lstat(root / path)
         if info is None or not _KINDS[kind](info.st_mode):
             return None
-        entries.append(_refresh(root, path, kind, info, signature, digest, target))
+        entry = _refresh(root, path, kind, info, signature, digest, target)
+        if entry is None:
+            return None
+        entries.append(entry)
     reread = any(entry.digest != digest for entry, (_, kind, _, digest, _) in zip(entries, record["entries"], strict=True) if kind == "file")
     context = Context(
         root=root,
@@ -86,11 +90,17 @@ def _revalidate(root: Path, record: dict[str, Any]) -> tuple[Context, bool] | No
     return context, reread
 
 
-def _refresh(root: Path, path: str, kind: str, info: os.stat_result, signature: list[int], digest: str, target: str) -> Entry:
+def _refresh(root: Path, path: str, kind: str, info: os.stat_result, signature: list[int], digest: str, target: str) -> Entry | None:
+    """The entry as it is now; None when only a scan can tell (a changed file now reads as a
+    secret, or a changed file has other names, which may be secrets)."""
     mode = stat.S_IMODE(info.st_mode)
     if kind == "file":
-        same = list(stat_signature(info)) == signature and digest
-        return Entry(path, kind, mode, info.st_size, info.st_mtime_ns, digest if same else file_digest(str(root / path)))
+        if list(stat_signature(info)) == signature and digest:
+            return Entry(path, kind, mode, info.st_size, info.st_mtime_ns, digest)
+        if info.st_nlink > 1:
+            return None
+        fresh, secret = read_file(str(root / path))
+        return None if secret else Entry(path, kind, mode, info.st_size, info.st_mtime_ns, fresh)
     if kind == "symlink":
         return Entry(path, kind, mode, mtime_ns=info.st_mtime_ns, target=os.readlink(root / path))
     return Entry(path, kind, mode, mtime_ns=info.st_mtime_ns)

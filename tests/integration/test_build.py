@@ -8,8 +8,10 @@ import os
 import subprocess
 import tarfile
 import uuid
+from pathlib import Path
 
 from tests.integration.conftest import Project, docker, images_of
+from tests.unit.test_secrets import SECRET_FILES
 
 
 def test_second_run_builds_nothing(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
@@ -123,3 +125,31 @@ def test_base_is_built_on_first_use(project: Project, fp) -> None:  # type: igno
         for tag in docker("images", *base_filter, "--format", "{{.Repository}}:{{.Tag}}").split():
             subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
         subprocess.run(["docker", "rmi", alias], capture_output=True)
+
+
+def test_every_kind_of_secret_stays_out_of_every_layer(project: Project, isolated_home: Path, fp) -> None:  # type: ignore[no-untyped-def]
+    markers = {}
+    for index, (path, data) in enumerate(SECRET_FILES.items()):
+        markers[path] = f"FP-SECRET-MARKER-{index:02d}".encode()
+        project.write(path, data + b"\n" + markers[path] + b"\n")
+    outside = isolated_home / ".aws" / "credentials"  # the user's real credentials, linked into the project
+    outside.parent.mkdir(parents=True)
+    outside.write_bytes(b"[default]\nFP-SECRET-MARKER-OUTSIDE\n")
+    (project.root / "src").mkdir(exist_ok=True)
+    os.link(outside, project.root / "src" / "defaults.cfg")
+    markers["src/defaults.cfg"] = b"FP-SECRET-MARKER-OUTSIDE"
+    project.write(".dockerignore", "".join(f"!{path}\n" for path in markers))
+    project.write("fireplug.toml", f'[project]\nname = "{project.name}"\n\n[build]\nallow = ["config/secrets.yaml"]\n')
+    result = fp(project.root, "-v", "-e", "STRIPE_KEY=sk_live_FPMARK", "sh", "-c", "cat config/secrets.yaml", "--password=FPMARK2")
+    assert result.code == 0, result.err
+    assert markers["config/secrets.yaml"].decode() in result.out, "allowed by [build] allow, so it is shipped"
+    assert "sk_live_FPMARK" not in result.err and "FPMARK2" not in result.err, "-v shows values redacted"
+    [image_id] = images_of(project.name)
+    layers = image_bytes(image_id)
+    leaked = [path for path, marker in markers.items() if marker in layers and path != "config/secrets.yaml"]
+    assert leaked == [], f"in the image: {leaked}"
+
+
+def image_bytes(image_id: str) -> bytes:
+    """Everything `docker save` gives for the image (layers as stored: uncompressed tars)."""
+    return subprocess.run(["docker", "save", image_id], check=True, capture_output=True).stdout

@@ -114,7 +114,7 @@ def test_dry_run_lists_what_would_be_sent_and_sends_nothing(tmp_path: Path, monk
     assert "context   1 files, 5.0 KB" in out
     assert "src/model.py" in out
     assert ".dockerignore line 1: *.md" in out
-    assert "built-in: environment file (secrets)" in out
+    assert "built-in: secret (environment file)" in out
     assert "command   python src/model.py -v" in out
     assert not (tmp_path / "data").exists()
 

@@ -102,7 +102,7 @@ def test_every_exclusion_is_explained(tmp_path: Path) -> None:
     reasons = {exclusion.path: exclusion.reason for exclusion in context.exclusions}
     assert reasons == {
         ".dockerignore": "read by fp, not shipped",
-        ".env": "built-in: environment file (secrets)",
+        ".env": "built-in: secret (environment file)",
         ".git": "built-in: version control",
         "build": ".dockerignore line 2: build",
         "data": "data folder (mounted at run time, never built in)",

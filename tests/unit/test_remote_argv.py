@@ -9,7 +9,8 @@ import pytest
 
 from fireplug.config import Source, load
 from fireplug.errors import UsageError
-from fireplug.proc import Completed, redact
+from fireplug.proc import Completed
+from fireplug.secrets import redact
 from fireplug.ssh import SshSettings, SshTarget, control_path, engine_endpoint, parse_ssh_url, ssh_options
 from fireplug.sync.rsync import move_script, parse_stats, pull_argv, push_argv, rsync_failure
 from fireplug.sync.tree import parse_digests

@@ -117,3 +117,9 @@ def test_a_remote_host_mounts_the_data_copy_under_its_data_root_as_its_ssh_user(
     assert spec.user == ""  # not known yet: root
     owned = container_spec(config, "i", RunRequest(("x",)), local(ROOT), host=REMOTE_HOST, owner=(1001, 1001))
     assert owned.user == "1001:1001" and ("HOME", "/tmp") in owned.env
+
+
+def test_the_command_label_holds_the_redacted_command() -> None:
+    config = load([], {}, {}, root=ROOT)
+    spec = container_spec(config, "img", RunRequest(("python", "x.py", "--password=hunter2", "--token", "t0k")), local(), host=LOCAL_HOST)
+    assert spec.labels["io.fireplug.command"] == "python x.py '--password=***' --token '***'"
