@@ -10,6 +10,7 @@ import contextlib
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -144,6 +145,20 @@ def fp(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # t
 
 def fp_command() -> list[str]:
     return [str(FP_BIN)] if FP_BIN.exists() else [sys.executable, "-m", "fireplug"]
+
+
+def start_in_group(project: Project, *argv: str) -> subprocess.Popen[bytes]:
+    """A real fp in a process group of its own, as a terminal's foreground job is (SIGINT not
+    ignored, even when the tests run as a background job of a non-interactive shell)."""
+    return subprocess.Popen(
+        [*fp_command(), *argv],
+        cwd=project.root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def run_fp(cwd: Path, *argv: str, input: bytes | None = None, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:

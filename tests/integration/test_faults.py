@@ -27,22 +27,9 @@ import pytest
 from fireplug.engine import PING_INTERVAL, STALL_SECONDS, Engine
 from fireplug.signature import RACY_NS
 from tests import testbed
-from tests.integration.conftest import Project, RemoteBench, containers_of, docker, fp_command, images_of, run_fp
+from tests.integration.conftest import Project, RemoteBench, containers_of, docker, fp_command, images_of, run_fp, start_in_group
 
 STALL_BOUND = PING_INTERVAL + STALL_SECONDS + 10  # the documented bound, plus fp's own start and exit
-
-
-def start_in_group(project: Project, *argv: str) -> subprocess.Popen[bytes]:
-    """fp in a process group of its own, as a terminal's foreground job (SIGINT not ignored)."""
-    return subprocess.Popen(
-        [*fp_command(), *argv],
-        cwd=project.root,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
 
 
 def wait_for(condition, what: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]

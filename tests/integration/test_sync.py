@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Project, RemoteBench, docker, fp_command, images_of, run_fp
+from tests.integration.conftest import Project, RemoteBench, docker, images_of, run_fp, start_in_group
 from tests.integration.test_remote import add_tls_api_host
 
 pytestmark = pytest.mark.engine
@@ -229,20 +229,6 @@ def test_a_non_ascii_project_name_becomes_a_readable_ascii_one(fp, tmp_path: Pat
 
 
 # -- interruptions and concurrency ----------------------------------------------------------
-
-
-def start_in_group(project: Project, *argv: str) -> subprocess.Popen[bytes]:
-    """A real fp in a process group of its own, as a terminal's foreground job is (SIGINT not
-    ignored, even when the tests run as a background job of a non-interactive shell)."""
-    return subprocess.Popen(
-        [*fp_command(), *argv],
-        cwd=project.root,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
 
 
 def in_flight(roots: list[Path]) -> bool:

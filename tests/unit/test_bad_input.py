@@ -13,7 +13,6 @@ import json
 import marshal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from fireplug.inventory import LOCAL, load_inventory
 from fireplug.scancache import load_context, record_file
 from fireplug.sync import SyncError
 from fireplug.sync.record import RECORD_MAGIC, Common, last_host, last_host_path, load_state, remember_host, save_record
+from tests.unit.fake_engine import FakeEngine
 from tests.unit.test_sync_plan import Bench
 
 QUICK = 3.0  # seconds any one bad input may cost
@@ -353,37 +353,26 @@ def answers(draw: st.DrawFn) -> bytes:
     return draw(statuses) + b"\r\n" + b"\r\n".join(headers) + b"\r\n\r\n" + body
 
 
-class FakeEngine:
-    """Answers every connection on a unix socket with the same bytes, then closes it."""
+class SameAnswerEngine(FakeEngine):
+    """Answers every connection with the same bytes, then closes it."""
 
-    def __init__(self, path: Path) -> None:
-        self.answer = b""
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(str(path))
-        self.server.listen(16)
-        threading.Thread(target=self._serve, daemon=True).start()
+    answer = b""
 
-    def _serve(self) -> None:
-        while True:
+    def respond(self, connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(2)
             try:
-                connection, _ = self.server.accept()
+                connection.recv(65536)
+                connection.sendall(self.answer)
             except OSError:
-                return
-            with connection:
-                connection.settimeout(2)
-                try:
-                    connection.recv(65536)
-                    connection.sendall(self.answer)
-                except OSError:
-                    pass
+                pass
 
 
 @pytest.fixture(scope="module")
-def fake_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeEngine, str]]:
-    path = tmp_path_factory.mktemp("engine") / "docker.sock"
-    engine = FakeEngine(path)
-    yield engine, f"unix://{path}"
-    engine.server.close()
+def fake_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SameAnswerEngine, str]]:
+    engine = SameAnswerEngine(tmp_path_factory.mktemp("engine") / "docker.sock")
+    yield engine, engine.url
+    engine.close()
 
 
 CALLS: dict[str, Any] = {
@@ -401,7 +390,7 @@ CALLS: dict[str, Any] = {
 
 @FUZZ
 @given(answer=answers(), call=st.sampled_from(sorted(CALLS)))
-def test_any_engine_answer_is_a_value_or_one_fireplug_error(fake_engine: tuple[FakeEngine, str], answer: bytes, call: str) -> None:
+def test_any_engine_answer_is_a_value_or_one_fireplug_error(fake_engine: tuple[SameAnswerEngine, str], answer: bytes, call: str) -> None:
     server, url = fake_engine
     server.answer = answer
     engine = Engine("fake", url, timeout=1.0)
@@ -416,7 +405,7 @@ def test_any_engine_answer_is_a_value_or_one_fireplug_error(fake_engine: tuple[F
 
 
 def test_a_web_server_at_the_engine_url_is_named_as_not_an_engine(
-    fake_engine: tuple[FakeEngine, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fake_engine: tuple[SameAnswerEngine, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server, url = fake_engine
     server.answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 15\r\n\r\n<html>hi</html>"
@@ -471,8 +460,7 @@ def test_a_local_file_error_during_a_sync_is_one_sync_error(tmp_path: Path) -> N
     (bench.remote / "out").mkdir()
     (bench.remote / "out" / "r.txt").write_text("result")
     (bench.local / "out").mkdir()
-    if subprocess.run(["chattr", "+i", str(bench.local / "out")], capture_output=True).returncode != 0:  # even root cannot write there
-        pytest.skip("chattr +i is not available on this file system")
+    subprocess.run(["chattr", "+i", str(bench.local / "out")], check=True)  # immutable: even root cannot write there
     try:
         with pytest.raises(SyncError, match="stopped") as raised:
             bench.sync()

@@ -15,6 +15,7 @@ from fireplug import engine as engine_module
 from fireplug.engine import Attached, Engine, ProtocolError, Response
 from fireplug.errors import EngineError, EngineUnreachable, FireplugError
 from fireplug.run import frames
+from tests.unit.fake_engine import FakeEngine
 
 
 def response_from(raw: bytes) -> Response:
@@ -113,32 +114,24 @@ def test_unsupported_url_scheme_is_refused() -> None:
         Engine("local", "ftp://user@host")
 
 
-class SilentWaitEngine:
+class SilentWaitEngine(FakeEngine):
     """A fake engine whose /wait never answers; its /_ping answers only while ``pings_answered``."""
 
     def __init__(self, path: Path) -> None:
         self.pings_answered = True
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(str(path))
-        self.server.listen(16)
         self.held: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(path)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.server.accept()
-            except OSError:
-                return
-            request = connection.recv(65536)
-            if b"/_ping" in request and self.pings_answered:
-                connection.sendall(b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK")
-                connection.close()
-            else:
-                self.held.append(connection)  # silence: neither an answer nor a close
+    def respond(self, connection: socket.socket) -> None:
+        request = connection.recv(65536)
+        if b"/_ping" in request and self.pings_answered:
+            connection.sendall(b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK")
+            connection.close()
+        else:
+            self.held.append(connection)  # silence: neither an answer nor a close
 
     def close(self) -> None:
-        self.server.close()
+        super().close()
         for connection in self.held:
             connection.close()
 
@@ -148,7 +141,7 @@ def silent_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[t
     monkeypatch.setattr(engine_module, "PING_INTERVAL", 0.2)
     monkeypatch.setattr(engine_module, "STALL_SECONDS", 0.5)
     fake = SilentWaitEngine(tmp_path / "engine.sock")
-    yield fake, Engine("fake", f"unix://{tmp_path / 'engine.sock'}", timeout=5)
+    yield fake, Engine("fake", fake.url, timeout=5)
     fake.close()
 
 
