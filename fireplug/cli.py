@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -52,8 +53,11 @@ subcommands:
   fp hosts rm NAME      remove a host from your config
 
 choosing a host:
-  --host NAME, else the first reachable remote host with no fp job running, else the
-  least loaded one (fp jobs per CPU), else local when no remote host is configured.
+  --host NAME, else FP_HOST, else [pool] default_host; else a host of the pool: the
+  least loaded (fp jobs per CPU, counting the hosts other fp processes here just chose),
+  preferring one that holds this project's data; local when the pool is empty. The pool:
+  hosts in fp's config and docker-machine machines; Docker contexts only with
+  `pool = true` in their [hosts.NAME]; or exactly the hosts of `[pool] hosts = [...]`.
 
 exit status:
   the command's own   when it ran (137 when it was killed)
@@ -144,7 +148,13 @@ def main(argv: Sequence[str] | None = None, *, final: bool = False) -> int:
     try:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
         command, explicit = _split_command(args.command)
-        if not command and (args.sync_in_only or args.sync_out_only or args.no_run):
+        if args.sync_in_only or args.sync_out_only:
+            if command:
+                flag = "--sync-in-only" if args.sync_in_only else "--sync-out-only"
+                console.error(f"{flag} runs no command, but one was given ({command[0]} ...): drop {flag}, or the command")
+                return EXIT_USAGE
+            return _guarded(_run_command, command, args, final=final)
+        if not command and args.no_run:
             return _guarded(_run_command, command, args, final=final)
         if not command:
             build_parser().print_usage(sys.stderr)
@@ -337,15 +347,17 @@ def _hosts(options: argparse.Namespace) -> int:
     return 0
 
 
-HOST_COLUMNS = ("NAME", "SOURCE", "URL", "STATE", "ENGINE", "CPUS", "MEMORY", "FP JOBS", "FREE DISK")
+HOST_COLUMNS = ("NAME", "POOL", "SOURCE", "URL", "STATE", "ENGINE", "CPUS", "MEMORY", "FP JOBS", "FREE DISK")
 
 
 def _host_row(found: hosts.Probe) -> tuple[str, ...]:
+    pool = "yes" if found.host.pool else "-"
     if not found.reachable:
-        return (found.host.name, found.host.source, found.host.url, f"unreachable: {found.reason}", "", "", "", "", "")
+        return (found.host.name, pool, found.host.source, found.host.url, f"unreachable: {found.reason}", "", "", "", "", "")
     free = human_bytes(found.free_bytes) if found.free_bytes is not None else "-"
     return (
         found.host.name,
+        pool,
         found.host.source,
         found.host.url,
         "reachable",
@@ -367,6 +379,16 @@ def _check_new_host(name: str, url: str) -> None:
         raise UsageError("'local' is reserved for the local engine")
     if not url.startswith(("ssh://", "tcp://", "unix://")):
         raise UsageError(f"{url!r} is not an engine URL", hint="use ssh://user@host[:port], tcp://host:port or unix:///path")
+    if not url.startswith("unix://"):
+        parts = urllib.parse.urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises on a port out of range or not a number
+        except ValueError:
+            raise UsageError(f"{url!r}: the port is not a number from 1 to 65535") from None
+        if not parts.hostname:
+            raise UsageError(f"{url!r} names no host", hint="use ssh://user@host[:port] or tcp://host:port")
+        if parts.port == 0:
+            raise UsageError(f"{url!r}: the port is not a number from 1 to 65535")
 
 
 if __name__ == "__main__":  # pragma: no cover

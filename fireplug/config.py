@@ -82,6 +82,15 @@ class HostSettings:
     cert_path: str = ""  # folder with ca.pem, cert.pem, key.pem for a tcp:// engine with TLS
     data_root: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    pool: bool | None = None  # whether fp may choose it without --host; None: by its source (see inventory)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """``[pool]``: the hosts fp may choose by itself, and the one it takes without --host."""
+
+    hosts: tuple[str, ...] | None = None  # None: config hosts and docker-machine machines
+    default_host: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,7 @@ class Config:
     build: BuildSettings
     run: RunSettings
     hosts: Mapping[str, HostSettings] = field(default_factory=dict)
+    pool: PoolSettings = PoolSettings()
 
     def container_root(self) -> str:
         """Where the project lives inside the container: the same absolute path by default."""
@@ -102,6 +112,7 @@ SCHEMA: dict[str, dict[str, type]] = {
     "project": {"name": str, "id": str, "data": str, "results": list, "workdir": str},
     "build": {"base_image": str, "dockerfile": str, "allow": list},
     "run": {"env": list, "user": str},
+    "pool": {"hosts": list, "default_host": str},
 }
 HOST_SCHEMA: dict[str, type] = {
     "url": str,
@@ -111,8 +122,9 @@ HOST_SCHEMA: dict[str, type] = {
     "cert_path": str,
     "data_root": str,
     "labels": dict,
+    "pool": bool,
 }
-_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list of strings", dict: "a table"}
+_TYPE_NAMES = {bool: "true or false", str: "a string", int: "an integer", list: "a list of strings", dict: "a table"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _ID_RE = re.compile(r"^[a-z0-9]{4,32}$")
 _HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -283,7 +295,16 @@ def _build_config(root: Path, merged: dict[str, dict[str, Any]], hosts: dict[str
         build=BuildSettings(**{**merged["build"], "allow": tuple(merged["build"].get("allow", ()))}),
         run=RunSettings(env=tuple(merged["run"].get("env", ())), user=user),
         hosts={host: _host_settings(host, table) for host, table in hosts.items()},
+        pool=_pool_settings(merged["pool"]),
     )
+
+
+def _pool_settings(table: dict[str, Any]) -> PoolSettings:
+    names = table.get("hosts")
+    for name in [*(names or ()), table.get("default_host") or "local"]:
+        if not _HOST_NAME_RE.match(name):
+            raise ConfigError(f"pool: {name!r} is not a host name", key="pool")
+    return PoolSettings(hosts=None if names is None else tuple(names), default_host=table.get("default_host", ""))
 
 
 def _host_settings(name: str, table: dict[str, Any]) -> HostSettings:

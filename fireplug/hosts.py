@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import PurePosixPath
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fireplug.engine import DEFAULT_TIMEOUT, Engine
 from fireplug.errors import FireplugError
 from fireplug.inventory import LOCAL, Host, Inventory
+from fireplug.locks import Leases
 from fireplug.ssh import SshConnection, SshSettings
 from fireplug.transport import connector_for
 
 LOCAL_START_HINT = "start it (`sudo systemctl start docker`, or `sudo dockerd &`) or point DOCKER_HOST at a running engine"
 RUN_LABEL = "io.fireplug.kind=run"
+OWNER_LABEL = "io.fireplug.owner"  # the fp process that started a run (see locks.this_process)
 DEFAULT_PROBE_TIMEOUT = 5.0
+UNREACHABLE_MEMORY_SECONDS = 60.0
 
 
 @dataclass
@@ -40,13 +46,13 @@ class Probe:
     version: str = ""
     cpus: int = 0
     memory: int = 0
-    running_jobs: int = 0
+    jobs: frozenset[str] = frozenset()  # running fp jobs: the fp process that started each (or its container id)
     free_bytes: int | None = None
+    skipped: bool = False  # not asked (remembered unreachable), or not waited for (another host was chosen)
 
     @property
-    def load(self) -> float:
-        """fp jobs per CPU."""
-        return self.running_jobs / max(self.cpus, 1)
+    def running_jobs(self) -> int:
+        return len(self.jobs)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +68,7 @@ class Probe:
             "free_bytes": self.free_bytes,
             "data_root": None if self.host.local else self.host.data_root,
             "labels": dict(self.host.labels),
+            "pool": self.host.pool,
         }
 
 
@@ -94,8 +101,10 @@ def connect(host: Host, settings: SshSettings, *, timeout: float = DEFAULT_TIMEO
     return Connection(host, engine, shell)
 
 
-def running_jobs(engine: Engine) -> int:
-    return len(engine.containers([RUN_LABEL]))
+def running_jobs(engine: Engine) -> frozenset[str]:
+    """The fp runs going on ``engine``: each as the fp process that started it (or its container)."""
+    found = engine.containers([RUN_LABEL])
+    return frozenset(str((container.get("Labels") or {}).get(OWNER_LABEL) or container.get("Id", "")) for container in found)
 
 
 def probe(host: Host, settings: SshSettings, *, timeout: float, local_folder: str | None = ".") -> Probe:
@@ -116,7 +125,7 @@ def probe(host: Host, settings: SshSettings, *, timeout: float, local_folder: st
         version=str(info.get("ServerVersion", "")),
         cpus=int(info.get("NCPU") or 0),
         memory=int(info.get("MemTotal") or 0),
-        running_jobs=jobs,
+        jobs=jobs,
         free_bytes=free,
     )
 
@@ -141,35 +150,70 @@ def parse_df_available(output: str) -> int | None:
     return int(fields[3]) * 1024 if len(fields) >= 4 and fields[3].isdigit() else None
 
 
-def probe_all(hosts: Sequence[Host], settings: SshSettings, *, timeout: float, local_folder: str | None = ".") -> list[Probe]:
-    """Probe every host at once; one that has not answered after ``timeout`` is unreachable."""
+def probe_all(
+    hosts: Sequence[Host],
+    settings: SshSettings,
+    *,
+    timeout: float,
+    local_folder: str | None = ".",
+    enough: Callable[[Mapping[str, Probe]], bool] = lambda answered: False,
+) -> list[Probe]:
+    """Probe every host at once; one that has not answered after ``timeout`` is unreachable.
+
+    ``enough``: told the answers so far after each one; True stops waiting for the rest
+    (they come back ``skipped``).
+    """
     results: dict[str, Probe] = {}
+    answer = threading.Condition()
 
     def work(host: Host) -> None:
-        results[host.name] = probe(host, settings, timeout=timeout, local_folder=local_folder)
+        found = probe(host, settings, timeout=timeout, local_folder=local_folder)
+        with answer:
+            results[host.name] = found
+            answer.notify_all()
 
-    threads = [threading.Thread(target=work, args=(host,), daemon=True) for host in hosts]
-    for thread in threads:
-        thread.start()
+    for host in hosts:
+        threading.Thread(target=work, args=(host,), daemon=True).start()
     deadline = time.monotonic() + timeout + 0.5
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    return [results.get(host.name) or Probe(host, False, reason=f"no answer within {timeout:g} s") for host in hosts]
+    with answer:
+        while len(results) < len(hosts) and not enough(results) and (left := deadline - time.monotonic()) > 0:
+            answer.wait(left)
+        answered = dict(results)
+        stopped_early = len(answered) < len(hosts) and time.monotonic() < deadline
+    if stopped_early:
+        return [answered.get(host.name) or Probe(host, False, reason="not waited for", skipped=True) for host in hosts]
+    return [answered.get(host.name) or Probe(host, False, reason=f"no answer within {timeout:g} s") for host in hosts]
 
 
-def pick_idle_host(probes: Sequence[Probe]) -> tuple[Host | None, str]:
-    """The first reachable host with no fp job running, else the least loaded (jobs per CPU).
+@dataclass(frozen=True)
+class Choice:
+    """What an automatic choice weighs besides the probes."""
+
+    leases: Leases | None = None  # hosts that this machine's other fp processes have chosen
+    holds_data: Callable[[str], bool] = lambda host: False  # the project's data is there already
+    memory: UnreachableMemory | None = None
+
+    def claimed(self, host: str) -> frozenset[str]:
+        return self.leases.owners(host) if self.leases is not None else frozenset()
+
+
+def pick_idle_host(probes: Sequence[Probe], choice: Choice = Choice()) -> tuple[Host | None, str]:
+    """The least loaded reachable host (fp jobs, counting the leases of other fp processes, per
+    CPU); among equals one that holds the project's data, then the first.
 
     Returns the host (None when none is reachable) and why, in words.
     """
     reachable = [found for found in probes if found.reachable]
-    for found in reachable:
-        if found.running_jobs == 0:
-            return found.host, f"idle: no fp job running, {found.cpus} CPUs"
-    if reachable:
-        least = min(reachable, key=lambda found: found.load)
-        return least.host, f"least loaded: {least.running_jobs} fp jobs on {least.cpus} CPUs, every host is busy"
-    return None, "; ".join(f"{found.host.name}: {found.reason}" for found in probes)
+    if not reachable:
+        return None, "; ".join(f"{found.host.name}: {found.reason}" for found in probes)
+    jobs = {found.host.name: len(found.jobs | choice.claimed(found.host.name)) for found in reachable}
+    holds = {found.host.name: choice.holds_data(found.host.name) for found in reachable}
+    best = min(reachable, key=lambda found: (jobs[found.host.name] / max(found.cpus, 1), not holds[found.host.name]))
+    name = best.host.name
+    data = ", holds this project's data" if holds[name] else ""
+    if jobs[name] == 0:
+        return best.host, f"idle: no fp job running, {best.cpus} CPUs{data}"
+    return best.host, f"least loaded: {jobs[name]} fp jobs on {best.cpus} CPUs{data}, every host is busy"
 
 
 def choose(
@@ -179,21 +223,90 @@ def choose(
     *,
     timeout: float = DEFAULT_PROBE_TIMEOUT,
     prober: Callable[..., list[Probe]] = probe_all,
+    choice: Choice = Choice(),
 ) -> tuple[Host, str]:
-    """The host to run on, and why it was chosen (one line).
+    """The host to run on, and why it was chosen (one line). The choice takes a lease on it
+    (``choice.leases``), held until this process ends or releases it.
+
+    Without ``requested``: the least loaded host of the pool, chosen as soon as an idle one
+    answers (hosts that did not answer a moment ago are not asked again at once); local
+    when the pool is empty.
 
     Raises:
-        FireplugError: ``requested`` is unknown, or no remote host is reachable.
+        FireplugError: ``requested`` is unknown, or no pool host is reachable.
     """
     if requested:
-        return resolve(requested, inventory), "asked for with --host"
-    remote = inventory.remote
-    if not remote:
-        return resolve(LOCAL, inventory), "no remote host configured"
-    host, why = pick_idle_host(prober(remote, settings, timeout=timeout, local_folder=None))
-    if host is None:
-        raise FireplugError(f"no remote host is reachable ({why})", hint="see `fp hosts`, or run here with --host local")
+        host = resolve(requested, inventory)
+        if choice.leases is not None:
+            choice.leases.take(host.name)
+        return host, "asked for"
+    pool = inventory.pool
+    if not pool:
+        return resolve(LOCAL, inventory), "no host in the pool: no host in fp's config, no docker-machine machine"
+    remembered = choice.memory.recent() if choice.memory is not None else {}
+    asked = [host for host in pool if host.name not in remembered] or pool
+    probes = prober(asked, settings, timeout=timeout, local_folder=None, enough=lambda answered: _enough(answered, asked, choice))
+    if choice.memory is not None:
+        choice.memory.update(probes)
+    probes += [Probe(host, False, reason=f"unreachable a moment ago ({remembered[host.name]})", skipped=True) for host in pool if host not in asked]
+    with choice.leases.choosing() if choice.leases is not None else contextlib.nullcontext():
+        host, why = pick_idle_host(probes, choice)
+        if host is None:
+            raise FireplugError(f"no host of the pool is reachable ({why})", hint="see `fp hosts`, or run here with --host local")
+        if choice.leases is not None:
+            choice.leases.take(host.name)
     return host, why
+
+
+def _enough(answered: Mapping[str, Probe], asked: Sequence[Host], choice: Choice) -> bool:
+    """Whether an idle host has answered that no host still to answer could beat (by holding the data)."""
+    idle = [found for found in answered.values() if found.reachable and not found.jobs and not choice.claimed(found.host.name)]
+    if not idle:
+        return False
+    if any(choice.holds_data(found.host.name) for found in idle):
+        return True
+    return not any(choice.holds_data(host.name) for host in asked if host.name not in answered)
+
+
+@dataclass
+class UnreachableMemory:
+    """Hosts that did not answer a probe lately, in a small JSON file: name -> [until, reason]."""
+
+    path: Path
+    seconds: float = UNREACHABLE_MEMORY_SECONDS
+    clock: Callable[[], float] = field(default=time.time)
+
+    def recent(self) -> dict[str, str]:
+        """The hosts remembered as unreachable, with why."""
+        now = self.clock()
+        return {name: reason for name, (until, reason) in self._read().items() if until > now}
+
+    def update(self, probes: Sequence[Probe]) -> None:
+        """Best effort: remember the hosts that did not answer, forget the ones that did."""
+        known = {name: entry for name, entry in self._read().items() if entry[0] > self.clock()}
+        for found in probes:
+            if found.reachable:
+                known.pop(found.host.name, None)
+            elif not found.skipped:
+                known[found.host.name] = (self.clock() + self.seconds, found.reason[:200])
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}")
+            temporary.write_text(json.dumps(known))
+            os.replace(temporary, self.path)
+
+    def _read(self) -> dict[str, tuple[float, str]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {
+            str(name): (float(entry[0]), str(entry[1]))
+            for name, entry in data.items()
+            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], (int, float)) and isinstance(entry[1], str)
+        }
 
 
 def container_data_source(host: Host, project: str, data_folder: str, local_data: str) -> str:

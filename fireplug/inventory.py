@@ -4,6 +4,11 @@ Every source is read directly from its files (the docker-machine binary is not n
 are merged by name; fp's config wins on a clash, field by field, and the host records where
 each part came from. ``local`` (DOCKER_HOST or the default socket) is always there, last.
 A source that cannot be read is reported as a problem, never a crash: the other hosts stay usable.
+
+The pool (the hosts fp may choose without --host) is fp's config hosts and docker-machine
+machines, as in the original tool; a Docker context (a production server, say) only when the
+config says so (``pool = true`` in its ``[hosts.NAME]``). ``[pool] hosts = [...]`` names the
+pool outright; ``pool = false`` takes one host out.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Host:
     ssh: SshTarget | None = None  # a shell on the host, for rsync; None: sync through the Docker API
     data_root: str = DEFAULT_DATA_ROOT
     labels: Mapping[str, str] = field(default_factory=dict)
+    pool: bool = False  # fp may choose it without --host
 
     @property
     def engine_over_ssh(self) -> bool:
@@ -61,8 +67,9 @@ class Inventory:
         return next((host for host in self.hosts if host.name == name), None)
 
     @property
-    def remote(self) -> list[Host]:
-        return [host for host in self.hosts if host.name != LOCAL]
+    def pool(self) -> list[Host]:
+        """The hosts fp may choose by itself, in inventory order."""
+        return [host for host in self.hosts if host.pool]
 
 
 def load_inventory(config: Config, env: Mapping[str, str], home: Path) -> Inventory:
@@ -78,7 +85,11 @@ def load_inventory(config: Config, env: Mapping[str, str], home: Path) -> Invent
         except (ValueError, FireplugError) as e:
             problems.append(f"[hosts.{settings.name}]: {e}")
             found.pop(settings.name, None)
-    return Inventory((*found.values(), local_host(env, home)), tuple(problems))
+    hosts = [*found.values(), local_host(env, home)]
+    if config.pool.hosts is not None:
+        problems += [f"[pool] hosts: no host is called '{name}'" for name in config.pool.hosts if name not in {host.name for host in hosts}]
+        hosts = [replace(host, pool=host.name in config.pool.hosts) for host in hosts]
+    return Inventory(tuple(hosts), tuple(problems))
 
 
 def machine_store(env: Mapping[str, str], home: Path) -> Path:
@@ -138,7 +149,7 @@ def machine_host(name: str, config: Any, folder: Path) -> Host:
     ssh = None
     if ssh_user and ssh_user != "none":
         ssh = SshTarget(address, ssh_user, _port(driver, "SSHPort", 22), _text(driver, "SSHKeyPath", "Driver"))
-    return Host(_text(config, "Name", "the file") or name, f"tcp://{address}:{port}", MACHINE_SOURCE, tls=tls, ssh=ssh)
+    return Host(_text(config, "Name", "the file") or name, f"tcp://{address}:{port}", MACHINE_SOURCE, tls=tls, ssh=ssh, pool=True)
 
 
 # -- docker contexts -----------------------------------------------------------------------
@@ -251,6 +262,7 @@ def apply_settings(found: Host | None, settings: HostSettings) -> Host:
         ssh=ssh_target(url, base.ssh, settings),
         data_root=settings.data_root or base.data_root,
         labels={**base.labels, **settings.labels},
+        pool=settings.pool if settings.pool is not None else found.pool if found else True,
     )
 
 

@@ -25,15 +25,18 @@ from fireplug.build import (
     ensure_base,
     ensure_project_image,
     generated_recipe,
+    image_hash,
     latest_project_image,
     own_recipe,
+    project_image_tag,
     scan_rules,
 )
 from fireplug.config import Config
 from fireplug.context import Context, human_bytes
 from fireplug.engine import Engine
 from fireplug.errors import ConnectionLost, ContextChanged, FireplugError, ProjectError, UsageError
-from fireplug.inventory import Host, Inventory, load_inventory, local_host
+from fireplug.inventory import Host, Inventory, load_inventory
+from fireplug.locks import Leases, this_process
 from fireplug.lookup import ensure_command
 from fireplug.proc import display
 from fireplug.run import ContainerSpec, Mount, Stdio, docker_run_argv, ignore_late_signals, run_container
@@ -109,7 +112,17 @@ def run(config: Config, request: RunRequest, local: LocalSide) -> int:
     started = time.perf_counter()
     resolve_env([*config.run.env, *request.env], local.environ)  # usage errors first, before any host is probed
     settings = SshSettings.from_env(local.environ, local.uid)
-    host = choose_host(config, request, local, settings)
+    leases = Leases(lock_folder(local).parent / "leases")
+    host, why = choose_host(config, request, local, settings, leases=leases)
+    if why:
+        console.note(f"host '{host.name}' ({why})")
+    try:
+        return _build_and_run(config, request, local, settings, host, started)
+    finally:
+        leases.release(host.name)
+
+
+def _build_and_run(config: Config, request: RunRequest, local: LocalSide, settings: SshSettings, host: Host, started: float) -> int:
     spec = container_spec(config, "", request, local, host=host)
     own = own_recipe(config) if request.steps.build else None
     context = scan(config, local, own) if request.steps.build else None
@@ -130,7 +143,7 @@ def ready_image(
     """The image to run, and the command checked to be in it: all before any data moves."""
     cache = cache_dir(local.environ, local.home)
     try:
-        image = project_image(engine, config, request, own, context, locks=lock_folder(local))
+        image = project_image(engine, config, request, local, own, context)
     except ContextChanged:
         forget_scan(config.root, cache)  # a digest it trusted was wrong, or the file changed
         raise
@@ -140,13 +153,28 @@ def ready_image(
     return image
 
 
-def project_image(engine: Engine, config: Config, request: RunRequest, own: Recipe | None, context: Context | None, *, locks: Path) -> Image | None:
+def project_image(engine: Engine, config: Config, request: RunRequest, local: LocalSide, own: Recipe | None, context: Context | None) -> Image | None:
     """The image to run: built as needed, the newest one with --no-build, none when nothing runs."""
+    locks = lock_folder(local)
     if context is not None:
         base = ensure_base(engine, config.build.base_image, verbose=request.verbose, locks=locks) if own is None or own.needs_base else None
         chosen = own or generated_recipe(config, base.tag if base else "")
         return ensure_project_image(engine, config, context, chosen, base, verbose=request.verbose, locks=locks)
-    return latest_project_image(engine, config.project.key) if request.steps.run else None
+    if not request.steps.run:
+        return None
+    latest = latest_project_image(engine, config.project.key)
+    if latest.tag != current_image_tag(engine, config, local):
+        console.warn(f"--no-build: the project changed since {latest.tag} was built; running that image anyway (without --no-build, fp rebuilds)")
+    return latest
+
+
+def current_image_tag(engine: Engine, config: Config, local: LocalSide) -> str:
+    """The tag a build of the project as it is now would have (its scan is cached: cheap)."""
+    own = own_recipe(config)
+    base_tag = base_image_tag(config.build.base_image, base_files())
+    base_id = (engine.image_id(base_tag) or "") if own is None or own.needs_base else ""
+    recipe = own or generated_recipe(config, base_tag)
+    return project_image_tag(config.project.key, image_hash(scan(config, local, own), recipe, base_id))
 
 
 @dataclass(frozen=True)
@@ -286,22 +314,32 @@ def known_hosts(config: Config, local: LocalSide) -> Inventory:
     return inventory
 
 
-def choose_host(config: Config, request: RunRequest, local: LocalSide, settings: SshSettings) -> Host:
-    """The host to run on; says which and why when fp chose it itself.
+def choose_host(config: Config, request: RunRequest, local: LocalSide, settings: SshSettings, *, leases: Leases | None = None) -> tuple[Host, str]:
+    """The host to run on, and why in words ("" when --host named it, or when fp runs here
+    because the pool is empty and -v was not given).
 
-    Without --host, a request that builds nothing (--sync-out-only, --no-build) goes to the
-    host this project last ran on: its results and its image are there.
+    In order: --host, FP_HOST, ``[pool] default_host``; then, for a request that builds
+    nothing (--sync-out-only, --no-build), the host this project last ran on (its results and
+    its image are there); else an idle host of the pool, or local when the pool is empty.
     """
     inventory = known_hosts(config, local)
-    wanted = request.host
-    if wanted is None and not request.steps.build:
-        wanted = last_host(state_home(local.environ, local.home), config.project.key)
-        if wanted is not None:
-            console.note(f"host '{wanted}' (where this project last ran; --host picks another)")
-    host, why = hosts.choose(wanted, inventory, settings)
-    if wanted is None and (inventory.remote or request.verbose):
-        console.note(f"host '{host.name}' ({why})")
-    return host
+    state = state_home(local.environ, local.home)
+    wanted, why = request.host, ""
+    if wanted is None and local.environ.get("FP_HOST"):
+        wanted, why = local.environ["FP_HOST"], "FP_HOST"
+    elif wanted is None and config.pool.default_host:
+        wanted, why = config.pool.default_host, "default_host in [pool]"
+    elif wanted is None and not request.steps.build:
+        wanted, why = last_host(state, config.project.key), "where this project last ran; --host picks another"
+    choice = hosts.Choice(
+        leases=leases,
+        holds_data=lambda name: PairFiles.of(state, config.project.key, name).record.exists(),
+        memory=hosts.UnreachableMemory(cache_dir(local.environ, local.home).parent / "unreachable-hosts.json"),
+    )
+    host, chosen_why = hosts.choose(wanted, inventory, settings, choice=choice)
+    if wanted is None:
+        return host, chosen_why if inventory.pool or request.verbose else ""
+    return host, why
 
 
 def make_host_side(connection: hosts.Connection, config: Config, *, verbose: bool, locks: Path | None = None) -> HostSide:
@@ -408,6 +446,7 @@ def container_spec(config: Config, image: str, request: RunRequest, local: Local
             f"{LABEL}.project": config.project.name,
             f"{LABEL}.project-key": config.project.key,
             f"{LABEL}.run": run_id,
+            hosts.OWNER_LABEL: this_process(),
             f"{LABEL}.command": display(request.command)[:COMMAND_LABEL_LIMIT],  # anyone with Docker access there reads labels
         },
         user=user,
@@ -492,12 +531,13 @@ def resolve_env(entries: list[str], environ: Mapping[str, str]) -> list[tuple[st
 
 
 def dry_run_report(config: Config, request: RunRequest, local: LocalSide) -> list[str]:
-    """What a run would send and do, for `fp --dry-run`; contacts no engine."""
+    """What a run would send and do, for `fp --dry-run`: it probes the pool as a run would
+    (to name the host and why), and builds, sends and runs nothing."""
     own = own_recipe(config)
     context = scan(config, local, own, full=True)
     base_tag = base_image_tag(config.build.base_image, base_files())
-    inventory = known_hosts(config, local)
-    host = hosts.resolve(request.host, inventory) if request.host else local_host(local.environ, local.home)
+    settings = SshSettings.from_env(local.environ, local.uid)
+    host, why = choose_host(config, request, local, settings)
     spec = container_spec(config, "(one-time image)", request, local, host=host)
     lines = [
         "fp dry run: nothing is built, sent or run.",
@@ -516,7 +556,7 @@ def dry_run_report(config: Config, request: RunRequest, local: LocalSide) -> lis
     lines += [f"  {line}" for line in chosen.text.splitlines()]
     mounts = ", ".join(f"{mount.source} -> {mount.target}" for mount in spec.mounts)
     where = "mounted in place" if host.local else "synced there with rsync over ssh" if host.ssh else "synced there through the Docker API"
-    picked = " (without --host, fp picks an idle remote host)" if not request.host and inventory.remote else ""
+    picked = f" (chosen: {why})" if why else ""
     lines += [
         f"host      {host.name} ({host.url}); data {where}{picked}",
         f"command   {shlex.join(request.command)}",

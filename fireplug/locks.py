@@ -1,8 +1,12 @@
-"""Locks between fp processes of one machine: flock on a file that names its holder.
+"""Locks and leases between fp processes of one machine.
 
-A sync holds one per (project, host); a build one per (host, image), so that concurrent cold
-runs build an image once and the others wait for it. flock locks go away with their process,
-so a killed fp never leaves one behind.
+Locks are flock on a file that names its holder. A sync holds one per (project, host); a build
+one per (host, image), so that concurrent cold runs build an image once and the others wait
+for it. flock locks go away with their process, so a killed fp never leaves one behind.
+
+A lease says that an fp process has chosen a host for a run that has not started yet (or
+is running): concurrent auto-choices count it, so that they spread out. It is a file named
+after its process; one whose process has ended counts for nothing and is removed.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -41,3 +46,65 @@ def exclusive(path: Path, on_wait: Callable[[str], None]) -> Iterator[None]:
 
 def build_lock_path(folder: Path, host: str, tag: str) -> Path:
     return folder / ("build-" + hashlib.sha256(f"{host}\0{tag}".encode()).hexdigest()[:24])
+
+
+def this_process() -> str:
+    """This fp process, as machine:pid:start time (what owner labels and leases carry)."""
+    import psutil  # imported when needed: fp's start-up time counts on every run
+
+    return f"{socket.gethostname()}:{os.getpid()}:{int(psutil.Process().create_time())}"
+
+
+def process_gone(owner: str) -> bool:
+    """Whether the fp process named by ``owner`` is known to have ended (it ran on this machine)."""
+    import psutil
+
+    machine, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
+    if machine != socket.gethostname() or not pid.isdigit() or not started.isdigit():
+        return False
+    try:
+        return int(psutil.Process(int(pid)).create_time()) != int(started)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+class Leases:
+    """The hosts that this machine's fp processes have chosen: ``folder/HOST/OWNER`` files."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.owner = this_process()
+
+    @contextlib.contextmanager
+    def choosing(self) -> Iterator[None]:
+        """Held while one fp reads the leases, picks a host and takes its lease."""
+        with exclusive(self.folder / "choosing", lambda holder: None):
+            yield
+
+    def owners(self, host: str) -> frozenset[str]:
+        """The live processes holding a lease on ``host``; leases of ended ones are removed."""
+        try:
+            names = os.listdir(self.folder / host)
+        except OSError:
+            return frozenset()
+        live = set()
+        for name in names:
+            if process_gone(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.folder / host / name)
+            else:
+                live.add(name)
+        return frozenset(live)
+
+    def take(self, host: str) -> None:
+        """Best effort: without the file, a concurrent choice just does not see this one."""
+        with contextlib.suppress(OSError):
+            (self.folder / host).mkdir(parents=True, exist_ok=True)
+            (self.folder / host / self.owner).touch()
+
+    def release(self, host: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.folder / host / self.owner)

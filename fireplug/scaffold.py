@@ -116,8 +116,18 @@ def ask_missing(defaults: InitAnswers, given: Mapping[str, object], ask: Ask | N
         answer = pick("results", "Result folders inside the data folder (comma-separated; empty = all of it)", "")
         results = [part.strip() for part in answer.split(",") if part.strip()]
     base_image = pick("base_image", "Base image (what fp's base image is built FROM)", defaults.base_image)
-    results = tuple(str(item) for item in results)  # type: ignore[union-attr]
+    results = tuple(within_data(str(item), data) for item in results)  # type: ignore[union-attr]
     return InitAnswers(name=name, data=data, results=results, base_image=base_image, id=defaults.id or new_id())
+
+
+def within_data(result: str, data: str) -> str:
+    """A result folder as fireplug.toml holds it (relative to the project), given relative to
+    the data folder as the question asks (``output``), or already with it (``data/output``)."""
+    cleaned = result.strip().strip("/")
+    data = data.strip().strip("/")
+    if cleaned == data or cleaned.startswith(data + "/"):
+        return cleaned
+    return f"{data}/{cleaned}"
 
 
 def render_project_file(answers: InitAnswers) -> str:

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import io
 import os
-import socket
 import tarfile
 import tempfile
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 from fireplug.engine import Engine
 from fireplug.errors import EngineError, EngineUnreachable
+from fireplug.locks import process_gone, this_process
 from fireplug.run import frames
 from fireplug.sync import SyncError
 from fireplug.sync.helper import STAGING_PREFIX
@@ -63,7 +63,7 @@ class ApiHost:
         """``project_folder`` on the host holds the data folder (``data``, relative) and the trash."""
         self.engine = engine
         self.image = image
-        self.labels = {**labels, KIND_LABEL: "sync", OWNER_LABEL: _this_process()}
+        self.labels = {**labels, KIND_LABEL: "sync", OWNER_LABEL: this_process()}
         self.swept = False
         self.project_folder = project_folder
         self.data = f"{MOUNT}/{data}"
@@ -91,7 +91,7 @@ class ApiHost:
         wanted = [f"{KIND_LABEL}=sync", f"{KEY_LABEL}={self.labels.get(KEY_LABEL, '')}"]
         for found in self.engine.containers(wanted, running_only=False):
             owner = str((found.get("Labels") or {}).get(OWNER_LABEL, ""))
-            if owner != self.labels[OWNER_LABEL] and _owner_gone(owner):
+            if owner != self.labels[OWNER_LABEL] and process_gone(owner):
                 with contextlib.suppress(EngineError):
                     self.engine.remove_container(str(found.get("Id", "")))
 
@@ -411,28 +411,6 @@ class _Counter:
         for chunk in chunks:
             self.total += len(chunk)
             yield chunk
-
-
-def _this_process() -> str:
-    import psutil
-
-    return f"{socket.gethostname()}:{os.getpid()}:{int(psutil.Process().create_time())}"
-
-
-def _owner_gone(owner: str) -> bool:
-    """Whether the fp named by an owner label is known to have ended (it ran on this machine)."""
-    import psutil
-
-    machine, _, rest = owner.partition(":")
-    pid, _, started = rest.partition(":")
-    if machine != socket.gethostname() or not pid.isdigit() or not started.isdigit():
-        return False
-    try:
-        return int(psutil.Process(int(pid)).create_time()) != int(started)
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
 
 
 def _nul_list(words: Sequence[str]) -> bytes:

@@ -129,7 +129,7 @@ def test_no_run_flags_do_only_their_steps(fp, project: Project, remote: RemoteBe
     assert (project.root / "data/made-there.txt").read_text() == "there"
 
 
-def test_idle_host_choice_prefers_the_host_without_a_running_fp_job(fp, project: Project, remote: RemoteBench) -> None:
+def test_idle_host_choice_prefers_the_host_without_a_running_fp_job_then_the_one_with_the_data(fp, project: Project, remote: RemoteBench) -> None:
     busy = docker(
         "run", "-d", "--label", "io.fireplug.kind=run", "--label", f"io.fireplug.project={project.name}", "debian:bookworm-slim", "sleep", "120"
     ).strip()
@@ -139,8 +139,8 @@ def test_idle_host_choice_prefers_the_host_without_a_running_fp_job(fp, project:
         assert "host 'second' (idle: no fp job running" in result.err
     finally:
         docker("rm", "-f", busy)
-    quiet = fp(project.root, "true")
-    assert "host 'primary' (idle: no fp job running" in quiet.err
+    quiet = fp(project.root, "true")  # both idle now: the host that holds the data wins
+    assert "host 'second' (idle: no fp job running" in quiet.err and "holds this project's data)" in quiet.err
 
 
 def test_api_sync_against_the_tls_host(fp, project: Project, remote: RemoteBench) -> None:

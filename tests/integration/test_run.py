@@ -120,3 +120,13 @@ def test_closed_pipe_stops_the_command(project: Project) -> None:
     command = " ".join(fp_command())
     done = subprocess.run(f"{command} yes | head -n 2", shell=True, cwd=project.root, capture_output=True, timeout=60)
     assert done.stdout == b"y\ny\n"
+
+
+def test_no_build_after_a_code_edit_says_so_and_runs_the_old_image(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    assert fp(project.root, "python3", "src/app.py").out == "app\n"
+    unchanged = fp(project.root, "--no-build", "python3", "src/app.py")
+    assert unchanged.code == 0 and "--no-build" not in unchanged.err
+    project.write("src/app.py", "print('edited')\n")
+    stale = fp(project.root, "--no-build", "python3", "src/app.py")
+    assert stale.code == 0 and stale.out == "app\n"
+    assert stale.err.count("--no-build: the project changed since fp-") == 1

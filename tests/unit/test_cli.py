@@ -44,7 +44,8 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         "fp hosts add",
         "--sync-out-only",
         "--full-sync",
-        "no fp job running",
+        "the pool",
+        "FP_HOST",
         "125",
         "130",
     ):
@@ -134,6 +135,12 @@ def test_init_writes_both_files_and_never_overwrites(tmp_path: Path, monkeypatch
     assert "kept the existing" in capsys.readouterr().err
 
 
+def test_init_takes_result_folders_relative_to_the_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "--yes", "--results", "output", "data/models"]) == 0
+    assert 'results = ["data/output", "data/models"]' in (tmp_path / "fireplug.toml").read_text()
+
+
 def test_init_refuses_invalid_answers_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["init", "--yes", "--name", "Not Valid"]) == 125
@@ -204,6 +211,8 @@ def test_dry_run_on_a_remote_host_shows_where_the_data_goes(tmp_path: Path, monk
         pytest.param(["--sync-in-only", "--sync-out-only"], id="two-only-flags"),
         pytest.param(["--no-sync", "--sync-in-only"], id="no-sync-and-sync-in"),
         pytest.param(["--no-build"], id="no-command"),
+        pytest.param(["--sync-in-only", "python", "x.py"], id="sync-in-only-with-a-command"),
+        pytest.param(["--sync-out-only", "python", "x.py"], id="sync-out-only-with-a-command"),
     ],
 )
 def test_contradicting_or_incomplete_step_flags_are_usage_errors(
@@ -219,6 +228,8 @@ def test_hosts_add_rejects_local_and_non_engine_urls(tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     assert main(["hosts", "add", "local", "ssh://x"]) == 2
     assert main(["hosts", "add", "box", "http://x"]) == 2
+    for bad in ("ssh://x:99999", "ssh://x:0", "tcp://:2376", "ssh://x:port"):
+        assert main(["hosts", "add", "box", bad]) == 2
     assert main(["hosts", "rm", "box"]) == 2
     assert "no host 'box'" in capsys.readouterr().err
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from fireplug.config import Source, load
 from fireplug.errors import FireplugError
-from fireplug.hosts import Probe, choose, parse_df_available, pick_idle_host
+from fireplug.hosts import UNREACHABLE_MEMORY_SECONDS, Choice, Probe, UnreachableMemory, _enough, choose, parse_df_available, pick_idle_host
 from fireplug.inventory import Host, Inventory, load_inventory, local_host
+from fireplug.locks import Leases
 from fireplug.ssh import SshSettings, SshTarget
 from fireplug.transport import TlsFiles
 
@@ -59,6 +64,7 @@ def test_docker_machine_store_gives_a_tls_engine_and_ssh(tmp_path: Path) -> None
         "docker-machine",
         tls=TlsFiles(str(folder / "ca.pem"), str(folder / "cert.pem"), str(folder / "key.pem")),
         ssh=SshTarget("10.0.0.5", "ubuntu", 22, str(folder / "id_rsa")),
+        pool=True,
     )
 
 
@@ -97,7 +103,7 @@ def test_config_hosts_and_local_last(tmp_path: Path) -> None:
     assert found.names == ["b", "a", "local"]
     a = found.get("a")
     assert a is not None and a.tls == TlsFiles("/c/ca.pem", "/c/cert.pem", "/c/key.pem") and a.ssh == SshTarget("a", "me")
-    assert found.get("b") == Host("b", "ssh://b", "config", ssh=SshTarget("b"))
+    assert found.get("b") == Host("b", "ssh://b", "config", ssh=SshTarget("b"), pool=True)
 
 
 def test_a_config_host_without_url_is_a_problem(tmp_path: Path) -> None:
@@ -125,7 +131,7 @@ def test_local_host_follows_docker_host(env: dict[str, str], url: str, local: bo
 
 
 def probe(name: str, jobs: int = 0, cpus: int = 4, reachable: bool = True, reason: str = "") -> Probe:
-    return Probe(Host(name, f"ssh://{name}", "config"), reachable, reason=reason, cpus=cpus, running_jobs=jobs)
+    return Probe(Host(name, f"ssh://{name}", "config", pool=True), reachable, reason=reason, cpus=cpus, jobs=frozenset(f"{name}-job{i}" for i in range(jobs)))
 
 
 @pytest.mark.parametrize(
@@ -142,6 +148,80 @@ def test_pick_idle_host(probes: list[Probe], chosen: str | None) -> None:
     assert why
 
 
+def test_leases_of_other_processes_count_once_and_the_data_holder_wins_a_tie(tmp_path: Path) -> None:
+    leases = Leases(tmp_path)
+    other = f"{socket.gethostname()}:1:{int(psutil.Process(1).create_time())}"  # a live process (pid 1)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / other).touch()
+    a_running = Probe(Host("a", "ssh://a", "config", pool=True), True, cpus=4, jobs=frozenset({other}))  # its container, and its lease
+    choice = Choice(leases=leases, holds_data=lambda name: name == "c")
+    host, why = pick_idle_host([a_running, probe("b", jobs=1), probe("c", jobs=1)], choice)
+    assert host is not None and host.name == "c" and "1 fp jobs on 4 CPUs, holds this project's data" in why
+    host, _ = pick_idle_host([probe("a"), probe("b")], Choice(leases=leases))
+    assert host is not None and host.name == "b"  # a's lease is a job
+    gone = f"{socket.gethostname()}:999999999:1"
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / gone).touch()
+    assert leases.owners("b") == frozenset() and not (tmp_path / "b" / gone).exists()
+    leases.take("b")
+    assert leases.owners("b") == {leases.owner}
+    leases.release("b")
+    assert leases.owners("b") == frozenset()
+
+
+def test_three_choices_in_a_row_spread_over_the_idle_hosts(tmp_path: Path) -> None:
+    inventory = inventory_of(tmp_path, '[hosts.a]\nurl = "ssh://a"\n[hosts.b]\nurl = "ssh://b"\n')
+    chosen = []
+    for number in range(3):
+        leases = Leases(tmp_path / "leases")
+        leases.owner = f"{socket.gethostname()}:{os.getpid()}:{int(psutil.Process().create_time())}-{number}"  # three processes, all alive
+
+        def idle(hosts: list[Host], settings: SshSettings, **options: object) -> list[Probe]:
+            return [Probe(host, True, cpus=1) for host in hosts]
+
+        chosen.append(choose(None, inventory, SshSettings(), prober=idle, choice=Choice(leases=leases))[0].name)
+    assert sorted(chosen[:2]) == ["a", "b"]
+
+
+def test_the_pool_is_config_hosts_and_machines_contexts_only_when_named(tmp_path: Path) -> None:
+    machine(tmp_path / ".docker" / "machine", "m1")
+    context(tmp_path / ".docker", "prod", "ssh://ops@prod")
+    context(tmp_path / ".docker", "lab", "ssh://ops@lab")
+    found = inventory_of(tmp_path, '[hosts.c1]\nurl = "ssh://c1"\n[hosts.lab]\npool = true\n[hosts.m1]\npool = false\n')
+    assert [host.name for host in found.pool] == ["lab", "c1"]
+    named = inventory_of(tmp_path, '[hosts.c1]\nurl = "ssh://c1"\n[pool]\nhosts = ["prod", "gone"]\n')
+    assert [host.name for host in named.pool] == ["prod"] and any("'gone'" in problem for problem in named.problems)
+    only_contexts = inventory_of(tmp_path / "empty")
+    assert only_contexts.pool == [] and choose(None, only_contexts, SshSettings())[0].name == "local"
+
+
+def test_choose_stops_at_the_first_idle_answer_and_remembers_a_host_that_did_not_answer(tmp_path: Path) -> None:
+    inventory = inventory_of(tmp_path, '[hosts.hung]\nurl = "ssh://hung"\n[hosts.ok]\nurl = "ssh://ok"\n')
+    memory = UnreachableMemory(tmp_path / "unreachable.json")
+    asked: list[list[str]] = []
+
+    def hung_one(hosts: list[Host], settings: SshSettings, *, timeout: float, local_folder: str | None, enough) -> list[Probe]:  # type: ignore[no-untyped-def]
+        asked.append([host.name for host in hosts])
+        answered = {host.name: Probe(host, True, cpus=2) for host in hosts if host.name == "ok"}
+        assert enough(answered)  # the idle answer is enough: fp does not wait for 'hung'
+        return [answered.get(host.name) or Probe(host, False, reason="no answer within 5 s") for host in hosts]
+
+    assert choose(None, inventory, SshSettings(), prober=hung_one, choice=Choice(memory=memory))[0].name == "ok"
+    assert set(memory.recent()) == {"hung"}
+    assert choose(None, inventory, SshSettings(), prober=hung_one, choice=Choice(memory=memory))[0].name == "ok"
+    assert asked == [["hung", "ok"], ["ok"]]  # not asked again within the memory's time
+    memory.clock = lambda: time.time() + UNREACHABLE_MEMORY_SECONDS + 1
+    assert memory.recent() == {}
+
+
+def test_a_data_holder_still_to_answer_is_waited_for(tmp_path: Path) -> None:
+    hosts = [Host("x", "ssh://x", "config", pool=True), Host("y", "ssh://y", "config", pool=True)]
+    x_answered = {"x": Probe(hosts[0], True, cpus=2)}
+    assert not _enough(x_answered, hosts, Choice(holds_data=lambda name: name == "y"))
+    assert _enough(x_answered, hosts, Choice(holds_data=lambda name: name == "x"))
+    assert _enough(x_answered, hosts, Choice())
+
+
 def test_choose_without_remote_hosts_is_local_and_unknown_names_list_the_known(tmp_path: Path) -> None:
     inventory = inventory_of(tmp_path, '[hosts.aws02]\nurl = "ssh://aws02"\n')
     settings = SshSettings()
@@ -149,8 +229,8 @@ def test_choose_without_remote_hosts_is_local_and_unknown_names_list_the_known(t
     with pytest.raises(FireplugError, match=r"unknown host 'aws03' \(known hosts: aws02, local\)"):
         choose("aws03", inventory, settings)
     dead = [probe("aws02", reachable=False, reason="connection refused")]
-    with pytest.raises(FireplugError, match=r"no remote host is reachable \(aws02: connection refused\)"):
-        choose(None, inventory, settings, prober=lambda hosts, settings, timeout, local_folder: dead)
+    with pytest.raises(FireplugError, match=r"no host of the pool is reachable \(aws02: connection refused\)"):
+        choose(None, inventory, settings, prober=lambda hosts, settings, **options: dead)
 
 
 def test_df_output_is_parsed() -> None:
