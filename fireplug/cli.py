@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]", help="pass an environment variable (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="show what would be sent (files, bytes, exclusions) and do nothing")
     parser.add_argument("-v", "--verbose", action="store_true", help="show each step (ssh, rsync and docker argv, secrets redacted), with timings")
+    container = parser.add_argument_group("container options (docker's names and values; also [run] settings)")
+    container.add_argument("--shm-size", metavar="SIZE", help="size of /dev/shm (default: half the memory the container may use, at most 8g)")
+    container.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 16g")
+    container.add_argument("--cpus", metavar="N", help="CPU limit, e.g. 4 or 1.5")
+    container.add_argument("--gpus", metavar="GPUS", help="GPUs to use: all, a number, or device=ID[,ID] (needs the NVIDIA runtime on the host)")
+    container.add_argument(
+        "-p", "--publish", action="append", default=[], metavar="[IP:]PORT:CPORT", help="publish a container port; on an ssh host, forwarded to this machine"
+    )
+    container.add_argument("--network", metavar="NAME", help="the container's network: bridge (default), host, none or a network's name")
     steps = parser.add_argument_group("steps (build, sync in, run, sync out)")
     steps.add_argument("--no-build", action="store_true", help="run the project's newest image on the host without rebuilding")
     steps.add_argument("--no-sync", action="store_true", help="neither copy data to the host nor bring results back")
@@ -269,11 +278,20 @@ def _run_command(command: list[str], args: argparse.Namespace) -> int:
         steps=steps,
         full_sync=args.full_sync,
         accept_deletions=args.accept_deletions,
+        container=_container_flags(args),
     )
     if args.dry_run:
         print("\n".join(job.dry_run_report(config, request, local)), flush=True)
         return 0
     return job.run(config, request, local)
+
+
+def _container_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The container options given on the command line (they win over [run] settings)."""
+    given: dict[str, object] = {key: getattr(args, key) for key in ("shm_size", "memory", "cpus", "gpus", "network") if getattr(args, key)}
+    if args.publish:
+        given["publish"] = list(args.publish)
+    return given
 
 
 def _subcommand(command: list[str], args: argparse.Namespace) -> int:
@@ -347,13 +365,13 @@ def _hosts(options: argparse.Namespace) -> int:
     return 0
 
 
-HOST_COLUMNS = ("NAME", "POOL", "SOURCE", "URL", "STATE", "ENGINE", "CPUS", "MEMORY", "FP JOBS", "FREE DISK")
+HOST_COLUMNS = ("NAME", "POOL", "SOURCE", "URL", "STATE", "ENGINE", "CPUS", "MEMORY", "GPUS", "FP JOBS", "FREE DISK")
 
 
 def _host_row(found: hosts.Probe) -> tuple[str, ...]:
     pool = "yes" if found.host.pool else "-"
     if not found.reachable:
-        return (found.host.name, pool, found.host.source, found.host.url, f"unreachable: {found.reason}", "", "", "", "", "")
+        return (found.host.name, pool, found.host.source, found.host.url, f"unreachable: {found.reason}", "", "", "", "", "", "")
     free = human_bytes(found.free_bytes) if found.free_bytes is not None else "-"
     return (
         found.host.name,
@@ -364,6 +382,7 @@ def _host_row(found: hosts.Probe) -> tuple[str, ...]:
         found.version,
         str(found.cpus),
         human_bytes(found.memory),
+        "nvidia" if found.gpus else "-",
         str(found.running_jobs),
         free,
     )

@@ -63,10 +63,14 @@ class BuildSettings:
     allow: tuple[str, ...] = ()  # secret-looking paths to ship anyway (globs, relative to the project)
 
 
+CONTAINER_OPTIONS = ("shm_size", "memory", "cpus", "gpus", "network", "publish")  # [run] keys with docker's names
+
+
 @dataclass(frozen=True)
 class RunSettings:
     env: tuple[str, ...] = ()
     user: str = "auto"
+    container: Mapping[str, Any] = field(default_factory=dict)  # CONTAINER_OPTIONS given (see options.parse_options)
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ class Config:
 SCHEMA: dict[str, dict[str, type]] = {
     "project": {"name": str, "id": str, "data": str, "results": list, "workdir": str},
     "build": {"base_image": str, "dockerfile": str, "allow": list},
-    "run": {"env": list, "user": str},
+    "run": {"env": list, "user": str, "shm_size": str, "memory": str, "cpus": str, "gpus": str, "network": str, "publish": list},
     "pool": {"hosts": list, "default_host": str},
 }
 HOST_SCHEMA: dict[str, type] = {
@@ -293,7 +297,9 @@ def _build_config(root: Path, merged: dict[str, dict[str, Any]], hosts: dict[str
         root=root,
         project=ProjectSettings(name=name, data=data, results=results, workdir=workdir, id=project_id),
         build=BuildSettings(**{**merged["build"], "allow": tuple(merged["build"].get("allow", ()))}),
-        run=RunSettings(env=tuple(merged["run"].get("env", ())), user=user),
+        run=RunSettings(
+            env=tuple(merged["run"].get("env", ())), user=user, container={key: merged["run"][key] for key in CONTAINER_OPTIONS if key in merged["run"]}
+        ),
         hosts={host: _host_settings(host, table) for host, table in hosts.items()},
         pool=_pool_settings(merged["pool"]),
     )

@@ -471,6 +471,10 @@ class Engine:
         """The engine's /info: version, CPUs, memory, root folder..."""
         return self._json("GET", "/info", action="reading engine information")
 
+    def network_names(self) -> list[str]:
+        found = self._json("GET", "/networks", expect=list, action="listing networks")
+        return [str(network.get("Name", "")) for network in found if isinstance(network, dict)]
+
     # -- containers -------------------------------------------------------------------
 
     def containers(self, labels: Iterable[str], *, running_only: bool = True) -> list[dict[str, Any]]:
@@ -515,6 +519,18 @@ class Engine:
     def create_container(self, config: Mapping[str, Any], name: str) -> str:
         created = self._json("POST", "/containers/create", params={"name": name}, json_body=config, action="creating the container")
         return self._field(created, "Id", str, "POST /containers/create")
+
+    def published_ports(self, container: str) -> dict[str, int]:
+        """The host port of each published container port ("8888/tcp" -> 49153), once it started."""
+        inspected = self._json("GET", f"/containers/{container}/json", action="inspecting the container")
+        ports = (inspected.get("NetworkSettings") or {}).get("Ports") or {}
+        found = {}
+        for key, bindings in ports.items() if isinstance(ports, dict) else ():
+            for binding in bindings or ():
+                if isinstance(binding, dict) and str(binding.get("HostPort", "")).isdigit():
+                    found[str(key)] = int(binding["HostPort"])
+                    break
+        return found
 
     def attach(self, container: str, *, stdin: bool) -> Attached:
         """Hijack a connection carrying the container's stdio (before start, so nothing is missed)."""

@@ -17,6 +17,7 @@ from fireplug.engine import DEFAULT_TIMEOUT, Engine
 from fireplug.errors import FireplugError
 from fireplug.inventory import LOCAL, Host, Inventory
 from fireplug.locks import Leases
+from fireplug.options import has_gpus
 from fireplug.ssh import SshConnection, SshSettings
 from fireplug.transport import connector_for
 
@@ -48,6 +49,7 @@ class Probe:
     memory: int = 0
     jobs: frozenset[str] = frozenset()  # running fp jobs: the fp process that started each (or its container id)
     free_bytes: int | None = None
+    gpus: bool = False  # the engine reports an NVIDIA runtime
     skipped: bool = False  # not asked (remembered unreachable), or not waited for (another host was chosen)
 
     @property
@@ -66,6 +68,7 @@ class Probe:
             "memory": self.memory,
             "running_jobs": self.running_jobs,
             "free_bytes": self.free_bytes,
+            "gpus": self.gpus,
             "data_root": None if self.host.local else self.host.data_root,
             "labels": dict(self.host.labels),
             "pool": self.host.pool,
@@ -127,6 +130,7 @@ def probe(host: Host, settings: SshSettings, *, timeout: float, local_folder: st
         memory=int(info.get("MemTotal") or 0),
         jobs=jobs,
         free_bytes=free,
+        gpus=has_gpus(info),
     )
 
 

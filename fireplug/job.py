@@ -11,8 +11,9 @@ import posixpath
 import shlex
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from fireplug import console, hosts
 from fireplug.build import (
@@ -38,6 +39,7 @@ from fireplug.errors import ConnectionLost, ContextChanged, FireplugError, Proje
 from fireplug.inventory import Host, Inventory, load_inventory
 from fireplug.locks import Leases, this_process
 from fireplug.lookup import ensure_command
+from fireplug.options import ContainerOptions, Publish, check_against_host, local_port, parse_options, through_ssh
 from fireplug.proc import display
 from fireplug.run import ContainerSpec, Mount, Stdio, docker_run_argv, ignore_late_signals, run_container
 from fireplug.scancache import cache_dir, load_context
@@ -85,6 +87,7 @@ class RunRequest:
     steps: Steps = Steps()
     full_sync: bool = False  # compare every file's content on both sides, whatever the metadata says
     accept_deletions: bool = False  # repeat a mass deletion on the host here too
+    container: Mapping[str, Any] = field(default_factory=dict)  # container options from the command line (see options.py)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ def run(config: Config, request: RunRequest, local: LocalSide) -> int:
     """
     started = time.perf_counter()
     resolve_env([*config.run.env, *request.env], local.environ)  # usage errors first, before any host is probed
+    container_options(config, request)
     settings = SshSettings.from_env(local.environ, local.uid)
     leases = Leases(lock_folder(local).parent / "leases")
     host, why = choose_host(config, request, local, settings, leases=leases)
@@ -132,9 +136,30 @@ def _build_and_run(config: Config, request: RunRequest, local: LocalSide, settin
     connection = hosts.connect(host, settings, verbose=request.verbose)
     if connection.shell is not None and not host.local:  # files written there must stay the ssh user's, for rsync
         spec = container_spec(config, "", request, local, host=host, owner=connection.shell.identity())
+    if request.steps.run:
+        spec = fit_to_host(spec, connection)
     image = ready_image(connection.engine, config, request, local, own, context, spec)
     job = _Job(config, request, local, connection, replace(spec, image=image.tag if image else ""), started)
     return job.run_here() if host.local else job.run_remote()
+
+
+def fit_to_host(spec: ContainerSpec, connection: hosts.Connection) -> ContainerSpec:
+    """The spec checked against the host's engine (before anything is built or synced), with its
+    memory (for the default /dev/shm), and published ports kept on an ssh host's loopback.
+
+    Raises:
+        FireplugError: an option the host cannot honour (see options.check_against_host).
+    """
+    engine, host = connection.engine, connection.host
+    info = engine.info()
+    check_against_host(spec.options, host.name, info, engine.network_names() if spec.options.network else ())
+    options = spec.options
+    if options.publish and connection.shell is not None and not host.local:
+        options = through_ssh(options, host.name)
+    elif options.publish and not host.local:
+        ports = ", ".join(str(local_port(port)) for port in options.publish)
+        console.note(f"ports are published on host '{host.name}' itself (no ssh to forward them here): {ports}")
+    return replace(spec, options=options, host_memory=int(info.get("MemTotal") or 0))
 
 
 def ready_image(
@@ -289,7 +314,37 @@ class _Job:
         if self.request.verbose:
             console.detail(f"image {self.spec.image} on host '{self.host}'; starting {self.spec.name} ({_ms(self.started)})")
             console.detail(f"$ {display(docker_run_argv(self.spec))}")
-        return run_container(self.connection.engine, self.spec, self.local.stdio, last_step=last_step)
+        forwards = _PortForwards(self.connection, container_options(self.config, self.request).publish)
+        try:
+            return run_container(self.connection.engine, self.spec, self.local.stdio, last_step=last_step, on_started=forwards.open)
+        finally:
+            forwards.close()
+
+
+class _PortForwards:
+    """On an ssh host, each published port listens here too (ssh -L), for as long as the run lasts."""
+
+    def __init__(self, connection: hosts.Connection, asked: tuple[Publish, ...]) -> None:
+        self.connection = connection
+        self.asked = asked if connection.shell is not None and not connection.host.local else ()
+        self.opened: list[tuple[str, int, int]] = []
+
+    def open(self, container: str) -> None:
+        """Raises: SshError: a forward could not be made (the port is taken here, say)."""
+        shell = self.connection.shell
+        if not self.asked or shell is None:
+            return
+        published = self.connection.engine.published_ports(container)
+        for port in self.asked:
+            address, here, there = port.ip or "127.0.0.1", local_port(port), published.get(port.key, 0)
+            shell.forward_port(address, here, there)
+            self.opened.append((address, here, there))
+            console.note(f"port {port.container_port} of the container is at {address}:{here} here (forwarded over ssh)")
+
+    def close(self) -> None:
+        shell = self.connection.shell
+        for address, here, there in self.opened if shell is not None else ():
+            shell.forward_port(address, here, there, cancel=True)
 
 
 def _remove_quietly(engine: Engine, container: str, name: str) -> None:
@@ -452,7 +507,17 @@ def container_spec(config: Config, image: str, request: RunRequest, local: Local
         user=user,
         tty=local.stdin_is_terminal and local.stdout_is_terminal,
         stdin=local.stdio.stdin is not None,
+        options=container_options(config, request),
     )
+
+
+def container_options(config: Config, request: RunRequest) -> ContainerOptions:
+    """[run] settings, with the command line's flags on top.
+
+    Raises:
+        UsageError: a value docker would not accept.
+    """
+    return parse_options({**config.run.container, **request.container})
 
 
 def _refuse_what_json_cannot_carry(config: Config, request: RunRequest) -> None:

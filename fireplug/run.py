@@ -17,12 +17,13 @@ import struct
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fireplug import console
 from fireplug.engine import Attached, Engine
 from fireplug.errors import ConnectionLost, EngineUnreachable, FireplugError, Interrupted
+from fireplug.options import ContainerOptions
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 OUTPUT_DRAIN_SECONDS = 10.0
@@ -48,6 +49,8 @@ class ContainerSpec:
     user: str = ""
     tty: bool = False
     stdin: bool = False
+    options: ContainerOptions = field(default_factory=ContainerOptions)
+    host_memory: int = 0  # the engine's MemTotal: the default /dev/shm size follows it
 
 
 @dataclass(frozen=True)
@@ -74,11 +77,13 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         "AttachStdin": spec.stdin,
         "AttachStdout": True,
         "AttachStderr": True,
+        "ExposedPorts": spec.options.exposed_ports(),
         "HostConfig": {
             "Init": True,
             "AutoRemove": False,
             # Mounts, not Binds: a path may hold ':' or ',' (Binds would split it there).
             "Mounts": [{"Type": "bind", "Source": mount.source, "Target": mount.target, "ReadOnly": mount.read_only} for mount in spec.mounts],
+            **spec.options.host_config(spec.host_memory),
         },
     }
 
@@ -91,10 +96,11 @@ def docker_run_argv(spec: ContainerSpec) -> list[str]:
         argv += ["-e", f"{name}={value}"]
     for mount in spec.mounts:
         argv += ["-v", f"{mount.source}:{mount.target}{':ro' if mount.read_only else ''}"]
-    return [*argv, spec.image, *spec.command]
+    options = replace(spec.options, shm_size=spec.options.host_config(spec.host_memory)["ShmSize"])
+    return [*argv, *options.run_flags(), spec.image, *spec.command]
 
 
-def run_container(engine: Engine, spec: ContainerSpec, stdio: Stdio, *, last_step: bool = False) -> int:
+def run_container(engine: Engine, spec: ContainerSpec, stdio: Stdio, *, last_step: bool = False, on_started: Callable[[str], None] | None = None) -> int:
     """Create, attach, start and supervise the container; remove it however the run ends,
     except after a lost connection, when the job may still be running there.
 
@@ -103,7 +109,8 @@ def run_container(engine: Engine, spec: ContainerSpec, stdio: Stdio, *, last_ste
     changes nothing (its status stands, and the results are still brought back).
 
     ``last_step``: nothing follows (no sync out), so once the command's status is known the
-    signals stay ignored (see ``ignore_late_signals``).
+    signals stay ignored (see ``ignore_late_signals``). ``on_started``: told the container's id
+    once it started (its published ports exist then); what it raises ends the run.
 
     Returns the command's exit status, or 128 + the signal fp received when fp had to kill it.
 
@@ -114,7 +121,7 @@ def run_container(engine: Engine, spec: ContainerSpec, stdio: Stdio, *, last_ste
     """
     with _HeldSignals(tty=spec.tty, then_ignore=last_step) as held:
         container = engine.create_container(container_config(spec), spec.name)
-        supervisor = _Supervisor(engine, container, spec, stdio, held)
+        supervisor = _Supervisor(engine, container, spec, stdio, held, on_started)
         try:
             status = supervisor.run()
         except EngineUnreachable as e:
@@ -206,7 +213,10 @@ class _HeldSignals:
 
 
 class _Supervisor:
-    def __init__(self, engine: Engine, container: str, spec: ContainerSpec, stdio: Stdio, held: _HeldSignals) -> None:
+    def __init__(
+        self, engine: Engine, container: str, spec: ContainerSpec, stdio: Stdio, held: _HeldSignals, on_started: Callable[[str], None] | None = None
+    ) -> None:
+        self.on_started = on_started
         self.engine = engine
         self.container = container
         self.spec = spec
@@ -240,6 +250,8 @@ class _Supervisor:
         try:
             self.start_sent = True
             self.engine.start(self.container)
+            if self.on_started is not None:
+                self.on_started(self.container)
             if self.spec.tty:
                 self._resize()
             output.start()

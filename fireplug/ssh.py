@@ -267,6 +267,18 @@ class SshConnection:
         while not Path(local).exists() and time.monotonic() < deadline:
             time.sleep(0.01)
 
+    def forward_port(self, local_ip: str, port: int, remote_port: int, *, cancel: bool = False) -> None:
+        """Listen on ``local_ip:port`` here and forward to the host's 127.0.0.1:``remote_port`` (through the master).
+
+        Raises:
+            SshError: the forward could not be set up (the port is in use here, say).
+        """
+        spec = f"{local_ip}:{port}:127.0.0.1:{remote_port}"
+        action = "cancel" if cancel else "forward"
+        completed = proc.run([*self.client_argv(), "-O", action, "-L", spec, self.target.address], timeout=10, what=f"ssh -O {action}", verbose=self.verbose)
+        if completed.returncode != 0 and not cancel:
+            raise SshError(self.host, str(self.target), f"could not forward port {local_ip}:{port} here: {completed.stderr_tail() or 'no reason given'}")
+
     def identity(self) -> tuple[int, int]:
         """The ssh user's uid and gid on the host (asked once, then kept beside the control socket)."""
         facts = _read_facts(self.control_path + ".facts") or self._remote_facts()

@@ -50,6 +50,7 @@ def test_container_config_runs_under_init_and_is_never_auto_removed() -> None:
             {"Type": "bind", "Source": "/l/data", "Target": "/w/p/data", "ReadOnly": False},
             {"Type": "bind", "Source": "/l/ro", "Target": "/w/ro", "ReadOnly": True},
         ],
+        "ShmSize": 64 << 20,  # the host's memory is not known here: docker's own size
     }
     assert (config["OpenStdin"], config["StdinOnce"], config["AttachStdin"], config["Tty"]) == (True, True, True, False)
     assert (config["User"], config["WorkingDir"], config["Labels"]) == ("1000:100", "/w/p/src", {"io.fireplug.run": "1"})
