@@ -19,14 +19,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from fireplug.serialize.store import CODECS, FORMAT_VERSION, META_ATTRIBUTE, SerializeError, Writer, _as_array, read_file, save_array
+from fireplug.serialize.store import CODECS, FORMAT_VERSION, META_ATTRIBUTE, SerializeError, Writer, _as_array, needs, read_file, save_array
 
 __all__ = ["CODECS", "FORMAT_VERSION", "META_ATTRIBUTE", "SerializeError", "Writer", "load", "save"]
 
 
 def save(path: str | os.PathLike[str], obj: Any, *, codec: str = "lz4", level: int = 1, shuffle: bool | None = None) -> None:
     """Write ``obj`` to ``path``, replacing the file: a NumPy array (any fixed-size dtype, any
-    ndim, C or Fortran order), a pandas DataFrame, or a SciPy CSR/CSC/COO sparse matrix.
+    ndim, C or Fortran order) or scalar, a pandas DataFrame or Series (name and index kept),
+    or a SciPy CSR/CSC/COO sparse matrix.
 
     ``codec``: one of ``CODECS``; ``level``: 0-9; ``shuffle``: Blosc's byte shuffle, or None
     to choose it per column from a sample (it helps counters and random values, hurts columns
@@ -40,31 +41,34 @@ def save(path: str | os.PathLike[str], obj: Any, *, codec: str = "lz4", level: i
     if sparse.is_sparse(obj):
         with Writer(path, codec=codec, level=level, shuffle=shuffle) as writer:
             sparse.write_sparse(writer, obj)
-    elif frames.is_frame(obj):
+    elif frames.is_frame(obj) or frames.is_series(obj):
         with Writer(path, codec=codec, level=level, shuffle=shuffle) as writer:
             frames.write_frame(writer, obj)
     else:
-        save_array(path, _as_array(path, obj), codec=codec, level=level, shuffle=shuffle)
+        array = _as_array(path, obj)
+        save_array(path, array, codec=codec, level=level, shuffle=shuffle, scalar=array is not obj and array.ndim == 0)
 
 
 def load(path: str | os.PathLike[str], *, rows: slice | None = None, columns: list[Any] | None = None) -> Any:
-    """What ``path`` holds. ``rows``: only those rows (arrays and DataFrames), read without
-    loading the rest; ``columns``: only those DataFrame columns.
+    """What ``path`` holds. ``rows``: only those rows (arrays, DataFrames and Series), read
+    without loading the rest; ``columns``: only those DataFrame columns.
 
     Raises:
         SerializeError: missing, damaged, truncated or foreign file, a newer format version,
-            or ``rows`` / ``columns`` that do not apply.
+            ``rows`` / ``columns`` that do not apply, or pandas / scipy missing for a file that needs it.
     """
     from fireplug.serialize import frames, sparse
 
     def read(reader: Any) -> Any:
         if reader.kind == "frame":
+            needs(path, "pandas", "loading this DataFrame", "frames")
             return frames.read_frame(reader, rows, columns)
         if columns is not None:
             raise SerializeError(path, "columns= applies to DataFrames only")
         if reader.kind == "sparse":
             if rows is not None:
                 raise SerializeError(path, "rows= applies to arrays and DataFrames, not sparse matrices")
+            needs(path, "scipy.sparse", "loading this sparse matrix", "sparse")
             return sparse.read_sparse(reader)
         return reader.read(rows)
 

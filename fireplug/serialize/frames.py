@@ -24,13 +24,21 @@ def is_frame(obj: Any) -> bool:
     return type(obj).__module__.startswith("pandas") and type(obj).__name__ == "DataFrame"
 
 
+def is_series(obj: Any) -> bool:
+    return type(obj).__module__.startswith("pandas") and type(obj).__name__ == "Series"
+
+
 def write_frame(writer: Writer, frame: Any) -> None:
-    """Store ``frame`` in ``writer``'s file.
+    """Store ``frame`` (a DataFrame, or a Series: a one-column frame marked as such) in ``writer``'s file.
 
     Raises:
         SerializeError: a MultiIndex, a name that is not a JSON value, or a column of Python objects other than strings.
     """
     import pandas as pd
+
+    series = is_series(frame)
+    if series:
+        frame = pd.DataFrame({0: frame}).set_axis(pd.Index([frame.name], dtype=object), axis=1)
 
     if isinstance(frame.columns, pd.MultiIndex) or isinstance(frame.index, pd.MultiIndex):
         raise SerializeError(writer.path, "cannot save a MultiIndex: reset_index() or flatten the columns first")
@@ -46,13 +54,17 @@ def write_frame(writer: Writer, frame: Any) -> None:
         "columns_name": frame.columns.name,
         "columns_dtype": str(frame.columns.dtype),
         "index": _write_index(writer, frame.index),
+        **({"series": True} if series else {}),
     }
 
 
 def read_frame(reader: _Reader, rows: slice | None, wanted_columns: list[Any] | None) -> Any:
+    """The DataFrame (or Series) stored; ``rows`` and ``wanted_columns`` as ``load`` takes them."""
     import pandas as pd
 
     meta = reader.meta
+    if meta.get("series") and wanted_columns is not None:
+        raise SerializeError(reader.path, "columns= applies to DataFrames, and this file holds a Series")
     total = meta["nrows"]
     span = RowSpan.of(rows, total)
     first, last = span.first, span.last
@@ -62,7 +74,8 @@ def read_frame(reader: _Reader, rows: slice | None, wanted_columns: list[Any] | 
     frame = pd.DataFrame(data, index=index)
     frame.columns = _names_index(pd, [column["name"] for _, column in chosen], meta["columns_name"], meta.get("columns_dtype", "object"))
     positions = span.positions()
-    return frame if positions is None else frame.iloc[positions]
+    frame = frame if positions is None else frame.iloc[positions]
+    return frame.iloc[:, 0].rename(meta["columns"][0]["name"]) if meta.get("series") else frame
 
 
 def _series(pd: Any, values: Any, index: Any) -> Any:
@@ -224,9 +237,12 @@ def _read_strings(reader: _Reader, meta: dict[str, Any], first: int, last: int) 
     if meta["storage"] == "object":
         return objects
     try:  # pandas' "string" (NA for missing) or, from pandas 3, "str" (NaN)
-        return pd.array(objects, dtype=meta["storage"])
+        dtype = pd.api.types.pandas_dtype(meta["storage"])
     except (TypeError, ValueError):  # an older pandas without that string dtype
         return objects
+    if not isinstance(dtype, pd.StringDtype):  # "str" before pandas 3 is NumPy's: it would spell None as 'None'
+        return objects
+    return pd.array(objects, dtype=dtype)
 
 
 def _read_utf8(reader: _Reader, meta: dict[str, Any], first: int, last: int) -> Any:

@@ -47,9 +47,11 @@ class SerializeError(Exception):
         self.path = os.fspath(path)
 
 
-def save_array(path: str | os.PathLike[str], array: np.ndarray, *, codec: str, level: int, shuffle: bool | None) -> None:
-    """Write a NumPy array to ``path`` (see ``fireplug.serialize.save``)."""
+def save_array(path: str | os.PathLike[str], array: np.ndarray, *, codec: str, level: int, shuffle: bool | None, scalar: bool = False) -> None:
+    """Write a NumPy array to ``path`` (see ``fireplug.serialize.save``); ``scalar``: a 0-d
+    array that stands for a NumPy scalar."""
     with Writer(path, codec=codec, level=level, shuffle=shuffle) as writer:
+        writer.numpy_scalar = scalar
         writer.order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
         writer.append(array)  # cut into chunk-sized views inside: never copied whole
 
@@ -100,6 +102,7 @@ class Writer:
         self.path = path
         self.codec, self.level, self.shuffle = codec, level, shuffle
         self.order = "C"  # the memory order ``load`` gives back
+        self.numpy_scalar = False  # a 0-d array that ``load`` gives back as a NumPy scalar
         self.composite: dict[str, Any] | None = None  # header of a sparse matrix or DataFrame, once stored
         self._tables, self._np, self._blosc = _tables(), _numpy(), _blosc_for_pool()
         try:
@@ -166,6 +169,7 @@ class Writer:
             "kind": "ndarray",
             "dtype": _dtype_text(self._dtype),
             "shape": [] if self._scalar else [self._rows, *self._trailing],
+            **({"scalar": True} if self.numpy_scalar else {}),
             "layout": self.layout,
             "order": self.order,
             "codec": self.codec,
@@ -444,7 +448,8 @@ class _Reader:
 
     def read(self, rows: slice | None) -> np.ndarray:
         if not self.shape:
-            return self._rows_of(self.handle.root.rows, 1, 0, 1, ()).reshape(())
+            value = self._rows_of(self.handle.root.rows, 1, 0, 1, ()).reshape(())
+            return value[()] if self.meta.get("scalar") else value
         span = RowSpan.of(rows, self.shape[0])
         block = span.pick(self._block(span.first, span.last))
         return self.np.asfortranarray(block) if self.meta.get("order") == "F" else block
@@ -653,8 +658,10 @@ def _meta(path: str | os.PathLike[str], handle: Any) -> dict[str, Any]:
 
 def _as_array(path: str | os.PathLike[str], obj: Any) -> np.ndarray:
     np = _numpy()
+    if isinstance(obj, np.generic):
+        obj = np.asarray(obj)
     if not isinstance(obj, np.ndarray):
-        raise SerializeError(path, f"cannot save a {type(obj).__module__}.{type(obj).__name__}: not a NumPy array")
+        raise SerializeError(path, f"cannot save a {type(obj).__module__}.{type(obj).__name__}: not a NumPy array, scalar, DataFrame, Series or sparse matrix")
     if obj.dtype.hasobject:
         raise SerializeError(path, f"cannot save dtype {obj.dtype}: Python objects have no fixed size (use fixed-width strings, 'U' or 'S')")
     if obj.dtype.itemsize == 0:
@@ -695,6 +702,21 @@ def _open_failure(path: str | os.PathLike[str], error: BaseException) -> str:
     if not os.path.exists(os.fspath(path)):
         return "no such file"
     return f"not an HDF5 file, or damaged ({type(error).__name__})"
+
+
+def needs(path: str | os.PathLike[str], module: str, what: str, extra: str) -> Any:
+    """``module`` imported, or a SerializeError saying which package to install.
+
+    Raises:
+        SerializeError: ``module`` is not installed here.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        package = module.split(".")[0]
+        raise SerializeError(path, f"{what} needs {package}, which is not installed here: pip install {package} (or pip install 'fireplug[{extra}]')") from e
 
 
 def _numpy() -> Any:

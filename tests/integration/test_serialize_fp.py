@@ -67,6 +67,12 @@ matrix = s.load("data/matrix.h5")
 assert matrix.format == "csr" and matrix.nnz == 30 and matrix.sum() == 435
 s.save("data/frame_back.h5", frame.assign(price=frame["price"] * 10))
 s.save("data/matrix_back.h5", (matrix * 2).tocoo())
+text = s.load("data/text.h5")  # pandas 3's "str", missing as None and NaN: missing here too, not 'None'
+assert text.name == "note" and text.index.tolist() == ["a", "b", "c", "d"], text
+assert text.isna().tolist() == [False, True, True, False] and text.iloc[3] == "z", text.tolist()
+s.save("data/text_back.h5", text.str.upper())
+one = s.load("data/one.h5")
+assert isinstance(one, np.float32) and one == np.float32(2.5), repr(one)
 print("container pandas", pd.__version__)
 """
 
@@ -89,6 +95,10 @@ def test_dataframes_and_sparse_matrices_cross_both_ways(fp, project: Project) ->
     (project.root / "data").mkdir()
     serialize.save(project.root / "data/frame.h5", frame)
     serialize.save(project.root / "data/matrix.h5", matrix)
+    text = pd.Series(["y", None, np.nan, "z"], index=list("abcd"), name="note")
+    assert str(text.dtype) == "str"  # pandas 3 here
+    serialize.save(project.root / "data/text.h5", text)
+    serialize.save(project.root / "data/one.h5", np.float32(2.5))
     result = fp(project.root, "python", "-c", FRAME_SIDE)
     assert result.code == 0, result.err
     assert result.out.startswith("container pandas 1.")
@@ -97,5 +107,7 @@ def test_dataframes_and_sparse_matrices_cross_both_ways(fp, project: Project) ->
     # and has nanosecond datetimes only
     expected = frame.assign(price=frame["price"] * 10, local=frame["local"].dt.as_unit("ns"))
     pd.testing.assert_frame_equal(back, expected, check_column_type=False)
+    text_back = serialize.load(project.root / "data/text_back.h5")
+    assert text_back.name == "note" and text_back.isna().tolist() == [False, True, True, False] and text_back.tolist()[::3] == ["Y", "Z"]
     matrix_back = serialize.load(project.root / "data/matrix_back.h5")
     assert matrix_back.format == "coo" and (matrix_back.tocsr() != matrix * 2).nnz == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -333,3 +334,38 @@ def test_sparse_matrices_round_trip_as_their_own_type(tmp_path: Path, form: str)
         load(tmp_path / "s.h5", rows=slice(0, 10))
     with pytest.raises(SerializeError, match=r"convert it with \.tocsr\(\)"):
         save(tmp_path / "l.h5", matrix.tolil())
+
+
+def test_series_and_numpy_scalars_round_trip(tmp_path: Path) -> None:
+    import pandas as pd
+
+    series = pd.Series([1.5, None, 3.0], index=pd.Index(["a", "b", "c"], name="key"), name="price")
+    serialize.save(tmp_path / "s.h5", series)
+    pd.testing.assert_series_equal(serialize.load(tmp_path / "s.h5"), series)
+    assert serialize.load(tmp_path / "s.h5", rows=slice(1, 3)).index.tolist() == ["b", "c"]
+    with pytest.raises(SerializeError, match="holds a Series"):
+        serialize.load(tmp_path / "s.h5", columns=["price"])
+    unnamed = pd.Series(["x", None, np.nan])
+    serialize.save(tmp_path / "u.h5", unnamed)
+    back = serialize.load(tmp_path / "u.h5")
+    assert back.name is None and back.isna().tolist() == [False, True, True]
+    for scalar in (np.float32(2.5), np.int64(-7), np.bool_(True), np.datetime64("2024-01-01")):
+        serialize.save(tmp_path / "x.h5", scalar)
+        loaded = serialize.load(tmp_path / "x.h5")
+        assert type(loaded) is type(scalar) and loaded == scalar
+    serialize.save(tmp_path / "zero-d.h5", np.array(3.0))
+    assert serialize.load(tmp_path / "zero-d.h5").shape == ()  # a 0-d array stays an array
+
+
+def test_a_missing_pandas_or_scipy_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+    import scipy.sparse
+
+    serialize.save(tmp_path / "f.h5", pd.DataFrame({"a": [1, 2]}))
+    serialize.save(tmp_path / "m.h5", scipy.sparse.eye(3, format="csr"))
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    monkeypatch.setitem(sys.modules, "scipy.sparse", None)
+    with pytest.raises(SerializeError, match=r"needs pandas, which is not installed here: pip install pandas \(or pip install 'fireplug\[frames\]'\)"):
+        serialize.load(tmp_path / "f.h5")
+    with pytest.raises(SerializeError, match=r"needs scipy.*fireplug\[sparse\]"):
+        serialize.load(tmp_path / "m.h5")
