@@ -68,6 +68,8 @@ def scan_rules(config: Config, recipe_name: str, generated: bool) -> ScanRules:
 
 def project_dockerfile(config: Config) -> str:
     """The project's own Dockerfile (relative path), or "" when fp generates one."""
+    if not config.build.use_dockerfile:
+        return ""
     if config.build.dockerfile:
         return config.build.dockerfile
     return "Dockerfile" if (config.root / "Dockerfile").is_file() else ""
@@ -151,7 +153,8 @@ def _build_project_image(engine: Engine, config: Config, context: Context, recip
     extra = [] if not recipe.generated else [(recipe.name, recipe.text.encode()), (".dockerignore", f".dockerignore\n{recipe.name}\n".encode())]
     labels = {} if recipe.generated else project_labels(config)
     buildargs = {BASE_ARG: base.tag} if base and not recipe.generated else {}
-    title = f"building image {tag} on host '{engine.host}' ({context.file_count} files, {human_bytes(context.total_bytes)})"
+    recipe_name = "" if recipe.generated else f" from the project's {recipe.name} (build.dockerfile = false ignores it)"
+    title = f"building image {tag}{recipe_name} on host '{engine.host}' ({context.file_count} files, {human_bytes(context.total_bytes)})"
     image_id = _build(engine, tar_stream(context, extra), tag=tag, dockerfile=recipe.name, buildargs=buildargs, labels=labels, title=title, verbose=verbose)
     return Image(tag, image_id, built=True)
 

@@ -60,6 +60,7 @@ class ProjectSettings:
 class BuildSettings:
     base_image: str = DEFAULT_BASE_IMAGE
     dockerfile: str = ""
+    use_dockerfile: bool = True  # false: a project Dockerfile is ignored, fp generates its own
     allow: tuple[str, ...] = ()  # secret-looking paths to ship anyway (globs, relative to the project)
 
 
@@ -112,9 +113,9 @@ class Config:
 
 
 # section -> key -> type; list means a list of strings.
-SCHEMA: dict[str, dict[str, type]] = {
+SCHEMA: dict[str, dict[str, Any]] = {
     "project": {"name": str, "id": str, "data": str, "results": list, "workdir": str},
-    "build": {"base_image": str, "dockerfile": str, "allow": list},
+    "build": {"base_image": str, "dockerfile": (str, bool), "allow": list},
     "run": {"env": list, "user": str, "shm_size": str, "memory": str, "cpus": str, "gpus": str, "network": str, "publish": list},
     "pool": {"hosts": list, "default_host": str},
 }
@@ -128,7 +129,14 @@ HOST_SCHEMA: dict[str, type] = {
     "labels": dict,
     "pool": bool,
 }
-_TYPE_NAMES = {bool: "true or false", str: "a string", int: "an integer", list: "a list of strings", dict: "a table"}
+_TYPE_NAMES: dict[Any, str] = {
+    (str, bool): "a path or false",
+    bool: "true or false",
+    str: "a string",
+    int: "an integer",
+    list: "a list of strings",
+    dict: "a table",
+}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _ID_RE = re.compile(r"^[a-z0-9]{4,32}$")
 _HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -224,7 +232,7 @@ def _check_hosts(values: Any, source: Source) -> None:
             _check_type(f"{section}.{key}", value, HOST_SCHEMA[key], source, line)
 
 
-def _check_type(key: str, value: Any, expected: type, source: Source, line: int | None) -> None:
+def _check_type(key: str, value: Any, expected: Any, source: Source, line: int | None) -> None:
     valid = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     if expected is list:
         valid = valid and all(isinstance(item, str) for item in value)
@@ -296,12 +304,23 @@ def _build_config(root: Path, merged: dict[str, dict[str, Any]], hosts: dict[str
     return Config(
         root=root,
         project=ProjectSettings(name=name, data=data, results=results, workdir=workdir, id=project_id),
-        build=BuildSettings(**{**merged["build"], "allow": tuple(merged["build"].get("allow", ()))}),
+        build=_build_settings(merged["build"]),
         run=RunSettings(
             env=tuple(merged["run"].get("env", ())), user=user, container={key: merged["run"][key] for key in CONTAINER_OPTIONS if key in merged["run"]}
         ),
         hosts={host: _host_settings(host, table) for host, table in hosts.items()},
         pool=_pool_settings(merged["pool"]),
+    )
+
+
+def _build_settings(table: dict[str, Any]) -> BuildSettings:
+    dockerfile = table.get("dockerfile", "")
+    use = dockerfile not in (False, "false")  # `dockerfile = false`, or FP_BUILD_DOCKERFILE=false
+    return BuildSettings(
+        base_image=table.get("base_image", DEFAULT_BASE_IMAGE),
+        dockerfile=dockerfile if isinstance(dockerfile, str) and use else "",
+        use_dockerfile=use,
+        allow=tuple(table.get("allow", ())),
     )
 
 

@@ -29,6 +29,7 @@ from fireplug.build import (
     image_hash,
     latest_project_image,
     own_recipe,
+    project_dockerfile,
     project_image_tag,
     scan_rules,
 )
@@ -139,8 +140,25 @@ def _build_and_run(config: Config, request: RunRequest, local: LocalSide, settin
     if request.steps.run:
         spec = fit_to_host(spec, connection)
     image = ready_image(connection.engine, config, request, local, own, context, spec)
+    if image is not None and project_dockerfile(config) and not config.project.workdir:
+        spec = in_image_workdir(spec, config, local, connection.engine.image_config(image.id))
     job = _Job(config, request, local, connection, replace(spec, image=image.tag if image else ""), started)
     return job.run_here() if host.local else job.run_remote()
+
+
+def in_image_workdir(spec: ContainerSpec, config: Config, local: LocalSide, image_config: Mapping[str, Any]) -> ContainerSpec:
+    """With the project's own Dockerfile, the project sits where its WORKDIR says (unless
+    project.workdir is set): the command runs there and the data folder is mounted under it."""
+    workdir = str(image_config.get("WorkingDir") or "")
+    if not workdir.startswith("/"):
+        return spec
+    return rooted(spec, config, local, workdir)
+
+
+def rooted(spec: ContainerSpec, config: Config, local: LocalSide, project_in_container: str) -> ContainerSpec:
+    """``spec`` with the project at ``project_in_container``: its working folder and data mount."""
+    data = Mount(spec.mounts[0].source, posixpath.join(project_in_container, config.project.data))
+    return replace(spec, workdir=container_workdir(project_in_container, config.root, local.cwd), mounts=(data, *spec.mounts[1:]))
 
 
 def fit_to_host(spec: ContainerSpec, connection: hosts.Connection) -> ContainerSpec:

@@ -89,6 +89,20 @@ def test_project_dockerfile_is_used_as_is(project: Project, fp) -> None:  # type
     assert result.out == "built-by-project\napp\n"
 
 
+def test_a_project_dockerfile_keeps_its_workdir_and_dockerfile_false_ignores_it(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    project.write("Dockerfile", "ARG FP_BASE\nFROM ${FP_BASE}\nCOPY . /app\nWORKDIR /app\n")  # code at /app, no project.workdir
+    project.write("data/in.txt", "input\n")
+    used = fp(project.root, "sh", "-c", "pwd; python src/app.py; cat data/in.txt; echo out > data/out.txt")
+    assert used.code == 0, used.err
+    assert used.out == "/app\napp\ninput\n" and (project.root / "data/out.txt").read_text() == "out\n"
+    assert "from the project's Dockerfile (build.dockerfile = false ignores it)" in used.err
+    project.write("Dockerfile", 'FROM debian:bookworm-slim\nENTRYPOINT ["/bin/false"]\n')  # an unrelated serving image
+    project.write("fireplug.toml", f'[project]\nname = "{project.name}"\n[build]\ndockerfile = false\n')
+    ignored = fp(project.root, "python", "src/app.py")
+    assert ignored.code == 0 and ignored.out == "app\n", ignored.err
+    assert "from the project's" not in ignored.err
+
+
 def test_build_failure_shows_the_failing_steps_output(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
     project.write("Dockerfile", "ARG FP_BASE\nFROM ${FP_BASE}\nRUN echo the-last-words && exit 7\n")
     result = fp(project.root, "true")

@@ -129,3 +129,21 @@ def test_discover_reads_user_and_project_files(tmp_path: Path) -> None:
     assert (config.project.name, config.build.base_image, config.root) == ("p1", "user-base", tmp_path / "p")
     xdg = discover(tmp_path / "p", {"XDG_CONFIG_HOME": str(tmp_path / "nowhere")}, home, {})
     assert xdg.build.base_image == "debian:bookworm-slim"
+
+
+def test_dockerfile_false_pool_and_host_pool_flags_are_typed() -> None:
+    root = Path("/p")
+    config = load(
+        [Source("f", '[build]\ndockerfile = false\n[pool]\nhosts = ["a"]\ndefault_host = "a"\n[hosts.a]\nurl = "ssh://a"\npool = false\n')], {}, {}, root=root
+    )
+    assert (config.build.use_dockerfile, config.build.dockerfile) == (False, "")
+    assert config.pool.hosts == ("a",) and config.pool.default_host == "a" and config.hosts["a"].pool is False
+    assert load([], {"FP_BUILD_DOCKERFILE": "false"}, {}, root=root).build.use_dockerfile is False
+    assert load([Source("f", '[build]\ndockerfile = "docker/train.Dockerfile"\n')], {}, {}, root=root).build.dockerfile == "docker/train.Dockerfile"
+    for text, fragment in (
+        ("[build]\ndockerfile = 3\n", "'build.dockerfile' must be a path or false"),
+        ('[hosts.a]\nurl = "ssh://a"\npool = "yes"\n', "'hosts.a.pool' must be true or false"),
+        ('[pool]\nhosts = ["bad name"]\n', "not a host name"),
+    ):
+        with pytest.raises(ConfigError, match=fragment):
+            load([Source("f", text)], {}, {}, root=root)
