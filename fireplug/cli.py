@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", metavar="NAME", help="the Docker host to run on (default: an idle remote host, else local; see below)")
     parser.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]", help="pass an environment variable (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="show what would be sent (files, bytes, exclusions) and do nothing")
+    parser.add_argument(
+        "-y", "--yes", action="store_true", help="ship a folder without fireplug.toml even when its code passes 1 GB or 100,000 files (else refused)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show each step (ssh, rsync and docker argv, secrets redacted), with timings")
     container = parser.add_argument_group("container options (docker's names and values; also [run] settings)")
     container.add_argument("--shm-size", metavar="SIZE", help="size of /dev/shm (default: half the memory the container may use, at most 8g)")
@@ -279,6 +282,7 @@ def _run_command(command: list[str], args: argparse.Namespace) -> int:
         full_sync=args.full_sync,
         accept_deletions=args.accept_deletions,
         container=_container_flags(args),
+        yes=args.yes,
     )
     if args.dry_run:
         print("\n".join(job.dry_run_report(config, request, local)), flush=True)

@@ -29,6 +29,27 @@ DOCKERIGNORE = ".dockerignore"
 READ_SIZE = 1 << 20
 LARGE_CONTEXT_FILES = 10_000
 LARGE_CONTEXT_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ScanLimit:
+    """Where a folder with no fireplug.toml stops looking like one project (several, or a home)."""
+
+    files: int = 100_000
+    bytes: int = 1_000_000_000
+
+    def check(self, root: Path, files: int, size: int, sizes: Mapping[str, int]) -> None:
+        """Raises: ProjectError: over the limit, naming the biggest top-level folders."""
+        if files <= self.files and size <= self.bytes:
+            return
+        over = f"over {human_bytes(self.bytes)} of code" if size > self.bytes else f"over {self.files:,} files of code"
+        biggest = ", ".join(f"{name} {human_bytes(count)}" for name, count in sorted(sizes.items(), key=lambda item: -item[1])[:3])
+        raise ProjectError(
+            f"{root} holds {over} and no fireplug.toml, so it looks like more than one project (biggest: {biggest})",
+            hint="cd into the project, add those folders to .dockerignore, run `fp init` here, or pass --yes to ship it all",
+        )
+
+
 TAR_BLOCK = 512
 _EMPTY_DIGEST = ""
 
@@ -174,17 +195,20 @@ def builtin_reason(name: str, full_path: str, is_dir: bool) -> tuple[str, bool] 
     return None
 
 
-def scan(root: Path, rules: ScanRules, known: Mapping[str, tuple[tuple[int, ...], str]] | None = None, *, home: Path | None = None) -> Context:
+def scan(
+    root: Path, rules: ScanRules, known: Mapping[str, tuple[tuple[int, ...], str]] | None = None, *, home: Path | None = None, limit: ScanLimit | None = None
+) -> Context:
     """Walk the project and decide, for every path, whether it is shipped and why not.
 
     ``known`` maps a path to (stat signature, digest) from an earlier scan, so unchanged
     files are not read again. A file with several names is left out when another name is a
-    secret: one in the project, or one of the credential files in ``home``.
+    secret: one in the project, or one of the credential files in ``home``. ``limit``: stop as
+    soon as the shipped files pass it.
 
     Raises:
-        ProjectError: a file that should be shipped cannot be read.
+        ProjectError: a file that should be shipped cannot be read, or ``limit`` was passed.
     """
-    walker = _Walker(root, rules, IgnoreRules(rules.ignore_text), known or {})
+    walker = _Walker(root, rules, IgnoreRules(rules.ignore_text), known or {}, limit)
     walker.walk("")
     walker.drop_links_to_secrets(home)
     entries = tuple(walker.entries)
@@ -199,7 +223,13 @@ def scan(root: Path, rules: ScanRules, known: Mapping[str, tuple[tuple[int, ...]
 
 
 class _Walker:
-    def __init__(self, root: Path, rules: ScanRules, ignore: IgnoreRules, known: Mapping[str, tuple[tuple[int, ...], str]]) -> None:
+    def __init__(
+        self, root: Path, rules: ScanRules, ignore: IgnoreRules, known: Mapping[str, tuple[tuple[int, ...], str]], limit: ScanLimit | None = None
+    ) -> None:
+        self.limit = limit
+        self.shipped_files = 0
+        self.shipped_bytes = 0
+        self.top_sizes: dict[str, int] = {}  # bytes shipped under each top-level entry
         self.root = root
         self.rules = rules
         self.ignore = ignore
@@ -236,6 +266,8 @@ class _Walker:
             if is_dir and text.startswith(".dockerignore") and self.ignore.may_include_below(path):
                 self.walk(path)
             return
+        if self.limit is not None and stat.S_ISREG(info.st_mode):  # before it is read: a 10 GB folder is refused at once
+            self.count(path, info.st_size)
         entry = self.entry(path, full, info)
         if entry is None:
             self.exclusions.append(Exclusion(path, False, "not a regular file, folder or symlink"))
@@ -249,6 +281,14 @@ class _Walker:
             self.linked[path] = (info.st_dev, info.st_ino)
         if is_dir:
             self.walk(path)
+
+    def count(self, path: str, size: int) -> None:
+        assert self.limit is not None
+        self.shipped_files += 1
+        self.shipped_bytes += size
+        top = path.split("/")[0] + ("/" if "/" in path else "")
+        self.top_sizes[top] = self.top_sizes.get(top, 0) + size
+        self.limit.check(self.root, self.shipped_files, self.shipped_bytes, self.top_sizes)
 
     def exclude(self, path: str, is_dir: bool, reason: str, secret: bool) -> None:
         self.exclusions.append(Exclusion(path, is_dir, reason, secret))

@@ -33,8 +33,8 @@ from fireplug.build import (
     project_image_tag,
     scan_rules,
 )
-from fireplug.config import Config
-from fireplug.context import Context, human_bytes
+from fireplug.config import PROJECT_FILE, Config
+from fireplug.context import Context, ScanLimit, human_bytes
 from fireplug.engine import Engine
 from fireplug.errors import ConnectionLost, ContextChanged, FireplugError, ProjectError, UsageError
 from fireplug.inventory import Host, Inventory, load_inventory
@@ -89,6 +89,7 @@ class RunRequest:
     full_sync: bool = False  # compare every file's content on both sides, whatever the metadata says
     accept_deletions: bool = False  # repeat a mass deletion on the host here too
     container: Mapping[str, Any] = field(default_factory=dict)  # container options from the command line (see options.py)
+    yes: bool = False  # ship a folder without fireplug.toml however big its code is
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def run(config: Config, request: RunRequest, local: LocalSide) -> int:
 def _build_and_run(config: Config, request: RunRequest, local: LocalSide, settings: SshSettings, host: Host, started: float) -> int:
     spec = container_spec(config, "", request, local, host=host)
     own = own_recipe(config) if request.steps.build else None
-    context = scan(config, local, own) if request.steps.build else None
+    context = scan(config, local, own, limit=None if request.yes else project_limit(config)) if request.steps.build else None
     if request.verbose and context is not None:
         how = "unchanged files known from the last scan" if context.from_record else "scanned"
         console.detail(f"context: {context.file_count} files, {human_bytes(context.total_bytes)}, hash {context.digest[:12]}, {how} ({_ms(started)})")
@@ -484,10 +485,16 @@ def ensure_data_folder(folder: Path) -> None:
         console.note(f"created the data folder {folder} (mounted into the container)")
 
 
-def scan(config: Config, local: LocalSide, own: Recipe | None, *, full: bool = False) -> Context:
-    """The project's context for ``own`` Dockerfile (None: fp generates one)."""
+def scan(config: Config, local: LocalSide, own: Recipe | None, *, full: bool = False, limit: ScanLimit | None = None) -> Context:
+    """The project's context for ``own`` Dockerfile (None: fp generates one); see ``project_limit``."""
     rules = scan_rules(config, own.name if own else GENERATED_DOCKERFILE, generated=own is None)
-    return load_context(config.root, rules, cache_dir(local.environ, local.home), full=full, home=local.home)
+    return load_context(config.root, rules, cache_dir(local.environ, local.home), full=full, home=local.home, limit=limit)
+
+
+def project_limit(config: Config) -> ScanLimit | None:
+    """A folder without fireplug.toml is refused when its code passes the limit (it is likely
+    several projects, or a home folder); with one, it is the project, whatever its size."""
+    return None if (config.root / PROJECT_FILE).is_file() else ScanLimit()
 
 
 def container_spec(config: Config, image: str, request: RunRequest, local: LocalSide, *, host: Host, owner: tuple[int, int] | None = None) -> ContainerSpec:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fireplug.context import Context, Entry, ScanRules, context_digest, read_file, scan
+from fireplug.context import Context, Entry, ScanLimit, ScanRules, context_digest, read_file, scan
 from fireplug.signature import RACY_NS, is_racy, stat_signature
 
 RECORD_FORMAT = 1
@@ -33,15 +33,17 @@ def cache_dir(env: Mapping[str, str], home: Path) -> Path:
     return Path(env.get("XDG_CACHE_HOME") or home / ".cache") / "fireplug" / "contexts"
 
 
-def load_context(root: Path, rules: ScanRules, folder: Path, *, full: bool = False, racy_ns: int = RACY_NS, home: Path | None = None) -> Context:
+def load_context(
+    root: Path, rules: ScanRules, folder: Path, *, full: bool = False, racy_ns: int = RACY_NS, home: Path | None = None, limit: ScanLimit | None = None
+) -> Context:
     """The project's context, revalidated from the record when possible, else scanned afresh.
 
     ``full`` forces a scan (which also explains every exclusion). Paths changed less than
     ``racy_ns`` before the scan are recorded as unknown. ``home``: the user's home folder, whose
-    credential files no hard link may bring in.
+    credential files no hard link may bring in. ``limit``: see ``context.scan``.
 
     Raises:
-        ProjectError: a shipped file cannot be read.
+        ProjectError: a shipped file cannot be read, or the context is over ``limit``.
     """
     record_path = record_file(root, folder)
     record = _read(record_path)
@@ -55,7 +57,7 @@ def load_context(root: Path, rules: ScanRules, folder: Path, *, full: bool = Fal
                 _write(record_path, context, rules, started_ns, racy_ns)
             return context
     known = _known_digests(record) if usable else {}
-    context = scan(root, rules, known, home=home)
+    context = scan(root, rules, known, home=home, limit=limit)
     _write(record_path, context, rules, started_ns, racy_ns)
     return context
 

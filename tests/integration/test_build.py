@@ -167,3 +167,14 @@ def test_every_kind_of_secret_stays_out_of_every_layer(project: Project, isolate
 def image_bytes(image_id: str) -> bytes:
     """Everything `docker save` gives for the image (layers as stored: uncompressed tars)."""
     return subprocess.run(["docker", "save", image_id], check=True, capture_output=True).stdout
+
+
+def test_a_folder_of_many_projects_is_refused_before_anything_is_built(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    (project.root / "fireplug.toml").unlink()  # no fireplug.toml: fp cannot know this folder is one project
+    (project.root / "other-project").mkdir()
+    with open(project.root / "other-project" / "weights.bin", "wb") as sparse:
+        sparse.truncate(2 << 30)
+    result = fp(project.root, "true")
+    assert result.code == 125 and result.err.count("fp: error:") == 1 and "Traceback" not in result.err
+    assert "looks like more than one project (biggest: other-project/ 2.1 GB" in result.err and "--yes" in result.err
+    assert images_of(project.name) == []

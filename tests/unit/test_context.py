@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from docker.utils.build import PatternMatcher
 
-from fireplug.context import IgnoreRules, ScanRules, builtin_reason, scan, tar_stream
-from fireplug.errors import ContextChanged
+from fireplug.context import IgnoreRules, ScanLimit, ScanRules, builtin_reason, scan, tar_stream
+from fireplug.errors import ContextChanged, ProjectError
 
 
 def make_tree(root: Path, paths: list[str]) -> None:
@@ -237,3 +237,21 @@ def test_a_file_changed_after_the_scan_is_never_sent(tmp_path: Path) -> None:
 def test_size_warnings(tmp_path: Path) -> None:
     make_tree(tmp_path, ["a.py"])
     assert scan(tmp_path, ScanRules(data_folder="data")).size_warnings() == []
+
+
+def test_a_scan_over_its_limit_stops_at_once_naming_the_biggest_folders(tmp_path: Path) -> None:
+    (tmp_path / "proj_a").mkdir()
+    with open(tmp_path / "proj_a" / "huge.bin", "wb") as sparse:
+        sparse.truncate(3 << 30)  # 3 GiB that take no disk; never read, the limit comes first
+    (tmp_path / "proj_b").mkdir()
+    (tmp_path / "proj_b" / "x.py").write_text("x = 1\n")
+    (tmp_path / "small.py").write_text("print(1)\n")
+    rules = ScanRules(data_folder="data", ignore_text="")
+    with pytest.raises(ProjectError, match=r"holds over 1.0 GB of code and no fireplug.toml.*\(biggest: proj_a/ 3.2 GB\)") as caught:
+        scan(tmp_path, rules, limit=ScanLimit())
+    assert "--yes" in caught.value.hint
+    with pytest.raises(ProjectError, match="over 2 files of code"):
+        scan(tmp_path, rules, limit=ScanLimit(files=2, bytes=1 << 40))
+    del_huge = tmp_path / "proj_a" / "huge.bin"
+    del_huge.unlink()
+    assert scan(tmp_path, rules, limit=ScanLimit()).file_count == 2
