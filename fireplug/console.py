@@ -110,12 +110,19 @@ class StepProgress:
             self._status.__exit__(*exc)
 
 
-class Progress:
-    """A transient one-line status (rsync's progress, say) on a terminal; nothing elsewhere."""
+PLAIN_PROGRESS_SECONDS = 5.0
 
-    def __init__(self, title: str, *, enabled: bool) -> None:
+
+class Progress:
+    """A transient one-line status (rsync's progress, say) on a terminal; elsewhere (a log, CI)
+    a plain line every few seconds, so that a long copy is never silent."""
+
+    def __init__(self, title: str, *, enabled: bool = True, every: float = PLAIN_PROGRESS_SECONDS) -> None:
         self.title = title
-        self._status: Status | None = console().status(title, spinner="dots") if enabled else None
+        self.enabled = enabled
+        self.every = every
+        self._last_plain = time.monotonic()
+        self._status: Status | None = console().status(title, spinner="dots") if enabled and stderr_is_terminal() else None
 
     def __enter__(self) -> Progress:
         if self._status is not None:
@@ -125,10 +132,39 @@ class Progress:
     def update(self, text: str) -> None:
         if self._status is not None:
             self._status.update(f"{self.title} [dim]{_escape(text)}[/]")
+        elif self.enabled and time.monotonic() - self._last_plain >= self.every:
+            self._last_plain = time.monotonic()
+            note(f"{self.title}: {text}")
 
     def __exit__(self, *exc: Any) -> None:
         if self._status is not None:
             self._status.__exit__(*exc)
+
+
+class Transfer:
+    """Bytes moved of a known total, told to a Progress as "1.2 GB of 2.0 GB (60%), 45.0 MB/s, 0:00:20 left"."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.progress = progress
+        self.total = total
+        self.started = time.monotonic()
+        self._shown = 0.0
+
+    def moved(self, done: int) -> None:
+        """``done``: bytes moved so far (a tar stream's headers may take it a little past the total)."""
+        from fireplug.context import human_bytes
+
+        now = time.monotonic()
+        if now - self._shown < 0.25:
+            return
+        self._shown = now
+        done = min(done, self.total)
+        elapsed = max(now - self.started, 1e-6)
+        rate = done / elapsed
+        percent = 100 * done // self.total if self.total else 100
+        left = int((self.total - done) / rate) if rate > 0 and self.total > done else 0
+        eta = f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+        self.progress.update(f"{human_bytes(done)} of {human_bytes(self.total)} ({percent}%), {human_bytes(rate)}/s, {eta} left")
 
 
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

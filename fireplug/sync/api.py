@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fireplug import console
 from fireplug.engine import Engine
 from fireplug.errors import EngineError, EngineUnreachable
 from fireplug.locks import process_gone, this_process
@@ -122,8 +123,11 @@ class ApiHost:
         stage = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         listed = parse_listing(self.listed) if isinstance(self.listed, bytes) else self.listed
         into = _Extraction(local, set(wanted), backup, f"{stage}/", listed)
+        total = sum(entry.size for path in wanted if (entry := listed.get(path)) is not None and entry.kind == FILE)
         try:
-            result = self._helper(["stage", self.data, f"{MOUNT}/{stage}", "/tmp/fp-paths"], upload=_nul_list(wanted), fetch=(f"{MOUNT}/{stage}", into))
+            with console.Progress(f"syncing data from host '{self.host}'") as progress:
+                into.transfer = console.Transfer(progress, total)
+                result = self._helper(["stage", self.data, f"{MOUNT}/{stage}", "/tmp/fp-paths"], upload=_nul_list(wanted), fetch=(f"{MOUNT}/{stage}", into))
         except Exception:
             self._remove_staging(stage)
             raise  # on an interruption the staging folder is left to the next listing, which prunes it
@@ -137,11 +141,12 @@ class ApiHost:
 
     def push(self, local: Path, paths: Sequence[str], batch: str, fresh: set[str]) -> Transferred:
         stage = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
-        sent = _Counter()
         files, file_bytes = _count_files(local, paths)
         digests: dict[str, str] = {}
-        chunks = sent.count(_coalesced(_tar_chunks(local, sorted(paths), f"{stage}/", self.host, digests)))
-        result = self._helper(["install", self.data, f"{MOUNT}/{stage}", f"{self.trash}/{batch}", self.trash], archive=chunks)
+        with console.Progress(f"syncing data to host '{self.host}'") as progress:
+            sent = _Counter(console.Transfer(progress, file_bytes))
+            chunks = sent.count(_coalesced(_tar_chunks(local, sorted(paths), f"{stage}/", self.host, digests)))
+            result = self._helper(["install", self.data, f"{MOUNT}/{stage}", f"{self.trash}/{batch}", self.trash], archive=chunks)
         self.after_push = self._parse_listing(result.stdout)
         refused = [os.fsdecode(item[8:]) for item in result.stderr.split(b"\0") if item.startswith(b"refused ")]
         problem = f"{len(refused)} paths were refused on the host (a parent is not a real folder): {', '.join(refused[:3])}" if refused else ""
@@ -256,6 +261,7 @@ class _Extraction:
     prefix: str  # the archive's names start with it (the staging folder)
     listed: Tree  # the host's entries as listed: their exact mtimes
     digests: dict[str, str] = field(default_factory=dict)  # filled in: SHA-256 of each file written
+    transfer: console.Transfer | None = None  # told the bytes written so far
 
 
 def extract(stream: io.RawIOBase, into: _Extraction, result: _HelperResult) -> None:
@@ -274,6 +280,8 @@ def extract(stream: io.RawIOBase, into: _Extraction, result: _HelperResult) -> N
                 if wanted_kind and safe_parent(str(root), name) and _place(archive, item, name, into, scratch) and item.isfile():
                     result.transferred.files += 1
                     result.transferred.file_bytes += item.size
+                    if into.transfer is not None:
+                        into.transfer.moved(result.transferred.file_bytes)
     finally:
         _remove_if_empty(scratch)
 
@@ -404,12 +412,14 @@ def _coalesced(chunks: Iterator[bytes], size: int = TAR_CHUNK) -> Iterator[bytes
 
 
 class _Counter:
-    def __init__(self) -> None:
+    def __init__(self, transfer: console.Transfer) -> None:
         self.total = 0
+        self.transfer = transfer
 
     def count(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
             self.total += len(chunk)
+            self.transfer.moved(self.total)
             yield chunk
 
 

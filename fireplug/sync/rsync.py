@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fireplug import console, proc
+from fireplug.context import human_bytes
 from fireplug.ssh import SshConnection
 from fireplug.sync import SyncError
 from fireplug.sync.session import Moved, Transferred
@@ -37,7 +38,8 @@ _STAT_RES = {
     "sent": re.compile(rb"^Total bytes sent: (\d+)", re.MULTILINE),
     "received": re.compile(rb"^Total bytes received: (\d+)", re.MULTILINE),
 }
-_PROGRESS_RE = re.compile(rb"\s*[\d,.]+\s+\d+%\s+\S+/s\s+\S+")
+_PROGRESS_RE = re.compile(rb"\s*([\d,.]+)\s+(\d+)%\s+([\d.]+)([kMGT]?B)/s\s+(\d+:\d\d:\d\d)")
+_RATE_UNITS = {b"B": 1, b"kB": 1 << 10, b"MB": 1 << 20, b"GB": 1 << 30, b"TB": 1 << 40}  # rsync's are binary
 
 # $3: the SHA-256 of the listing fp already has; when the host's is the same, it says so
 # instead of sending it again.
@@ -208,19 +210,18 @@ class RsyncHost:
             SyncError: rsync failed as a whole (a partial failure is returned as ``problem``).
         """
         self.shell.ensure_master()
-        show = console.stderr_is_terminal()
         output = bytearray()
         with tempfile.NamedTemporaryFile(prefix="fp-sync-", suffix=".list") as listing:
             listing.write(b"".join(os.fsencode(path) + b"\0" for path in paths))
             listing.flush()
-            with console.Progress(f"syncing data {way} host '{self.host}'", enabled=show) as progress:
+            with console.Progress(f"syncing data {way} host '{self.host}'") as progress:
 
                 def collect(block: bytes) -> None:
                     output.extend(block)
-                    if show and (latest := _latest_progress(block)):
+                    if latest := _latest_progress(block):
                         progress.update(latest)
 
-                argv = make_argv(Path(listing.name), show)
+                argv = make_argv(Path(listing.name), True)
                 completed = proc.run(argv, timeout=None, what="rsync", verbose=self.verbose, on_output=collect, own_group=True)
         result = parse_stats(bytes(output))
         if completed.returncode in (0, VANISHED):
@@ -242,5 +243,10 @@ def rsync_failure(completed: proc.Completed) -> tuple[str, str]:
 
 
 def _latest_progress(block: bytes) -> str:
-    pieces = [piece for piece in re.split(rb"[\r\n]", block) if _PROGRESS_RE.match(piece)]
-    return pieces[-1].decode(errors="replace").strip() if pieces else ""
+    """rsync's last --info=progress2 line in ``block``, in human units: "1.2 GB (45%), 43.0 MB/s, 0:00:20 left"."""
+    found = [match for piece in re.split(rb"[\r\n]", block) if (match := _PROGRESS_RE.match(piece))]
+    if not found:
+        return ""
+    done, percent, rate, unit, left = found[-1].groups()
+    speed = human_bytes(float(rate) * _RATE_UNITS.get(unit, 1))
+    return f"{human_bytes(int(done.replace(b',', b'').replace(b'.', b'')))} ({int(percent)}%), {speed}/s, {left.decode()} left"

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from fireplug import console
 from fireplug.config import Source, load
 from fireplug.errors import UsageError
 from fireplug.proc import Completed
 from fireplug.secrets import redact
 from fireplug.ssh import SshSettings, SshTarget, control_path, engine_endpoint, parse_ssh_url, ssh_options
-from fireplug.sync.rsync import move_script, parse_stats, pull_argv, push_argv, rsync_failure
+from fireplug.sync.rsync import _latest_progress, move_script, parse_stats, pull_argv, push_argv, rsync_failure
 from fireplug.sync.tree import parse_digests
 from fireplug.userconfig import add_host, remove_host
 
@@ -179,3 +180,21 @@ def test_api_sync_helper_install_never_writes_through_a_symlink(tmp_path: Path) 
     assert b"refused planted" in done.stderr and list(outside.iterdir()) == []
     assert b"fine/r.txt" in done.stdout  # the listing after the install
     assert (data / "fine/r.txt").read_text() == "r" and (tmp_path / "trash/B/fine/r.txt").read_text() == "old"
+
+
+def test_rsync_progress_is_shown_in_human_units() -> None:
+    block = b"         32,768   0%    0.00kB/s    0:00:00  \r     50,000,000 100%  953.05MB/s    0:00:00 (xfr#1, to-chk=0/2)\n"
+    assert _latest_progress(block) == "50.0 MB (100%), 999.3 MB/s, 0:00:00 left"
+    assert _latest_progress(b"sent 1,024 bytes  received 35 bytes\n") == ""
+
+
+def test_progress_without_a_terminal_is_a_plain_line_every_few_seconds(capfd: pytest.CaptureFixture[str]) -> None:
+    with console.Progress("syncing data to host 'h'", every=0.0) as progress:  # stderr is captured: not a terminal
+        transfer = console.Transfer(progress, 2_000_000_000)
+        transfer.started -= 10
+        transfer.moved(1_000_000_000)
+    err = capfd.readouterr().err
+    assert err == "fp: syncing data to host 'h': 1.0 GB of 2.0 GB (50%), 100.0 MB/s, 0:00:10 left\n"
+    with console.Progress("quiet", every=3600.0) as progress:
+        progress.update("not yet")
+    assert capfd.readouterr().err == ""
