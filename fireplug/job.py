@@ -48,7 +48,7 @@ from fireplug.scancache import forget as forget_scan
 from fireplug.ssh import SshSettings
 from fireplug.sync import SyncInterrupted, SyncReport
 from fireplug.sync.record import PairFiles, last_host, remember_host, state_home
-from fireplug.sync.session import HostSide, SyncRequest, sync
+from fireplug.sync.session import HostSide, SyncRequest, preview, sync
 
 COMMAND_LABEL_LIMIT = 512
 FINISHED_RUN_GRACE_SECONDS = 15  # its own fp may still be draining its output (up to 10 s) before removing it
@@ -294,7 +294,7 @@ class _Job:
 
     @property
     def local_data(self) -> Path:
-        return self.config.root / self.config.project.data
+        return local_data_folder(self.config)
 
     def sync(self, host_side: HostSide) -> SyncReport:
         request = SyncRequest(
@@ -644,6 +644,7 @@ def dry_run_report(config: Config, request: RunRequest, local: LocalSide) -> lis
     source = f"the project's {own.name}" if own else f"generated, on fp's base image {base_tag}"
     lines.append(f"recipe    {source}:")
     lines += [f"  {line}" for line in chosen.text.splitlines()]
+    lines += data_plan(config, request, local, host)
     mounts = ", ".join(f"{mount.source} -> {mount.target}" for mount in spec.mounts)
     where = "mounted in place" if host.local else "synced there with rsync over ssh" if host.ssh else "synced there through the Docker API"
     picked = f" (chosen: {why})" if why else ""
@@ -654,6 +655,39 @@ def dry_run_report(config: Config, request: RunRequest, local: LocalSide) -> lis
         f"  environment: {', '.join(name for name, _ in spec.env)}",
     ]
     return lines
+
+
+def data_plan(config: Config, request: RunRequest, local: LocalSide, host: Host) -> list[str]:
+    """The dry run's data lines: what the sync in would send, against the host as the last sync left it."""
+    if host.local or not request.steps.sync_in or not local_data_folder(config).is_dir():
+        return []
+    pair = PairFiles.of(state_home(local.environ, local.home), config.project.key, host.name)
+    request_ = SyncRequest(local=local_data_folder(config), pair=pair, host_name=host.name, pull_scope=pull_scope(config))
+    found = preview(request_)
+    plan = found.plan
+    against = (
+        f"first sync with host '{host.name}'" if found.first else f"against host '{host.name}' as the last sync left it; it is listed again when the run syncs"
+    )
+    lines = [
+        f"data      {config.project.data}/: {found.local_files} files, {human_bytes(found.local_bytes)}; in: "
+        f"{len(plan.push)} entries ({human_bytes(found.push_bytes)}) to send, {len(plan.host_trash)} deleted here to move to the host's trash ({against})",
+        f"  back: what the run changes under {', '.join(config.project.result_folders)}/ (and any other change on the host, after the run)",
+    ]
+    if plan.conflicts or plan.pull:
+        lines.append(f"  also: {len(plan.pull)} entries to bring back, {len(plan.conflicts)} conflicts")
+    lines += _some_paths("warning   symlinks pointing outside the data folder (dangling on the host):", plan.outside_links)
+    lines += _some_paths("warning   not files, folders or symlinks, never synced:", plan.unsyncable)
+    return lines
+
+
+def _some_paths(title: str, paths: list[str], limit: int = 5) -> list[str]:
+    if not paths:
+        return []
+    return [f"{title} {', '.join(paths[:limit])}" + (f" and {len(paths) - limit} more" if len(paths) > limit else "")]
+
+
+def local_data_folder(config: Config) -> Path:
+    return config.root / config.project.data
 
 
 def _ms(started: float) -> str:

@@ -122,11 +122,10 @@ class ApiHost:
         wanted = sorted(paths)
         stage = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         listed = parse_listing(self.listed) if isinstance(self.listed, bytes) else self.listed
-        into = _Extraction(local, set(wanted), backup, f"{stage}/", listed)
         total = sum(entry.size for path in wanted if (entry := listed.get(path)) is not None and entry.kind == FILE)
         try:
             with console.Progress(f"syncing data from host '{self.host}'") as progress:
-                into.transfer = console.Transfer(progress, total)
+                into = _Extraction(local, set(wanted), backup, f"{stage}/", listed, transfer=console.Transfer(progress, total))
                 result = self._helper(["stage", self.data, f"{MOUNT}/{stage}", "/tmp/fp-paths"], upload=_nul_list(wanted), fetch=(f"{MOUNT}/{stage}", into))
         except Exception:
             self._remove_staging(stage)

@@ -302,3 +302,21 @@ def test_a_host_without_rsync_fails_in_one_line(fp, project: Project, remote: Re
     lines = [line for line in result.err.splitlines() if line.strip() and not line.startswith("fp: building")]
     errors = [line for line in lines if line.startswith("fp: error:")]
     assert len(errors) == 1 and "host 'bare'" in errors[0] and "rsync is not installed on the host" in errors[0], result.err
+
+
+def test_a_dry_run_tells_the_data_plan_and_changes_nothing(fp, project: Project, remote: RemoteBench) -> None:
+    project.write("data/a.txt", "aaa")
+    project.write("data/b.txt", "bbb")
+    first = fp(project.root, "--dry-run", "--host", "primary", "true")
+    assert first.code == 0, first.err
+    expected = "data      data/: 2 files, 6 B; in: 2 entries (6 B) to send, 0 deleted here to move to the host's trash (first sync with host 'primary')"
+    assert expected in first.out
+    assert not remote.data_on("primary", project).exists()
+    assert fp(project.root, "--host", "primary", "--sync-in-only").code == 0
+    project.write("data/a.txt", "aaaa")
+    (project.root / "data/b.txt").unlink()
+    os.symlink("/etc/passwd", project.root / "data/passwd")
+    plan = fp(project.root, "--dry-run", "--host", "primary", "true")
+    assert "in: 2 entries (4 B) to send, 1 deleted here to move to the host's trash (against host 'primary' as the last sync left it" in plan.out
+    assert "warning   symlinks pointing outside the data folder (dangling on the host): passwd" in plan.out
+    assert (remote.data_on("primary", project) / "a.txt").read_text() == "aaa" and (remote.data_on("primary", project) / "b.txt").exists()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from fireplug.sync import SyncInterrupted
 from fireplug.sync.plan import Action, Sides, conflict_name, digests_needed, make_plan
 from fireplug.sync.record import Common, PairFiles, load_record
-from fireplug.sync.session import SyncRequest, sync
+from fireplug.sync.session import SyncRequest, preview, sync
 from fireplug.sync.tree import DIR, FILE, LINK, Entry, format_entry, link_leaves, parse_listing, scan
 from tests.unit.sync_doubles import FolderHost
 
@@ -359,3 +359,19 @@ def test_a_plan_never_pushes_over_a_file_the_host_changed() -> None:
     plan = plan_of(record, {"a.log": file(8)}, {"a.log": file(20, ino=3)})
     assert plan.pull == ["a.log"] and "a.log" not in plan.push
     assert Action.PULL.value == "pull"
+
+
+def test_a_preview_tells_what_the_next_sync_would_send_without_the_host(bench: Bench) -> None:
+    write(bench.local / "in.csv", b"a,b\n")
+    write(bench.local / "old.bin", b"stale")
+    first = preview(SyncRequest(bench.local, bench.pair, "box"))
+    assert first.first and sorted(first.plan.push) == ["in.csv", "old.bin"] and first.push_bytes == 9
+    bench.sync()
+    assert not preview(SyncRequest(bench.local, bench.pair, "box")).plan.changes_anything
+    write(bench.local / "in.csv", b"a,b\n1,2\n")
+    (bench.local / "old.bin").unlink()
+    os.symlink("/etc/passwd", bench.local / "link")
+    after = preview(SyncRequest(bench.local, bench.pair, "box"))
+    assert not after.first and sorted(after.plan.push) == ["in.csv", "link"] and after.plan.host_trash == ["old.bin"]
+    assert after.plan.outside_links == ["link"] and after.push_bytes == 8
+    assert contents(bench.remote) == {"in.csv": b"a,b\n", "old.bin": b"stale"}  # a preview changes nothing
