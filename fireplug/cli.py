@@ -405,13 +405,13 @@ def _check_new_host(name: str, url: str) -> None:
     if not url.startswith("unix://"):
         parts = urllib.parse.urlsplit(url)
         try:
-            parts.port  # noqa: B018 - raises on a port out of range or not a number
+            port = parts.port  # None when not given; raises on a port out of range or not a number
         except ValueError:
-            raise UsageError(f"{url!r}: the port is not a number from 1 to 65535") from None
+            port = 0
+        if port == 0:
+            raise UsageError(f"{url!r}: the port is not a number from 1 to 65535")
         if not parts.hostname:
             raise UsageError(f"{url!r} names no host", hint="use ssh://user@host[:port] or tcp://host:port")
-        if parts.port == 0:
-            raise UsageError(f"{url!r}: the port is not a number from 1 to 65535")
 
 
 if __name__ == "__main__":  # pragma: no cover

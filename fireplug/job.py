@@ -10,7 +10,7 @@ import os
 import posixpath
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,7 @@ def run(config: Config, request: RunRequest, local: LocalSide) -> int:
     """
     started = time.perf_counter()
     resolve_env([*config.run.env, *request.env], local.environ)  # usage errors first, before any host is probed
-    container_options(config, request)
+    container_options(config, request)  # and a container option docker would refuse
     settings = SshSettings.from_env(local.environ, local.uid)
     leases = Leases(lock_folder(local).parent / "leases")
     host, why = choose_host(config, request, local, settings, leases=leases)
@@ -471,11 +471,13 @@ def report_sync(host: str, report: SyncReport, *, verbose: bool = False) -> None
     _list_some("not copied here, the local path passes through a symlink or changed meanwhile:", report.unsafe, True)
 
 
-def _list_some(title: str, paths: tuple[str, ...], show: bool, *, warn: bool = True, limit: int = 5) -> None:
-    if not paths or not show:
-        return
-    shown = ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
-    (console.warn if warn else console.note)(f"{title} {shown}")
+def _list_some(title: str, paths: Sequence[str], show: bool, *, warn: bool = True) -> None:
+    if paths and show:
+        (console.warn if warn else console.note)(f"{title} {_first_few(paths)}")
+
+
+def _first_few(paths: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def ensure_data_folder(folder: Path) -> None:
@@ -675,15 +677,11 @@ def data_plan(config: Config, request: RunRequest, local: LocalSide, host: Host)
     ]
     if plan.conflicts or plan.pull:
         lines.append(f"  also: {len(plan.pull)} entries to bring back, {len(plan.conflicts)} conflicts")
-    lines += _some_paths("warning   symlinks pointing outside the data folder (dangling on the host):", plan.outside_links)
-    lines += _some_paths("warning   not files, folders or symlinks, never synced:", plan.unsyncable)
+    if plan.outside_links:
+        lines.append(f"warning   symlinks pointing outside the data folder (dangling on the host): {_first_few(plan.outside_links)}")
+    if plan.unsyncable:
+        lines.append(f"warning   not files, folders or symlinks, never synced: {_first_few(plan.unsyncable)}")
     return lines
-
-
-def _some_paths(title: str, paths: list[str], limit: int = 5) -> list[str]:
-    if not paths:
-        return []
-    return [f"{title} {', '.join(paths[:limit])}" + (f" and {len(paths) - limit} more" if len(paths) > limit else "")]
 
 
 def local_data_folder(config: Config) -> Path:

@@ -258,14 +258,18 @@ class SshConnection:
 
     def _make_forward(self, local: str) -> None:
         spec = f"{local}:{engine_endpoint(self._remote_facts().docker_host)}"
-        proc.run([*self.client_argv(), "-O", "cancel", "-L", spec, self.target.address], timeout=10, what="ssh -O cancel", verbose=self.verbose)
+        self._control("cancel", spec)
         Path(local).unlink(missing_ok=True)
-        completed = proc.run([*self.client_argv(), "-O", "forward", "-L", spec, self.target.address], timeout=10, what="ssh -O forward", verbose=self.verbose)
+        completed = self._control("forward", spec)
         if completed.returncode != 0:
             raise SshError(self.host, str(self.target), f"could not forward the Docker socket: {completed.stderr_tail()}")
         deadline = time.monotonic() + 5
         while not Path(local).exists() and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    def _control(self, action: str, forward: str) -> proc.Completed:
+        """Ask the master to ``action`` (forward, cancel) the local forward ``forward`` (ssh -L syntax)."""
+        return proc.run([*self.client_argv(), "-O", action, "-L", forward, self.target.address], timeout=10, what=f"ssh -O {action}", verbose=self.verbose)
 
     def forward_port(self, local_ip: str, port: int, remote_port: int, *, cancel: bool = False) -> None:
         """Listen on ``local_ip:port`` here and forward to the host's 127.0.0.1:``remote_port`` (through the master).
@@ -273,9 +277,7 @@ class SshConnection:
         Raises:
             SshError: the forward could not be set up (the port is in use here, say).
         """
-        spec = f"{local_ip}:{port}:127.0.0.1:{remote_port}"
-        action = "cancel" if cancel else "forward"
-        completed = proc.run([*self.client_argv(), "-O", action, "-L", spec, self.target.address], timeout=10, what=f"ssh -O {action}", verbose=self.verbose)
+        completed = self._control("cancel" if cancel else "forward", f"{local_ip}:{port}:127.0.0.1:{remote_port}")
         if completed.returncode != 0 and not cancel:
             raise SshError(self.host, str(self.target), f"could not forward port {local_ip}:{port} here: {completed.stderr_tail() or 'no reason given'}")
 
