@@ -117,12 +117,11 @@ class Progress:
     """A transient one-line status (rsync's progress, say) on a terminal; elsewhere (a log, CI)
     a plain line every few seconds, so that a long copy is never silent."""
 
-    def __init__(self, title: str, *, enabled: bool = True, every: float = PLAIN_PROGRESS_SECONDS) -> None:
+    def __init__(self, title: str, *, every: float = PLAIN_PROGRESS_SECONDS) -> None:
         self.title = title
-        self.enabled = enabled
         self.every = every
         self._last_plain = time.monotonic()
-        self._status: Status | None = console().status(title, spinner="dots") if enabled and stderr_is_terminal() else None
+        self._status: Status | None = console().status(title, spinner="dots") if stderr_is_terminal() else None
 
     def __enter__(self) -> Progress:
         if self._status is not None:
@@ -132,7 +131,7 @@ class Progress:
     def update(self, text: str) -> None:
         if self._status is not None:
             self._status.update(f"{self.title} [dim]{_escape(text)}[/]")
-        elif self.enabled and time.monotonic() - self._last_plain >= self.every:
+        elif time.monotonic() - self._last_plain >= self.every:
             self._last_plain = time.monotonic()
             note(f"{self.title}: {text}")
 

@@ -62,7 +62,7 @@ class ContainerOptions:
 
     def host_config(self, host_memory: int) -> dict[str, Any]:
         """The HostConfig fields these options set (``host_memory``: the engine's MemTotal)."""
-        config: dict[str, Any] = {"ShmSize": self.shm_size if self.shm_size is not None else default_shm_size(host_memory, self.memory)}
+        config: dict[str, Any] = {"ShmSize": self.shm_bytes(host_memory)}
         if self.memory is not None:
             config["Memory"] = self.memory
         if self.nano_cpus is not None:
@@ -77,6 +77,10 @@ class ContainerOptions:
         if self.network:
             config["NetworkMode"] = self.network
         return config
+
+    def shm_bytes(self, host_memory: int) -> int:
+        """The size of /dev/shm: as asked, else the default for ``host_memory``."""
+        return self.shm_size if self.shm_size is not None else default_shm_size(host_memory, self.memory)
 
     def exposed_ports(self) -> dict[str, dict[str, Any]]:
         return {port.key: {} for port in self.publish}

@@ -96,7 +96,7 @@ def docker_run_argv(spec: ContainerSpec) -> list[str]:
         argv += ["-e", f"{name}={value}"]
     for mount in spec.mounts:
         argv += ["-v", f"{mount.source}:{mount.target}{':ro' if mount.read_only else ''}"]
-    options = replace(spec.options, shm_size=spec.options.host_config(spec.host_memory)["ShmSize"])
+    options = replace(spec.options, shm_size=spec.options.shm_bytes(spec.host_memory))
     return [*argv, *options.run_flags(), spec.image, *spec.command]
 
 

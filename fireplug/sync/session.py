@@ -143,8 +143,8 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
     record, recorded_listing = load_state(request.pair.record)
     listed_at = time.time_ns()
     local_listing = Listing(scan(str(request.local)), listed_at)
-    previous = _read(request.pair.host_listing)
-    host_listing, listing_problem = host_side.list(previous if hashlib.sha256(previous).hexdigest() == recorded_listing else b"")
+    previous = _listing_of_record(request.pair, recorded_listing)
+    host_listing, listing_problem = host_side.list(previous)
     if host_listing.same:
         if not request.full and not listing_problem and _nothing_changed_here(record, local_listing.tree):
             return SyncReport(seconds=time.monotonic() - started)
@@ -221,11 +221,8 @@ def preview(request: SyncRequest) -> Preview:
     listing it saved, else the record): a dry run contacts no host, and the real sync lists it
     again. Reads local files only where their content decides."""
     record, recorded_listing = load_state(request.pair.record)
-    previous = _read(request.pair.host_listing)
-    if previous and hashlib.sha256(previous).hexdigest() == recorded_listing:
-        host_tree = _parse_previous(request.host_name, previous)
-    else:
-        host_tree = {path: _as_recorded(common) for path, common in record.items()}
+    previous = _listing_of_record(request.pair, recorded_listing)
+    host_tree = _parse_previous(request.host_name, previous) if previous else {path: _as_recorded(common) for path, common in record.items()}
     local_tree = scan(str(request.local))
     wanted_here, _ = digests_needed(record, local_tree, host_tree)
     host_digests = {path: common.digest for path, common in record.items() if common.digest}
@@ -254,6 +251,12 @@ def _parse_previous(host: str, previous: bytes) -> Tree:
         return parse_listing(previous)
     except (ValueError, UnicodeDecodeError) as e:
         raise SyncError(host, f"fp's copy of the host listing is damaged ({e})", hint="run fp again") from e
+
+
+def _listing_of_record(pair: PairFiles, recorded_sha256: str) -> bytes:
+    """The host listing saved at the last sync, when it is the one the record was made from; else b""."""
+    previous = _read(pair.host_listing)
+    return previous if previous and hashlib.sha256(previous).hexdigest() == recorded_sha256 else b""
 
 
 def _read(path: Path) -> bytes:
