@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,9 +28,9 @@ from fireplug.inventory import LOCAL, load_inventory
 from fireplug.job import LocalSide
 from fireplug.run import Stdio
 from fireplug.ssh import SshSettings
-from fireplug.sync import SyncInterrupted
+from fireplug.sync import SyncInterrupted, s3
 
-SUBCOMMANDS = ("init", "base", "hosts")
+SUBCOMMANDS = ("init", "base", "hosts", "s3")
 
 DESCRIPTION = """\
 Run COMMAND in a container on a Docker host as if it ran here: the project's code is
@@ -51,6 +52,8 @@ subcommands:
   fp hosts add NAME URL [--key PATH] [--data-root DIR] [--cert-path DIR]
                         add a host to your config (URL: ssh://user@host[:port] or tcp://host:port)
   fp hosts rm NAME      remove a host from your config
+  fp s3 ls              what the project has staged in its bucket (--sync s3), per side
+  fp s3 gc [--dry-run]  remove objects no side's manifest names, after saying how much
 
 choosing a host:
   --host NAME, else FP_HOST, else [pool] default_host; else a host of the pool: the
@@ -98,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     steps.add_argument("--sync-in-only", action="store_true", help="only copy the data folder to the host")
     steps.add_argument("--sync-out-only", action="store_true", help="only bring the results back from the host")
     steps.add_argument("--no-run", action="store_true", help="build and copy the data, but do not run")
+    steps.add_argument(
+        "--sync",
+        metavar="MODE",
+        help="how data reaches a remote host: rsync (over ssh), api (the Docker API), s3 (through the bucket of [sync] s3) "
+        "or s3://BUCKET/PREFIX; default: [sync] mode, else rsync when the host has ssh, else api",
+    )
     steps.add_argument("--full-sync", action="store_true", help="compare the content of every data file on both sides, whatever sizes and times say")
     steps.add_argument(
         "--accept-deletions", action="store_true", help="repeat here even a mass deletion on the host (by default that is taken for lost data and sent again)"
@@ -140,6 +149,18 @@ def base_parser() -> argparse.ArgumentParser:
     build.add_argument("--host", metavar="NAME", help="the Docker host (default: local)")
     build.add_argument("--rebuild", action="store_true", help="build again without the engine's cache (picks up Debian updates)")
     build.add_argument("-v", "--verbose", action="store_true", help="show the build's output")
+    return parser
+
+
+def s3_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fp s3", description="What the project has staged in S3 (--sync s3), and its clean-up.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{ls,gc}")
+    actions.add_parser("ls", help="each side's last staged manifest: files, bytes, when")
+    gc = actions.add_parser("gc", help="remove objects and manifests no side's ref reaches, and unfinished uploads")
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    gc.add_argument(
+        "--min-age", type=float, default=s3.GC_GRACE_SECONDS, metavar="S", help="spare what is younger than S seconds (a push may be under way; default 3600)"
+    )
     return parser
 
 
@@ -260,13 +281,22 @@ def _open_fd(fd: int) -> int | None:
     return fd
 
 
-def _load_config(local: LocalSide, *, project_optional: bool = False) -> Config:
-    return discover(local.cwd, local.environ, local.home, {}, project_optional=project_optional)
+def _load_config(local: LocalSide, *, project_optional: bool = False, sync: str | None = None) -> Config:
+    return discover(local.cwd, local.environ, local.home, _sync_override(sync), project_optional=project_optional)
+
+
+def _sync_override(given: str | None) -> dict[str, dict[str, str]]:
+    """``--sync MODE`` or ``--sync s3://bucket/prefix`` as a [sync] override."""
+    if not given:
+        return {}
+    if given.startswith("s3://"):
+        return {"sync": {"mode": "s3", "s3": given}}
+    return {"sync": {"mode": given}}
 
 
 def _run_command(command: list[str], args: argparse.Namespace) -> int:
     local = _local_side()
-    config = _load_config(local)
+    config = _load_config(local, sync=args.sync)
     steps = job.Steps.from_flags(
         no_build=args.no_build, no_sync=args.no_sync, sync_in_only=args.sync_in_only, sync_out_only=args.sync_out_only, no_run=args.no_run
     )
@@ -303,6 +333,8 @@ def _subcommand(command: list[str], args: argparse.Namespace) -> int:
         return _init(init_parser().parse_args(command[1:]))
     if command[0] == "hosts":
         return _hosts(hosts_parser().parse_args(command[1:]))
+    if command[0] == "s3":
+        return _s3(s3_parser().parse_args(command[1:]), args)
     options = base_parser().parse_args(command[1:])
     return _base_build(options.host or args.host, rebuild=options.rebuild, verbose=options.verbose or args.verbose)
 
@@ -335,6 +367,43 @@ def _base_build(host_name: str | None, *, rebuild: bool, verbose: bool) -> int:
     state = "built" if image.built else "already present"
     console.note(f"base image {image.tag} ({image.id[:19]}) {state} on host '{engine.host}'")
     return 0
+
+
+def _s3(options: argparse.Namespace, args: argparse.Namespace) -> int:
+    local = _local_side()
+    config = _load_config(local, sync=args.sync)
+    if not config.sync.s3:
+        raise UsageError(
+            "this project stages nothing in S3", hint='set s3 = "s3://bucket/prefix" in [sync] of fireplug.toml, or pass --sync s3://bucket/prefix'
+        )
+    store = s3.Store(s3.Staging.of(config.sync, config.project.key, job.state_home(local.environ, local.home)))
+    if options.action == "ls":
+        sides = s3.staged_sides(store)
+        console.print_table(("SIDE", "FILES", "SIZE", "STAGED", "MANIFEST"), [_staged_row(side) for side in sides])
+        if not sides:
+            console.note(f"nothing staged for this project in {store.staging.url} yet")
+        return 0
+    if options.min_age < 0:
+        raise UsageError(f"--min-age {options.min_age:g}: expected a number of seconds, 0 or more")
+    garbage = s3.find_garbage(store, options.min_age)
+    if garbage.recent:
+        console.note(f"spared {garbage.recent} unreachable objects younger than --min-age {options.min_age:g} s (a push may be under way)")
+    if not (garbage.objects or garbage.manifests or garbage.uploads):
+        console.note(f"nothing to remove in {store.staging.url}")
+        return 0
+    what = f"{len(garbage.objects)} objects ({human_bytes(garbage.object_bytes)}), {len(garbage.manifests)} old manifests"
+    what += f" and {len(garbage.uploads)} unfinished uploads from {store.staging.url}"
+    if options.dry_run:
+        console.note(f"would remove {what}")
+        return 0
+    console.note(f"removing {what}")
+    s3.remove_garbage(store, garbage)
+    return 0
+
+
+def _staged_row(side: s3.StagedSide) -> tuple[str, ...]:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(side.at)) if side.at else "-"
+    return (side.side, str(side.files), human_bytes(side.total_bytes), when, side.manifest.rsplit("/", 1)[-1][:12])
 
 
 def _hosts(options: argparse.Namespace) -> int:

@@ -98,6 +98,34 @@ class PoolSettings:
     default_host: str = ""
 
 
+SYNC_MODES = ("auto", "rsync", "api", "s3")
+CHECKSUM_WHEN = ("when_supported", "when_required")
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """``[sync]``: how the data folder reaches a remote host.
+
+    ``auto``: rsync over the host's ssh, else the Docker API; ``s3``: staged in the bucket
+    ``s3`` names, which the host pulls from and pushes to. Region, profile and endpoint
+    follow boto3's own chain (AWS_PROFILE, AWS_ENDPOINT_URL_S3, ~/.aws/config) unless set."""
+
+    mode: str = "auto"
+    s3: str = ""  # s3://bucket[/prefix]
+    region: str = ""
+    profile: str = ""
+    endpoint: str = ""
+    # botocore >= 1.36 adds CRC checksums to every PUT, which many S3-compatible stores reject
+    request_checksum_calculation: str = ""
+    response_checksum_validation: str = ""
+
+    @property
+    def bucket_and_prefix(self) -> tuple[str, str]:
+        rest = self.s3.removeprefix("s3://")
+        bucket, _, prefix = rest.partition("/")
+        return bucket, prefix.strip("/")
+
+
 @dataclass(frozen=True)
 class Config:
     root: Path
@@ -106,6 +134,7 @@ class Config:
     run: RunSettings
     hosts: Mapping[str, HostSettings] = field(default_factory=dict)
     pool: PoolSettings = PoolSettings()
+    sync: SyncSettings = SyncSettings()
 
     def container_root(self) -> str:
         """Where the project lives inside the container: the same absolute path by default."""
@@ -118,6 +147,15 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "build": {"base_image": str, "dockerfile": (str, bool), "allow": list},
     "run": {"env": list, "user": str, "shm_size": str, "memory": str, "cpus": str, "gpus": str, "network": str, "publish": list},
     "pool": {"hosts": list, "default_host": str},
+    "sync": {
+        "mode": str,
+        "s3": str,
+        "region": str,
+        "profile": str,
+        "endpoint": str,
+        "request_checksum_calculation": str,
+        "response_checksum_validation": str,
+    },
 }
 HOST_SCHEMA: dict[str, type] = {
     "url": str,
@@ -141,6 +179,7 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _ID_RE = re.compile(r"^[a-z0-9]{4,32}$")
 _HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _IMAGE_RE = re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]{1,5})?/)?[a-z0-9][a-z0-9._/-]{0,254}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _TOML_LINE_RE = re.compile(r"\(at line (\d+), column \d+\)")
 
 
@@ -310,7 +349,27 @@ def _build_config(root: Path, merged: dict[str, dict[str, Any]], hosts: dict[str
         ),
         hosts={host: _host_settings(host, table) for host, table in hosts.items()},
         pool=_pool_settings(merged["pool"]),
+        sync=_sync_settings(merged["sync"]),
     )
+
+
+def _sync_settings(table: dict[str, Any]) -> SyncSettings:
+    """``--sync s3://bucket/prefix`` arrives as ``s3`` alone: it means mode s3."""
+    settings = SyncSettings(**table)
+    if settings.s3 and "mode" not in table:
+        settings = SyncSettings(**{**table, "mode": "s3"})
+    if settings.mode not in SYNC_MODES:
+        raise ConfigError(f"sync.mode {settings.mode!r} must be one of {', '.join(SYNC_MODES)}", key="sync.mode")
+    if settings.s3:
+        bucket, prefix = settings.bucket_and_prefix
+        if not settings.s3.startswith("s3://") or not _BUCKET_RE.match(bucket) or ".." in prefix.split("/"):
+            raise ConfigError(f"sync.s3 {settings.s3!r} is not an S3 location", hint="e.g. s3://my-bucket/fireplug", key="sync.s3")
+    elif settings.mode == "s3":
+        raise ConfigError("sync mode s3 needs a bucket", hint='set s3 = "s3://bucket/prefix" in [sync], or pass --sync s3://bucket/prefix', key="sync.s3")
+    for key in ("request_checksum_calculation", "response_checksum_validation"):
+        if getattr(settings, key) not in ("", *CHECKSUM_WHEN):
+            raise ConfigError(f"sync.{key} must be one of {', '.join(CHECKSUM_WHEN)}", key=f"sync.{key}")
+    return settings
 
 
 def _build_settings(table: dict[str, Any]) -> BuildSettings:

@@ -128,3 +128,7 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.left = left  # what could not be cleaned up, if anything
+
+
+class S3Error(FireplugError):
+    """S3 refused a request or could not be reached (credentials, bucket, endpoint)."""

@@ -36,7 +36,7 @@ from fireplug.build import (
 from fireplug.config import PROJECT_FILE, Config
 from fireplug.context import Context, ScanLimit, human_bytes
 from fireplug.engine import Engine
-from fireplug.errors import ConnectionLost, ContextChanged, FireplugError, ProjectError, UsageError
+from fireplug.errors import ConfigError, ConnectionLost, ContextChanged, FireplugError, ProjectError, UsageError
 from fireplug.inventory import Host, Inventory, load_inventory
 from fireplug.locks import Leases, this_process
 from fireplug.lookup import ensure_command
@@ -48,6 +48,7 @@ from fireplug.scancache import forget as forget_scan
 from fireplug.ssh import SshSettings
 from fireplug.sync import SyncInterrupted, SyncReport
 from fireplug.sync.record import PairFiles, last_host, remember_host, state_home
+from fireplug.sync.s3 import S3Host, Staging, Store
 from fireplug.sync.session import HostSide, SyncRequest, preview, sync
 
 COMMAND_LABEL_LIMIT = 512
@@ -123,12 +124,29 @@ def run(config: Config, request: RunRequest, local: LocalSide) -> int:
     if why:
         console.note(f"host '{host.name}' ({why})")
     try:
-        return _build_and_run(config, request, local, settings, host, started)
+        store = staging_store(config, local, host, request.steps)
+        return _build_and_run(config, request, local, settings, host, started, store)
     finally:
         leases.release(host.name)
 
 
-def _build_and_run(config: Config, request: RunRequest, local: LocalSide, settings: SshSettings, host: Host, started: float) -> int:
+def staging_store(config: Config, local: LocalSide, host: Host, steps: Steps) -> Store | None:
+    """With ``--sync s3`` and a remote host, the bucket, checked before anything is built.
+
+    Raises:
+        S3Error: no credentials, no such bucket, or access denied.
+    """
+    if config.sync.mode != "s3" or not (steps.sync_in or steps.sync_out):
+        return None
+    if host.local:
+        console.note(f"host 'local' uses the data folder in place: {config.sync.s3} is not used")
+        return None
+    store = Store(Staging.of(config.sync, config.project.key, state_home(local.environ, local.home)))
+    store.check()
+    return store
+
+
+def _build_and_run(config: Config, request: RunRequest, local: LocalSide, settings: SshSettings, host: Host, started: float, store: Store | None = None) -> int:
     spec = container_spec(config, "", request, local, host=host)
     own = own_recipe(config) if request.steps.build else None
     context = scan(config, local, own, limit=None if request.yes else project_limit(config)) if request.steps.build else None
@@ -143,7 +161,7 @@ def _build_and_run(config: Config, request: RunRequest, local: LocalSide, settin
     image = ready_image(connection.engine, config, request, local, own, context, spec)
     if image is not None and project_dockerfile(config) and not config.project.workdir:
         spec = in_image_workdir(spec, config, local, connection.engine.image_config(image.id))
-    job = _Job(config, request, local, connection, replace(spec, image=image.tag if image else ""), started)
+    job = _Job(config, request, local, connection, replace(spec, image=image.tag if image else ""), started, store)
     return job.run_here() if host.local else job.run_remote()
 
 
@@ -229,6 +247,7 @@ class _Job:
     connection: hosts.Connection
     spec: ContainerSpec
     started: float
+    store: Store | None = None  # the bucket, with --sync s3
 
     @property
     def host(self) -> str:
@@ -250,7 +269,7 @@ class _Job:
         """Sync, run, and sync again however the run ended (each sync is two-way)."""
         steps = self.request.steps
         remember_host(state_home(self.local.environ, self.local.home), self.config.project.key, self.host)
-        host_side = make_host_side(self.connection, self.config, verbose=self.request.verbose, locks=lock_folder(self.local))
+        host_side = make_host_side(self.connection, self.config, verbose=self.request.verbose, locks=lock_folder(self.local), store=self.store)
         if steps.sync_in:
             ensure_data_folder(self.local_data)
             self.sync(host_side)
@@ -416,18 +435,32 @@ def choose_host(config: Config, request: RunRequest, local: LocalSide, settings:
     return host, why
 
 
-def make_host_side(connection: hosts.Connection, config: Config, *, verbose: bool, locks: Path | None = None) -> HostSide:
-    """rsync over the host's ssh when it has one, else the Docker API (on fp's base image)."""
+def make_host_side(connection: hosts.Connection, config: Config, *, verbose: bool, locks: Path | None = None, store: Store | None = None) -> HostSide:
+    """Through ``store`` (a bucket) when given; else rsync over the host's ssh when it has one
+    (unless [sync] mode is api), else the Docker API (on fp's base image).
+
+    Raises:
+        ConfigError: mode rsync for a host without ssh.
+    """
     folder = project_folder_on_host(connection.host, config)
-    if connection.shell is not None:
+    mode = config.sync.mode
+    if store is None and connection.shell is not None and mode != "api":
         from fireplug.sync.rsync import RsyncHost
 
         return RsyncHost(connection.shell, posixpath.join(folder, config.project.data), posixpath.join(folder, TRASH_FOLDER), verbose=verbose)
+    if store is None and mode == "rsync":
+        raise ConfigError(f"host '{connection.host.name}' has no ssh, so rsync cannot reach it", hint="use --sync api or --sync s3", key="sync.mode")
     from fireplug.sync.api import ApiHost
 
     base = ensure_base(connection.engine, config.build.base_image, verbose=verbose, locks=locks)
     labels = {f"{LABEL}.project": config.project.name, f"{LABEL}.project-key": config.project.key}
-    return ApiHost(connection.engine, base.tag, labels, folder, config.project.data)
+    user = ""
+    if connection.shell is not None:  # the helpers write as the runs do, so that the ssh user owns the files
+        user = container_user(config.run.user, connection.shell.identity())
+        connection.shell.run(["mkdir", "-p", "--", folder], what="making the project's folder")  # else the engine makes it, as root
+    if store is not None:
+        return S3Host(connection.engine, base.tag, labels, folder, config.project.data, store, user=user)
+    return ApiHost(connection.engine, base.tag, labels, folder, config.project.data, user=user)
 
 
 def pull_scope(config: Config) -> tuple[str, ...]:
@@ -648,7 +681,7 @@ def dry_run_report(config: Config, request: RunRequest, local: LocalSide) -> lis
     lines += [f"  {line}" for line in chosen.text.splitlines()]
     lines += data_plan(config, request, local, host)
     mounts = ", ".join(f"{mount.source} -> {mount.target}" for mount in spec.mounts)
-    where = "mounted in place" if host.local else "synced there with rsync over ssh" if host.ssh else "synced there through the Docker API"
+    where = "mounted in place" if host.local else f"synced there {_sync_path(config, host)}"
     picked = f" (chosen: {why})" if why else ""
     lines += [
         f"host      {host.name} ({host.url}); data {where}{picked}",
@@ -657,6 +690,14 @@ def dry_run_report(config: Config, request: RunRequest, local: LocalSide) -> lis
         f"  environment: {', '.join(name for name, _ in spec.env)}",
     ]
     return lines
+
+
+def _sync_path(config: Config, host: Host) -> str:
+    """How the data reaches a remote host, in words (make_host_side's choice)."""
+    mode = config.sync.mode
+    if mode == "s3":
+        return f"through {config.sync.s3}"
+    return "with rsync over ssh" if host.ssh and mode != "api" else "through the Docker API"
 
 
 def data_plan(config: Config, request: RunRequest, local: LocalSide, host: Host) -> list[str]:

@@ -19,10 +19,10 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fireplug import console
 from fireplug.engine import Engine
@@ -52,7 +52,6 @@ MOUNT = "/fp-sync"
 KIND_LABEL = "io.fireplug.kind"
 KEY_LABEL = "io.fireplug.project-key"
 OWNER_LABEL = "io.fireplug.sync-owner"  # machine:pid:start time of the fp that made the helper
-HELPER = ["python3", "-m", "fireplug.sync.helper"]  # bundled in fp's base image
 STDOUT, STDERR = 1, 2
 TAR_CHUNK = 1 << 20
 
@@ -60,9 +59,11 @@ TAR_CHUNK = 1 << 20
 class ApiHost:
     """The host side of a sync through the Docker API (``session.HostSide``)."""
 
-    def __init__(self, engine: Engine, image: str, labels: dict[str, str], project_folder: str, data: str) -> None:
-        """``project_folder`` on the host holds the data folder (``data``, relative) and the trash."""
+    def __init__(self, engine: Engine, image: str, labels: dict[str, str], project_folder: str, data: str, *, user: str = "") -> None:
+        """``project_folder`` on the host holds the data folder (``data``, relative) and the trash;
+        ``user`` (uid:gid, "" for the image's) owns what the helpers write, as runs do."""
         self.engine = engine
+        self.user = user
         self.image = image
         self.labels = {**labels, KIND_LABEL: "sync", OWNER_LABEL: this_process()}
         self.swept = False
@@ -160,22 +161,26 @@ class ApiHost:
         upload: bytes | None = None,
         archive: Iterator[bytes] | None = None,
         fetch: tuple[str, _Extraction] | None = None,
+        module: str = "fireplug.sync.helper",
+        host_network: bool = False,
     ) -> _HelperResult:
         """Run the helper to completion: ``upload`` becomes /tmp/fp-paths, ``archive`` is unpacked
         into the mount first; its stdout is collected, then ``fetch`` (a path in the container)
-        is extracted as the engine archives it.
+        is extracted as the engine archives it. ``module``: the helper to run; ``host_network``:
+        it reaches the network as the host does (else it has none).
 
         Raises:
             SyncError: the helper failed, or its archive is damaged.
         """
         config: dict[str, Any] = {
             "Image": self.image,
-            "Cmd": [*HELPER, *arguments],
+            "Cmd": ["python3", "-m", module, *arguments],
             "Labels": self.labels,
+            **({"User": self.user, "Env": ["HOME=/tmp"]} if self.user else {}),
             "AttachStdout": True,
             "AttachStderr": True,
-            "NetworkDisabled": True,
-            "HostConfig": {"Binds": [f"{self.project_folder}:{MOUNT}:rw"], "AutoRemove": False},
+            "NetworkDisabled": not host_network,
+            "HostConfig": {"Binds": [f"{self.project_folder}:{MOUNT}:rw"], "AutoRemove": False, **({"NetworkMode": "host"} if host_network else {})},
         }
         container = self.engine.create_container(config, f"fp-sync-{uuid.uuid4().hex[:12]}")
         try:
@@ -186,7 +191,7 @@ class ApiHost:
             result, status = self._attach_and_run(container)
             if status != 0:
                 detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-                raise SyncError(self.host, f"the sync helper exited with status {status}: {detail[0]}")
+                raise HelperFailed(self.host, status, detail[0])
             if fetch is not None:
                 self._fetch(container, *fetch, result)
         except BaseException:
@@ -219,6 +224,12 @@ class ApiHost:
         finally:
             attached.close()
         return result, self.engine.wait(container)
+
+
+class HelperFailed(SyncError):
+    def __init__(self, host: str, status: int, detail: str) -> None:
+        super().__init__(host, f"the sync helper exited with status {status}: {detail}")
+        self.status = status
 
 
 class _HelperResult:
@@ -270,61 +281,76 @@ def extract(stream: io.RawIOBase, into: _Extraction, result: _HelperResult) -> N
     is not a real folder inside the root (a symlink planted on the host is never followed).
     """
     root = into.root
-    scratch = _scratch_folder(root)
+    scratch = scratch_folder(root)
     try:
         with tarfile.open(fileobj=io.BufferedReader(stream, TAR_CHUNK), mode="r|") as archive:
             for item in archive:
                 name = item.name.removeprefix(into.prefix)
                 wanted_kind = name in into.wanted and (item.isfile() or item.isdir() or item.issym())
-                if wanted_kind and safe_parent(str(root), name) and _place(archive, item, name, into, scratch) and item.isfile():
+                if wanted_kind and _place(archive, item, name, into, scratch) and item.isfile():
                     result.transferred.files += 1
                     result.transferred.file_bytes += item.size
                     if into.transfer is not None:
                         into.transfer.moved(result.transferred.file_bytes)
     finally:
-        _remove_if_empty(scratch)
+        remove_if_empty(scratch)
 
 
 def _place(archive: tarfile.TarFile, item: tarfile.TarInfo, name: str, into: _Extraction, scratch: Path) -> bool:
-    root = into.root
-    target = root / name
+    def write(out: BinaryIO) -> None:
+        source = archive.extractfile(item)
+        assert source is not None
+        digest = hashlib.sha256()
+        while block := source.read(TAR_CHUNK):
+            digest.update(block)
+            out.write(block)
+        into.digests[name] = digest.hexdigest()  # spares the record a second read of what just arrived
+
+    kind = DIR if item.isdir() else LINK if item.issym() else FILE
+    return land_entry(into.root, name, kind, item.mode, _mtime_ns(item, into.listed.get(name)), item.linkname, into.backup, scratch, write)
+
+
+def land_entry(
+    root: Path, name: str, kind: str, mode: int, mtime_ns: int, target: str, backup: Path, scratch: Path, write: Callable[[BinaryIO], None] | None = None
+) -> bool:
+    """Put one entry at ``root/name``: a folder is made when missing; a file (``write`` fills it)
+    or a link is made under a temporary name in ``scratch``, then renamed over what was there
+    (which moves under ``backup`` first). False: refused, because a parent is not a real
+    folder, or a folder stands where a file goes (or a file where a folder goes)."""
+    if not safe_parent(str(root), name):
+        return False
+    full = root / name
     existing = lstat_entry(str(root), name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    mtime_ns = _mtime_ns(item, into.listed.get(name))
-    if item.isdir():
+    full.parent.mkdir(parents=True, exist_ok=True)
+    if kind == DIR:
         if existing is None:
-            target.mkdir(mode=0o700)
-            os.chmod(target, item.mode & 0o777)
+            full.mkdir(mode=0o700)
+            os.chmod(full, mode & 0o777)
         return existing is None or existing.kind == DIR
     if existing is not None and existing.kind == DIR:
         return False
     handle, temporary = tempfile.mkstemp(dir=scratch, prefix=".fp-")
     try:
-        if item.issym():
+        if kind == LINK:
             os.close(handle)
             os.unlink(temporary)
-            os.symlink(item.linkname, temporary)
+            os.symlink(target, temporary)
         else:
-            source = archive.extractfile(item)
-            assert source is not None
-            digest = hashlib.sha256()
             with os.fdopen(handle, "wb") as out:
-                while block := source.read(TAR_CHUNK):
-                    digest.update(block)
-                    out.write(block)
-            os.chmod(temporary, item.mode & 0o777)
-            into.digests[name] = digest.hexdigest()  # spares the record a second read of what just arrived
+                if write is not None:
+                    write(out)
+            os.chmod(temporary, mode & 0o777)
         os.utime(temporary, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         if existing is not None:
-            keep_aside(str(target), str(into.backup / name))
-        os.replace(temporary, target)
+            keep_aside(str(full), str(backup / name))
+        os.replace(temporary, full)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return True
 
 
-def _scratch_folder(root: Path) -> Path:
+def scratch_folder(root: Path) -> Path:
     """Where files are written before their rename: in the data folder (same filesystem), never synced."""
     scratch = root / PARTIAL_DIR
     scratch.mkdir(exist_ok=True)
@@ -333,7 +359,7 @@ def _scratch_folder(root: Path) -> Path:
     return scratch
 
 
-def _remove_if_empty(folder: Path) -> None:
+def remove_if_empty(folder: Path) -> None:
     with contextlib.suppress(OSError):
         folder.rmdir()
 

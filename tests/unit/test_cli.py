@@ -203,6 +203,21 @@ def test_dry_run_on_a_remote_host_shows_where_the_data_goes(tmp_path: Path, monk
     out = capsys.readouterr().out
     assert "host      aws02 (ssh://ada@aws02); data synced there with rsync over ssh" in out
     assert f"data: /scratch/proj-abcd1234/data -> {tmp_path.resolve()}/data" in out
+    assert main(["--dry-run", "--host", "aws02", "--sync", "s3://my-bucket/stage", "python", "x.py"]) == 0
+    assert "host      aws02 (ssh://ada@aws02); data synced there through s3://my-bucket/stage" in capsys.readouterr().out
+    assert main(["--dry-run", "--host", "aws02", "--sync", "api", "python", "x.py"]) == 0
+    assert "data synced there through the Docker API" in capsys.readouterr().out
+
+
+def test_sync_mode_and_s3_commands_check_their_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "fireplug.toml").write_text('[project]\nname = "proj"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["--dry-run", "--sync", "ftp", "python", "x.py"]) == 125
+    assert "sync.mode 'ftp' must be one of auto, rsync, api, s3" in capsys.readouterr().err
+    assert main(["s3", "ls"]) == 2
+    assert "this project stages nothing in S3" in capsys.readouterr().err
+    assert main(["--sync", "s3://my-bucket", "s3", "gc", "--min-age", "-1"]) == 2
+    assert "--min-age -1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,469 @@
+"""Both ends of S3 staging: content-addressed objects, manifests and refs; the host's helper.
+
+Layout under ``<prefix>/<project key>/`` in the bucket:
+
+    objects/ab/abcd...   a file's bytes, named by their SHA-256 (immutable)
+    manifests/<sha256>   a side's staged tree, JSON, named by the SHA-256 of its bytes
+    refs/<side>          {"manifest": key, "at": unix time}: the current manifest of a side
+                         ("client", or a host's name)
+
+An object is written before any manifest naming it, and a manifest before the ref naming it,
+so a reader never meets a name whose bytes are not there. Every file is written to a
+temporary name, checked against its digest, then renamed.
+
+On a Docker host this runs as ``python3 -m fireplug.sync.s3_helper`` in a short-lived
+container on fp's base image (host networking; the job, credentials included, arrives as
+the file /tmp/fp-paths, never in the container's environment or labels):
+
+    fetch DATA STAGE BACKUP TRASH   download the job's entries into STAGE, then move them into
+                                    DATA as ``helper install`` does and list DATA (exit status
+                                    MISSING_OBJECT: the bucket lacks an object the job names)
+    publish DATA STATE              hash the job's paths in DATA, upload the objects the bucket
+                                    lacks, write the host's manifest and ref, print the manifest
+
+Standard library and boto3 (Debian's python3-boto3 in the base image).
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from fireplug.signature import is_racy
+from fireplug.sync.helper import install, list_tree
+from fireplug.sync.tree import DIR, FILE, LINK, READ_SIZE, Entry, file_sha256, lstat_entry, safe_parent
+
+LARGE = 64 << 20  # from this size a file goes as a multipart upload / ranged download
+PART_SIZE = 64 << 20
+LARGE_CONCURRENCY = 8  # parts of one large file in flight
+SMALL_CONCURRENCY = 16  # small files in flight, sharing one client
+CLIENT_SIDE = "client"
+MISSING_OBJECT = 3  # the helper's exit status when the bucket lacks an object the job names
+MANIFEST_FORMAT = 1
+
+ManifestEntry = dict[str, Any]  # kind, size, mode, mtime_ns; digest (files), target (links)
+Manifest = dict[str, ManifestEntry]
+
+
+class ObjectMissing(Exception):
+    """The bucket lacks an object a manifest names (removed behind fp's back)."""
+
+
+class ContentMismatch(Exception):
+    """Bytes that arrived do not have the digest they are named by."""
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where one project's staging lives in a bucket."""
+
+    bucket: str
+    root: str  # "<prefix>/<project key>" or "<project key>"
+
+    def object_key(self, digest: str) -> str:
+        return f"{self.root}/objects/{digest[:2]}/{digest}"
+
+    def manifest_key(self, digest: str) -> str:
+        return f"{self.root}/manifests/{digest}"
+
+    def ref_key(self, side: str) -> str:
+        return f"{self.root}/refs/{side}"
+
+    @staticmethod
+    def digest_of_key(key: str) -> str:
+        return key.rsplit("/", 1)[-1]
+
+
+# -- manifests and the digest cache --------------------------------------------------------
+
+
+def is_plain_path(path: object) -> bool:
+    """A relative "/"-separated path with no empty, "." or ".." part (nothing outside the root)."""
+    return isinstance(path, str) and bool(path) and not path.startswith("/") and all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def manifest_entry(entry: Entry, digest: str = "") -> ManifestEntry:
+    found: ManifestEntry = {"kind": entry.kind, "size": entry.size, "mode": entry.mode, "mtime_ns": entry.mtime_ns}
+    if entry.kind == FILE:
+        found["digest"] = digest
+    elif entry.kind == LINK:
+        found["target"] = entry.target
+    return found
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    return json.dumps({"format": MANIFEST_FORMAT, "paths": manifest}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_manifest(data: bytes) -> Manifest:
+    """Raises: ValueError: not a manifest of this format."""
+    document = json.loads(data)
+    if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT or not isinstance(document.get("paths"), dict):
+        raise ValueError("not a fireplug manifest")
+    return document["paths"]
+
+
+class DigestCache:
+    """SHA-256 of files by stat signature (size, mtime, ctime, inode): a file is hashed again only
+    when its signature changed, and never trusted when it changed too recently (the racy rule)."""
+
+    def __init__(self, entries: Mapping[str, list[Any]] | None = None) -> None:
+        self.entries: dict[str, list[Any]] = dict(entries or {})
+
+    @classmethod
+    def load(cls, path: str) -> DigestCache:
+        try:
+            with open(path, "rb") as source:
+                data = json.load(source)
+            return cls(data if isinstance(data, dict) else {})
+        except (OSError, ValueError):
+            return cls()
+
+    def save(self, path: str) -> None:
+        write_atomically(path, json.dumps(self.entries, separators=(",", ":")).encode())
+
+    def known(self, path: str, entry: Entry) -> str:
+        cached = self.entries.get(path)
+        if isinstance(cached, list) and len(cached) == 5 and cached[:4] == [entry.size, entry.mtime_ns, entry.ctime_ns, entry.ino]:
+            return str(cached[4])
+        return ""
+
+    def remember(self, path: str, entry: Entry, digest: str, looked_at_ns: int) -> None:
+        if digest and not is_racy(entry.mtime_ns, entry.ctime_ns, looked_at_ns):
+            self.entries[path] = [entry.size, entry.mtime_ns, entry.ctime_ns, entry.ino, digest]
+        else:
+            self.entries.pop(path, None)
+
+    def keep_only(self, paths: Iterable[str]) -> None:
+        wanted = set(paths)
+        self.entries = {path: value for path, value in self.entries.items() if path in wanted}
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".fp-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+# -- transfers (one shared boto3 client; it is thread-safe) ----------------------------------
+
+
+def transfer_config() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=LARGE, multipart_chunksize=PART_SIZE, max_concurrency=LARGE_CONCURRENCY, use_threads=True)
+
+
+@dataclass(frozen=True)
+class Upload:
+    path: str  # relative to the root
+    entry: Entry  # as listed
+    digest: str = ""  # "" for a file below LARGE not hashed yet: it is hashed from the bytes sent
+
+
+@dataclass
+class Uploaded:
+    digests: dict[str, str] = field(default_factory=dict)  # path -> digest of each file now staged
+    changed: list[str] = field(default_factory=list)  # files that changed while they were read: not staged
+    unreadable: list[str] = field(default_factory=list)  # files that could not be opened (or vanished)
+    sent_bytes: int = 0
+
+
+def upload_objects(
+    client: Any, place: Place, root: str, uploads: list[Upload], known: set[str], on_bytes: Callable[[int], None] = lambda n: None, *, checked: bool = True
+) -> Uploaded:
+    """Stage each file's bytes under its digest, unless ``known`` (the bucket has it). Files
+    below LARGE are read once, hashed (unless given a digest) and sent from memory, 16 at a
+    time; larger ones go in parts. A file whose signature changed while it was read is not
+    staged (a large one's object is removed again: its bytes may not be the ones named).
+    ``checked``: small files carry their SHA-256 for S3 to verify (off for stores that reject
+    checksum headers: ``request_checksum_calculation = "when_required"``)."""
+    done = Uploaded()
+    lock = threading.Lock()
+
+    def claim(digest: str) -> bool:
+        with lock:
+            fresh = digest not in known
+            known.add(digest)
+            return fresh
+
+    def finish(upload: Upload, digest: str, sent: int) -> None:
+        with lock:
+            done.digests[upload.path] = digest
+            done.sent_bytes += sent
+            on_bytes(done.sent_bytes)
+
+    def send_small(upload: Upload) -> None:
+        try:
+            with open(os.path.join(root, upload.path), "rb") as source:
+                body = source.read()
+        except OSError:
+            with lock:
+                done.unreadable.append(upload.path)
+            return
+        digest = upload.digest or hashlib.sha256(body).hexdigest()
+        if lstat_entry(root, upload.path) != upload.entry:
+            with lock:
+                done.changed.append(upload.path)
+            return
+        fresh = claim(digest)
+        if fresh:
+            # S3 checks the bytes against the name, and botocore then adds no CRC of its own
+            checksum = {"ChecksumSHA256": base64.b64encode(bytes.fromhex(digest)).decode()} if checked else {}
+            client.put_object(Bucket=place.bucket, Key=place.object_key(digest), Body=body, **checksum)
+        finish(upload, digest, len(body) if fresh else 0)
+
+    def send_large(upload: Upload) -> None:
+        if not claim(upload.digest):
+            finish(upload, upload.digest, 0)
+            return
+        key = place.object_key(upload.digest)
+        with open(os.path.join(root, upload.path), "rb") as source:
+            client.upload_fileobj(source, place.bucket, key, Config=transfer_config())
+        if lstat_entry(root, upload.path) != upload.entry:  # written to while it was hashed or sent
+            client.delete_object(Bucket=place.bucket, Key=key)
+            with lock:
+                known.discard(upload.digest)
+                done.changed.append(upload.path)
+            return
+        finish(upload, upload.digest, upload.entry.size)
+
+    in_parallel(send_small, [upload for upload in uploads if upload.entry.size < LARGE], SMALL_CONCURRENCY)
+    in_parallel(send_large, [upload for upload in uploads if upload.entry.size >= LARGE and upload.digest], 1)  # its parts go in parallel
+    return done
+
+
+def download_object(client: Any, place: Place, digest: str, size: int, out: IO[bytes]) -> None:
+    """Write the object named ``digest`` to ``out`` and check its bytes.
+
+    Raises:
+        ObjectMissing: the bucket has no such object.
+        ContentMismatch: its bytes are not the ones named.
+    """
+    key = place.object_key(digest)
+    hashing = _Hashing(out)
+    try:
+        if size < LARGE:
+            body = client.get_object(Bucket=place.bucket, Key=key)["Body"]
+            while block := body.read(READ_SIZE):
+                hashing.write(block)
+        else:
+            client.download_fileobj(place.bucket, key, hashing, Config=transfer_config())  # in order: ``hashing`` cannot seek
+    except Exception as e:
+        if _is_missing(e):
+            raise ObjectMissing(key) from e
+        raise
+    if hashing.hash.hexdigest() != digest or hashing.size != size:
+        raise ContentMismatch(key)
+
+
+class _Hashing:
+    """A file object that hashes what is written to it; s3transfer writes a non-seekable
+    output's parts in order."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.out.write(data)
+
+
+def _is_missing(error: Exception) -> bool:
+    response = getattr(error, "response", None)
+    code = str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+    return code in ("NoSuchKey", "404", "NotFound")
+
+
+def in_parallel(work: Callable[[Any], None], items: list[Any], workers: int) -> None:
+    """``work`` on each item, ``workers`` at a time; the first failure (or an interruption)
+    cancels what has not started, and is raised once the running ones are done."""
+    if len(items) <= 1 or workers == 1:
+        for item in items:
+            work(item)
+        return
+    pool = concurrent.futures.ThreadPoolExecutor(workers)
+    try:
+        for future in [pool.submit(work, item) for item in items]:
+            future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def put_manifest(client: Any, place: Place, side: str, manifest: Manifest) -> str:
+    """Write ``manifest`` (its objects are there already), then point ``side``'s ref at it."""
+    data = encode_manifest(manifest)
+    key = place.manifest_key(hashlib.sha256(data).hexdigest())
+    client.put_object(Bucket=place.bucket, Key=key, Body=data)
+    ref = json.dumps({"manifest": key, "at": int(time.time())}).encode()
+    client.put_object(Bucket=place.bucket, Key=place.ref_key(side), Body=ref)
+    return key
+
+
+def make_client(job: Mapping[str, Any]) -> Any:
+    """A client from the job's settings (the host side: no profile, no config files)."""
+    import boto3
+    import botocore.config
+
+    options: dict[str, Any] = {"retries": {"max_attempts": 5, "mode": "standard"}, "max_pool_connections": SMALL_CONCURRENCY + LARGE_CONCURRENCY}
+    for key in ("request_checksum_calculation", "response_checksum_validation"):
+        if job.get(key):
+            options[key] = job[key]
+    try:
+        config = botocore.config.Config(**options)
+    except TypeError:  # an older botocore: it knows no checksum settings, and adds no checksums either
+        options = {key: value for key, value in options.items() if key not in ("request_checksum_calculation", "response_checksum_validation")}
+        config = botocore.config.Config(**options)
+    credentials = job.get("credentials") or {}
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=job.get("endpoint") or None,
+        region_name=job.get("region") or None,
+        aws_access_key_id=credentials.get("access_key"),
+        aws_secret_access_key=credentials.get("secret_key"),
+        aws_session_token=credentials.get("token") or None,
+        config=config,
+    )
+
+
+# -- the host's side ---------------------------------------------------------------------------
+
+
+def fetch(job: Mapping[str, Any], data: str, stage: str, backup: str, trash: str, out: IO[bytes], errors: IO[bytes]) -> None:
+    """Lay the job's entries out under ``stage`` (objects downloaded and checked), then install."""
+    client = make_client(job)
+    place = Place(job["bucket"], job["root"])
+    entries: Manifest = {path: entry for path, entry in job["entries"].items() if is_plain_path(path)}
+    os.makedirs(stage)
+    parts = stage + "-parts"  # temporary names, outside what ``install`` moves (pruned with the stage)
+    os.makedirs(parts)
+    files = []
+    for path in sorted(entries):
+        entry = entries[path]
+        target = os.path.join(stage, path)
+        if not safe_parent(stage, path):
+            continue
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if entry["kind"] == DIR:
+            os.makedirs(target, exist_ok=True)
+            os.chmod(target, entry["mode"] & 0o777)
+        elif entry["kind"] == LINK:
+            os.symlink(entry["target"], target)
+            os.utime(target, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
+        elif entry["kind"] == FILE:
+            files.append(path)
+
+    def download(path: str) -> None:
+        entry = entries[path]
+        handle, temporary = tempfile.mkstemp(dir=parts)
+        with os.fdopen(handle, "wb") as out:
+            download_object(client, place, entry["digest"], entry["size"], out)
+        os.chmod(temporary, entry["mode"] & 0o777)
+        os.utime(temporary, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+        os.rename(temporary, os.path.join(stage, path))
+
+    in_parallel(download, [path for path in files if entries[path]["size"] < LARGE], SMALL_CONCURRENCY)
+    in_parallel(download, [path for path in files if entries[path]["size"] >= LARGE], 1)
+    install(data, stage, backup, errors)
+    os.rmdir(parts)
+    errors.flush()
+    list_tree(data, trash, out)
+
+
+def publish(job: Mapping[str, Any], data: str, state: str, out: IO[bytes]) -> None:
+    """Stage the host's tree in the bucket: the job's paths are hashed (through the digest
+    cache) and the objects the bucket lacks uploaded; then the host's manifest and ref are
+    written, and the manifest of the job's paths printed (what the client downloads)."""
+    client = make_client(job)
+    place = Place(job["bucket"], job["root"])
+    cache = DigestCache.load(state)
+    now = time.time_ns()
+    wanted: Manifest = {}
+    uploads = []
+    for path in filter(is_plain_path, job["paths"]):
+        entry = lstat_entry(data, path)
+        if entry is None or entry.kind not in (FILE, DIR, LINK) or not safe_parent(data, path):
+            continue
+        if entry.kind != FILE:
+            wanted[path] = manifest_entry(entry)
+            continue
+        digest = cache.known(path, entry) or (file_sha256(os.path.join(data, path)) if entry.size >= LARGE else "")
+        if digest or entry.size < LARGE:  # else unreadable
+            uploads.append(Upload(path, entry, digest))
+    listed = {upload.path: upload.entry for upload in uploads}
+    checked = job.get("request_checksum_calculation") != "when_required"
+    staged = upload_objects(client, place, data, uploads, set(job.get("known", ())), checked=checked)
+    for path, digest in staged.digests.items():
+        wanted[path] = manifest_entry(listed[path], digest)
+        cache.remember(path, listed[path], digest, now)
+    for path in staged.changed:
+        cache.entries.pop(path, None)
+    put_manifest(client, place, job["side"], {**_cached_manifest(data, cache), **wanted})
+    cache.save(state)
+    out.write(encode_manifest(wanted))
+
+
+def _cached_manifest(data: str, cache: DigestCache) -> Manifest:
+    """The host's files whose digest is known and still right (unchanged since hashed)."""
+    found: Manifest = {}
+    for path in list(cache.entries):
+        entry = lstat_entry(data, path)
+        digest = cache.known(path, entry) if entry is not None and entry.kind == FILE else ""
+        if digest:
+            found[path] = manifest_entry(entry, digest)  # type: ignore[arg-type]
+        else:
+            cache.entries.pop(path)
+    return found
+
+
+def main(argv: list[str]) -> int:
+    command, arguments = (argv[0], argv[1:]) if argv else ("", [])
+    try:
+        with open("/tmp/fp-paths", "rb") as source:
+            job = json.load(source)
+        with contextlib.suppress(OSError):  # as another user than the file's, the container's removal does it
+            os.unlink("/tmp/fp-paths")  # the credentials in it are not left in the container
+        if command == "fetch" and len(arguments) == 4:
+            fetch(job, *arguments, sys.stdout.buffer, sys.stderr.buffer)
+        elif command == "publish" and len(arguments) == 2:
+            publish(job, *arguments, sys.stdout.buffer)
+        else:
+            print("usage: s3_helper fetch DATA STAGE BACKUP TRASH | publish DATA STATE", file=sys.stderr)
+            return 2
+    except ObjectMissing as e:
+        print(f"missing object: {e}", file=sys.stderr)
+        return MISSING_OBJECT
+    except ContentMismatch as e:
+        print(f"object {e} does not hold the bytes it is named by", file=sys.stderr)
+        return 4
+    except Exception as e:  # one line for fp to show: botocore's errors name the request and the code
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
