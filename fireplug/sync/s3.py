@@ -48,6 +48,7 @@ from fireplug.sync.s3_helper import (
     Place,
     Upload,
     Uploaded,
+    client_config,
     decode_manifest,
     download_object,
     encode_manifest,
@@ -162,6 +163,11 @@ class Store:
             write_atomically(str(memo), json.dumps({"mark": mark, "at": time.time()}).encode())
 
     @property
+    def checked(self) -> bool:
+        """Whether bodies carry their checksum (not for stores that reject checksum headers)."""
+        return self.staging.settings.request_checksum_calculation != "when_required"
+
+    @property
     def endpoint(self) -> str:
         return str(self.client.meta.endpoint_url or "")
 
@@ -242,8 +248,7 @@ class Store:
     def upload(self, root: Path, uploads: list[Upload], transfer: console.Transfer) -> Uploaded:
         """Stage ``uploads`` (see ``s3_helper.upload_objects``); what the bucket now holds is remembered."""
         with self.translated("uploading"):
-            checked = self.staging.settings.request_checksum_calculation != "when_required"
-            done = upload_objects(self.client, self.place, str(root), uploads, set(self.known()), transfer.moved, checked=checked)
+            done = upload_objects(self.client, self.place, str(root), uploads, set(self.known()), transfer.moved, checked=self.checked)
         self.learn(set(done.digests.values()))
         return done
 
@@ -257,7 +262,7 @@ class Store:
             if memo.read_text() == digest:
                 return
         with self.translated("writing the manifest"):
-            put_manifest(self.client, self.place, side, manifest)
+            put_manifest(self.client, self.place, side, manifest, checked=self.checked)
         with contextlib.suppress(OSError):
             write_atomically(str(memo), digest.encode())
 
@@ -295,14 +300,10 @@ class Store:
 
 def _make_client(settings: SyncSettings) -> tuple[Any, Any]:
     import boto3
-    import botocore.config
 
-    options: dict[str, Any] = {"retries": {"max_attempts": 5, "mode": "standard"}, "max_pool_connections": 2 * SMALL_CONCURRENCY}
-    for key in ("request_checksum_calculation", "response_checksum_validation"):
-        if getattr(settings, key):
-            options[key] = getattr(settings, key)
     session = boto3.session.Session(profile_name=settings.profile or None, region_name=settings.region or None)
-    return session, session.client("s3", endpoint_url=settings.endpoint or None, config=botocore.config.Config(**options))
+    config = client_config(settings.request_checksum_calculation, settings.response_checksum_validation)
+    return session, session.client("s3", endpoint_url=settings.endpoint or None, config=config)
 
 
 def _error_code(error: Any) -> str:

@@ -227,9 +227,7 @@ def upload_objects(
             return
         fresh = claim(digest)
         if fresh:
-            # S3 checks the bytes against the name, and botocore then adds no CRC of its own
-            checksum = {"ChecksumSHA256": base64.b64encode(bytes.fromhex(digest)).decode()} if checked else {}
-            client.put_object(Bucket=place.bucket, Key=place.object_key(digest), Body=body, **checksum)
+            put_bytes(client, place.bucket, place.object_key(digest), body, checked=checked, digest=digest)  # S3 checks the bytes against the name
         finish(upload, digest, len(body) if fresh else 0)
 
     def send_large(upload: Upload) -> None:
@@ -312,30 +310,45 @@ def in_parallel(work: Callable[[Any], None], items: list[Any], workers: int) -> 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def put_manifest(client: Any, place: Place, side: str, manifest: Manifest) -> str:
+def put_manifest(client: Any, place: Place, side: str, manifest: Manifest, *, checked: bool = True) -> str:
     """Write ``manifest`` (its objects are there already), then point ``side``'s ref at it."""
     data = encode_manifest(manifest)
-    key = place.manifest_key(hashlib.sha256(data).hexdigest())
-    client.put_object(Bucket=place.bucket, Key=key, Body=data)
-    ref = json.dumps({"manifest": key, "at": int(time.time())}).encode()
-    client.put_object(Bucket=place.bucket, Key=place.ref_key(side), Body=ref)
+    digest = hashlib.sha256(data).hexdigest()
+    key = place.manifest_key(digest)
+    put_bytes(client, place.bucket, key, data, checked=checked, digest=digest)
+    put_bytes(client, place.bucket, place.ref_key(side), json.dumps({"manifest": key, "at": int(time.time())}).encode(), checked=checked)
     return key
+
+
+def client_config(request_checksums: str = "", response_checksums: str = "") -> Any:
+    """botocore's settings for fp's clients, here and on the host.
+
+    Unless checksums go only where required (for stores that reject them), every body fp sends
+    carries a checksum S3 verifies (``put_bytes``: SHA-256; s3transfer's parts: botocore's CRC),
+    so the body is not hashed once more for the request's signature, which botocore otherwise
+    does for every plain-http endpoint."""
+    import botocore.config
+
+    options: dict[str, Any] = {"retries": {"max_attempts": 5, "mode": "standard"}, "max_pool_connections": SMALL_CONCURRENCY + LARGE_CONCURRENCY}
+    if request_checksums != "when_required":
+        options["s3"] = {"payload_signing_enabled": False}
+    checksums = {"request_checksum_calculation": request_checksums, "response_checksum_validation": response_checksums}
+    try:
+        return botocore.config.Config(**options, **{key: value for key, value in checksums.items() if value})
+    except TypeError:  # an older botocore (Debian's): it knows no checksum settings, and adds no checksums either
+        return botocore.config.Config(**options)
+
+
+def put_bytes(client: Any, bucket: str, key: str, body: bytes, *, checked: bool, digest: str = "") -> None:
+    """PUT ``body``, with its SHA-256 (``digest``, made when not given) for S3 to verify when ``checked``."""
+    extra = {"ChecksumSHA256": base64.b64encode(bytes.fromhex(digest) if digest else hashlib.sha256(body).digest()).decode()} if checked else {}
+    client.put_object(Bucket=bucket, Key=key, Body=body, **extra)
 
 
 def make_client(job: Mapping[str, Any]) -> Any:
     """A client from the job's settings (the host side: no profile, no config files)."""
     import boto3
-    import botocore.config
 
-    options: dict[str, Any] = {"retries": {"max_attempts": 5, "mode": "standard"}, "max_pool_connections": SMALL_CONCURRENCY + LARGE_CONCURRENCY}
-    for key in ("request_checksum_calculation", "response_checksum_validation"):
-        if job.get(key):
-            options[key] = job[key]
-    try:
-        config = botocore.config.Config(**options)
-    except TypeError:  # an older botocore: it knows no checksum settings, and adds no checksums either
-        options = {key: value for key, value in options.items() if key not in ("request_checksum_calculation", "response_checksum_validation")}
-        config = botocore.config.Config(**options)
     credentials = job.get("credentials") or {}
     return boto3.session.Session().client(
         "s3",
@@ -344,7 +357,7 @@ def make_client(job: Mapping[str, Any]) -> Any:
         aws_access_key_id=credentials.get("access_key"),
         aws_secret_access_key=credentials.get("secret_key"),
         aws_session_token=credentials.get("token") or None,
-        config=config,
+        config=client_config(job.get("request_checksum_calculation", ""), job.get("response_checksum_validation", "")),
     )
 
 
@@ -420,7 +433,7 @@ def publish(job: Mapping[str, Any], data: str, state: str, out: IO[bytes]) -> No
         cache.remember(path, listed[path], digest, now)
     for path in staged.changed:
         cache.entries.pop(path, None)
-    put_manifest(client, place, job["side"], {**_cached_manifest(data, cache), **wanted})
+    put_manifest(client, place, job["side"], {**_cached_manifest(data, cache), **wanted}, checked=checked)
     cache.save(state)
     out.write(encode_manifest(wanted))
 
