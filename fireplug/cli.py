@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from fireplug import __version__, console, hosts, job, scaffold, userconfig
 from fireplug.build import ensure_base
@@ -28,9 +28,13 @@ from fireplug.inventory import LOCAL, load_inventory
 from fireplug.job import LocalSide
 from fireplug.run import Stdio
 from fireplug.ssh import SshSettings
-from fireplug.sync import SyncInterrupted, s3
+from fireplug.sync import SyncInterrupted
+
+if TYPE_CHECKING:
+    from fireplug.sync import s3
 
 SUBCOMMANDS = ("init", "base", "hosts", "s3")
+GC_MIN_AGE_SECONDS = 3600  # fp s3 gc spares what is younger: a push from elsewhere may be under way
 
 DESCRIPTION = """\
 Run COMMAND in a container on a Docker host as if it ran here: the project's code is
@@ -159,7 +163,7 @@ def s3_parser() -> argparse.ArgumentParser:
     gc = actions.add_parser("gc", help="remove objects and manifests no side's ref reaches, and unfinished uploads")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     gc.add_argument(
-        "--min-age", type=float, default=s3.GC_GRACE_SECONDS, metavar="S", help="spare what is younger than S seconds (a push may be under way; default 3600)"
+        "--min-age", type=float, default=GC_MIN_AGE_SECONDS, metavar="S", help="spare what is younger than S seconds (a push may be under way; default 3600)"
     )
     return parser
 
@@ -370,6 +374,8 @@ def _base_build(host_name: str | None, *, rebuild: bool, verbose: bool) -> int:
 
 
 def _s3(options: argparse.Namespace, args: argparse.Namespace) -> int:
+    from fireplug.sync import s3
+
     local = _local_side()
     config = _load_config(local, sync=args.sync)
     if not config.sync.s3:

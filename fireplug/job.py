@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fireplug import console, hosts
 from fireplug.build import (
@@ -48,8 +48,10 @@ from fireplug.scancache import forget as forget_scan
 from fireplug.ssh import SshSettings
 from fireplug.sync import SyncInterrupted, SyncReport
 from fireplug.sync.record import PairFiles, last_host, remember_host, state_home
-from fireplug.sync.s3 import S3Host, Staging, Store
 from fireplug.sync.session import HostSide, SyncRequest, preview, sync
+
+if TYPE_CHECKING:  # imported where used: fp's start-up does not pay for a transport it may not use
+    from fireplug.sync.s3 import Store
 
 COMMAND_LABEL_LIMIT = 512
 FINISHED_RUN_GRACE_SECONDS = 15  # its own fp may still be draining its output (up to 10 s) before removing it
@@ -141,6 +143,8 @@ def staging_store(config: Config, local: LocalSide, host: Host, steps: Steps) ->
     if host.local:
         console.note(f"host 'local' uses the data folder in place: {config.sync.s3} is not used")
         return None
+    from fireplug.sync.s3 import Staging, Store
+
     store = Store(Staging.of(config.sync, config.project.key, state_home(local.environ, local.home)))
     store.check()
     return store
@@ -459,6 +463,8 @@ def make_host_side(connection: hosts.Connection, config: Config, *, verbose: boo
         user = container_user(config.run.user, connection.shell.identity())
         connection.shell.run(["mkdir", "-p", "--", folder], what="making the project's folder")  # else the engine makes it, as root
     if store is not None:
+        from fireplug.sync.s3 import S3Host
+
         return S3Host(connection.engine, base.tag, labels, folder, config.project.data, store, user=user)
     return ApiHost(connection.engine, base.tag, labels, folder, config.project.data, user=user)
 

@@ -71,7 +71,6 @@ _CONNECTION_FAILURES = {
     "ConnectTimeoutError": "connecting timed out",
 }
 HASH_CONCURRENCY = 4  # hashlib releases the GIL: files are hashed on several cores
-GC_GRACE_SECONDS = 3600  # unreachable objects younger than this may belong to a push under way
 
 
 @dataclass(frozen=True)
@@ -513,7 +512,7 @@ class Garbage:
     recent: int = 0  # unreachable objects spared: younger than the minimum age (a push may be under way)
 
 
-def find_garbage(store: Store, min_age: float = GC_GRACE_SECONDS) -> Garbage:
+def find_garbage(store: Store, min_age: float) -> Garbage:
     """Mark what the refs' manifests name, sweep the rest that is older than ``min_age`` seconds."""
     now = time.time()
     refs = store.refs()
