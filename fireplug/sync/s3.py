@@ -222,10 +222,11 @@ class Store:
             self._save_known()
 
     def forget(self, digests: set[str] | None = None) -> None:
-        """Forget objects (all of them: the next push lists the bucket)."""
+        """Forget objects (all of them: the next push lists the bucket, and writes the manifests again)."""
         if digests is None:
             self._known = None
-            self.known_file.unlink(missing_ok=True)
+            for memo in (self.known_file, *self.staging.state.glob("manifest-*")):
+                memo.unlink(missing_ok=True)
         else:
             self.known().difference_update(digests)
             self._save_known()
@@ -337,8 +338,8 @@ class S3Host(ApiHost):
         except HelperFailed as e:
             if e.status != MISSING_OBJECT:
                 raise
-            # the bucket lost objects this machine thought it had (a gc from elsewhere, a bucket
-            # made again): the push lists the bucket and sends them again, once
+            # (a gc from elsewhere, a bucket made again): the push lists the bucket and sends them again, once
+            console.note(f"{self.store.staging.url} lacks objects fp thought it had: listing it and sending them again")
             return self._push_once(local, paths, batch, tree)
 
     def _push_once(self, local: Path, paths: Sequence[str], batch: str, tree: Mapping[str, Entry]) -> Transferred:

@@ -68,7 +68,7 @@ class S3Server:
         text = self.log.read_bytes()[mark:].decode(errors="replace")
         return REQUEST_RE.findall(text)
 
-    def keys(self, under: str = "") -> list[str]:
+    def keys_under(self, under: str = "") -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=under)
         return [item["Key"] for page in pages for item in page.get("Contents", ())]
 
@@ -142,9 +142,9 @@ def test_round_trip_through_s3_to_a_host_without_ssh(project: Project, remote: R
     assert (project.root / "data/output/sum.txt").read_text().split()[0] == expected
     assert (project.root / "data/output/deep/r.txt").read_text() == "hi\n"
     assert "from host 'tlss3'" in err
-    objects = {key.rsplit("/", 1)[-1] for key in s3.keys(f"stage/{project.key}/objects/")}
+    objects = {key.rsplit("/", 1)[-1] for key in s3.keys_under(f"stage/{project.key}/objects/")}
     assert {sha256(big), sha256(small), sha256(project.root / "data/output/sum.txt")} <= objects
-    assert set(s3.keys(f"stage/{project.key}/refs/")) == {f"stage/{project.key}/refs/client", f"stage/{project.key}/refs/{host}"}
+    assert set(s3.keys_under(f"stage/{project.key}/refs/")) == {f"stage/{project.key}/refs/client", f"stage/{project.key}/refs/{host}"}
     listed = run_fp(project.root, "s3", "ls")
     assert listed.returncode == 0 and "client" in listed.stdout.decode() and host in listed.stdout.decode()
 
@@ -266,6 +266,7 @@ def test_endpoint_killed_mid_transfer(project: Project, remote: RemoteBench, s3:
     s3.start()  # an empty bucket again: fp forgot what it knew, and sends everything
     ok(run_fp(project.root, "--host", "primary", "--sync-in-only"))
     assert sha256(remote.data_on("primary", project) / "big.bin") == sha256(big)
+    assert f"stage/{project.key}/refs/client" in s3.keys_under(f"stage/{project.key}/refs/")  # the manifest was written again too
 
 
 def test_interrupted_push_leaves_no_partial_file(project: Project, remote: RemoteBench, s3: S3Server) -> None:
@@ -299,16 +300,31 @@ def test_gc_removes_only_what_no_ref_reaches(project: Project, remote: RemoteBen
     project.write("data/a.txt", "version 2, longer\n")
     ok(run_fp(project.root, "--host", "primary", "--sync-in-only"))
     objects = f"stage/{project.key}/objects/"
-    assert len(s3.keys(objects)) == 3
+    assert len(s3.keys_under(objects)) == 3
     dry = run_fp(project.root, "s3", "gc", "--dry-run", "--min-age", "0")
     assert dry.returncode == 0 and "would remove 1 objects" in dry.stderr.decode(), dry.stderr
-    assert len(s3.keys(objects)) == 3
+    assert len(s3.keys_under(objects)) == 3
     spared = run_fp(project.root, "s3", "gc")  # everything is younger than the default hour
     assert spared.returncode == 0 and "spared 1" in spared.stderr.decode(), spared.stderr
     ok(run_fp(project.root, "s3", "gc", "--min-age", "0"))
-    left = {key.rsplit("/", 1)[-1] for key in s3.keys(objects)}
+    left = {key.rsplit("/", 1)[-1] for key in s3.keys_under(objects)}
     assert left == {sha256(project.root / "data/a.txt"), sha256(project.root / "data/b.txt")} and old not in left
-    assert len(s3.keys(f"stage/{project.key}/manifests/")) == 1
+    assert len(s3.keys_under(f"stage/{project.key}/manifests/")) == 1
     project.write("data/c.txt", "after gc\n")  # what this machine knows of the bucket was updated
     ok(run_fp(project.root, "--host", "primary", "sh", "-c", "cat data/a.txt data/c.txt > data/out.txt"))
     assert (project.root / "data/out.txt").read_text() == "version 2, longer\nafter gc\n"
+
+
+def test_a_bucket_emptied_behind_fps_back(project: Project, remote: RemoteBench, s3: S3Server) -> None:
+    staged_project(project, s3)
+    project.write("data/a.txt", "the same bytes\n")
+    ok(run_fp(project.root, "--host", "primary", "--sync-in-only"))
+    client = s3.client()
+    for key in s3.keys_under():
+        client.delete_object(Bucket=BUCKET, Key=key)
+    project.write("data/b.txt", "the same bytes\n")  # an object fp believes the bucket holds
+    err = ok(run_fp(project.root, "--host", "primary", "--sync-in-only"))
+    assert "lacks objects fp thought it had" in err
+    assert (remote.data_on("primary", project) / "b.txt").read_text() == "the same bytes\n", err
+    assert set(s3.keys_under(f"stage/{project.key}/refs/")) == {f"stage/{project.key}/refs/client"}
+    assert len(s3.keys_under(f"stage/{project.key}/objects/")) == 1
