@@ -23,6 +23,7 @@ host part, the test bench (tests/run starts it).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -138,8 +139,6 @@ def caught(tool: str, moto: Moto, prefix: str, data: Path, edited: list[Path]) -
     if tool == "fp":
         ref = json.loads(client.get_object(Bucket=BUCKET, Key=f"{prefix}/bench/refs/client")["Body"].read())
         paths = json.loads(client.get_object(Bucket=BUCKET, Key=ref["manifest"])["Body"].read())["paths"]
-        import hashlib
-
         return sum(paths[str(path.relative_to(data))]["digest"] == hashlib.sha256(path.read_bytes()).hexdigest() for path in edited)
     count = 0
     for path in edited:

@@ -36,11 +36,11 @@ from fireplug.errors import S3Error
 from fireplug.sync import SyncError
 from fireplug.sync.api import MOUNT, ApiHost, HelperFailed, land_entry, remove_if_empty, scratch_folder
 from fireplug.sync.helper import STAGING_PREFIX
+from fireplug.sync.record import save_bytes
 from fireplug.sync.s3_helper import (
     CLIENT_SIDE,
     LARGE,
     MISSING_OBJECT,
-    SMALL_CONCURRENCY,
     ContentMismatch,
     DigestCache,
     Manifest,
@@ -48,6 +48,7 @@ from fireplug.sync.s3_helper import (
     Place,
     Upload,
     Uploaded,
+    by_size,
     client_config,
     decode_manifest,
     download_object,
@@ -57,7 +58,6 @@ from fireplug.sync.s3_helper import (
     manifest_entry,
     put_manifest,
     upload_objects,
-    write_atomically,
 )
 from fireplug.sync.session import Transferred
 from fireplug.sync.tree import DIR, FILE, LINK, Entry, file_sha256, scan
@@ -159,7 +159,7 @@ class Store:
         with self.translated(f"listing {self.staging.url}"):
             self.client.list_objects_v2(Bucket=self.place.bucket, Prefix=f"{self.place.root}/refs/", MaxKeys=1)
         with contextlib.suppress(OSError):
-            write_atomically(str(memo), json.dumps({"mark": mark, "at": time.time()}).encode())
+            save_bytes(memo, json.dumps({"mark": mark, "at": time.time()}).encode())
 
     @property
     def checked(self) -> bool:
@@ -233,7 +233,7 @@ class Store:
 
     def _save_known(self) -> None:
         with contextlib.suppress(OSError):
-            write_atomically(str(self.known_file), "\n".join(sorted(self._known or ())).encode())
+            save_bytes(self.known_file, "\n".join(sorted(self._known or ())).encode())
 
     def _listed_objects(self) -> set[str]:
         return {Place.digest_of_key(item["Key"]) for item in self.listing(f"{self.place.root}/objects/")}
@@ -264,7 +264,7 @@ class Store:
         with self.translated("writing the manifest"):
             put_manifest(self.client, self.place, side, manifest, checked=self.checked)
         with contextlib.suppress(OSError):
-            write_atomically(str(memo), digest.encode())
+            save_bytes(memo, digest.encode())
 
     def download(self, digest: str, size: int, out: BinaryIO) -> None:
         """Raises: S3Error: the object is missing or damaged, or S3 failed."""
@@ -281,8 +281,7 @@ class Store:
         """Each side's ref: its manifest key and when it was written."""
         found = {}
         for item in self.listing(f"{self.place.root}/refs/"):
-            with self.translated("reading a ref"):
-                body = self.client.get_object(Bucket=self.place.bucket, Key=item["Key"])["Body"].read()
+            body = self._read(item["Key"], "reading a ref")
             with contextlib.suppress(ValueError):
                 ref = json.loads(body)
                 if isinstance(ref, dict) and isinstance(ref.get("manifest"), str):
@@ -290,12 +289,15 @@ class Store:
         return found
 
     def manifest(self, key: str) -> Manifest:
-        with self.translated("reading a manifest"):
-            body = self.client.get_object(Bucket=self.place.bucket, Key=key)["Body"].read()
+        body = self._read(key, "reading a manifest")
         try:
             return decode_manifest(body)
         except ValueError as e:
             raise S3Error(f"{key} is not a manifest fp can read ({e})") from e
+
+    def _read(self, key: str, doing: str) -> bytes:
+        with self.translated(doing):
+            return bytes(self.client.get_object(Bucket=self.place.bucket, Key=key)["Body"].read())
 
 
 def _make_client(settings: SyncSettings) -> tuple[Any, Any]:
@@ -403,8 +405,7 @@ class S3Host(ApiHost):
                     transferred.digests[path] = entry["digest"]
                     transfer.moved(transferred.file_bytes)
 
-            in_parallel(land, [path for path in files if manifest[path]["size"] < LARGE], SMALL_CONCURRENCY)
-            in_parallel(land, [path for path in files if manifest[path]["size"] >= LARGE], 1)  # its parts go in parallel
+            by_size(land, files, lambda path: manifest[path]["size"])
         finally:
             remove_if_empty(scratch)
         transferred.wire_bytes = transferred.file_bytes

@@ -38,10 +38,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from fireplug.signature import is_racy
 from fireplug.sync.helper import install, list_tree
+from fireplug.sync.record import save_bytes
 from fireplug.sync.tree import DIR, FILE, LINK, READ_SIZE, Entry, file_sha256, lstat_entry, safe_parent
 
 LARGE = 64 << 20  # from this size a file goes as a multipart upload / ranged download
@@ -131,7 +133,7 @@ class DigestCache:
             return cls()
 
     def save(self, path: str) -> None:
-        write_atomically(path, json.dumps(self.entries, separators=(",", ":")).encode())
+        save_bytes(Path(path), json.dumps(self.entries, separators=(",", ":")).encode())
 
     def known(self, path: str, entry: Entry) -> str:
         cached = self.entries.get(path)
@@ -148,20 +150,6 @@ class DigestCache:
     def keep_only(self, paths: Iterable[str]) -> None:
         wanted = set(paths)
         self.entries = {path: value for path, value in self.entries.items() if path in wanted}
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".fp-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 # -- transfers (one shared boto3 client; it is thread-safe) ----------------------------------
@@ -231,6 +219,8 @@ def upload_objects(
         finish(upload, digest, len(body) if fresh else 0)
 
     def send_large(upload: Upload) -> None:
+        if not upload.digest:  # unreadable when it was to be hashed
+            return
         if not claim(upload.digest):
             finish(upload, upload.digest, 0)
             return
@@ -245,8 +235,10 @@ def upload_objects(
             return
         finish(upload, upload.digest, upload.entry.size)
 
-    in_parallel(send_small, [upload for upload in uploads if upload.entry.size < LARGE], SMALL_CONCURRENCY)
-    in_parallel(send_large, [upload for upload in uploads if upload.entry.size >= LARGE and upload.digest], 1)  # its parts go in parallel
+    def send(upload: Upload) -> None:
+        (send_small if upload.entry.size < LARGE else send_large)(upload)
+
+    by_size(send, uploads, lambda upload: upload.entry.size)
     return done
 
 
@@ -293,6 +285,13 @@ def _is_missing(error: Exception) -> bool:
     response = getattr(error, "response", None)
     code = str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
     return code in ("NoSuchKey", "404", "NotFound")
+
+
+def by_size(work: Callable[[Any], None], items: list[Any], size_of: Callable[[Any], int]) -> None:
+    """``work`` on each item: those below LARGE SMALL_CONCURRENCY at a time, then the large
+    ones one after the other (s3transfer sends each one's parts in parallel)."""
+    in_parallel(work, [item for item in items if size_of(item) < LARGE], SMALL_CONCURRENCY)
+    in_parallel(work, [item for item in items if size_of(item) >= LARGE], 1)
 
 
 def in_parallel(work: Callable[[Any], None], items: list[Any], workers: int) -> None:
@@ -397,8 +396,7 @@ def fetch(job: Mapping[str, Any], data: str, stage: str, backup: str, trash: str
         os.utime(temporary, ns=(entry["mtime_ns"], entry["mtime_ns"]))
         os.rename(temporary, os.path.join(stage, path))
 
-    in_parallel(download, [path for path in files if entries[path]["size"] < LARGE], SMALL_CONCURRENCY)
-    in_parallel(download, [path for path in files if entries[path]["size"] >= LARGE], 1)
+    by_size(download, files, lambda path: entries[path]["size"])
     install(data, stage, backup, errors)
     os.rmdir(parts)
     errors.flush()
