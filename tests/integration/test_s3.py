@@ -328,3 +328,22 @@ def test_a_bucket_emptied_behind_fps_back(project: Project, remote: RemoteBench,
     assert (remote.data_on("primary", project) / "b.txt").read_text() == "the same bytes\n", err
     assert set(s3.keys_under(f"stage/{project.key}/refs/")) == {f"stage/{project.key}/refs/client"}
     assert len(s3.keys_under(f"stage/{project.key}/objects/")) == 1
+
+
+def test_a_hostile_container_cannot_make_an_s3_sync_write_outside(project: Project, remote: RemoteBench, s3: S3Server, tmp_path: Path) -> None:
+    staged_project(project, s3)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    project.write("data/keep.txt", "mine\n")
+    host = add_tls_host(remote)
+    script = f"ln -s {outside} data/evil && mkfifo data/fifo && rm data/keep.txt && mkdir data/keep.txt"
+    script += " && echo x > data/keep.txt/inner && chmod 4755 data/keep.txt/inner"
+    err = ok(run_fp(project.root, "--host", host, "sh", "-c", script))
+    local = project.root / "data"
+    assert (local / "evil").is_symlink() and os.readlink(local / "evil") == str(outside)
+    assert list(outside.iterdir()) == []  # nothing was written through the link
+    assert not (local / "fifo").exists()
+    assert (local / "keep.txt").is_dir() and (local / "keep.txt/inner").read_text() == "x\n"
+    assert not (local / "keep.txt/inner").stat().st_mode & 0o6000  # no setuid bit comes back
+    trashed = list((remote.home / ".local/state/fireplug/trash").rglob("keep.txt"))
+    assert [path.read_text() for path in trashed if path.is_file()] == ["mine\n"], err  # the replaced file is in the local trash
