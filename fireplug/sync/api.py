@@ -99,12 +99,12 @@ class ApiHost:
 
     def _parse_listing(self, output: bytes, previous: bytes = b"") -> Listing:
         try:
-            clock, answer, listing = split_answer(output)
+            (clock, racy_ns), answer, listing = split_answer(output)
             if answer == b"same":  # the listing fp sent the digest of: parsed only if the sync needs it
                 self.listed = previous
-                return Listing({}, clock, previous, same=True)
+                return Listing({}, clock, previous, same=True, racy_ns=racy_ns)
             self.listed = parse_listing(listing)
-            return Listing(self.listed, clock, listing)
+            return Listing(self.listed, clock, listing, racy_ns=racy_ns)
         except (ValueError, UnicodeDecodeError) as e:
             raise SyncError(self.host, f"the sync helper's listing is damaged ({e})", hint="run fp again") from e
 

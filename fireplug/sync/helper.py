@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from fireplug.sync.tree import DIR, FILE, LINK, file_sha256, format_entry, keep_aside, lstat_entry, prune_batches, safe_parent, scan
+from fireplug.sync.tree import DIR, FILE, LINK, clock_line, file_sha256, format_entry, keep_aside, lstat_entry, prune_batches, safe_parent, scan
 
 STAGING_PREFIX = ".fp-staging-"
 STILL_NS = 5_000_000_000  # a file changed more recently may still be growing
@@ -39,10 +39,10 @@ def list_tree(data: str, trash: str, out: object, known: str = "-") -> None:
     """The clock, then ``same`` when the listing's SHA-256 is ``known``, else ``listing`` and the listing."""
     os.makedirs(data, exist_ok=True)
     os.makedirs(trash, exist_ok=True)
-    clock = time.time_ns()
+    clock = clock_line(data, os.path.join(trash, f".clock.{os.urandom(6).hex()}"))
     listing = b"".join(format_entry(path, entry) for path, entry in scan(data).items())
     same = hashlib.sha256(listing).hexdigest() == known
-    out.write(f"{clock}\n".encode() + (b"same\n" if same else b"listing\n" + listing))  # type: ignore[attr-defined]
+    out.write(clock + b"\n" + (b"same\n" if same else b"listing\n" + listing))  # type: ignore[attr-defined]
     _prune(trash, os.path.dirname(os.path.abspath(data)))
 
 

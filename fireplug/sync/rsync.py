@@ -42,9 +42,12 @@ _PROGRESS_RE = re.compile(rb"\s*([\d,.]+)\s+(\d+)%\s+([\d.]+)([kMGT]?B)/s\s+(\d+
 _RATE_UNITS = {b"B": 1, b"kB": 1 << 10, b"MB": 1 << 20, b"GB": 1 << 30, b"TB": 1 << 40}  # rsync's are binary
 
 # $3: the SHA-256 of the listing fp already has; when the host's is the same, it says so
-# instead of sending it again.
+# instead of sending it again. The clock is tree.clock_line's: the new listing file's ctime
+# when it lies on the data folder's filesystem, else the wall clock.
 LIST_SCRIPT = f"""\
-mkdir -p -- "$1" "$2" && cd -- "$1" && date +%s%N && listing=$(mktemp "$2/.listing.XXXXXX") || exit 1
+mkdir -p -- "$1" "$2" && cd -- "$1" && listing=$(mktemp "$2/.listing.XXXXXX") || exit 1
+marker=$(find "$listing" -maxdepth 0 -printf '%D %C@') && here=$(find . -maxdepth 0 -printf %D) || exit 1
+if [ "${{marker%% *}}" = "$here" ]; then echo "fs ${{marker#* }}"; else date +%s%N; fi
 find . -mindepth 1 -name {PARTIAL_DIR} -prune -o -printf '{LISTING_FORMAT}' > "$listing"
 status=$?
 if [ "$(sha256sum < "$listing" | cut -c1-64)" = "$3" ]; then echo same; else echo listing; cat "$listing"; fi
@@ -137,7 +140,7 @@ class RsyncHost:
         argv = ["sh", "-c", LIST_SCRIPT, "sh", self.remote, self.trash_folder, known]
         completed = self._remote(argv, "listing the data folder", LIST_TIMEOUT_SECONDS)
         try:
-            clock, answer, listing = split_answer(completed.stdout)
+            (clock, racy_ns), answer, listing = split_answer(completed.stdout)
         except ValueError:
             missing_tool = "not found" in completed.stderr_tail()
             hint = (
@@ -150,9 +153,9 @@ class RsyncHost:
         if self.verbose:
             console.detail(f"host listing: {len(completed.stdout)} bytes" + (" (unchanged since the last sync)" if answer == b"same" else ""))
         if answer == b"same":
-            return Listing({}, clock, previous, same=True), problem
+            return Listing({}, clock, previous, same=True, racy_ns=racy_ns), problem
         try:
-            return Listing(parse_listing(listing), clock, listing), problem
+            return Listing(parse_listing(listing), clock, listing, racy_ns=racy_ns), problem
         except (ValueError, UnicodeDecodeError) as e:
             raise SyncError(self.host, f"the listing of {self.remote} is damaged ({e})", hint="run fp again") from e
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -142,9 +143,10 @@ def _state_unusable(host: str, pair: PairFiles, error: OSError) -> SyncError:
 def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress, started: float) -> SyncReport:
     record, recorded_listing = load_state(request.pair.record)
     listed_at = time.time_ns()
-    local_listing = Listing(scan(str(request.local)), listed_at)
+    local_scan = _ScanInBackground(request.local)
     previous = _listing_of_record(request.pair, recorded_listing)
     host_listing, listing_problem = host_side.list(previous)
+    local_listing = Listing(local_scan.result(), listed_at)
     if host_listing.same:
         if not request.full and not listing_problem and _nothing_changed_here(record, local_listing.tree):
             return SyncReport(seconds=time.monotonic() - started)
@@ -203,6 +205,34 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
     if problem:
         raise SyncError(host_side.host, problem, report=report)
     return report
+
+
+class _ScanInBackground:
+    """``scan(root)`` in a thread of its own, while the host lists its side. Local and read-only:
+    an interruption of the caller can leave it to finish by itself."""
+
+    def __init__(self, root: Path) -> None:
+        self._outcome: list[Tree | BaseException] = []
+        self._thread = threading.Thread(target=self._work, args=(str(root),), daemon=True)
+        self._thread.start()
+
+    def _work(self, root: str) -> None:
+        try:
+            self._outcome.append(scan(root))
+        except BaseException as e:  # raised in the caller by result()
+            self._outcome.append(e)
+
+    def result(self) -> Tree:
+        """The tree (what the scan raised is raised here).
+
+        Raises:
+            OSError: the data folder could not be read.
+        """
+        self._thread.join()
+        outcome = self._outcome[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
 
 @dataclass(frozen=True)
@@ -331,7 +361,7 @@ def _local_after(root: Path, before: Listing, plan: Plan) -> Listing:
             tree.pop(path, None)
         else:
             tree[path] = entry
-    return Listing(tree, before.now_ns)  # the earlier time: the racy rule errs on the safe side
+    return replace(before, tree=tree)  # the earlier time: the racy rule errs on the safe side
 
 
 def _new_record(old: Record, plan: Plan, local: Listing, host: Listing, root: Path, known: dict[str, str]) -> Record:
@@ -352,12 +382,13 @@ def _new_record(old: Record, plan: Plan, local: Listing, host: Listing, root: Pa
         mine, theirs = local.tree.get(path), host.tree.get(path)
         common = _agreed(mine, theirs)
         if common is not None:
-            record[path] = _settled(replace(common, digest=known.get(path, "")), mine, theirs, local, host, root, path)
+            agreed = Common(common.kind, common.size, common.target, known.get(path, ""))
+            record[path] = _settled(agreed, mine, theirs, local, host, root, path)
             continue
         receiver = theirs if path in pushed else mine
         if receiver is None or receiver.kind != FILE:
             continue
-        signature = _signature(receiver, (host if path in pushed else local).now_ns)
+        signature = _signature(receiver, host if path in pushed else local)
         digest = "" if path in pushed else file_sha256(str(root / path))
         here, there = (None, signature) if path in pushed else (signature, None)
         record[path] = Common(FILE, receiver.size, "", digest, here, there)
@@ -383,7 +414,7 @@ def _settled(common: Common, mine: Entry | None, theirs: Entry | None, local: Li
     unchanged file by hashing one side only."""
     if common.kind != FILE or mine is None or theirs is None:
         return common
-    here, there = _signature(mine, local.now_ns), _signature(theirs, host.now_ns)
+    here, there = _signature(mine, local), _signature(theirs, host)
     digest = common.digest
     if not digest and RACY in (here[1], there[1]):
         digest = file_sha256(str(root / path))
@@ -392,6 +423,7 @@ def _settled(common: Common, mine: Entry | None, theirs: Entry | None, local: Li
     return Common(FILE, common.size, "", digest, here, there)
 
 
-def _signature(entry: Entry, looked_at_ns: int) -> Signature:
-    ctime = RACY if is_racy(entry.mtime_ns, entry.ctime_ns, looked_at_ns) else entry.ctime_ns
+def _signature(entry: Entry, listing: Listing) -> Signature:
+    """``entry``'s signature as ``listing`` saw it (its ctime RACY when too recent to trust)."""
+    ctime = RACY if is_racy(entry.mtime_ns, entry.ctime_ns, listing.now_ns, listing.racy_ns) else entry.ctime_ns
     return (entry.mtime_ns, ctime, entry.ino)

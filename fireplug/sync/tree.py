@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import stat
 import time
 from collections.abc import Iterator, Set
 from dataclasses import dataclass
+
+from fireplug.signature import RACY_NS
 
 FILE, DIR, LINK, OTHER = "f", "d", "l", "o"
 TRASH_DAYS = 7  # trash batches older than this are removed, on both sides
@@ -24,6 +27,7 @@ READ_SIZE = 1 << 20
 # rsync keeps an interrupted file here (one per folder) to resume it; fp's API path keeps
 # its temporary files under the same name. Never listed, never synced.
 PARTIAL_DIR = ".fp-partial"
+TICK_WAIT = 0.02  # clock_line waits this long at most for the filesystem's clock to tick
 # find's %y letters for what fp syncs; everything else (p, s, b, c, D) is "other".
 _FIND_KINDS = {"f": FILE, "d": DIR, "l": LINK}
 # type, size, mtime, ctime, inode, mode; then path and link target, each NUL-terminated.
@@ -52,6 +56,7 @@ class Listing:
     now_ns: int
     raw: bytes = b""  # the listing as the host printed it (kept to spare resending an unchanged one)
     same: bool = False  # the host said its listing is ``raw``, the one fp sent it the digest of (``tree`` left empty)
+    racy_ns: int = RACY_NS  # the racy rule's margin: RACY_NS for a wall clock, 0 for a filesystem clock (see clock_line)
 
 
 def entry_of(status: os.stat_result, target: str = "") -> Entry:
@@ -152,17 +157,70 @@ def parse_listing(data: bytes) -> Tree:
     return found
 
 
-def split_answer(output: bytes) -> tuple[int, bytes, bytes]:
-    """A host's answer to a listing request: its clock, ``same`` or ``listing``, and the listing.
+def split_answer(output: bytes) -> tuple[tuple[int, int], bytes, bytes]:
+    """A host's answer to a listing request: its clock (``parse_clock``), ``same`` or ``listing``,
+    and the listing.
 
     Raises:
         ValueError: the answer has no such form.
     """
     clock, newline, rest = output.partition(b"\n")
     answer, _, listing = rest.partition(b"\n")
-    if not newline or not clock.strip().isdigit() or answer not in (b"same", b"listing"):
+    if not newline or answer not in (b"same", b"listing"):
         raise ValueError("no clock and answer")
-    return int(clock), answer, listing
+    return parse_clock(clock), answer, listing
+
+
+def clock_line(data: str, marker: str) -> bytes:
+    """The clock a listing of ``data`` is judged by, taken just before it (``parse_clock`` reads it).
+
+    The racy rule asks whether an entry may still change without its signature changing. A
+    fresh ``marker`` file on the data folder's filesystem answers that exactly, whatever that
+    filesystem's timestamp granularity, as git's index does: an entry whose timestamps are
+    older than the marker's changes, if at all, to timestamps at least the marker's. Its own
+    timestamp is then the clock, with no margin ("fs SECONDS.NANOSECONDS"); a marker is made
+    again until the filesystem's clock has ticked once (up to ``TICK_WAIT``), so that what was
+    written just before, in the same tick, is older than the clock too. On another
+    filesystem (or when no marker can be made) the wall clock is given, which the racy
+    rule takes with its margin (RACY_NS).
+    """
+    try:
+        first, device = _marker_time(marker)
+        if device == os.stat(data).st_dev:
+            now, deadline = first, time.monotonic() + TICK_WAIT
+            while now == first and time.monotonic() < deadline:
+                time.sleep(0.001)
+                now = _marker_time(marker)[0]
+            return b"fs " + _seconds(now).encode()
+    except OSError:
+        pass
+    return str(time.time_ns()).encode()
+
+
+def _marker_time(marker: str) -> tuple[int, int]:
+    """The timestamp and device of a file made (and removed) at ``marker``."""
+    handle = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        made = os.fstat(handle)
+    finally:
+        os.close(handle)
+        os.unlink(marker)
+    return max(made.st_mtime_ns, made.st_ctime_ns), made.st_dev
+
+
+def parse_clock(line: bytes) -> tuple[int, int]:
+    """A clock line as (now_ns, racy_ns): ``fs SECONDS.FRACTION``, the data folder's filesystem's
+    own timestamp (no margin), or wall-clock nanoseconds (margin RACY_NS).
+
+    Raises:
+        ValueError: neither.
+    """
+    words = line.split()
+    if len(words) == 2 and words[0] == b"fs" and re.fullmatch(rb"\d+(\.\d+)?", words[1]):
+        return _nanoseconds(words[1]), 0
+    if len(words) == 1 and words[0].isdigit():
+        return int(words[0]), RACY_NS
+    raise ValueError(f"no clock in {line[:40]!r}")
 
 
 def _seconds(ns: int) -> str:
@@ -186,7 +244,7 @@ def parents(path: str) -> Iterator[str]:
 
 def within_any(path: str, folders: Set[str]) -> bool:
     """Whether ``path`` is one of ``folders`` or lies inside one."""
-    return path in folders or any(parent in folders for parent in parents(path))
+    return bool(folders) and (path in folders or any(parent in folders for parent in parents(path)))
 
 
 def file_sha256(path: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fireplug.sync.record import RACY, load_record
 from tests.integration.conftest import Project, RemoteBench, docker, images_of, run_fp, start_in_group
 from tests.integration.test_remote import add_tls_api_host
 
@@ -122,6 +123,27 @@ def test_5_a_same_size_edit_with_the_mtime_put_back_is_sent_both_ways(fp, projec
     assert (project.root / "data/out.json").read_bytes() == b'{"auc": 0.9}'
     assert_same_on_both_sides(project, remote, host)
     assert "nothing changed" in fp_ok(fp, project, "--host", host, "--sync-in-only", "--full-sync")
+
+
+def test_pushed_files_are_trusted_at_once_and_an_edit_right_after_the_sync_is_still_seen(
+    fp, project: Project, remote: RemoteBench, host: str, isolated_home: Path
+) -> None:
+    """The host's listing is judged by its filesystem's own clock (tree.clock_line): what a push
+    wrote before the listing is trusted without hashing, and a same-size edit made right after
+    the sync, with the mtime put back, is still caught by its ctime."""
+    for index in range(300):
+        project.write(f"data/in/f{index:03d}.bin", os.urandom(2000))
+    fp_ok(fp, project, "--host", host, "--sync-in-only")
+    (record_file,) = (isolated_home / ".local/state/fireplug/sync").glob(f"*/{host}/record")
+    record = load_record(record_file)
+    assert len(record) == 301 and all(common.there is not None and common.there[1] != RACY for common in record.values() if common.kind == "f")
+    edited = remote.data_on(host, project) / "in/f007.bin"
+    before = edited.stat()
+    edited.write_bytes(b"x" * 2000)
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    err = fp_ok(fp, project, "--host", host, "--sync-in-only")
+    assert "1 files (2.0 KB) from host" in err and (project.root / "data/in/f007.bin").read_bytes() == b"x" * 2000
+    assert_same_on_both_sides(project, remote, host)
 
 
 def test_a_conflict_keeps_both_versions_and_says_so(fp, project: Project, remote: RemoteBench, host: str) -> None:

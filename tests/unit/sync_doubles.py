@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from fireplug.sync.session import Moved, Transferred
-from fireplug.sync.tree import DIR, FILE, LINK, Listing, file_sha256, keep_aside, lstat_entry, safe_parent, scan
+from fireplug.sync.tree import DIR, FILE, LINK, Listing, clock_line, file_sha256, keep_aside, lstat_entry, parse_clock, safe_parent, scan
 
 
 class FolderHost:
@@ -27,13 +26,16 @@ class FolderHost:
         self.trash_folder = str(trash)
         self.stop_after = stop_after
         self.copied = 0
+        self.digested: list[str] = []  # every path hashed on this side
 
     def list(self, previous: bytes = b"") -> tuple[Listing, str]:
         self.folder.mkdir(parents=True, exist_ok=True)
-        now = time.time_ns()
-        return Listing(scan(str(self.folder)), now), ""
+        self.trash.mkdir(parents=True, exist_ok=True)
+        now_ns, racy_ns = parse_clock(clock_line(str(self.folder), str(self.trash / ".clock")))
+        return Listing(scan(str(self.folder)), now_ns, racy_ns=racy_ns), ""
 
     def digests(self, paths: Sequence[str]) -> dict[str, str]:
+        self.digested += paths
         return {path: digest for path in paths if (digest := file_sha256(str(self.folder / path)))}
 
     def move(self, renames: Sequence[tuple[str, str]], trash: Sequence[str], batch: str) -> Moved:
