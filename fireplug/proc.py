@@ -70,10 +70,13 @@ def run(
     on_output: Callable[[bytes], None] | None = None,
     capture: bool = True,
     own_group: bool = False,
+    output_pace: float = 0.0,
 ) -> Completed:
     """Run ``argv`` to completion; its status and output (never raises for a non-zero status).
 
-    ``on_output`` receives stdout as it arrives (progress) instead of it being collected.
+    ``on_output`` receives stdout as it arrives (progress) instead of it being collected, at
+    most once every ``output_pace`` seconds: a tool that prints a line per file (rsync's
+    progress) then costs one wake-up per batch, not one per line.
     ``capture=False`` discards the output (for a process leaving a daemon behind, which
     would hold our pipes open). ``own_group`` starts it in a process group of its own (a
     terminal's Ctrl-C then reaches fp only) and, should fp be interrupted, stops that whole
@@ -103,7 +106,7 @@ def run(
             stdout, stderr = process.communicate(input, timeout=timeout)
             stdout, stderr = stdout or b"", stderr or b""
         else:
-            stdout, stderr = _stream(process, on_output, timeout, started)
+            stdout, stderr = _stream(process, on_output, timeout, started, output_pace)
     except subprocess.TimeoutExpired as e:
         stop(process)
         raise CommandTimedOut(what, timeout or 0) from e
@@ -127,7 +130,7 @@ def spawn(argv: Sequence[str], *, stdin: Any, stdout: Any, stderr: Any, verbose:
         raise ToolMissing(argv[0]) from e
 
 
-def _stream(process: subprocess.Popen[bytes], on_output: Callable[[bytes], None], timeout: float | None, started: float) -> tuple[bytes, bytes]:
+def _stream(process: subprocess.Popen[bytes], on_output: Callable[[bytes], None], timeout: float | None, started: float, pace: float) -> tuple[bytes, bytes]:
     """Feed stdout to ``on_output`` while collecting stderr in a file, so neither pipe fills up."""
     import tempfile
     import threading
@@ -136,10 +139,13 @@ def _stream(process: subprocess.Popen[bytes], on_output: Callable[[bytes], None]
     with tempfile.TemporaryFile() as errors:
         drain = threading.Thread(target=_copy, args=(process.stderr, errors), daemon=True)
         drain.start()
-        while block := os.read(process.stdout.fileno(), 65536):
+        while block := os.read(process.stdout.fileno(), PIPE_READ):
             on_output(block)
             if timeout is not None and time.monotonic() - started > timeout:
                 raise subprocess.TimeoutExpired(process.args, timeout)
+            if pace and process.poll() is None:  # the pipe holds 64 KiB meanwhile: the tool blocks only if it prints more
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(pace)  # returns as soon as the tool is done: its last words are read at once
         remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - started))
         process.wait(remaining)
         drain.join()
@@ -161,6 +167,7 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 
 
 GRACE_SECONDS = 5.0
+PIPE_READ = 1 << 20
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from fireplug import console
 from fireplug.config import Source, load
 from fireplug.errors import UsageError
-from fireplug.proc import Completed
+from fireplug.proc import Completed, run
 from fireplug.secrets import redact
 from fireplug.ssh import SshSettings, SshTarget, control_path, engine_endpoint, parse_ssh_url, ssh_options
 from fireplug.sync.rsync import _latest_progress, move_script, parse_stats, pull_argv, push_argv, rsync_failure
@@ -198,3 +199,11 @@ def test_progress_without_a_terminal_is_a_plain_line_every_few_seconds(capfd: py
     with console.Progress("quiet", every=3600.0) as progress:
         progress.update("not yet")
     assert capfd.readouterr().err == ""
+
+
+def test_a_chatty_tools_output_arrives_whole_and_in_batches() -> None:
+    script = "import sys, time\nfor i in range(300):\n    print(i, flush=True)\n    time.sleep(0.001)\n"
+    blocks: list[bytes] = []
+    completed = run([sys.executable, "-c", script], timeout=30, what="printer", on_output=blocks.append, output_pace=0.05)
+    assert completed.returncode == 0 and b"".join(blocks) == "".join(f"{i}\n" for i in range(300)).encode()
+    assert len(blocks) <= 20  # ~0.35 s of printing, read every 50 ms, not once per line
