@@ -37,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fireplug.config import derived_id
+from fireplug.ssh import FAST_CIPHERS
 from tests import testbed  # the bench's ports, key and paths
 
 FP = str(Path(sys.executable).with_name("fp"))
@@ -138,10 +139,11 @@ def docker_cp_seconds(data: Path, destination: Path, env: dict[str, str]) -> flo
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, env=env)
 
 
-def tar_over_ssh_seconds(data: Path, destination: Path, env: dict[str, str]) -> float:
+def tar_over_ssh_seconds(data: Path, destination: Path, env: dict[str, str], cipher: str = "") -> float:
     destination.mkdir()
     shutil.chown(destination, testbed.SSH_USER, testbed.SSH_USER)
-    remote = f"ssh -p {testbed.SSH_PORT} {testbed.SSH_USER}@127.0.0.1 tar -C {destination} -xf -"
+    choice = f"-c {cipher} " if cipher else ""
+    remote = f"ssh {choice}-p {testbed.SSH_PORT} {testbed.SSH_USER}@127.0.0.1 tar -C {destination} -xf -"
     return timed(["tar", "-C", str(data), "-cf", "-", ".", "|", remote], data, env, shell=True)[0]
 
 
@@ -176,7 +178,7 @@ def main() -> int:
             settle()
             return timed([FP, "--host", host, "--sync-in-only", "-v"], big, env)
 
-        copies: dict[str, list[float]] = {"docker_cp": [], "tar_ssh": [], "first": [], "api_first": []}
+        copies: dict[str, list[float]] = {"docker_cp": [], "tar_ssh": [], "tar_gcm": [], "first": [], "api_first": []}
         for round_number in range(args.rounds):  # interleaved: the VM's disk speed drifts a lot
             settle()
             copies["docker_cp"].append(docker_cp_seconds(big / "data", root / f"cp-dest-{round_number}", env))
@@ -184,10 +186,13 @@ def main() -> int:
             settle()
             copies["tar_ssh"].append(tar_over_ssh_seconds(big / "data", host_data / f"tar-dest-{round_number}", baseline_env))
             shutil.rmtree(host_data / f"tar-dest-{round_number}")
+            settle()
+            copies["tar_gcm"].append(tar_over_ssh_seconds(big / "data", host_data / f"tar-dest-{round_number}", baseline_env, FAST_CIPHERS[0]))
+            shutil.rmtree(host_data / f"tar-dest-{round_number}")
             seconds, first_output = first_sync("bench", host_data / key)
             copies["first"].append(seconds)
             copies["api_first"].append(first_sync("benchapi", host_data / "api" / key)[0])
-        docker_cp, tar_ssh, first, api_first = (statistics.median(copies[kind]) for kind in ("docker_cp", "tar_ssh", "first", "api_first"))
+        docker_cp, tar_ssh, tar_gcm, first, api_first = (statistics.median(copies[kind]) for kind in ("docker_cp", "tar_ssh", "tar_gcm", "first", "api_first"))
         settle()
         noop_runs = [timed([FP, "--host", "bench", "--sync-in-only", "-v"], big, env) for _ in range(args.runs)]
         noop = statistics.median(seconds for seconds, _ in noop_runs)
@@ -244,10 +249,12 @@ def main() -> int:
         print(f"medians of {args.rounds} interleaved rounds for the full copies and first syncs; each round in brackets")
         print(f"full copy, docker cp (local socket)   {docker_cp:7.2f} s   {spread('docker_cp')}")
         print(f"full copy, tar | ssh                  {tar_ssh:7.2f} s   {spread('tar_ssh')}")
+        print(f"full copy, tar | ssh -c {FAST_CIPHERS[0].split('@')[0]}   {tar_gcm:7.2f} s   {spread('tar_gcm')}   (fp's cipher on this CPU: like for like)")
         first_mib = wire_bytes(first_output) / (1 << 20)
         print(
             f"fp first sync                         {first:7.2f} s   {first / tar_ssh:5.2f}x tar | ssh   {first_mib:8.1f} MiB moved"
             f"   target <= {TARGETS['first_ratio_tar']}x {verdict(results['first_ratio_tar'])}   {spread('first')}"
+            f"   ({first / tar_gcm:.2f}x tar | ssh -c {FAST_CIPHERS[0].split('@')[0]})"
         )
         print(
             f"fp no-op re-sync (median of {args.runs})        {noop:7.2f} s   {noop / docker_cp:5.3f}x docker cp   {noop_wire / 1024:8.1f} KiB moved"

@@ -13,10 +13,12 @@ start on either side.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shlex
 import socket
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +33,7 @@ PERSIST_SECONDS = 60
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_REMOTE_DOCKER_SOCKET = "/var/run/docker.sock"
 SSH_FAILED = 255  # ssh's own exit status when the connection (not the remote command) failed
+FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
 class SshError(FireplugError):
@@ -176,7 +179,7 @@ class SshConnection:
         Path(self.control_path).unlink(missing_ok=True)
         log = Path(self.control_path + ".log")
         log.write_bytes(b"")
-        master = ["-o", "ControlMaster=yes", "-o", f"ControlPersist={PERSIST_SECONDS}", "-o", "StreamLocalBindUnlink=yes"]
+        master = ["-o", "ControlMaster=yes", "-o", f"ControlPersist={PERSIST_SECONDS}", "-o", "StreamLocalBindUnlink=yes", *self._cipher_options()]
         argv = [*self._options, *master, "-E", str(log), "-f", "-N", self.target.address]
         timeout = self.settings.connect_timeout + 5
         try:
@@ -190,6 +193,16 @@ class SshConnection:
             stray = _stop_masters_of(self.control_path)
             cause = proc.last_lines(log.read_text(errors="replace"), 2) or "no master answers on its control socket"
             raise SshError(self.host, str(self.target), f"the shared connection did not start ({cause}; stopped {stray} stray ssh)")
+
+    def _cipher_options(self) -> list[str]:
+        """``-o Ciphers=...`` putting AES-GCM first, when ``cipher_preference`` says so (else none)."""
+        if not machine_has_aes():
+            return []
+        effective, default = (
+            _ciphers_of(proc.run([*argv, "-G", self.target.address], timeout=5, what="ssh -G")) for argv in (self._options, ["ssh", "-F", os.devnull])
+        )
+        preferred = cipher_preference(effective, default)
+        return ["-o", f"Ciphers={preferred}"] if preferred else []
 
     def _master_alive(self) -> bool:
         if not Path(self.control_path).exists():
@@ -297,6 +310,47 @@ class SshConnection:
             raise SshError(self.host, str(self.target), f"unexpected answer from the host's shell: {completed.stdout[:80]!r}") from e
         _write_facts(self.control_path + ".facts", facts)
         return facts
+
+
+def cipher_preference(effective: str, default: str) -> str:
+    """The Ciphers list for a master on a machine with AES instructions: ssh's own list with
+    AES-GCM first, which then costs a fraction of chacha20-poly1305's CPU per byte (a GiB over
+    ssh took a quarter less CPU on the bench, on both ends). Only when nobody chose the ciphers:
+    the list ssh would use for this host (``effective``, from ``ssh -G``) is its built-in
+    ``default``; "" leaves ssh's choice as it is."""
+    names = effective.split(",")
+    fast = [name for name in FAST_CIPHERS if name in names]
+    if not effective or effective != default or not fast or names[: len(fast)] == fast:
+        return ""
+    return ",".join([*fast, *(name for name in names if name not in fast)])
+
+
+def cpu_has_aes(cpuinfo: str) -> bool:
+    """Whether /proc/cpuinfo lists AES instructions (x86's ``flags``, Arm's ``Features``)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features") and "aes" in value.split():
+            return True
+    return False
+
+
+@functools.cache
+def machine_has_aes() -> bool:
+    if sys.platform == "darwin":
+        return True  # every Mac since 2010 (Intel AES-NI, Apple silicon's AES)
+    try:
+        return cpu_has_aes(Path("/proc/cpuinfo").read_text(errors="replace"))
+    except OSError:
+        return False
+
+
+def _ciphers_of(completed: proc.Completed) -> str:
+    """The ``ciphers`` line of ``ssh -G`` output ("" when there is none)."""
+    for line in completed.stdout.decode(errors="replace").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "ciphers" and completed.returncode == 0:
+            return value.strip()
+    return ""
 
 
 @dataclass(frozen=True)

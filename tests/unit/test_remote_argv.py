@@ -13,7 +13,7 @@ from fireplug.config import Source, load
 from fireplug.errors import UsageError
 from fireplug.proc import Completed, run
 from fireplug.secrets import redact
-from fireplug.ssh import SshSettings, SshTarget, control_path, engine_endpoint, parse_ssh_url, ssh_options
+from fireplug.ssh import SshSettings, SshTarget, cipher_preference, control_path, cpu_has_aes, engine_endpoint, parse_ssh_url, ssh_options
 from fireplug.sync.rsync import _latest_progress, move_script, parse_stats, pull_argv, push_argv, rsync_failure
 from fireplug.sync.tree import parse_digests
 from fireplug.userconfig import add_host, remove_host
@@ -199,6 +199,28 @@ def test_progress_without_a_terminal_is_a_plain_line_every_few_seconds(capfd: py
     with console.Progress("quiet", every=3600.0) as progress:
         progress.update("not yet")
     assert capfd.readouterr().err == ""
+
+
+DEFAULT_CIPHERS = "chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+GCM_FIRST = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr"
+CIPHER_CASES = {  # ssh -G's list for the host, ssh's built-in list, what fp asks for
+    "default-list": (DEFAULT_CIPHERS, DEFAULT_CIPHERS, GCM_FIRST),
+    "users-own-list": ("chacha20-poly1305@openssh.com,aes256-ctr", DEFAULT_CIPHERS, ""),
+    "already-gcm-first": (GCM_FIRST, GCM_FIRST, ""),
+    "no-gcm-offered": ("chacha20-poly1305@openssh.com,aes128-ctr", "chacha20-poly1305@openssh.com,aes128-ctr", ""),
+    "ssh-G-failed": ("", DEFAULT_CIPHERS, ""),
+}
+
+
+@pytest.mark.parametrize(("effective", "default", "expected"), CIPHER_CASES.values(), ids=CIPHER_CASES.keys())
+def test_aes_gcm_goes_first_only_when_nobody_chose_the_ciphers(effective: str, default: str, expected: str) -> None:
+    assert cipher_preference(effective, default) == expected
+
+
+def test_aes_instructions_are_read_from_cpuinfo() -> None:
+    assert cpu_has_aes("processor\t: 0\nflags\t\t: fpu sse2 aes avx2\n")
+    assert cpu_has_aes("Features\t: fp asimd aes pmull sha1\n")
+    assert not cpu_has_aes("flags\t\t: fpu sse2 avx2 vaes_like\nmodel name\t: aes\n")
 
 
 def test_a_chatty_tools_output_arrives_whole_and_in_batches() -> None:
