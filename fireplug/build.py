@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from fireplug import __version__, console
+from fireplug import __version__, console, labels
 from fireplug.config import Config
 from fireplug.context import Context, ScanRules, human_bytes, tar_stream
 from fireplug.engine import Engine
@@ -24,7 +24,6 @@ from fireplug.errors import BaseImageMissing, BuildError, ConfigError, FireplugE
 from fireplug.locks import build_lock_path, exclusive
 
 BASE_REPOSITORY = "fireplug-base"
-LABEL = "io.fireplug"
 GENERATED_DOCKERFILE = ".fireplug.Dockerfile"
 BASE_ARG = "FP_BASE"  # build argument naming the base image, for a project's own Dockerfile
 OUTPUT_TAIL_LINES = 25
@@ -94,17 +93,17 @@ def generated_recipe(config: Config, base_tag: str) -> Recipe:
     add one step (and one container) per label.
     """
     target = config.container_root()
-    labels = " ".join(f"{key}={json.dumps(value)}" for key, value in project_labels(config).items())
-    text = f"FROM {base_tag}\nCOPY {json.dumps(['.', target + '/'])}\nWORKDIR {json.dumps(target)}\nLABEL {labels}\n"
+    label_line = " ".join(f"{key}={json.dumps(value)}" for key, value in project_labels(config).items())
+    text = f"FROM {base_tag}\nCOPY {json.dumps(['.', target + '/'])}\nWORKDIR {json.dumps(target)}\nLABEL {label_line}\n"
     return Recipe(GENERATED_DOCKERFILE, text, generated=True)
 
 
 def project_labels(config: Config) -> dict[str, str]:
     return {
-        f"{LABEL}.kind": "project",
-        f"{LABEL}.project": config.project.name,
-        f"{LABEL}.project-key": config.project.key,
-        f"{LABEL}.version": __version__,
+        labels.KIND: "project",
+        labels.PROJECT: config.project.name,
+        labels.PROJECT_KEY: config.project.key,
+        labels.VERSION: __version__,
     }
 
 
@@ -151,11 +150,13 @@ def _build_project_image(engine: Engine, config: Config, context: Context, recip
     for warning in context.size_warnings():
         console.warn(f"{warning}; add large or generated folders to .dockerignore (`fp --dry-run` shows the largest files)")
     extra = [] if not recipe.generated else [(recipe.name, recipe.text.encode()), (".dockerignore", f".dockerignore\n{recipe.name}\n".encode())]
-    labels = {} if recipe.generated else project_labels(config)
+    image_labels = {} if recipe.generated else project_labels(config)
     buildargs = {BASE_ARG: base.tag} if base and not recipe.generated else {}
     recipe_name = "" if recipe.generated else f" from the project's {recipe.name} (build.dockerfile = false ignores it)"
     title = f"building image {tag}{recipe_name} on host '{engine.host}' ({context.file_count} files, {human_bytes(context.total_bytes)})"
-    image_id = _build(engine, tar_stream(context, extra), tag=tag, dockerfile=recipe.name, buildargs=buildargs, labels=labels, title=title, verbose=verbose)
+    image_id = _build(
+        engine, tar_stream(context, extra), tag=tag, dockerfile=recipe.name, buildargs=buildargs, image_labels=image_labels, title=title, verbose=verbose
+    )
     return Image(tag, image_id, built=True)
 
 
@@ -215,7 +216,7 @@ def _one_builder(locks: Path | None, engine: Engine, tag: str) -> Iterator[None]
 
 def _build_base(engine: Engine, base_image: str, files: list[tuple[str, bytes]], tag: str, *, verbose: bool, rebuild: bool) -> Image:
     context = Context(root=Path("."), entries=())
-    labels = {f"{LABEL}.kind": "base", f"{LABEL}.from": base_image, f"{LABEL}.version": __version__}
+    image_labels = {labels.KIND: "base", labels.FROM: base_image, labels.VERSION: __version__}
     title = f"building the base image {tag} from {base_image} on host '{engine.host}' (once per host and fp version)"
     try:
         image_id = _build(
@@ -224,7 +225,7 @@ def _build_base(engine: Engine, base_image: str, files: list[tuple[str, bytes]],
             tag=tag,
             dockerfile="Dockerfile",
             buildargs={"BASE_IMAGE": base_image},
-            labels=labels,
+            image_labels=image_labels,
             title=title,
             verbose=verbose,
             nocache=rebuild,
@@ -243,15 +244,15 @@ def _build(
     tag: str,
     dockerfile: str,
     buildargs: Mapping[str, str],
-    labels: Mapping[str, str],
+    image_labels: Mapping[str, str],
     title: str,
     verbose: bool,
     nocache: bool = False,
 ) -> str:
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
     image_id = ""
-    with console.StepProgress(title, show_output=verbose) as progress:
-        for message in engine.build(chunks, tag=tag, dockerfile=dockerfile, buildargs=buildargs, labels=labels, nocache=nocache):
+    with console.StepProgress(title, show_output=verbose, label=engine.host) as progress:
+        for message in engine.build(chunks, tag=tag, dockerfile=dockerfile, buildargs=buildargs, labels=image_labels, nocache=nocache):
             if "error" in message:
                 raise BuildError(engine.host, tag, str(message["error"]).strip(), tuple(tail))
             image_id = message.get("aux", {}).get("ID", image_id)
@@ -271,7 +272,7 @@ def latest_project_image(engine: Engine, project_key: str) -> Image:
     Raises:
         FireplugError: the host has no image of the project yet.
     """
-    found = engine.images([f"{LABEL}.kind=project", f"{LABEL}.project-key={project_key}"])
+    found = engine.images([labels.kind_is("project"), f"{labels.PROJECT_KEY}={project_key}"])
     tagged = [image for image in found if any(tag != "<none>:<none>" for tag in image.get("RepoTags") or [])]
     if not tagged:
         raise FireplugError(f"host '{engine.host}' has no image of project '{project_key}' yet", hint="run once without --no-build")

@@ -7,9 +7,12 @@ either), which saves its ~50 ms of start-up in scripts and CI.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +35,52 @@ def stderr_is_terminal() -> bool:
         return False
 
 
+class StatusLine:
+    """One line kept at the bottom of the terminal (fp map's summary): everything else printed
+    meanwhile goes above it (``above``). Off a terminal it is never drawn."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.lock = threading.RLock()
+
+    def show(self, text: str) -> None:
+        with self.lock:
+            self._clear()
+            self.text = text
+            self._draw()
+
+    def hide(self) -> None:
+        with self.lock:
+            self._clear()
+            self.text = ""
+
+    @contextlib.contextmanager
+    def above(self) -> Iterator[None]:
+        """Around a write to the terminal: the status line is taken away, then drawn again below it."""
+        with self.lock:
+            self._clear()
+            try:
+                yield
+            finally:
+                self._draw()
+
+    def _clear(self) -> None:
+        if self.text:
+            _raw_stderr(b"\r\x1b[K")
+
+    def _draw(self) -> None:
+        if self.text:
+            _raw_stderr(self.text.encode(errors="replace")[:400])
+
+
+status_line = StatusLine()
+
+
+def _raw_stderr(data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, data)
+
+
 def _say(markup: str, prefix: str, message: str) -> None:
     """``prefix + message`` on stderr; on a terminal styled as ``markup`` (``{}``: the message).
 
@@ -40,7 +89,8 @@ def _say(markup: str, prefix: str, message: str) -> None:
     """
     try:
         if stderr_is_terminal():
-            console().print(markup.format(_escape(message)))
+            with status_line.above():
+                console().print(markup.format(_escape(message)))
         else:
             sys.stderr.write(f"{prefix}{message}\n")
             sys.stderr.flush()
@@ -77,21 +127,43 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+_live = threading.Lock()  # rich allows one live display at a time; the others print plain lines
+_steps_going = [0]  # StepProgress blocks open now (fp map builds on several hosts at once)
+_steps_lock = threading.Lock()
+
+
+def _live_status(title: str) -> Status | None:
+    """A spinner on a terminal, unless another one is showing (then None)."""
+    if not stderr_is_terminal() or not _live.acquire(blocking=False):
+        return None
+    return console().status(title, spinner="dots")
+
+
+def _end_live(status: Status | None, exc: tuple[Any, ...]) -> None:
+    if status is not None:
+        status.__exit__(*exc)
+        _live.release()
+
+
 class StepProgress:
     """A live spinner for a long step (a build), with its output lines scrolling above it.
 
     Without a terminal on stderr the lines are printed plainly, which keeps CI logs readable.
+    While several run at once (fp map), each line says whose it is (``label``).
     """
 
-    def __init__(self, title: str, *, show_output: bool) -> None:
+    def __init__(self, title: str, *, show_output: bool, label: str = "") -> None:
         self.title = title
         self.show_output = show_output
+        self.label = label
         self.started = time.monotonic()
         self._status: Status | None = None
 
     def __enter__(self) -> StepProgress:
-        if stderr_is_terminal():
-            self._status = console().status(self.title, spinner="dots")
+        with _steps_lock:
+            _steps_going[0] += 1
+        self._status = _live_status(self.title)
+        if self._status is not None:
             self._status.__enter__()
         else:
             note(self.title)
@@ -100,14 +172,16 @@ class StepProgress:
     def update(self, line: str, *, milestone: bool = False) -> None:
         """A line of output; milestones (build steps) are always shown, the rest in verbose mode."""
         if milestone or self.show_output:
-            _say("[dim]  {}[/]", "  ", line)
+            whose = f"[{self.label}] " if self.label and _steps_going[0] > 1 else ""
+            _say("[dim]  {}[/]", "  ", whose + line)
         if self._status is not None:
             elapsed = time.monotonic() - self.started
             self._status.update(f"{self.title} [dim]({elapsed:.0f} s) {_escape(line[:60])}[/]")
 
     def __exit__(self, *exc: Any) -> None:
-        if self._status is not None:
-            self._status.__exit__(*exc)
+        with _steps_lock:
+            _steps_going[0] -= 1
+        _end_live(self._status, exc)
 
 
 PLAIN_PROGRESS_SECONDS = 5.0
@@ -121,9 +195,10 @@ class Progress:
         self.title = title
         self.every = every
         self._last_plain = time.monotonic()
-        self._status: Status | None = console().status(title, spinner="dots") if stderr_is_terminal() else None
+        self._status: Status | None = None
 
     def __enter__(self) -> Progress:
+        self._status = _live_status(self.title)
         if self._status is not None:
             self._status.__enter__()
         return self
@@ -136,8 +211,7 @@ class Progress:
             note(f"{self.title}: {text}")
 
     def __exit__(self, *exc: Any) -> None:
-        if self._status is not None:
-            self._status.__exit__(*exc)
+        _end_live(self._status, exc)
 
 
 class Transfer:
@@ -166,8 +240,9 @@ class Transfer:
         self.progress.update(f"{human_bytes(done)} of {human_bytes(self.total)} ({percent}%), {human_bytes(rate)}/s, {eta} left")
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A table on stdout (it is the command's output, not a message)."""
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, stderr: bool = False) -> None:
+    """A table on stdout (it is the command's output, not a message), or on ``stderr`` (fp's report
+    after the command's own output, as fp map's)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -176,7 +251,7 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(_escape(cell) for cell in row))
-    out = Console(highlight=False, soft_wrap=False)
+    out = Console(highlight=False, soft_wrap=False, stderr=stderr)
     if not out.is_terminal:
-        out = Console(highlight=False, soft_wrap=False, width=1000)  # a pipe or file: never fold cells
+        out = Console(highlight=False, soft_wrap=False, width=1000, stderr=stderr)  # a pipe or file: never fold cells
     out.print(table)

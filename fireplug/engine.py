@@ -13,6 +13,7 @@ import contextlib
 import json
 import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -460,10 +461,30 @@ class Engine:
             raise self._not_an_engine("POST /build")
         return message
 
-    def images(self, labels: Iterable[str]) -> list[dict[str, Any]]:
-        """Images carrying every label in ``labels`` (``key=value`` or ``key``)."""
-        params = {"filters": json.dumps({"label": list(labels)})}
+    def images(self, labels: Iterable[str], *, dangling: bool | None = None) -> list[dict[str, Any]]:
+        """Images carrying every label in ``labels`` (``key=value`` or ``key``); ``dangling``:
+        only untagged ones (True), or only tagged ones (False)."""
+        filters: dict[str, list[str]] = {"label": list(labels)}
+        if dangling is not None:
+            filters["dangling"] = [str(dangling).lower()]
+        params = {"filters": json.dumps(filters)}
         return self._json("GET", "/images/json", expect=list, params=params, action="listing images")
+
+    def image_sizes(self) -> dict[str, int]:
+        """Each image's own bytes (its size less the layers it shares with other images), from /system/df."""
+        answer = self._json("GET", "/system/df", params={"type": "image"}, timeout=None, action="reading disk usage")
+        found = {}
+        for image in answer.get("Images") or []:
+            size, shared = image.get("Size"), image.get("SharedSize")
+            if isinstance(image, dict) and isinstance(size, int):
+                found[str(image.get("Id", ""))] = size - shared if isinstance(shared, int) and 0 <= shared <= size else size
+        return found
+
+    def remove_image(self, image: str) -> bool:
+        """Remove an image unless a container uses it or another image builds on it (False then)."""
+        response = self._request("DELETE", f"/images/{_quote(image)}", action="removing an image", allowed=(404, 409))
+        self._body(response)
+        return response.status not in (404, 409)
 
     # -- the engine ---------------------------------------------------------------------
 
@@ -485,16 +506,43 @@ class Engine:
         params = {"filters": json.dumps(filters), "all": int(not running_only)}
         return self._json("GET", "/containers/json", expect=list, params=params, action="listing containers")
 
-    def seconds_since_exit(self, container: str) -> float | None:
-        """How long ago ``container`` stopped; None while it runs (or was never started, or is gone)."""
-        response = self._request("GET", f"/containers/{container}/json", action="inspecting the container", allowed=(404,))
+    def inspect_container(self, container: str, *, size: bool = False) -> dict[str, Any] | None:
+        """The engine's inspection of ``container`` (``size``: with its SizeRw); None when it is gone."""
+        params = {"size": 1} if size else None
+        response = self._request("GET", f"/containers/{container}/json", params=params, action="inspecting the container", allowed=(404,))
         if response.status == 404:
             self._body(response)
             return None
-        state = self._decode(self._body(response), "GET /containers/json").get("State")
+        return self._decode(self._body(response), "GET /containers/json")
+
+    def logs(self, container: str, *, follow: bool) -> Generator[tuple[int, bytes], None, None]:
+        """Its output so far (``follow``: and on until it ends) as (stream, bytes), 1 stdout and 2 stderr.
+
+        Raises:
+            EngineError, EngineUnreachable.
+        """
+        tty = bool(((self.inspect_container(container) or {}).get("Config") or {}).get("Tty"))
+        params = {"stdout": 1, "stderr": 1, "follow": int(follow)}
+        response = self._request("GET", f"/containers/{container}/logs", params=params, timeout=None if follow else "default", action="reading the output")
+        try:
+            chunks = response.chunks()
+            if tty:  # one raw stream
+                for chunk in chunks:
+                    yield 1, chunk
+            else:
+                yield from demultiplex(chunks)
+        except OSError as e:
+            raise self._unreachable(e) from e
+        finally:
+            response.close()
+
+    def seconds_since_exit(self, container: str) -> float | None:
+        """How long ago ``container`` stopped; None while it runs (or was never started, or is gone)."""
+        state = (self.inspect_container(container) or {}).get("State")
         if not isinstance(state, dict) or state.get("Status") not in ("exited", "dead"):
             return None
-        return _seconds_since(str(state.get("FinishedAt", "")))
+        finished = engine_time(str(state.get("FinishedAt", "")))
+        return time.time() - finished if finished is not None else None
 
     def get_archive(self, container: str, path: str) -> Generator[bytes, None, None]:
         """A tar of ``path`` in the container (running or not), as it arrives.
@@ -570,6 +618,28 @@ class Engine:
         self._call("DELETE", f"/containers/{container}", params=params, action="removing the container", allowed=(404, 409))
 
 
+def demultiplex(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """The engine's multiplexed stdout/stderr stream: 8-byte headers (stream, size), then data."""
+    buffer = b""
+    pieces = iter(chunks)
+    while True:
+        while len(buffer) < 8:
+            chunk = next(pieces, b"")
+            if not chunk:
+                return
+            buffer += chunk
+        stream, size = struct.unpack(">BxxxL", buffer[:8])
+        buffer = buffer[8:]
+        while size:
+            if not buffer:
+                buffer = next(pieces, b"")
+                if not buffer:
+                    return
+            piece, buffer = buffer[:size], buffer[size:]
+            size -= len(piece)
+            yield stream, piece
+
+
 def describe_socket_error(error: BaseException) -> str:
     """A short, human cause for a failed connection."""
     if isinstance(error, FileNotFoundError):
@@ -616,15 +686,20 @@ def _error_detail(response: Response) -> str:
     return " ".join(str(message or raw.decode(errors="replace")[:300] or response.reason).split())
 
 
-def _seconds_since(stamp: str) -> float | None:
-    """Seconds since an engine time stamp (RFC 3339 with nanoseconds, in UTC)."""
+def engine_time(stamp: str) -> float | None:
+    """An engine time stamp (RFC 3339, UTC, nanoseconds) in seconds since the epoch; None for
+    the engine's zero time ("0001-01-01T00:00:00Z": never started, never finished) or anything
+    unreadable."""
     import datetime
 
     try:
         moment = datetime.datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
     except ValueError:
         return None
-    return (datetime.datetime.now(datetime.timezone.utc) - moment).total_seconds()
+    if moment.year < 2000:
+        return None
+    fraction = re.match(r"\.(\d+)", stamp[19:])
+    return moment.timestamp() + (float("0." + fraction.group(1)) if fraction else 0.0)
 
 
 def _content_length(text: str) -> int:

@@ -64,19 +64,18 @@ class ConnectionLost(FireplugError):
     The container is left alone: it may still be running, and its results can be collected later.
     """
 
-    def __init__(self, host: str, container: str, cause: str, *, in_place: bool = False) -> None:
-        collect = (
-            f"it writes to the data folder in place (docker ps -a --filter name={container})"
-            if in_place
-            else (f"once it is done, bring its results back with: fp --host {host} --sync-out-only")
-        )
+    def __init__(self, host: str, container: str, cause: str, *, run_id: str = "", in_place: bool = False) -> None:
+        run = run_id or container
+        follow = f"follow it with: fp logs -f {run}"
+        collect = f"{follow} (it writes to the data folder in place)" if in_place else f"{follow}; once it is done, bring its results back with: fp pull {run}"
         super().__init__(
-            f"lost the connection to host '{host}' while the command ran ({cause}); container {container} was left as it was, possibly still running",
+            f"lost the connection to host '{host}' while the command ran ({cause}); the run goes on there (container {container}), fp did not stop it",
             hint=collect,
         )
         self.host = host
         self.container = container
         self.cause = cause
+        self.run_id = run_id
 
 
 class EngineError(FireplugError):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from fireplug import labels
 from fireplug.engine import DEFAULT_TIMEOUT, Engine
 from fireplug.errors import FireplugError
 from fireplug.inventory import LOCAL, Host, Inventory
@@ -22,8 +23,6 @@ from fireplug.ssh import SshConnection, SshSettings
 from fireplug.transport import connector_for
 
 LOCAL_START_HINT = "start it (`sudo systemctl start docker`, or `sudo dockerd &`) or point DOCKER_HOST at a running engine"
-RUN_LABEL = "io.fireplug.kind=run"
-OWNER_LABEL = "io.fireplug.owner"  # the fp process that started a run (see locks.this_process)
 DEFAULT_PROBE_TIMEOUT = 5.0
 UNREACHABLE_MEMORY_SECONDS = 60.0
 
@@ -106,8 +105,8 @@ def connect(host: Host, settings: SshSettings, *, timeout: float = DEFAULT_TIMEO
 
 def running_jobs(engine: Engine) -> frozenset[str]:
     """The fp runs going on ``engine``: each as the fp process that started it (or its container)."""
-    found = engine.containers([RUN_LABEL])
-    return frozenset(str((container.get("Labels") or {}).get(OWNER_LABEL) or container.get("Id", "")) for container in found)
+    found = engine.containers([labels.kind_is("run")])
+    return frozenset(str((container.get("Labels") or {}).get(labels.OWNER) or container.get("Id", "")) for container in found)
 
 
 def probe(host: Host, settings: SshSettings, *, timeout: float, local_folder: str | None = ".") -> Probe:

@@ -6,7 +6,8 @@ Everything about the local process (folder, environment, user, terminals) comes 
 
 from __future__ import annotations
 
-import os
+import contextlib
+import json
 import posixpath
 import shlex
 import time
@@ -15,10 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fireplug import console, hosts
+from fireplug import console, hosts, labels
 from fireplug.build import (
     GENERATED_DOCKERFILE,
-    LABEL,
     Image,
     Recipe,
     base_files,
@@ -37,25 +37,28 @@ from fireplug.config import PROJECT_FILE, Config
 from fireplug.context import Context, ScanLimit, human_bytes
 from fireplug.engine import Engine
 from fireplug.errors import ConfigError, ConnectionLost, ContextChanged, FireplugError, ProjectError, UsageError
-from fireplug.inventory import Host, Inventory, load_inventory
+from fireplug.execution import DockerExecutor
+from fireplug.inventory import Host
+from fireplug.invocation import Invocation, LocalSide
 from fireplug.locks import Leases, this_process
 from fireplug.lookup import ensure_command
 from fireplug.options import ContainerOptions, Publish, check_against_host, local_port, parse_options, through_ssh
 from fireplug.proc import display
-from fireplug.run import ContainerSpec, Mount, Stdio, docker_run_argv, ignore_late_signals, run_container
+from fireplug.run import ignore_late_signals, run_container
+from fireplug.runs import RunRecord, new_id
 from fireplug.scancache import cache_dir, load_context
 from fireplug.scancache import forget as forget_scan
-from fireplug.ssh import SshSettings
+from fireplug.spec import ContainerSpec, Mount, docker_run_argv
 from fireplug.sync import SyncInterrupted, SyncReport
-from fireplug.sync.record import PairFiles, last_host, remember_host, state_home
+from fireplug.sync.record import PairFiles, last_host, remember_host
 from fireplug.sync.session import HostSide, SyncRequest, preview, sync
+from fireplug.sync.tree import TRASH_FOLDER
 
 if TYPE_CHECKING:  # imported where used: fp's start-up does not pay for a transport it may not use
     from fireplug.sync.s3 import Store
 
 COMMAND_LABEL_LIMIT = 512
 FINISHED_RUN_GRACE_SECONDS = 15  # its own fp may still be draining its output (up to 10 s) before removing it
-TRASH_FOLDER = ".fp-trash"  # beside the data folder on a host, outside the container's mount
 
 
 @dataclass(frozen=True)
@@ -93,23 +96,10 @@ class RunRequest:
     accept_deletions: bool = False  # repeat a mass deletion on the host here too
     container: Mapping[str, Any] = field(default_factory=dict)  # container options from the command line (see options.py)
     yes: bool = False  # ship a folder without fireplug.toml however big its code is
+    detach: bool = False  # start the command and return (no sync out: fp pull brings the results)
 
 
-@dataclass(frozen=True)
-class LocalSide:
-    """The local process's situation, passed in rather than read from globals."""
-
-    cwd: Path
-    environ: Mapping[str, str]
-    home: Path
-    uid: int
-    gid: int
-    stdio: Stdio
-    stdin_is_terminal: bool
-    stdout_is_terminal: bool
-
-
-def run(config: Config, request: RunRequest, local: LocalSide) -> int:
+def run(invocation: Invocation, request: RunRequest) -> int:
     """Build, sync in, run ``request.command``, sync out (as the request's steps say).
 
     Returns the command's exit status (0 when it was not asked to run).
@@ -118,26 +108,28 @@ def run(config: Config, request: RunRequest, local: LocalSide) -> int:
         FireplugError: any failure of fp itself (host, engine, build, sync, configuration).
     """
     started = time.perf_counter()
-    resolve_env([*config.run.env, *request.env], local.environ)  # usage errors first, before any host is probed
+    config = invocation.config
+    resolve_env([*config.run.env, *request.env], invocation.local.environ)  # usage errors first, before any host is probed
     container_options(config, request)  # and a container option docker would refuse
-    settings = SshSettings.from_env(local.environ, local.uid)
-    leases = Leases(lock_folder(local).parent / "leases")
-    host, why = choose_host(config, request, local, settings, leases=leases)
+    leases = Leases(invocation.state / "leases")
+    host, why = choose_host(invocation, request, leases=leases)
     if why:
         console.note(f"host '{host.name}' ({why})")
     try:
-        store = staging_store(config, local, host, request.steps)
-        return _build_and_run(config, request, local, settings, host, started, store)
+        store = staging_store(invocation, host, request.steps)
+        job = prepare(invocation, request, host, started, store)
+        return job.run_here() if host.local else job.run_remote()
     finally:
         leases.release(host.name)
 
 
-def staging_store(config: Config, local: LocalSide, host: Host, steps: Steps) -> Store | None:
+def staging_store(invocation: Invocation, host: Host, steps: Steps) -> Store | None:
     """With ``--sync s3`` and a remote host, the bucket, checked before anything is built.
 
     Raises:
         S3Error: no credentials, no such bucket, or access denied.
     """
+    config = invocation.config
     if config.sync.mode != "s3" or not (steps.sync_in or steps.sync_out):
         return None
     if host.local:
@@ -145,28 +137,30 @@ def staging_store(config: Config, local: LocalSide, host: Host, steps: Steps) ->
         return None
     from fireplug.sync.s3 import Staging, Store
 
-    store = Store(Staging.of(config.sync, config.project.key, state_home(local.environ, local.home)))
+    store = Store(Staging.of(config.sync, config.project.key, invocation.state))
     store.check()
     return store
 
 
-def _build_and_run(config: Config, request: RunRequest, local: LocalSide, settings: SshSettings, host: Host, started: float, store: Store | None = None) -> int:
+def prepare(invocation: Invocation, request: RunRequest, host: Host, started: float, store: Store | None = None) -> Job:
+    """Connect to ``host``, check the container options against it, and make the image to run
+    (built as needed) with the command checked to be in it: all before any data moves."""
+    config, local = invocation.config, invocation.local
     spec = container_spec(config, "", request, local, host=host)
     own = own_recipe(config) if request.steps.build else None
     context = scan(config, local, own, limit=None if request.yes else project_limit(config)) if request.steps.build else None
     if request.verbose and context is not None:
         how = "unchanged files known from the last scan" if context.from_record else "scanned"
         console.detail(f"context: {context.file_count} files, {human_bytes(context.total_bytes)}, hash {context.digest[:12]}, {how} ({_ms(started)})")
-    connection = hosts.connect(host, settings, verbose=request.verbose)
+    connection = invocation.connect(host, verbose=request.verbose)
     if connection.shell is not None and not host.local:  # files written there must stay the ssh user's, for rsync
         spec = container_spec(config, "", request, local, host=host, owner=connection.shell.identity())
     if request.steps.run:
         spec = fit_to_host(spec, connection)
-    image = ready_image(connection.engine, config, request, local, own, context, spec)
+    image = ready_image(connection.engine, invocation, request, own, context, spec)
     if image is not None and project_dockerfile(config) and not config.project.workdir:
         spec = in_image_workdir(spec, config, local, connection.engine.image_config(image.id))
-    job = _Job(config, request, local, connection, replace(spec, image=image.tag if image else ""), started, store)
-    return job.run_here() if host.local else job.run_remote()
+    return Job(invocation, request, connection, replace(spec, image=image.tag if image else ""), started, store)
 
 
 def in_image_workdir(spec: ContainerSpec, config: Config, local: LocalSide, image_config: Mapping[str, Any]) -> ContainerSpec:
@@ -203,25 +197,36 @@ def fit_to_host(spec: ContainerSpec, connection: hosts.Connection) -> ContainerS
     return replace(spec, options=options, host_memory=int(info.get("MemTotal") or 0))
 
 
-def ready_image(
-    engine: Engine, config: Config, request: RunRequest, local: LocalSide, own: Recipe | None, context: Context | None, spec: ContainerSpec
-) -> Image | None:
+def ready_image(engine: Engine, invocation: Invocation, request: RunRequest, own: Recipe | None, context: Context | None, spec: ContainerSpec) -> Image | None:
     """The image to run, and the command checked to be in it: all before any data moves."""
+    local = invocation.local
     cache = cache_dir(local.environ, local.home)
     try:
-        image = project_image(engine, config, request, local, own, context)
+        image = project_image(engine, invocation, request, own, context)
     except ContextChanged:
-        forget_scan(config.root, cache)  # a digest it trusted was wrong, or the file changed
+        forget_scan(invocation.config.root, cache)  # a digest it trusted was wrong, or the file changed
         raise
     if image is not None and request.steps.run:
-        labels = {**spec.labels, f"{LABEL}.kind": "lookup"}
-        ensure_command(engine, image.tag, image.id, request.command[0], labels, cache.parent / "commands")
+        lookup_labels = {**spec.labels, labels.KIND: "lookup"}
+        ensure_command(engine, image.tag, image.id, request.command[0], lookup_labels, cache.parent / "commands")
     return image
 
 
-def project_image(engine: Engine, config: Config, request: RunRequest, local: LocalSide, own: Recipe | None, context: Context | None) -> Image | None:
+def check_command(job: Job, program: str) -> None:
+    """``program`` is in the job's image (its PATH), as ``ready_image`` checks the command's.
+
+    Raises:
+        CommandNotFound: it is not.
+    """
+    engine, local = job.connection.engine, job.invocation.local
+    image_id = engine.image_id(job.spec.image) or ""
+    lookup_labels = {**job.spec.labels, labels.KIND: "lookup"}
+    ensure_command(engine, job.spec.image, image_id, program, lookup_labels, cache_dir(local.environ, local.home).parent / "commands")
+
+
+def project_image(engine: Engine, invocation: Invocation, request: RunRequest, own: Recipe | None, context: Context | None) -> Image | None:
     """The image to run: built as needed, the newest one with --no-build, none when nothing runs."""
-    locks = lock_folder(local)
+    config, locks = invocation.config, invocation.locks
     if context is not None:
         base = ensure_base(engine, config.build.base_image, verbose=request.verbose, locks=locks) if own is None or own.needs_base else None
         chosen = own or generated_recipe(config, base.tag if base else "")
@@ -229,7 +234,7 @@ def project_image(engine: Engine, config: Config, request: RunRequest, local: Lo
     if not request.steps.run:
         return None
     latest = latest_project_image(engine, config.project.key)
-    if latest.tag != current_image_tag(engine, config, local):
+    if latest.tag != current_image_tag(engine, config, invocation.local):
         console.warn(f"--no-build: the project changed since {latest.tag} was built; running that image anyway (without --no-build, fp rebuilds)")
     return latest
 
@@ -244,10 +249,11 @@ def current_image_tag(engine: Engine, config: Config, local: LocalSide) -> str:
 
 
 @dataclass(frozen=True)
-class _Job:
-    config: Config
+class Job:
+    """One request on a prepared host: the image is there, the spec fits the host."""
+
+    invocation: Invocation
     request: RunRequest
-    local: LocalSide
     connection: hosts.Connection
     spec: ContainerSpec
     started: float
@@ -257,6 +263,14 @@ class _Job:
     def host(self) -> str:
         return self.connection.host.name
 
+    @property
+    def config(self) -> Config:
+        return self.invocation.config
+
+    @property
+    def local(self) -> LocalSide:
+        return self.invocation.local
+
     def run_here(self) -> int:
         """On an engine that sees this machine's files: the data folder is mounted in place."""
         if not self.request.steps.run:
@@ -264,16 +278,18 @@ class _Job:
                 console.note(f"host '{self.host}' uses the data folder in place: nothing to sync")
             return 0
         ensure_data_folder(self.config.root / self.config.project.data)
+        if self.request.detach:
+            return self._detached()
         try:
             return self.start(last_step=True)
         except ConnectionLost as e:
-            raise ConnectionLost(e.host, e.container, e.cause, in_place=True) from e
+            raise ConnectionLost(e.host, e.container, e.cause, run_id=e.run_id, in_place=True) from e
 
     def run_remote(self) -> int:
         """Sync, run, and sync again however the run ended (each sync is two-way)."""
         steps = self.request.steps
-        remember_host(state_home(self.local.environ, self.local.home), self.config.project.key, self.host)
-        host_side = make_host_side(self.connection, self.config, verbose=self.request.verbose, locks=lock_folder(self.local), store=self.store)
+        remember_host(self.invocation.state, self.config.project.key, self.host)
+        host_side = make_host_side(self.connection, self.config, verbose=self.request.verbose, locks=self.invocation.locks, store=self.store)
         if steps.sync_in:
             ensure_data_folder(self.local_data)
             self.sync(host_side)
@@ -285,6 +301,8 @@ class _Job:
                 self._sweep_runs()
                 self.sync(host_side)
             return 0
+        if self.request.detach:
+            return self._detached()
         status: int | None = None
         ran = True
         try:
@@ -300,13 +318,19 @@ class _Job:
                 ignore_late_signals()
         return status
 
+    def _detached(self) -> int:
+        run_id = self.start_detached()
+        pull = f"fp pull {run_id}" if not self.connection.host.local else "its results are written in place"
+        console.note(f"started on host '{self.host}' and left running: fp logs -f {run_id} follows it, {pull}; run {run_id}")
+        return 0
+
     def _sweep_runs(self) -> None:
         """Before a --sync-out-only: name the project's runs still going on the host, and remove
         those that finished a while ago (a lost connection leaves them: fp never removes a job
         it could not see end)."""
         engine = self.connection.engine
-        labels = [f"{LABEL}.kind=run", f"{LABEL}.project-key={self.config.project.key}"]
-        for found in engine.containers(labels, running_only=False):
+        wanted = [labels.kind_is("run"), f"{labels.PROJECT_KEY}={self.config.project.key}"]
+        for found in engine.containers(wanted, running_only=False):
             container, name = str(found.get("Id", "")), str((found.get("Names") or ["?"])[0]).lstrip("/")
             if found.get("State") == "running":
                 console.warn(f"{name} of this project is still running on host '{self.host}': what it wrote so far comes back now")
@@ -320,18 +344,8 @@ class _Job:
         return local_data_folder(self.config)
 
     def sync(self, host_side: HostSide) -> SyncReport:
-        request = SyncRequest(
-            local=self.local_data,
-            pair=PairFiles.of(state_home(self.local.environ, self.local.home), self.config.project.key, self.host),
-            host_name=self.host,
-            full=self.request.full_sync,
-            accept_deletions=self.request.accept_deletions,
-            pull_scope=pull_scope(self.config),
-            on_wait=lambda holder: console.note(f"waiting for {holder}, which is syncing this project with host '{self.host}'"),
-        )
-        report = sync(request, host_side)
-        report_sync(self.host, report, verbose=self.request.verbose)
-        return report
+        full, deletions = self.request.full_sync, self.request.accept_deletions
+        return sync_data(self.invocation, host_side, full=full, accept_deletions=deletions, verbose=self.request.verbose)
 
     def _sync_after_run(self, host_side: HostSide, status: int | None) -> None:
         """Results come back however the run ended. When fp itself failed (``status`` None), that
@@ -353,14 +367,72 @@ class _Job:
             raise
 
     def start(self, *, last_step: bool = False) -> int:
+        """Run the command attached; its exit status. The run is recorded once it started."""
+        self._say_starting()
+        forwards = _PortForwards(self.connection, container_options(self.config, self.request).publish)
+        record = run_record(self.invocation, self.spec, self.host)
+        book = self.invocation.runs
+
+        def started(handle: str) -> None:
+            book.save(record)
+            forwards.open(handle)
+
+        try:
+            status = run_container(DockerExecutor(self.connection.engine), self.spec, self.local.stdio, last_step=last_step, on_started=started)
+        except ConnectionLost:
+            book.save(replace(record, state="lost"))
+            raise
+        except BaseException:
+            if book.load(record.id) is not None:  # it had started; its container is gone
+                book.save(record.with_end(None))
+            raise
+        finally:
+            forwards.close()
+        book.save(record.with_end(status))
+        return status
+
+    def start_detached(self) -> str:
+        """Create and start the container, and leave it running (``fp logs`` / ``pull`` / ``stop`` follow
+        it); its run id. A signal before the start removes it unstarted."""
+        self._say_starting()
+        spec = replace(self.spec, tty=False, stdin=False, labels={**self.spec.labels, labels.DETACHED: "1"})
+        executor = DockerExecutor(self.connection.engine)
+        handle = executor.create(spec)
+        try:
+            executor.start(handle)
+        except BaseException:
+            with contextlib.suppress(FireplugError):
+                executor.remove(handle)
+            raise
+        record = replace(run_record(self.invocation, spec, self.host), detached=True)
+        self.invocation.runs.save(record)
+        if container_options(self.config, self.request).publish and self.connection.shell is not None:
+            console.note(f"published ports stay on host '{self.host}' (its loopback): a detached run has no forward here")
+        return record.id
+
+    def _say_starting(self) -> None:
         if self.request.verbose:
             console.detail(f"image {self.spec.image} on host '{self.host}'; starting {self.spec.name} ({_ms(self.started)})")
             console.detail(f"$ {display(docker_run_argv(self.spec))}")
-        forwards = _PortForwards(self.connection, container_options(self.config, self.request).publish)
-        try:
-            return run_container(self.connection.engine, self.spec, self.local.stdio, last_step=last_step, on_started=forwards.open)
-        finally:
-            forwards.close()
+
+
+def run_record(invocation: Invocation, spec: ContainerSpec, host: str) -> RunRecord:
+    """The local record of a run of ``spec`` on ``host``, started now."""
+    given, config = spec.labels, invocation.config
+    index = given.get(labels.INDEX, "")
+    return RunRecord(
+        id=given[labels.RUN],
+        host=host,
+        project=config.project.name,
+        project_key=config.project.key,
+        root=str(config.root),
+        container=spec.name,
+        command=given.get(labels.COMMAND, ""),
+        started=time.time(),
+        map_id=given.get(labels.MAP, ""),
+        index=int(index) if index.isdigit() else None,
+        params=json.loads(given[labels.PARAMS]) if labels.PARAMS in given else {},
+    )
 
 
 class _PortForwards:
@@ -398,20 +470,7 @@ def _remove_quietly(engine: Engine, container: str, name: str) -> None:
         console.note(f"removed {name}, a run of this project that ended on host '{engine.host}' without fp")
 
 
-def lock_folder(local: LocalSide) -> Path:
-    """Where fp's processes on this machine keep their build locks."""
-    return state_home(local.environ, local.home) / "locks"
-
-
-def known_hosts(config: Config, local: LocalSide) -> Inventory:
-    """The inventory; each source that could not be read is one warning, and is skipped."""
-    inventory = load_inventory(config, local.environ, local.home)
-    for problem in inventory.problems:
-        console.warn(f"skipped {problem}")
-    return inventory
-
-
-def choose_host(config: Config, request: RunRequest, local: LocalSide, settings: SshSettings, *, leases: Leases | None = None) -> tuple[Host, str]:
+def choose_host(invocation: Invocation, request: RunRequest, *, leases: Leases | None = None) -> tuple[Host, str]:
     """The host to run on, and why in words ("" when --host named it, or when fp runs here
     because the pool is empty and -v was not given).
 
@@ -419,8 +478,8 @@ def choose_host(config: Config, request: RunRequest, local: LocalSide, settings:
     nothing (--sync-out-only, --no-build), the host this project last ran on (its results and
     its image are there); else an idle host of the pool, or local when the pool is empty.
     """
-    inventory = known_hosts(config, local)
-    state = state_home(local.environ, local.home)
+    config, local, inventory = invocation.config, invocation.local, invocation.inventory
+    state = invocation.state
     wanted, why = request.host, ""
     if wanted is None and local.environ.get("FP_HOST"):
         wanted, why = local.environ["FP_HOST"], "FP_HOST"
@@ -433,7 +492,7 @@ def choose_host(config: Config, request: RunRequest, local: LocalSide, settings:
         holds_data=lambda name: PairFiles.of(state, config.project.key, name).record.exists(),
         memory=hosts.UnreachableMemory(cache_dir(local.environ, local.home).parent / "unreachable-hosts.json"),
     )
-    host, chosen_why = hosts.choose(wanted, inventory, settings, choice=choice)
+    host, chosen_why = hosts.choose(wanted, inventory, invocation.settings, choice=choice)
     if wanted is None:
         return host, chosen_why if inventory.pool or request.verbose else ""
     return host, why
@@ -457,7 +516,7 @@ def make_host_side(connection: hosts.Connection, config: Config, *, verbose: boo
     from fireplug.sync.api import ApiHost
 
     base = ensure_base(connection.engine, config.build.base_image, verbose=verbose, locks=locks)
-    labels = {f"{LABEL}.project": config.project.name, f"{LABEL}.project-key": config.project.key}
+    helper_labels = {labels.PROJECT: config.project.name, labels.PROJECT_KEY: config.project.key}
     user = ""
     if connection.shell is not None:  # the helpers write as the runs do, so that the ssh user owns the files
         user = container_user(config.run.user, connection.shell.identity())
@@ -465,8 +524,33 @@ def make_host_side(connection: hosts.Connection, config: Config, *, verbose: boo
     if store is not None:
         from fireplug.sync.s3 import S3Host
 
-        return S3Host(connection.engine, base.tag, labels, folder, config.project.data, store, user=user)
-    return ApiHost(connection.engine, base.tag, labels, folder, config.project.data, user=user)
+        return S3Host(connection.engine, base.tag, helper_labels, folder, config.project.data, store, user=user)
+    return ApiHost(connection.engine, base.tag, helper_labels, folder, config.project.data, user=user)
+
+
+def sync_data(
+    invocation: Invocation, host_side: HostSide, *, full: bool = False, accept_deletions: bool = False, push: bool = True, verbose: bool = False
+) -> SyncReport:
+    """One sync of the project's data folder with the host of ``host_side`` (two-way, or with
+    ``push`` False only bringing changes back), said in one summary line.
+
+    Raises:
+        SyncError, SyncInterrupted: see ``sync.session.sync``.
+    """
+    config, host = invocation.config, host_side.host
+    request = SyncRequest(
+        local=local_data_folder(config),
+        pair=PairFiles.of(invocation.state, config.project.key, host),
+        host_name=host,
+        full=full,
+        accept_deletions=accept_deletions,
+        pull_scope=pull_scope(config),
+        push=push,
+        on_wait=lambda holder: console.note(f"waiting for {holder}, which is syncing this project with host '{host}'"),
+    )
+    report = sync(request, host_side)
+    report_sync(host, report, verbose=verbose)
+    return report
 
 
 def pull_scope(config: Config) -> tuple[str, ...]:
@@ -554,7 +638,7 @@ def container_spec(config: Config, image: str, request: RunRequest, local: Local
     if user not in ("", "0", "0:0"):
         env.append(("HOME", "/tmp"))  # an arbitrary uid has no home in the image
     env += resolve_env([*config.run.env, *request.env], local.environ)
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
+    run_id = new_id()
     return ContainerSpec(
         image=image,
         command=request.command,
@@ -563,12 +647,12 @@ def container_spec(config: Config, image: str, request: RunRequest, local: Local
         env=tuple(env),
         mounts=(Mount(data_on_host(host, config), posixpath.join(project_in_container, config.project.data)),),
         labels={
-            f"{LABEL}.kind": "run",
-            f"{LABEL}.project": config.project.name,
-            f"{LABEL}.project-key": config.project.key,
-            f"{LABEL}.run": run_id,
-            hosts.OWNER_LABEL: this_process(),
-            f"{LABEL}.command": display(request.command)[:COMMAND_LABEL_LIMIT],  # anyone with Docker access there reads labels
+            labels.KIND: "run",
+            labels.PROJECT: config.project.name,
+            labels.PROJECT_KEY: config.project.key,
+            labels.RUN: run_id,
+            labels.OWNER: this_process(),
+            labels.COMMAND: display(request.command)[:COMMAND_LABEL_LIMIT],  # anyone with Docker access there reads labels
         },
         user=user,
         tty=local.stdin_is_terminal and local.stdout_is_terminal,
@@ -661,14 +745,14 @@ def resolve_env(entries: list[str], environ: Mapping[str, str]) -> list[tuple[st
     return resolved
 
 
-def dry_run_report(config: Config, request: RunRequest, local: LocalSide) -> list[str]:
+def dry_run_report(invocation: Invocation, request: RunRequest) -> list[str]:
     """What a run would send and do, for `fp --dry-run`: it probes the pool as a run would
     (to name the host and why), and builds, sends and runs nothing."""
+    config, local = invocation.config, invocation.local
     own = own_recipe(config)
     context = scan(config, local, own, full=True)
     base_tag = base_image_tag(config.build.base_image, base_files())
-    settings = SshSettings.from_env(local.environ, local.uid)
-    host, why = choose_host(config, request, local, settings)
+    host, why = choose_host(invocation, request)
     spec = container_spec(config, "(one-time image)", request, local, host=host)
     lines = [
         "fp dry run: nothing is built, sent or run.",
@@ -685,7 +769,7 @@ def dry_run_report(config: Config, request: RunRequest, local: LocalSide) -> lis
     source = f"the project's {own.name}" if own else f"generated, on fp's base image {base_tag}"
     lines.append(f"recipe    {source}:")
     lines += [f"  {line}" for line in chosen.text.splitlines()]
-    lines += data_plan(config, request, local, host)
+    lines += data_plan(invocation, request, host)
     mounts = ", ".join(f"{mount.source} -> {mount.target}" for mount in spec.mounts)
     where = "mounted in place" if host.local else f"synced there {_sync_path(config, host)}"
     picked = f" (chosen: {why})" if why else ""
@@ -706,11 +790,12 @@ def _sync_path(config: Config, host: Host) -> str:
     return "with rsync over ssh" if host.ssh and mode != "api" else "through the Docker API"
 
 
-def data_plan(config: Config, request: RunRequest, local: LocalSide, host: Host) -> list[str]:
+def data_plan(invocation: Invocation, request: RunRequest, host: Host) -> list[str]:
     """The dry run's data lines: what the sync in would send, against the host as the last sync left it."""
+    config = invocation.config
     if host.local or not request.steps.sync_in or not local_data_folder(config).is_dir():
         return []
-    pair = PairFiles.of(state_home(local.environ, local.home), config.project.key, host.name)
+    pair = PairFiles.of(invocation.state, config.project.key, host.name)
     request_ = SyncRequest(local=local_data_folder(config), pair=pair, host_name=host.name, pull_scope=pull_scope(config))
     found = preview(request_)
     plan = found.plan

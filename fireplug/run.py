@@ -13,94 +13,23 @@ import contextlib
 import os
 import select
 import signal
-import struct
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fireplug import console
-from fireplug.engine import Attached, Engine
+from fireplug import console, labels
+from fireplug.engine import Attached, demultiplex
 from fireplug.errors import ConnectionLost, EngineUnreachable, FireplugError, Interrupted
-from fireplug.options import ContainerOptions
+from fireplug.execution import Executor
+from fireplug.spec import ContainerSpec, Stdio
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 OUTPUT_DRAIN_SECONDS = 10.0
 _EXITED = 0  # byte written to the wake-up pipe when the container stopped
 
 
-@dataclass(frozen=True)
-class Mount:
-    source: str
-    target: str
-    read_only: bool = False
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    image: str
-    command: tuple[str, ...]
-    workdir: str
-    name: str
-    env: tuple[tuple[str, str], ...] = ()
-    mounts: tuple[Mount, ...] = ()
-    labels: Mapping[str, str] = field(default_factory=dict)
-    user: str = ""
-    tty: bool = False
-    stdin: bool = False
-    options: ContainerOptions = field(default_factory=ContainerOptions)
-    host_memory: int = 0  # the engine's MemTotal: the default /dev/shm size follows it
-
-
-@dataclass(frozen=True)
-class Stdio:
-    """File descriptors fp's own process uses for the command's standard streams."""
-
-    stdin: int | None = 0
-    stdout: int = 1
-    stderr: int = 2
-
-
-def container_config(spec: ContainerSpec) -> dict[str, Any]:
-    """The engine's create-container body for ``spec``; under an init process, never auto-removed."""
-    return {
-        "Image": spec.image,
-        "Cmd": list(spec.command),
-        "WorkingDir": spec.workdir,
-        "Env": [f"{name}={value}" for name, value in spec.env],
-        "Labels": dict(spec.labels),
-        "User": spec.user,
-        "Tty": spec.tty,
-        "OpenStdin": spec.stdin,
-        "StdinOnce": spec.stdin,
-        "AttachStdin": spec.stdin,
-        "AttachStdout": True,
-        "AttachStderr": True,
-        "ExposedPorts": spec.options.exposed_ports(),
-        "HostConfig": {
-            "Init": True,
-            "AutoRemove": False,
-            # Mounts, not Binds: a path may hold ':' or ',' (Binds would split it there).
-            "Mounts": [{"Type": "bind", "Source": mount.source, "Target": mount.target, "ReadOnly": mount.read_only} for mount in spec.mounts],
-            **spec.options.host_config(spec.host_memory),
-        },
-    }
-
-
-def docker_run_argv(spec: ContainerSpec) -> list[str]:
-    """The `docker run` command equivalent to ``spec`` (what verbose mode shows, redacted)."""
-    argv = ["docker", "run", "--rm", "--init", "--name", spec.name, "-w", spec.workdir]
-    argv += ["-i"] * spec.stdin + ["-t"] * spec.tty + (["-u", spec.user] if spec.user else [])
-    for name, value in spec.env:
-        argv += ["-e", f"{name}={value}"]
-    for mount in spec.mounts:
-        argv += ["-v", f"{mount.source}:{mount.target}{':ro' if mount.read_only else ''}"]
-    options = replace(spec.options, shm_size=spec.options.shm_bytes(spec.host_memory))
-    return [*argv, *options.run_flags(), spec.image, *spec.command]
-
-
-def run_container(engine: Engine, spec: ContainerSpec, stdio: Stdio, *, last_step: bool = False, on_started: Callable[[str], None] | None = None) -> int:
+def run_container(executor: Executor, spec: ContainerSpec, stdio: Stdio, *, last_step: bool = False, on_started: Callable[[str], None] | None = None) -> int:
     """Create, attach, start and supervise the container; remove it however the run ends,
     except after a lost connection, when the job may still be running there.
 
@@ -119,24 +48,24 @@ def run_container(engine: Engine, spec: ContainerSpec, stdio: Stdio, *, last_ste
         Interrupted: a signal came before the container started (it was removed).
         EngineUnreachable, EngineError: the engine failed before the container started.
     """
-    with _HeldSignals(tty=spec.tty, then_ignore=last_step) as held:
-        container = engine.create_container(container_config(spec), spec.name)
-        supervisor = _Supervisor(engine, container, spec, stdio, held, on_started)
+    with HeldSignals(tty=spec.tty, then_ignore=last_step) as held:
+        container = executor.create(spec)
+        supervisor = _Supervisor(executor, container, spec, stdio, held, on_started)
         try:
             status = supervisor.run()
         except EngineUnreachable as e:
             if not supervisor.start_sent:
-                _remove(engine, container, spec.name)
+                _remove(executor, container, spec.name)
                 raise
-            raise ConnectionLost(engine.host, spec.name, e.cause) from e
+            raise ConnectionLost(executor.host, spec.name, e.cause, run_id=spec.labels.get(labels.RUN, "")) from e
         except Interrupted as e:
-            if not _remove(engine, container, spec.name):
-                raise Interrupted(e.signum, left=f"container {spec.name} may be left on host '{engine.host}' (docker rm -f {spec.name})") from e
+            if not _remove(executor, container, spec.name):
+                raise Interrupted(e.signum, left=f"container {spec.name} may be left on host '{executor.host}' (docker rm -f {spec.name})") from e
             raise
         except BaseException:
-            _remove(engine, container, spec.name)
+            _remove(executor, container, spec.name)
             raise
-        _remove(engine, container, spec.name)
+        _remove(executor, container, spec.name)
         if late := held.take():
             name = signal.Signals(late[0]).name
             console.note(f"{name} came after the command had exited (status {status}); its results are still brought back")
@@ -151,16 +80,16 @@ def ignore_late_signals() -> None:
             signal.signal(signum, signal.SIG_IGN)
 
 
-def _remove(engine: Engine, container: str, name: str) -> bool:
+def _remove(executor: Executor, container: str, name: str) -> bool:
     try:
-        engine.remove_container(container)
+        executor.remove(container)
     except FireplugError as e:
         console.warn(f"container {name} could not be removed ({e}); remove it with: docker rm -f {name}")
         return False
     return True
 
 
-class _HeldSignals:
+class HeldSignals:
     """Record-only handlers for the forwarded signals (and SIGWINCH with a terminal), whose
     numbers arrive on a self-pipe (``signal.set_wakeup_fd``); off the main thread, none."""
 
@@ -174,7 +103,7 @@ class _HeldSignals:
         self._previous: dict[int, Any] = {}
         self._previous_fd = -1
 
-    def __enter__(self) -> _HeldSignals:
+    def __enter__(self) -> HeldSignals:
         os.set_blocking(self.write_fd, False)
         if threading.current_thread() is threading.main_thread():
             self._previous_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
@@ -214,10 +143,10 @@ class _HeldSignals:
 
 class _Supervisor:
     def __init__(
-        self, engine: Engine, container: str, spec: ContainerSpec, stdio: Stdio, held: _HeldSignals, on_started: Callable[[str], None] | None = None
+        self, executor: Executor, container: str, spec: ContainerSpec, stdio: Stdio, held: HeldSignals, on_started: Callable[[str], None] | None = None
     ) -> None:
         self.on_started = on_started
-        self.engine = engine
+        self.executor = executor
         self.container = container
         self.spec = spec
         self.stdio = stdio
@@ -234,7 +163,7 @@ class _Supervisor:
         """Raises: Interrupted: a signal came before the start (nothing started)."""
         if early := self.held.take():
             raise Interrupted(early[0])
-        attached = self.engine.attach(self.container, stdin=self.spec.stdin)
+        attached = self.executor.attach(self.container, stdin=self.spec.stdin)
         try:
             if early := self.held.take():
                 raise Interrupted(early[0])
@@ -249,7 +178,7 @@ class _Supervisor:
         feeds_stdin = self.spec.stdin and self.stdio.stdin is not None
         try:
             self.start_sent = True
-            self.engine.start(self.container)
+            self.executor.start(self.container)
             if self.on_started is not None:
                 self.on_started(self.container)
             if self.spec.tty:
@@ -299,17 +228,17 @@ class _Supervisor:
         self.held.seen.append(signum)
         name = signal.Signals(signum).name
         if len(self.signals_received) == 1:
-            self.engine.kill(self.container, name)
+            self.executor.signal(self.container, name)
             again = "Ctrl-C" if signum == signal.SIGINT else name
             console.note(f"{name} forwarded to the command; {again} again stops the container")
         elif not self.killed:
             self.killed = True
             console.note(f"second {name}: stopping container {self.spec.name}")
-            self.engine.kill(self.container, "SIGKILL")
+            self.executor.signal(self.container, "SIGKILL")
 
     def _wait(self) -> None:
         try:
-            self.status = self.engine.wait(self.container)
+            self.status = self.executor.wait(self.container)
         except BaseException as e:  # handed to the main thread, which raises it
             self.failure = e
         self.held.notify_exited()
@@ -319,7 +248,7 @@ class _Supervisor:
             columns, rows = os.get_terminal_size(self.stdio.stdout)
         except OSError:
             return
-        self.engine.resize(self.container, rows, columns)
+        self.executor.resize(self.container, rows, columns)
 
     def _pump_output(self, attached: Attached) -> None:
         writer = _OutputWriter(on_broken_pipe=self._on_broken_pipe)
@@ -336,7 +265,7 @@ class _Supervisor:
     def _on_broken_pipe(self) -> None:
         # Locally, writing to a closed pipe kills the writer with SIGPIPE (`fp yes | head`).
         with contextlib.suppress(FireplugError):
-            self.engine.kill(self.container, "SIGPIPE")
+            self.executor.signal(self.container, "SIGPIPE")
 
     def _pump_stdin(self, attached: Attached) -> None:
         assert self.stdio.stdin is not None
@@ -383,24 +312,8 @@ class _OutputWriter:
 
 
 def frames(attached: Attached) -> Iterator[tuple[int, bytes]]:
-    """Demultiplex the engine's stdout/stderr stream: 8-byte headers (stream, size), then data."""
-    buffer = b""
-    while True:
-        while len(buffer) < 8:
-            chunk = attached.recv()
-            if not chunk:
-                return
-            buffer += chunk
-        stream, size = struct.unpack(">BxxxL", buffer[:8])
-        buffer = buffer[8:]
-        while size:
-            if not buffer:
-                buffer = attached.recv()
-                if not buffer:
-                    return
-            piece, buffer = buffer[:size], buffer[size:]
-            size -= len(piece)
-            yield stream, piece
+    """The container's multiplexed stdout/stderr stream as (stream, bytes)."""
+    return demultiplex(iter(attached.recv, b""))
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fireplug import console
+from fireplug import console, labels
 from fireplug.engine import Engine
 from fireplug.errors import EngineError, EngineUnreachable
 from fireplug.locks import process_gone, this_process
@@ -37,6 +37,7 @@ from fireplug.sync.tree import (
     FILE,
     LINK,
     PARTIAL_DIR,
+    TRASH_FOLDER,
     Entry,
     Listing,
     Tree,
@@ -49,9 +50,6 @@ from fireplug.sync.tree import (
 )
 
 MOUNT = "/fp-sync"
-KIND_LABEL = "io.fireplug.kind"
-KEY_LABEL = "io.fireplug.project-key"
-OWNER_LABEL = "io.fireplug.sync-owner"  # machine:pid:start time of the fp that made the helper
 STDOUT, STDERR = 1, 2
 TAR_CHUNK = 1 << 20
 
@@ -59,18 +57,18 @@ TAR_CHUNK = 1 << 20
 class ApiHost:
     """The host side of a sync through the Docker API (``session.HostSide``)."""
 
-    def __init__(self, engine: Engine, image: str, labels: dict[str, str], project_folder: str, data: str, *, user: str = "") -> None:
+    def __init__(self, engine: Engine, image: str, project_labels: dict[str, str], project_folder: str, data: str, *, user: str = "") -> None:
         """``project_folder`` on the host holds the data folder (``data``, relative) and the trash;
         ``user`` (uid:gid, "" for the image's) owns what the helpers write, as runs do."""
         self.engine = engine
         self.user = user
         self.image = image
-        self.labels = {**labels, KIND_LABEL: "sync", OWNER_LABEL: this_process()}
+        self.labels = {**project_labels, labels.KIND: "sync", labels.SYNC_OWNER: this_process()}
         self.swept = False
         self.project_folder = project_folder
         self.data = f"{MOUNT}/{data}"
-        self.trash = f"{MOUNT}/.fp-trash"
-        self.trash_folder = f"{project_folder}/.fp-trash"
+        self.trash = f"{MOUNT}/{TRASH_FOLDER}"
+        self.trash_folder = f"{project_folder}/{TRASH_FOLDER}"
         self.listed: Tree | bytes = {}  # the last listing (raw when the host said "same"): exact mtimes, which the engine's archives round
         self.after_push: Listing | None = None
 
@@ -90,10 +88,10 @@ class ApiHost:
 
     def _sweep_helpers(self) -> None:
         """Remove helpers that an fp of this machine left when it lost the engine (it could not remove them then)."""
-        wanted = [f"{KIND_LABEL}=sync", f"{KEY_LABEL}={self.labels.get(KEY_LABEL, '')}"]
+        wanted = [labels.kind_is("sync"), f"{labels.PROJECT_KEY}={self.labels.get(labels.PROJECT_KEY, '')}"]
         for found in self.engine.containers(wanted, running_only=False):
-            owner = str((found.get("Labels") or {}).get(OWNER_LABEL, ""))
-            if owner != self.labels[OWNER_LABEL] and process_gone(owner):
+            owner = str((found.get("Labels") or {}).get(labels.SYNC_OWNER, ""))
+            if owner != self.labels[labels.SYNC_OWNER] and process_gone(owner):
                 with contextlib.suppress(EngineError):
                     self.engine.remove_container(str(found.get("Id", "")))
 
@@ -151,6 +149,14 @@ class ApiHost:
         refused = [os.fsdecode(item[8:]) for item in result.stderr.split(b"\0") if item.startswith(b"refused ")]
         problem = f"{len(refused)} paths were refused on the host (a parent is not a real folder): {', '.join(refused[:3])}" if refused else ""
         return Transferred(files, file_bytes, sent.total, problem, digests)
+
+    def run_helper(self, arguments: list[str]) -> bytes:
+        """The helper's output for ``arguments`` (``helper.py``'s commands), in the mounted folder.
+
+        Raises:
+            SyncError: the helper failed.
+        """
+        return self._helper(arguments).stdout
 
     # -- the helper container -------------------------------------------------------------
 

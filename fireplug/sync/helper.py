@@ -13,6 +13,8 @@ the standard library and ``fireplug.sync.tree``:
     stage DATA STAGE PATHS           lay out the named entries under STAGE for the engine's archive
                                      API: files hard-linked (copied when changed in the last
                                      seconds, so the archive sees a still file), links and folders made
+    trash ROOT DAYS [remove]         the trash batches older than DAYS of every project under ROOT
+                                     (a host's data root): ``BYTES PATH`` lines; ``remove``: and remove them
     install DATA STAGE BACKUP TRASH  move what an upload put in STAGE into DATA (what it replaces
                                      goes under BACKUP); name refusals on stderr; then list as `list`
 
@@ -29,7 +31,22 @@ import sys
 import time
 from collections.abc import Iterator
 
-from fireplug.sync.tree import DIR, FILE, LINK, clock_line, file_sha256, format_entry, keep_aside, lstat_entry, prune_batches, safe_parent, scan
+from fireplug.sync.tree import (
+    DIR,
+    FILE,
+    LINK,
+    TRASH_FOLDER,
+    clock_line,
+    file_sha256,
+    format_entry,
+    keep_aside,
+    lstat_entry,
+    old_batches,
+    prune_batches,
+    safe_parent,
+    scan,
+    tree_bytes,
+)
 
 STAGING_PREFIX = ".fp-staging-"
 STILL_NS = 5_000_000_000  # a file changed more recently may still be growing
@@ -122,6 +139,15 @@ def install(data: str, stage: str, backup: str, refusals: object) -> None:
     shutil.rmtree(stage, ignore_errors=True)
 
 
+def old_trash(root: str, days: int, out: object, *, remove: bool) -> None:
+    """Every project's trash batches older than ``days`` under the data root ``root``."""
+    for project in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+        for batch in old_batches(os.path.join(root, project, TRASH_FOLDER), days):
+            out.write(f"{tree_bytes(batch)} {batch}\n".encode(errors="surrogateescape"))  # type: ignore[attr-defined]
+            if remove:
+                shutil.rmtree(batch, ignore_errors=True)
+
+
 def _staged(stage: str) -> Iterator[tuple[str, bool]]:
     for current, folders, files in os.walk(stage):
         folders.sort()
@@ -156,6 +182,8 @@ def main(argv: list[str]) -> int:
         stage(arguments[0], arguments[1], _read_list(arguments[2]))
     elif command == "remove" and len(arguments) == 1 and os.path.basename(arguments[0]).startswith(STAGING_PREFIX):
         shutil.rmtree(arguments[0], ignore_errors=True)
+    elif command == "trash" and len(arguments) in (2, 3) and arguments[1].isdigit():
+        old_trash(arguments[0], int(arguments[1]), out, remove=arguments[2:] == ["remove"])
     elif command == "install" and len(arguments) == 4:
         install(arguments[0], arguments[1], arguments[2], sys.stderr.buffer)
         sys.stderr.flush()

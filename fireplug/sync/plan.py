@@ -149,8 +149,13 @@ def _sides_to_hash(pair: tuple[str, str], mine: Entry | None, theirs: Entry | No
     return {side for side in wanted if (mine if side == "here" else theirs) is not None and (mine if side == "here" else theirs).kind == FILE}  # type: ignore[union-attr]
 
 
-def make_plan(record: Record, sides: Sides, *, host_name: str, stamp: str, pull_scope: tuple[str, ...] = (), accept_deletions: bool = False) -> Plan:
+def make_plan(
+    record: Record, sides: Sides, *, host_name: str, stamp: str, pull_scope: tuple[str, ...] = (), accept_deletions: bool = False, push: bool = True
+) -> Plan:
     """Decide every path. ``pull_scope``: folders host changes may come back from (empty: all).
+    ``push`` False (`fp pull`, a map bringing a run's results back): changes made here are
+    left for the next two-way sync (skipped: the record keeps what it had), except the local
+    version of a conflict, which takes its name on the host as always.
 
     ``stamp`` (YYYYmmddTHHMMSS) and ``host_name`` name conflict copies. When the host lost
     many of the files it had (``host_lost_data``), that is taken for a wiped or cleaned-up
@@ -173,6 +178,8 @@ def make_plan(record: Record, sides: Sides, *, host_name: str, stamp: str, pull_
     if not accept_deletions:
         _restore_lost_files(record, decisions, local, host, plan)
     _keep_folders_that_stay(paths, decisions, local, host, plan)
+    if not push:
+        decisions.update({path: Action.SKIP for path, action in decisions.items() if action is Action.PUSH})
     _carry_out(paths, decisions, record, sides, local, host, plan, _namer(host_name, stamp, local, host))
     return plan
 

@@ -328,8 +328,8 @@ class S3Host(ApiHost):
     """The host side of a sync staged in S3 (``session.HostSide``): the host is listed, hashed
     and moved through the Docker API as on the API path; copies go through the bucket."""
 
-    def __init__(self, engine: Engine, image: str, labels: dict[str, str], project_folder: str, data: str, store: Store, *, user: str = "") -> None:
-        super().__init__(engine, image, labels, project_folder, data, user=user)
+    def __init__(self, engine: Engine, image: str, project_labels: dict[str, str], project_folder: str, data: str, store: Store, *, user: str = "") -> None:
+        super().__init__(engine, image, project_labels, project_folder, data, user=user)
         self.store = store
         self.host_state = f"{MOUNT}/.fp-s3-digests.json"  # the host's digest cache, beside the data folder
 

@@ -101,6 +101,7 @@ class SyncRequest:
     full: bool = False  # hash every file on both sides
     pull_scope: tuple[str, ...] = ()  # folders (relative to the data folder) host changes come back from; () = all
     accept_deletions: bool = False  # repeat here even a mass deletion on the host (see plan.host_lost_data)
+    push: bool = True  # False: bring changes back only (see plan.make_plan)
     on_wait: Callable[[str], None] = lambda holder: None
 
 
@@ -156,7 +157,9 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
     wanted_here, wanted_there = digests_needed(record, local_listing.tree, host_listing.tree, full=request.full)
     sides = Sides(local_listing.tree, host_listing.tree, local_digests(request.local, wanted_here), host_side.digests(wanted_there) if wanted_there else {})
     batch = time.strftime("%Y%m%dT%H%M%S")
-    plan = make_plan(record, sides, host_name=request.host_name, stamp=batch, pull_scope=request.pull_scope, accept_deletions=request.accept_deletions)
+    plan = make_plan(
+        record, sides, host_name=request.host_name, stamp=batch, pull_scope=request.pull_scope, accept_deletions=request.accept_deletions, push=request.push
+    )
     unsafe = _drop_unsafe_pulls(plan, request.local, local_listing.tree)
     progress.stage = "moving"
     moved = host_side.move(plan.host_renames, plan.host_trash, batch) if plan.host_renames or plan.host_trash else Moved()

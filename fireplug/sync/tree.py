@@ -27,6 +27,7 @@ READ_SIZE = 1 << 20
 # rsync keeps an interrupted file here (one per folder) to resume it; fp's API path keeps
 # its temporary files under the same name. Never listed, never synced.
 PARTIAL_DIR = ".fp-partial"
+TRASH_FOLDER = ".fp-trash"  # beside the data folder on a host, outside the container's mount
 TICK_WAIT = 0.02  # clock_line waits this long at most for the filesystem's clock to tick
 # find's %y letters for what fp syncs; everything else (p, s, b, c, D) is "other".
 _FIND_KINDS = {"f": FILE, "d": DIR, "l": LINK}
@@ -272,18 +273,38 @@ def keep_aside(path: str, backup: str) -> None:
 
 def prune_batches(trash: str, days: float = TRASH_DAYS) -> None:
     """Remove the trash batches (folders directly under ``trash``) older than ``days``."""
+    for batch in old_batches(trash, days):
+        shutil.rmtree(batch, ignore_errors=True)
+
+
+def old_batches(trash: str, days: float = TRASH_DAYS) -> list[str]:
+    """The trash batches (folders directly under ``trash``) older than ``days``."""
     try:
         names = os.listdir(trash)
     except OSError:
-        return
+        return []
     now = time.time()
+    found = []
     for name in names:
         batch = os.path.join(trash, name)
         try:
             if now - os.lstat(batch).st_mtime > days * 86400:
-                shutil.rmtree(batch, ignore_errors=True)
+                found.append(batch)
         except OSError:
             continue
+    return found
+
+
+def tree_bytes(path: str) -> int:
+    """The bytes of the files under ``path`` (never following a link)."""
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                continue
+    return total
 
 
 def is_inside(path: str, folder: str) -> bool:

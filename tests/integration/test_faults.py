@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pty
+import re
 import signal
 import socket
 import subprocess
@@ -81,18 +82,21 @@ def test_1_a_killed_ssh_master_mid_run_leaves_the_job_running_and_says_how_to_co
     code, err, seconds = finish(process)
     assert code == 125, err
     [line] = error_lines(err)
-    assert "lost the connection to host 'primary'" in line and "fp --host primary --sync-out-only" in line
+    [run_id] = re.findall(r"fp pull (\S+)", line)
+    assert "lost the connection to host 'primary'" in line and "the run goes on there" in line and f"fp logs -f {run_id}" in line
     assert seconds < 15
     assert states(project) == ["running"], "the job must go on after fp lost its connection"
     assert not (project.root / "data/out.txt").exists()
 
-    wait_for(lambda: states(project) == ["exited"], "the job to end")
-    time.sleep(16)  # past the grace a finished run's own fp has to remove it
-    collected = run_fp(project.root, "--host", "primary", "--sync-out-only")
+    followed = run_fp(project.root, "logs", "-f", run_id)  # from a new process, to the run's end
+    assert followed.returncode == 0, followed.stderr
+    assert (remote.data_on("primary", project) / "out.txt").read_text() == "done\n", "fp logs -f ended before the run"
+    wait_for(lambda: states(project) == ["exited"], "the engine to see the run's end")
+    collected = run_fp(project.root, "pull", run_id)
     assert collected.returncode == 0, collected.stderr
     assert (project.root / "data/out.txt").read_text() == "done\n"
-    assert b"removed fp-" in collected.stderr
-    assert run_containers(project) == []
+    assert run_containers(project) == [], "an ended run is removed once its results came back"
+    assert b"output kept here" in collected.stderr and run_fp(project.root, "logs", run_id).returncode == 0
 
 
 @dataclass
@@ -132,7 +136,7 @@ def test_1_a_cut_tls_connection_mid_run_leaves_the_job_running_and_a_later_sync_
     code, err, seconds = finish(process)
     assert code == 125, err
     [line] = error_lines(err)
-    assert "lost the connection to host 'flaky'" in line and "--sync-out-only" in line
+    assert "lost the connection to host 'flaky'" in line and "fp pull" in line
     assert seconds < 15
     assert states(project, "tls") == ["running"]
 

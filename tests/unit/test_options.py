@@ -7,7 +7,7 @@ import pytest
 from fireplug.config import Source, load
 from fireplug.errors import FireplugError, UsageError
 from fireplug.options import ContainerOptions, Gpus, Publish, check_against_host, default_shm_size, parse_options, through_ssh
-from fireplug.run import ContainerSpec, container_config, docker_run_argv
+from fireplug.spec import ContainerSpec, container_config, docker_run_argv
 
 GIB = 1 << 30
 

@@ -7,8 +7,9 @@ import pytest
 from fireplug.config import load
 from fireplug.errors import UsageError
 from fireplug.inventory import Host
-from fireplug.job import LocalSide, RunRequest, container_spec, container_user, container_workdir, resolve_env
-from fireplug.run import ContainerSpec, Mount, Stdio, container_config
+from fireplug.invocation import LocalSide
+from fireplug.job import RunRequest, container_spec, container_user, container_workdir, resolve_env
+from fireplug.spec import ContainerSpec, Mount, Stdio, container_config
 
 ROOT = Path("/home/ada/proj")
 LOCAL_HOST = Host("local", "unix:///var/run/docker.sock", "default socket", local=True)

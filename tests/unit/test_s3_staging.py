@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fireplug.cli import _sync_override
+from fireplug.cli import sync_override as _sync_override
 from fireplug.config import Source, load
 from fireplug.errors import ConfigError
 from fireplug.sync.s3 import Staging, _well_formed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from fireplug.sync import SyncInterrupted
 from fireplug.sync.plan import Action, Sides, conflict_name, digests_needed, make_plan
 from fireplug.sync.record import Common, PairFiles, load_record
 from fireplug.sync.session import SyncRequest, preview, sync
-from fireplug.sync.tree import DIR, FILE, LINK, Entry, format_entry, link_leaves, parse_listing, scan
+from fireplug.sync.tree import DIR, FILE, LINK, Entry, format_entry, link_leaves, parse_listing, scan, within_any
 from tests.unit.sync_doubles import FolderHost
 
 OLD_NS = 1_600_000_000 * 10**9
@@ -184,9 +185,9 @@ class Bench:
         self.pair = PairFiles.of(root / "state", "proj-1234", "box")
         self.host_trash = root / "host-trash"
 
-    def sync(self, *, stop_after: int | None = None, full: bool = False) -> object:
+    def sync(self, *, stop_after: int | None = None, full: bool = False, push: bool = True) -> object:
         host = FolderHost(self.remote, self.host_trash, stop_after=stop_after)
-        return sync(SyncRequest(self.local, self.pair, "box", full=full), host)
+        return sync(SyncRequest(self.local, self.pair, "box", full=full, push=push), host)
 
 
 def write(path: Path, data: bytes, mtime_ns: int | None = None) -> None:
@@ -333,21 +334,42 @@ def reachable(*roots: Path) -> set[bytes]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(start=edits(), here=edits(), there=edits(), stop=st.one_of(st.none(), st.integers(0, 4)))
-def test_fuzz_no_content_is_lost_and_both_sides_converge(tmp_path_factory: pytest.TempPathFactory, start, here, there, stop) -> None:  # type: ignore[no-untyped-def]
+@given(start=edits(), here=edits(), there=edits(), stop=st.one_of(st.none(), st.integers(0, 4)), push=st.booleans())
+def test_fuzz_no_content_is_lost_and_both_sides_converge(tmp_path_factory: pytest.TempPathFactory, start, here, there, stop, push) -> None:  # type: ignore[no-untyped-def]
+    """A sync (two-way, or bringing changes back only), interrupted or not, loses no content;
+    the next two-way sync makes both sides the same, and the one after changes nothing."""
     bench = Bench(tmp_path_factory.mktemp("fuzz"))
     apply(bench.local, start)
     bench.sync()
     apply(bench.local, here)
     apply(bench.remote, there)
     before = reachable(bench.local, bench.remote)
+    host_before = scan_without_times(bench.remote)
     with contextlib.suppress(SyncInterrupted):
-        bench.sync(stop_after=stop)
+        bench.sync(stop_after=stop, push=push)
+    if not push:
+        assert changed_on_host_but_conflicts(host_before, scan_without_times(bench.remote)) == []
     trash = [bench.host_trash, bench.pair.trash]
     assert before <= reachable(bench.local, bench.remote, *trash)
     bench.sync()
     assert scan_without_times(bench.local) == scan_without_times(bench.remote)
     assert not bench.sync().changed_anything
+
+
+CONFLICT_COPY = re.compile(r"\.fp-conflict-box-\d{8}T\d{6}(-\d+)?")
+
+
+def changed_on_host_but_conflicts(before: dict[str, tuple[str, int, str, bytes]], after: dict[str, tuple[str, int, str, bytes]]) -> list[str]:
+    """Files and links a pull-only sync changed on the host, but for conflicts (the host's copy
+    renamed to its conflict name, the local version sent under the original name)."""
+    conflicted = {CONFLICT_COPY.sub("", path) for path in after if CONFLICT_COPY.search(path)}
+
+    def kept(path: str, entry: tuple[str, int, str, bytes]) -> bool:
+        return entry[0] != DIR and not CONFLICT_COPY.search(path) and not within_any(path, conflicted)
+
+    was = {path: entry for path, entry in before.items() if kept(path, entry)}
+    now = {path: entry for path, entry in after.items() if kept(path, entry)}
+    return sorted(path for path in was.keys() | now.keys() if was.get(path) != now.get(path))
 
 
 def scan_without_times(root: Path) -> dict[str, tuple[str, int, str, bytes]]:

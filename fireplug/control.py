@@ -1,0 +1,392 @@
+"""Runs after their start: list them (`fp ps`), read their output (`fp logs`), bring their
+results back (`fp pull`) and stop them (`fp stop`), from any shell and any fp process.
+
+A run is found through this machine's records of the runs it started (``runs.py``: they know
+the host, and outlive the container) and through the labels of the containers on the hosts
+(runs started elsewhere, or records lost). Hosts are asked in parallel; one that does not
+answer is a warning, and its runs show as "unknown".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TypeVar
+
+from fireplug import console, hosts, labels
+from fireplug.errors import FireplugError, UsageError
+from fireplug.execution import DockerExecutor, RunState
+from fireplug.invocation import Invocation
+from fireplug.output import LineWriter, run_prefix
+from fireplug.runs import RunBook, RunRecord, matching
+
+STOP_GRACE_SECONDS = 10.0
+KILL_WAIT_SECONDS = 10.0
+POLL_SECONDS = 0.2
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Located:
+    """One run: what this machine recorded of it, and what its host says now."""
+
+    run_id: str
+    host: str
+    record: RunRecord | None = None
+    state: RunState | None = None  # None: its container is gone, or the host did not answer
+    answered: bool = True  # the host answered
+
+    @property
+    def map_id(self) -> str:
+        return self.record.map_id if self.record else (self.state.labels.get(labels.MAP, "") if self.state else "")
+
+    @property
+    def params(self) -> dict[str, str]:
+        if self.record is not None:
+            return dict(self.record.params)
+        return _json_params(self.state.labels.get(labels.PARAMS, "")) if self.state else {}
+
+    @property
+    def project_key(self) -> str:
+        return self.record.project_key if self.record else (self.state.labels.get(labels.PROJECT_KEY, "") if self.state else "")
+
+    @property
+    def running(self) -> bool:
+        return self.state is not None and self.state.running
+
+    @property
+    def status(self) -> str:
+        """running, exited, lost, removed (its container is gone) or unknown (no answer)."""
+        if self.state is not None:
+            return "running" if self.state.running else "exited" if self.state.ended else self.state.state
+        if not self.answered:
+            return "unknown"
+        if self.record is not None and self.record.state == "lost":
+            return "lost"
+        return "removed"
+
+    @property
+    def exit_code(self) -> int | None:
+        if self.state is not None and self.state.exit_code is not None:
+            return self.state.exit_code
+        return self.record.exit_code if self.record else None
+
+    @property
+    def started(self) -> float | None:
+        if self.state is not None and self.state.started_at is not None:
+            return self.state.started_at
+        return self.record.started if self.record else None
+
+    @property
+    def ended(self) -> float | None:
+        if self.state is not None:
+            return self.state.finished_at
+        return self.record.ended if self.record else None
+
+
+class Hosts:
+    """The hosts one command talks to: connected once each, asked in parallel."""
+
+    def __init__(self, invocation: Invocation, *, verbose: bool = False) -> None:
+        self.invocation = invocation
+        self.verbose = verbose
+        self._connections: dict[str, hosts.Connection] = {}
+        self._lock = threading.Lock()
+
+    def executor(self, name: str) -> DockerExecutor:
+        """Raises: FireplugError: unknown host, or it cannot be reached."""
+        return DockerExecutor(self.connection(name).engine)
+
+    def connection(self, name: str) -> hosts.Connection:
+        with self._lock:
+            if name in self._connections:
+                return self._connections[name]
+        connection = self.invocation.connect(self.invocation.host(name), verbose=self.verbose, timeout=hosts.DEFAULT_PROBE_TIMEOUT * 2)
+        with self._lock:
+            return self._connections.setdefault(name, connection)
+
+    def each(self, names: Iterable[str], ask: Callable[[DockerExecutor], T]) -> dict[str, T | FireplugError]:
+        """``ask`` of every host in ``names``, in parallel; a host that failed gives its error."""
+        answers: dict[str, T | FireplugError] = {}
+
+        def work(name: str) -> None:
+            try:
+                answers[name] = ask(self.executor(name))
+            except FireplugError as e:
+                answers[name] = e
+
+        threads = [threading.Thread(target=work, args=(name,), daemon=True) for name in dict.fromkeys(names)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return answers
+
+
+def hosts_to_ask(invocation: Invocation, book: RunBook, only: str | None) -> list[str]:
+    """``only``, else the pool, local, and every host this machine started a run on."""
+    if only:
+        return [invocation.host(only).name]
+    inventory = invocation.inventory
+    named = [host.name for host in inventory.pool] + [record.host for record in book.all()] + ["local"]
+    return [name for name in dict.fromkeys(named) if inventory.get(name) is not None]
+
+
+def list_runs(invocation: Invocation, peers: Hosts, *, only: str | None = None, everything: bool = False) -> list[Located]:
+    """The runs of fp on the hosts asked: running ones, or (``everything``) all that ended too,
+    and those this machine recorded whose containers are gone. Oldest first."""
+    book = invocation.runs
+    names = hosts_to_ask(invocation, book, only)
+    answers = peers.each(names, lambda executor: executor.find([labels.kind_is("run")], running_only=not everything))
+    records = {record.id: record for record in book.all()}
+    found: list[Located] = []
+    seen: dict[str, str] = {}  # container -> the host it was listed under (one engine may have two names)
+    for name, answer in answers.items():
+        if isinstance(answer, FireplugError):
+            console.warn(f"host '{name}' did not answer ({answer.message}): its runs are not listed")
+            continue
+        for state in answer:
+            run_id = state.labels.get(labels.RUN, "")
+            record = records.get(run_id)
+            if state.handle in seen and (record is None or record.host != name):
+                continue
+            if state.handle in seen:
+                found = [located for located in found if located.state is None or located.state.handle != state.handle]
+            seen[state.handle] = name
+            detailed = _detailed(peers, name, state) if not state.running else state
+            found.append(Located(run_id, name, record, detailed))
+    for located in found:
+        records.pop(located.run_id, None)
+    if everything:
+        unanswered = {name for name, answer in answers.items() if isinstance(answer, FireplugError)}
+        found += [Located(record.id, record.host, record, None, record.host not in unanswered) for record in records.values() if record.host in names]
+    return sorted(found, key=lambda located: located.started or 0.0)
+
+
+def locate(invocation: Invocation, peers: Hosts, wanted: str, *, only: str | None = None) -> list[Located]:
+    """The runs ``wanted`` names (a run or map id, a unique prefix, or the six hex digits).
+
+    Raises:
+        UsageError: it names no run, or runs of several ids.
+    """
+    book = invocation.runs
+    records = [record for record in matching(book.all(), wanted) if not only or record.host == only]
+    if records:
+        answers = peers.each({record.host for record in records}, lambda executor: executor)
+        return [_located_from_record(peers, record, answers.get(record.host)) for record in records]
+    answers = peers.each(hosts_to_ask(invocation, book, only), lambda executor: executor.find([labels.kind_is("run")], running_only=False))
+    found = []
+    for name, answer in answers.items():
+        if isinstance(answer, FireplugError):
+            console.warn(f"host '{name}' did not answer ({answer.message}): its runs were not searched")
+            continue
+        found += [Located(state.labels.get(labels.RUN, ""), name, None, _detailed(peers, name, state)) for state in answer]
+    chosen = _matching_located(found, wanted)
+    if not chosen:
+        raise UsageError(f"no run {wanted!r} on the hosts asked", hint="see `fp ps --all` (and --host for a host outside the pool)")
+    return chosen
+
+
+def _located_from_record(peers: Hosts, record: RunRecord, answer: DockerExecutor | FireplugError | None) -> Located:
+    if not isinstance(answer, DockerExecutor):
+        return Located(record.id, record.host, record, None, answered=False)
+    return Located(record.id, record.host, record, answer.state(record.container))
+
+
+def _matching_located(found: list[Located], wanted: str) -> list[Located]:
+    """The runs of ``found`` that ``wanted`` names, by their labels (as ``runs.matching`` does records)."""
+    stand_ins = {located.run_id: RunRecord(located.run_id, located.host, "", "", "", "", "", 0.0, map_id=located.map_id) for located in found if located.run_id}
+    ids = {record.id for record in matching(stand_ins.values(), wanted)}
+    return [located for located in found if located.run_id in ids]
+
+
+def _detailed(peers: Hosts, host: str, state: RunState) -> RunState:
+    """An ended run's exact exit status and times (the list gives them only roughly)."""
+    with contextlib.suppress(FireplugError):
+        return peers.executor(host).state(state.handle) or state
+    return state
+
+
+# -- fp logs ------------------------------------------------------------------------------------
+
+
+def show_logs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, follow: bool, out: LineWriter) -> None:
+    """Each run's output (its container's, else what fp kept), prefixed with its parameters for
+    map runs; ``follow``: until the running ones end (several at once, each line whole).
+
+    Raises:
+        FireplugError: a run's output is nowhere (its container is gone and nothing was kept).
+    """
+    book = invocation.runs
+    sources = [(located, _output_of(peers, book, located, follow)) for located in runs]
+    prefixed = len(runs) > 1 or any(located.map_id for located in runs)
+    if not follow or len(sources) == 1:
+        for located, chunks in sources:
+            _copy_output(chunks, out, run_prefix(located.params, located.host) if prefixed else "", located.run_id)
+        return
+    threads = [
+        threading.Thread(target=_copy_output, args=(chunks, out, run_prefix(located.params, located.host), located.run_id), daemon=True)
+        for located, chunks in sources
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _output_of(peers: Hosts, book: RunBook, located: Located, follow: bool) -> Iterator[tuple[int, bytes]]:
+    kept = book.log_path(located.run_id)
+    if located.state is not None:
+        return peers.executor(located.host).logs(located.state.handle, follow=follow)
+    if kept.is_file():
+        return _kept_output(kept)
+    why = "its host did not answer" if not located.answered else "its container is gone and fp kept none of it"
+    raise FireplugError(f"no output of run {located.run_id} on host '{located.host}': {why}")
+
+
+def _kept_output(path: Path) -> Iterator[tuple[int, bytes]]:
+    with open(path, "rb") as source:
+        while block := source.read(65536):
+            yield 1, block
+
+
+def _copy_output(chunks: Iterator[tuple[int, bytes]], out: LineWriter, prefix: str, key: str) -> None:
+    for stream, data in chunks:
+        out.write(stream, data, prefix=prefix, key=key)
+    out.flush(key, prefix)
+
+
+# -- fp stop --------------------------------------------------------------------------------------
+
+
+def stop_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, grace: float = STOP_GRACE_SECONDS) -> list[tuple[Located, int | None]]:
+    """SIGINT to each running run, then SIGKILL to those still running after ``grace`` seconds
+    (like `docker stop`, with the signal a Ctrl-C sends); each with its exit status. The
+    containers stay, for `fp logs` and `fp pull`."""
+    running = [located for located in runs if located.running]
+    for located in running:
+        assert located.state is not None
+        peers.executor(located.host).signal(located.state.handle, "SIGINT")
+    deadline = time.monotonic() + grace
+    results: list[tuple[Located, int | None]] = []
+    for located in running:
+        assert located.state is not None
+        executor = peers.executor(located.host)
+        state = _wait_until_ended(executor, located.state.handle, deadline)
+        if state is not None and state.running:
+            console.note(f"run {located.run_id} did not end within {grace:g} s of SIGINT: killing it")
+            executor.signal(located.state.handle, "SIGKILL")
+            state = _wait_until_ended(executor, located.state.handle, time.monotonic() + KILL_WAIT_SECONDS)
+        code = state.exit_code if state is not None else None
+        if located.record is not None:
+            invocation.runs.save(located.record.with_end(code))
+        results.append((located, code))
+    return results
+
+
+def _wait_until_ended(executor: DockerExecutor, handle: str, deadline: float) -> RunState | None:
+    while True:
+        state = executor.state(handle)
+        if state is None or not state.running or time.monotonic() >= deadline:
+            return state
+        time.sleep(POLL_SECONDS)
+
+
+# -- fp pull ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pulled:
+    host: str
+    project_root: str
+    runs: tuple[Located, ...]
+    still_running: tuple[str, ...]
+
+
+def pull_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, verbose: bool = False) -> list[Pulled]:
+    """Bring the results of ``runs`` back, one sync (changes made on the host only) per project
+    and host; then each run that has ended is done with: its output is kept here, its
+    container removed, its record marked pulled.
+
+    Raises:
+        UsageError: a run of another project, not started from this machine.
+        FireplugError: a host, a sync or a removal failed (what completed stays done).
+    """
+    from fireplug.job import ensure_data_folder, local_data_folder, make_host_side, sync_data
+
+    groups: dict[tuple[str, str], list[Located]] = {}
+    for located in runs:
+        groups.setdefault((_project_root(invocation, located), located.host), []).append(located)
+    done = []
+    for (root, host), members in groups.items():
+        project = invocation if str(invocation.config.root) == root else invocation.for_project(Path(root))
+        connection = peers.connection(host)
+        ensure_data_folder(local_data_folder(project.config))
+        host_side = make_host_side(connection, project.config, verbose=verbose, locks=project.locks)
+        sync_data(project, host_side, push=False, verbose=verbose)
+        for located in members:
+            if located.state is not None and located.state.ended:
+                _done_with(project.runs, peers, located)
+        still = tuple(located.run_id for located in members if located.running)
+        done.append(Pulled(host, root, tuple(members), still))
+    return done
+
+
+def _project_root(invocation: Invocation, located: Located) -> str:
+    if located.record is not None:
+        return located.record.root
+    if located.project_key == invocation.config.project.key:
+        return str(invocation.config.root)
+    project = located.state.labels.get(labels.PROJECT, "?") if located.state else "?"
+    raise UsageError(
+        f"run {located.run_id} belongs to project {project} ({located.project_key}), not this one, and was not started from this machine",
+        hint="run fp pull in that project's folder",
+    )
+
+
+def _done_with(book: RunBook, peers: Hosts, located: Located) -> None:
+    """Keep an ended run's output here, then remove its container."""
+    assert located.state is not None
+    executor = peers.executor(located.host)
+    kept = book.log_path(located.run_id)
+    if not kept.exists():
+        _keep_output(executor.logs(located.state.handle, follow=False), kept)
+    executor.remove(located.state.handle)
+    record = located.record or RunRecord(
+        located.run_id,
+        located.host,
+        located.state.labels.get(labels.PROJECT, ""),
+        located.project_key,
+        "",
+        located.state.name,
+        located.state.labels.get(labels.COMMAND, ""),
+        located.started or time.time(),
+        map_id=located.map_id,
+        params=located.params,
+    )
+    ended = replace(record.with_end(located.state.exit_code, now=located.state.finished_at), pulled=time.time())
+    book.save(ended)
+
+
+def _keep_output(chunks: Iterator[tuple[int, bytes]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(partial, "wb") as kept:
+        for _, data in chunks:
+            kept.write(data)
+    partial.replace(path)
+
+
+def _json_params(text: str) -> dict[str, str]:
+    import json
+
+    try:
+        value = json.loads(text) if text else {}
+    except (ValueError, RecursionError):
+        return {}
+    return {str(key): str(item) for key, item in value.items()} if isinstance(value, dict) else {}

@@ -1,0 +1,518 @@
+"""`fp map`, the running part: runs spread over hosts, a few at a time on each.
+
+- Each host is prepared once, in a thread of its own: connected, its one-time image built
+  (or found), the data folder synced in (two-way, as for one run). A host that cannot be
+  prepared is left out with a warning; with no host left, fp fails (125).
+- Each host then runs at most ``per_host`` runs at once. The runs wait in one queue and the
+  next goes to the first host that frees up; a run whose host is lost goes back to the front
+  of the queue (for another host), and a run whose command failed is run again with
+  ``--retries``, on another host when there is one.
+- A run's output goes to the screen line by line with its parameters and host in front, and
+  to ``runs/RUN_ID.log`` under fp's state folder (for `fp logs`); its container is removed
+  when it ends; its results come back as it ends (changes made on its host only, one host at a
+  time, never two syncs of the local data folder at once), and once more at the end.
+- Ctrl-C (SIGINT, SIGTERM, SIGHUP): the first stops handing out runs and forwards the signal
+  to every running run, the second kills them; either way no container is left, and the
+  results that exist come back.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import select
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from fireplug import console, labels
+from fireplug.engine import Attached
+from fireplug.errors import EngineError, EngineUnreachable, FireplugError
+from fireplug.execution import DockerExecutor
+from fireplug.invocation import Invocation
+from fireplug.job import (
+    Job,
+    RunRequest,
+    check_command,
+    ensure_data_folder,
+    local_data_folder,
+    make_host_side,
+    prepare,
+    run_record,
+    staging_store,
+    sync_data,
+)
+from fireplug.output import LineWriter, run_prefix
+from fireplug.proc import display
+from fireplug.run import HeldSignals, frames
+from fireplug.runs import RUN_ID, new_id
+from fireplug.spec import ContainerSpec
+from fireplug.ssh import SshError
+from fireplug.sweep import MapRun, Outcome, Tally, joblog_header
+from fireplug.sync import SyncInterrupted
+from fireplug.sync.session import HostSide
+
+LOST = -1  # a run's exit code when it never reported one
+OUTPUT_DRAIN_SECONDS = 10.0
+STATUS_EVERY_SECONDS = 0.5
+HOST_LOST = (EngineUnreachable, SshError)
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    map_id: str
+    runs: tuple[MapRun, ...]
+    hosts: tuple[str, ...]  # host names; () the pool (local when it is empty)
+    per_host: int  # 0: as many as the host has CPUs for (CPUs / --cpus)
+    retries: int
+    joblog: Path
+    run: RunRequest  # what every run shares: environment, container options, steps, verbosity
+
+
+@dataclass
+class MapResult:
+    map_id: str
+    runs: tuple[MapRun, ...]
+    outcomes: dict[int, Outcome]
+    joblog: Path
+    interrupted: int = 0  # the signal that stopped the map (0: none)
+    not_back: list[str] = field(default_factory=list)  # hosts whose results could not be brought back
+    left: list[str] = field(default_factory=list)  # containers a lost host may still run
+
+    @property
+    def failed(self) -> list[MapRun]:
+        return [run for run in self.runs if run.seq in self.outcomes and not self.outcomes[run.seq].succeeded]
+
+    @property
+    def not_run(self) -> list[MapRun]:
+        return [run for run in self.runs if run.seq not in self.outcomes]
+
+
+@dataclass
+class _Pending:
+    run: MapRun
+    tries: int = 0
+    avoid: set[str] = field(default_factory=set)  # hosts it failed on (tried elsewhere when possible)
+
+
+class _NotStarted(Exception):
+    """The map stopped between a run's creation and its start."""
+
+
+class _Board:
+    """The queue, the hosts still usable, the running runs, and the tally, behind one lock."""
+
+    def __init__(self, runs: Sequence[MapRun]) -> None:
+        self.cond = threading.Condition()
+        self.queue: collections.deque[_Pending] = collections.deque(_Pending(run) for run in runs)
+        self.live: set[str] = set()
+        self.preparing = 0
+        self.in_flight = 0
+        self.stopping = False
+        self.running: dict[str, tuple[DockerExecutor, int]] = {}  # container -> (its executor, seq)
+        self.tally = Tally(queued=len(runs))
+
+    def take(self, host: str) -> _Pending | None:
+        """The next run for ``host``; None when there is none left for it (or the map stops)."""
+        with self.cond:
+            while True:
+                if self.stopping or host not in self.live:
+                    return None
+                chosen = next((item for item in self.queue if host not in item.avoid), None)
+                if chosen is None and self.queue and not (self.live - set().union(*(item.avoid for item in self.queue))):
+                    chosen = self.queue[0]  # it failed everywhere still usable: here again
+                if chosen is not None:
+                    self.queue.remove(chosen)
+                    self.in_flight += 1
+                    self.tally.queued -= 1
+                    self.tally.running += 1
+                    return chosen
+                if not self.queue and self.in_flight == 0:
+                    return None
+                self.cond.wait()
+
+    def give_back(self, item: _Pending, *, front: bool) -> None:
+        with self.cond:
+            self.in_flight -= 1
+            self.tally.running -= 1
+            self.tally.queued += 1
+            (self.queue.appendleft if front else self.queue.append)(item)
+            self.cond.notify_all()
+
+    def finish(self, outcome: Outcome) -> None:
+        with self.cond:
+            self.in_flight -= 1
+            self.tally.running -= 1
+            self.tally.outcomes[outcome.seq] = outcome
+            if outcome.succeeded:
+                self.tally.done += 1
+            else:
+                self.tally.failed += 1
+            self.cond.notify_all()
+
+    def lose(self, host: str) -> None:
+        with self.cond:
+            self.live.discard(host)
+            self.cond.notify_all()
+
+    def finished(self) -> bool:
+        with self.cond:
+            return self.preparing == 0 and self.in_flight == 0 and (not self.queue or not self.live or self.stopping)
+
+
+class _Lane:
+    """One host of the map: its preparation, its workers, and its results coming back."""
+
+    def __init__(self, scheduler: _Scheduler, host_name: str) -> None:
+        self.scheduler = scheduler
+        self.name = host_name
+        self.job: Job | None = None
+        self.host_side: HostSide | None = None
+        self.executor: DockerExecutor | None = None
+
+    def prepare(self) -> None:
+        """Connect, build, sync in, then start the workers (in this thread)."""
+        scheduler = self.scheduler
+        board = scheduler.board
+        try:
+            invocation, request = scheduler.invocation, scheduler.request.run
+            host = invocation.host(self.name)
+            store = staging_store(invocation, host, request.steps)
+            job = prepare(invocation, request, host, time.perf_counter(), store)
+            scheduler.check_commands(job)
+            self.executor = DockerExecutor(job.connection.engine)
+            if not host.local:
+                self.host_side = make_host_side(job.connection, invocation.config, verbose=request.verbose, locks=invocation.locks, store=store)
+                if request.steps.sync_in:
+                    ensure_data_folder(local_data_folder(invocation.config))
+                    with scheduler.local_sync:
+                        sync_data(invocation, self.host_side, full=request.full_sync, accept_deletions=request.accept_deletions, verbose=request.verbose)
+                else:
+                    self.host_side.list()  # makes the host's data folder: the engine mounts only what exists
+            slots = scheduler.slots(job)
+            self.job = job
+        except (FireplugError, SyncInterrupted) as e:
+            console.warn(f"host '{self.name}' is left out of the map: {e}")
+            with board.cond:
+                board.preparing -= 1
+                board.cond.notify_all()
+            return
+        with board.cond:
+            board.live.add(self.name)
+            board.preparing -= 1
+            board.cond.notify_all()
+        console.note(f"host '{self.name}' ready: {slots} run{'s' if slots > 1 else ''} at a time")
+        workers = [threading.Thread(target=self.work, name=f"fp-map-{self.name}-{slot}", daemon=True) for slot in range(slots)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    def work(self) -> None:
+        board = self.scheduler.board
+        while (item := board.take(self.name)) is not None:
+            self.scheduler.run_one(self, item)
+
+
+class _Scheduler:
+    def __init__(self, invocation: Invocation, request: MapRequest, writer: LineWriter) -> None:
+        self.invocation = invocation
+        self.request = request
+        self.writer = writer
+        self.board = _Board(request.runs)
+        self.lanes = [_Lane(self, name) for name in request.hosts]
+        self.local_sync = threading.Lock()  # one sync of the local data folder at a time
+        self.pulls_wanted: set[str] = set()
+        self.pull_cond = threading.Condition()
+        self.not_back: set[str] = set()
+        self.left: list[str] = []
+        self.joblog_lock = threading.Lock()
+
+    # -- per host ----------------------------------------------------------------------------
+
+    def slots(self, job: Job) -> int:
+        if self.request.per_host > 0:
+            return self.request.per_host
+        cpus = int(job.connection.engine.info().get("NCPU") or 1)
+        per_run = job.spec.options.cpus or 1.0
+        return max(1, int(cpus // per_run))
+
+    def check_commands(self, job: Job) -> None:
+        """Every distinct program the runs start is in the image (before any data moves)."""
+        for program in dict.fromkeys(run.argv[0] for run in self.request.runs):
+            check_command(job, program)
+
+    # -- one run ---------------------------------------------------------------------------
+
+    def run_one(self, lane: _Lane, item: _Pending) -> None:
+        assert lane.job is not None and lane.executor is not None
+        run, host = item.run, lane.name
+        item.tries += 1
+        spec = self._spec(lane.job, run)
+        prefix = run_prefix(run.shown_params, host)
+        started = time.time()
+        try:
+            status, signalled = self._execute(lane.executor, lane.job, spec, run, prefix)
+        except HOST_LOST as e:
+            self._host_lost(lane, item, spec, e)
+            return
+        except _NotStarted:
+            item.tries -= 1
+            self.board.give_back(item, front=True)  # the map stops: it stays queued, and --resume runs it
+            return
+        except EngineError as e:
+            self.writer.note(f"fp could not run it on host '{host}': {e}", key=spec.name, prefix=prefix)
+            status, signalled = LOST, 0
+        outcome = Outcome(run.seq, host, started, time.time() - started, status, signalled, run.command_line)
+        self.want_pull(host)
+        if not outcome.succeeded and item.tries <= self.request.retries and not self.board.stopping:
+            item.avoid.add(host)
+            elsewhere = " on another host" if self.board.live - item.avoid else ""
+            self.writer.note(f"exited {status}: trying again{elsewhere} ({item.tries} of {self.request.retries + 1})", key=spec.name, prefix=prefix)
+            self._log(outcome)
+            self.board.give_back(item, front=False)
+            return
+        self._log(outcome)
+        self.board.finish(outcome)
+        if not console.stderr_is_terminal():
+            how = f"stopped by {signal.Signals(signalled).name}" if signalled else f"exited {status}"
+            self.writer.note(
+                f"run {run.seq} {how} after {outcome.runtime:.1f} s; {self.board.tally.summary()}",
+                key=spec.name,
+                prefix=prefix,
+            )
+
+    def _spec(self, job: Job, run: MapRun) -> ContainerSpec:
+        run_id = new_id()
+        config = self.invocation.config
+        return replace(
+            job.spec,
+            command=run.argv,
+            env=(*job.spec.env, *run.env()),
+            name=f"fp-{config.project.name}-{run_id}",
+            tty=False,
+            stdin=False,
+            labels={
+                **job.spec.labels,
+                labels.RUN: run_id,
+                labels.MAP: self.request.map_id,
+                labels.PARAMS: json.dumps(dict(run.shown_params)),
+                labels.INDEX: str(run.index),
+                labels.COMMAND: display(run.argv)[:512],
+            },
+        )
+
+    def _execute(self, executor: DockerExecutor, job: Job, spec: ContainerSpec, run: MapRun, prefix: str) -> tuple[int, int]:
+        """Run it to its end; (its exit status, the signal fp sent it or 0).
+
+        Raises:
+            EngineUnreachable, SshError: its host was lost (the container may run on there).
+            EngineError: the engine refused it (it never started).
+        """
+        board, book = self.board, self.invocation.runs
+        handle = executor.create(spec)
+        record = run_record(self.invocation, spec, job.host)
+        attached: Attached | None = None
+        try:
+            attached = executor.attach(handle, stdin=False)
+            with board.cond:
+                if board.stopping:
+                    raise _NotStarted
+                board.running[handle] = (executor, 0)
+            executor.start(handle)
+            book.save(record)
+            output = threading.Thread(target=self._pump, args=(attached, book.log_path(record.id), prefix, spec.name), daemon=True)
+            output.start()
+            status = executor.wait(handle)
+            output.join(OUTPUT_DRAIN_SECONDS)
+            with board.cond:
+                signalled = board.running.pop(handle, (executor, 0))[1]
+            book.save(record.with_end(status))
+            return status, signalled
+        except HOST_LOST:
+            with board.cond:
+                board.running.pop(handle, None)
+            book.save(replace(record, state="lost"))
+            raise
+        finally:
+            if attached is not None:
+                attached.close()
+            with board.cond:
+                board.running.pop(handle, None)
+            with contextlib.suppress(FireplugError):
+                executor.remove(handle)
+
+    def _pump(self, attached: Attached, kept: Path, prefix: str, key: str) -> None:
+        try:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            with open(kept, "ab") as log:
+                for stream, data in frames(attached):
+                    log.write(data)
+                    self.writer.write(stream, data, prefix=prefix, key=key)
+        except OSError:
+            pass  # the connection closed: the waiter says how the run ended
+        finally:
+            self.writer.flush(key, prefix)
+
+    def _host_lost(self, lane: _Lane, item: _Pending, spec: ContainerSpec, error: FireplugError) -> None:
+        self.board.lose(lane.name)
+        self.left.append(f"{spec.name} on host '{lane.name}'")
+        prefix = run_prefix(item.run.shown_params, lane.name)
+        others = "; it goes back to the queue for another host" if self.board.live else ""
+        self.writer.note(f"lost host '{lane.name}' ({error}){others}", key=spec.name, prefix=prefix)
+        item.tries -= 1  # a lost host is not the command's failure
+        self.board.give_back(item, front=True)
+
+    def _log(self, outcome: Outcome) -> None:
+        with self.joblog_lock, open(self.request.joblog, "a", encoding="utf-8") as log:
+            log.write(outcome.line() + "\n")
+
+    # -- results back ---------------------------------------------------------------------
+
+    def want_pull(self, host: str) -> None:
+        with self.pull_cond:
+            self.pulls_wanted.add(host)
+            self.pull_cond.notify_all()
+
+    def collect(self, done: threading.Event) -> None:
+        """Bring results back as runs end (after every host synced in), one host at a time."""
+        while True:
+            with self.pull_cond:
+                while not self.pulls_wanted and not done.is_set():
+                    self.pull_cond.wait(0.5)
+                if not self.pulls_wanted and done.is_set():
+                    return
+                with self.board.cond:
+                    preparing = self.board.preparing
+                if preparing:
+                    self.pull_cond.wait(0.5)
+                    continue
+                host = self.pulls_wanted.pop()
+            self.pull(host)
+
+    def pull(self, host: str) -> None:
+        lane = next(lane for lane in self.lanes if lane.name == host)
+        if lane.host_side is None:
+            return  # the local host: results are in place
+        request = self.request.run
+        try:
+            with self.local_sync:
+                sync_data(self.invocation, lane.host_side, push=False, verbose=request.verbose)
+            self.not_back.discard(host)
+        except (FireplugError, OSError) as e:
+            self.not_back.add(host)
+            console.warn(f"results of host '{host}' could not be brought back now ({e}); fp tries again at the end")
+
+    # -- the whole map --------------------------------------------------------------------
+
+    def run(self) -> MapResult:
+        request = self.request
+        with open(request.joblog, "a", encoding="utf-8") as log:
+            if log.tell() == 0:
+                log.write(joblog_header() + "\n")
+        self.board.preparing = len(self.lanes)
+        done = threading.Event()
+        collector = threading.Thread(target=self.collect, args=(done,), name="fp-map-collector", daemon=True)
+        lanes = [threading.Thread(target=lane.prepare, name=f"fp-map-{lane.name}", daemon=True) for lane in self.lanes]
+        interrupted = 0
+        with HeldSignals(tty=False) as held:
+            collector.start()
+            for thread in lanes:
+                thread.start()
+            interrupted = self._supervise(held)
+            for thread in lanes:
+                thread.join()
+            done.set()
+            collector.join()
+            console.status_line.hide()
+            if not any(lane.job for lane in self.lanes):
+                raise FireplugError("no host of the map could be prepared (see the warnings above)", hint="check them with `fp hosts`")
+            self._final_pulls()
+        self._fail_the_stranded()
+        return MapResult(request.map_id, request.runs, dict(self.board.tally.outcomes), request.joblog, interrupted, sorted(self.not_back), self.left)
+
+    def _supervise(self, held: HeldSignals) -> int:
+        """Wait for the map to end, acting on signals; the first signal received (0: none)."""
+        first = 0
+        last_status = 0.0
+        while not self.board.finished():
+            ready, _, _ = select.select([held.read_fd], [], [], STATUS_EVERY_SECONDS)
+            if ready:
+                for signum in held.take():
+                    first = first or signum
+                    self._on_signal(signum)
+            prepared = not self.board.preparing  # until then, builds and syncs show their own progress
+            if prepared and console.stderr_is_terminal() and time.monotonic() - last_status >= STATUS_EVERY_SECONDS:
+                console.status_line.show(f"fp map {self.request.map_id}: {self.board.tally.summary()}")
+                last_status = time.monotonic()
+        return first
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        board = self.board
+        with board.cond:
+            again = board.stopping
+            board.stopping = True
+            running = dict(board.running)
+            for handle, (executor, _) in running.items():
+                board.running[handle] = (executor, signal.SIGKILL if again else signum)
+            board.cond.notify_all()
+        for handle, (executor, _) in running.items():
+            with contextlib.suppress(FireplugError):
+                executor.signal(handle, "SIGKILL" if again else name)
+        if again:
+            console.note(f"second {name}: killing {len(running)} running runs")
+        else:
+            console.note(f"{name}: no new run starts; forwarded to {len(running)} running runs (Ctrl-C again kills them)")
+
+    def _final_pulls(self) -> None:
+        """The collector brought back what every ended run wrote; a host it could not reach is tried again."""
+        for host in sorted(self.not_back | self.pulls_wanted):
+            self.pull(host)
+
+    def _fail_the_stranded(self) -> None:
+        """Runs still queued when every host was lost: failed, said so."""
+        board = self.board
+        if board.stopping or board.live:
+            return
+        for item in list(board.queue):
+            outcome = Outcome(item.run.seq, "-", time.time(), 0.0, LOST, 0, item.run.command_line)
+            self._log(outcome)
+            board.tally.outcomes[item.run.seq] = outcome
+            board.tally.failed += 1
+        if board.queue:
+            console.warn(f"{len(board.queue)} runs did not run: no host of the map is left")
+        board.queue.clear()
+
+
+def map_hosts(invocation: Invocation, wanted: Sequence[str]) -> tuple[str, ...]:
+    """The hosts of a map: those named, else the pool, else local.
+
+    Raises:
+        FireplugError: a named host is unknown.
+    """
+    if wanted:
+        return tuple(dict.fromkeys(invocation.host(name).name for name in wanted))
+    pool = [host.name for host in invocation.inventory.pool]
+    return tuple(pool) or ("local",)
+
+
+def run_map(invocation: Invocation, request: MapRequest, writer: LineWriter | None = None) -> MapResult:
+    """Run every run of ``request`` (see the module docstring).
+
+    Raises:
+        FireplugError: no host could be prepared.
+        SyncInterrupted: a signal stopped the results' coming back at the end.
+    """
+    request.joblog.parent.mkdir(parents=True, exist_ok=True)
+    return _Scheduler(invocation, request, writer or LineWriter()).run()
+
+
+def map_id_from(environ: Mapping[str, str]) -> str:
+    """The map's id: the one a detaching `fp map -d` gave its background process, else a new one."""
+    given = environ.get("FP_MAP_ID", "")
+    return given if RUN_ID.fullmatch(given) and given.startswith("map-") else new_id("map-")
