@@ -4,7 +4,8 @@ Per host:
 - ended runs whose results came back: the run's record here says it was pulled, or this
   machine synced that project with that host after the run ended. An ended run whose results
   did not come back is kept (and named), and a running one is never touched;
-- fp's helper containers (sync helpers, command lookups) that a killed fp left, an hour old;
+- fp's helper containers (sync helpers, command lookups) that a killed fp left, an hour old,
+  and the network anchors of maps whose fp ended and whose runs all ended;
 - one-time images of each project beyond the newest ``keep``, never one a container uses;
 - dangling images that are fp's (its label, or built on an image that has it: an old base
   image after `fp base build --rebuild`, steps of a failed build on fp's base);
@@ -29,16 +30,20 @@ from fireplug.engine import Engine
 from fireplug.errors import FireplugError
 from fireplug.execution import DockerExecutor, RunState
 from fireplug.invocation import Invocation
+from fireplug.locks import process_gone
 from fireplug.runs import RunRecord
 from fireplug.sync.record import PairFiles
 from fireplug.sync.tree import TRASH_DAYS, TRASH_FOLDER, old_batches, tree_bytes
 
 HELPER_AGE_SECONDS = 3600  # a younger helper may belong to an fp that is running now
 HERE = "this machine"
+# $3 "remove": remove them first, so that what is printed is what is left (could not be removed)
 TRASH_SCRIPT = f"""\
 [ -d "$1" ] || exit 0
+if [ "$3" = remove ]; then
+  find "$1" -mindepth 3 -maxdepth 3 -path "$1/*/{TRASH_FOLDER}/*" -mtime +$2 -prune -exec rm -rf -- {{}} + 2>/dev/null
+fi
 find "$1" -mindepth 3 -maxdepth 3 -path "$1/*/{TRASH_FOLDER}/*" -mtime +$2 -prune -exec du -s -b -0 {{}} + 2>/dev/null
-[ "$3" = remove ] && find "$1" -mindepth 3 -maxdepth 3 -path "$1/*/{TRASH_FOLDER}/*" -mtime +$2 -prune -exec rm -rf -- {{}} + 2>/dev/null
 exit 0
 """
 
@@ -104,8 +109,12 @@ def remove_garbage(peers: Hosts, place: str, found: Found, base_image: str) -> i
             console.note(f"host '{place}': kept image {item.name}: something uses it now")
             continue
         freed += item.bytes
-    if any(item.kind == "trash" for item in found.items):
-        _host_trash(connection, base_image, remove=True)
+    trash = [item for item in found.items if item.kind == "trash"]
+    if trash:
+        left = {path for _, path in _host_trash(connection, base_image, remove=True)} & {item.handle for item in trash}
+        for path in sorted(left):
+            console.warn(f"host '{place}': could not remove the old trash {path} (its files are not the ssh user's?)")
+        freed += sum(item.bytes for item in trash if item.handle not in left)
     return freed
 
 
@@ -158,6 +167,11 @@ def _helpers(executor: DockerExecutor, found: Found) -> None:
         for state in executor.find([labels.kind_is(kind)], running_only=False):
             if not state.running and state.started_at is not None and now - state.started_at > HELPER_AGE_SECONDS:
                 found.items.append(Garbage("helper", state.handle, state.name, 0, f"a {kind} helper an interrupted fp left"))
+    for state in executor.find([labels.kind_is("anchor")], running_only=False):
+        map_id = state.labels.get(labels.MAP, "")
+        runs_on = executor.find([labels.kind_is("run"), f"{labels.MAP}={map_id}"]) if map_id else []
+        if process_gone(state.labels.get(labels.OWNER, "")) and not runs_on:
+            found.items.append(Garbage("helper", state.handle, state.name, 0, f"the network anchor of map {map_id}, whose fp ended"))
 
 
 def _old_images(engine: Engine, keep: int, used: set[str], sizes: Mapping[str, int], found: Found) -> None:
@@ -193,7 +207,8 @@ def _container_bytes(engine: Engine, container: str) -> int:
 
 
 def _host_trash(connection: hosts.Connection, base_image: str, *, remove: bool) -> list[tuple[int, str]]:
-    """(bytes, path) of each old trash batch under the host's data root; ``remove``: and remove them."""
+    """(bytes, path) of each old trash batch under the host's data root; ``remove``: remove them,
+    and say which could not be."""
     host = connection.host
     if host.local:
         return []

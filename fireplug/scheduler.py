@@ -7,6 +7,10 @@
   next goes to the first host that frees up; a run whose host is lost goes back to the front
   of the queue (for another host), and a run whose command failed is run again with
   ``--retries``, on another host when there is one.
+- On the engine's default network, the runs of a host join the network namespace of one
+  container the map starts there first (an "anchor", removed at the end): a run then starts
+  without a bridge interface of its own, which took half of a container's start here
+  (0.19-0.25 s against 0.39-0.45 s). Runs on other networks (--network) get their own.
 - A run's output goes to the screen line by line with its parameters and host in front, and
   to ``runs/RUN_ID.log`` under fp's state folder (for `fp logs`); its container is removed
   when it ends; its results come back as it ends (changes made on its host only, one host at a
@@ -21,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import queue
 import select
 import signal
 import threading
@@ -46,6 +51,7 @@ from fireplug.job import (
     staging_store,
     sync_data,
 )
+from fireplug.locks import this_process
 from fireplug.output import LineWriter, run_prefix
 from fireplug.proc import display
 from fireplug.run import HeldSignals, frames
@@ -57,6 +63,7 @@ from fireplug.sync import SyncInterrupted
 from fireplug.sync.session import HostSide
 
 LOST = -1  # a run's exit code when it never reported one
+ANCHOR_SECONDS = 7 * 86400  # an anchor a killed fp left ends by itself (and fp gc removes it sooner)
 OUTPUT_DRAIN_SECONDS = 10.0
 STATUS_EVERY_SECONDS = 0.5
 HOST_LOST = (EngineUnreachable, SshError)
@@ -81,7 +88,7 @@ class MapResult:
     joblog: Path
     interrupted: int = 0  # the signal that stopped the map (0: none)
     not_back: list[str] = field(default_factory=list)  # hosts whose results could not be brought back
-    left: list[str] = field(default_factory=list)  # containers a lost host may still run
+    left: list[str] = field(default_factory=list)  # what fp could not remove from lost hosts, one line each
 
     @property
     def failed(self) -> list[MapRun]:
@@ -173,6 +180,8 @@ class _Lane:
         self.job: Job | None = None
         self.host_side: HostSide | None = None
         self.executor: DockerExecutor | None = None
+        self.anchor = ""  # the container whose network the runs share ("": none)
+        self.removals: queue.Queue[str | None] = queue.Queue()  # containers of ended runs, then the anchor
 
     def prepare(self) -> None:
         """Connect, build, sync in, then start the workers (in this thread)."""
@@ -194,6 +203,7 @@ class _Lane:
                 else:
                     self.host_side.list()  # makes the host's data folder: the engine mounts only what exists
             slots = scheduler.slots(job)
+            self.anchor = scheduler.start_anchor(self.executor, job)
             self.job = job
         except (FireplugError, SyncInterrupted) as e:
             console.warn(f"host '{self.name}' is left out of the map: {e}")
@@ -206,11 +216,30 @@ class _Lane:
             board.preparing -= 1
             board.cond.notify_all()
         console.note(f"host '{self.name}' ready: {slots} run{'s' if slots > 1 else ''} at a time")
+        remover = threading.Thread(target=self.remove_ended, name=f"fp-map-{self.name}-remover", daemon=True)
+        remover.start()
         workers = [threading.Thread(target=self.work, name=f"fp-map-{self.name}-{slot}", daemon=True) for slot in range(slots)]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
+        if self.anchor:
+            self.removals.put(self.anchor)  # after the runs that share its network
+        self.removals.put(None)
+        remover.join()  # no container of the map is left on this host, however it ended
+
+    def remove_ended(self) -> None:
+        """Remove the containers of ended runs, off their slots (the next run starts meanwhile), in order."""
+        assert self.executor is not None
+        while (handle := self.removals.get()) is not None:
+            if self.name not in self.scheduler.board.live:  # lost: asking it would only wait
+                what = "the map's network anchor" if handle == self.anchor else "the container of an ended run"
+                self.scheduler.left.append(f"{what} {handle[:12]} stays on lost host '{self.name}': fp gc removes it once the host is back")
+                continue
+            try:
+                self.executor.remove(handle)
+            except FireplugError as e:
+                console.warn(f"container {handle[:12]} on host '{self.name}' could not be removed ({e}): fp gc removes it")
 
     def work(self) -> None:
         board = self.scheduler.board
@@ -229,7 +258,7 @@ class _Scheduler:
         self.pulls_wanted: set[str] = set()
         self.pull_cond = threading.Condition()
         self.not_back: set[str] = set()
-        self.left: list[str] = []
+        self.left: list[str] = []  # see MapResult.left
         self.joblog_lock = threading.Lock()
 
     # -- per host ----------------------------------------------------------------------------
@@ -248,15 +277,46 @@ class _Scheduler:
 
     # -- one run ---------------------------------------------------------------------------
 
+    def start_anchor(self, executor: DockerExecutor, job: Job) -> str:
+        """The anchor container of a host whose runs are on the default network; "" when they are
+        not, or when the image cannot run one (it has no `sleep`): each run then has its own network."""
+        if job.spec.options.network not in ("", "bridge", "default"):
+            return ""
+        name = f"fp-{self.invocation.config.project.name}-{self.request.map_id}-net"
+        spec = replace(
+            job.spec,
+            command=("sleep", str(ANCHOR_SECONDS)),
+            name=name,
+            env=(),
+            tty=False,
+            stdin=False,
+            labels={
+                labels.KIND: "anchor",
+                labels.PROJECT_KEY: self.invocation.config.project.key,
+                labels.MAP: self.request.map_id,
+                labels.OWNER: this_process(),
+            },
+        )
+        handle = ""
+        try:
+            handle = executor.create(spec)
+            executor.start(handle)
+        except EngineError:
+            if handle:
+                with contextlib.suppress(FireplugError):
+                    executor.remove(handle)
+            return ""
+        return handle
+
     def run_one(self, lane: _Lane, item: _Pending) -> None:
         assert lane.job is not None and lane.executor is not None
         run, host = item.run, lane.name
         item.tries += 1
-        spec = self._spec(lane.job, run)
+        spec = self._spec(lane.job, run, lane.anchor)
         prefix = run_prefix(run.shown_params, host)
         started = time.time()
         try:
-            status, signalled = self._execute(lane.executor, lane.job, spec, run, prefix)
+            status, signalled = self._execute(lane, spec, run, prefix)
         except HOST_LOST as e:
             self._host_lost(lane, item, spec, e)
             return
@@ -286,11 +346,13 @@ class _Scheduler:
                 prefix=prefix,
             )
 
-    def _spec(self, job: Job, run: MapRun) -> ContainerSpec:
+    def _spec(self, job: Job, run: MapRun, anchor: str) -> ContainerSpec:
         run_id = new_id()
         config = self.invocation.config
+        options = replace(job.spec.options, network=f"container:{anchor}") if anchor else job.spec.options
         return replace(
             job.spec,
+            options=options,
             command=run.argv,
             env=(*job.spec.env, *run.env()),
             name=f"fp-{config.project.name}-{run_id}",
@@ -306,16 +368,17 @@ class _Scheduler:
             },
         )
 
-    def _execute(self, executor: DockerExecutor, job: Job, spec: ContainerSpec, run: MapRun, prefix: str) -> tuple[int, int]:
+    def _execute(self, lane: _Lane, spec: ContainerSpec, run: MapRun, prefix: str) -> tuple[int, int]:
         """Run it to its end; (its exit status, the signal fp sent it or 0).
 
         Raises:
             EngineUnreachable, SshError: its host was lost (the container may run on there).
             EngineError: the engine refused it (it never started).
         """
-        board, book = self.board, self.invocation.runs
+        board, book, executor = self.board, self.invocation.runs, lane.executor
+        assert executor is not None
         handle = executor.create(spec)
-        record = run_record(self.invocation, spec, job.host)
+        record = run_record(self.invocation, spec, lane.name)
         attached: Attached | None = None
         try:
             attached = executor.attach(handle, stdin=False)
@@ -343,8 +406,7 @@ class _Scheduler:
                 attached.close()
             with board.cond:
                 board.running.pop(handle, None)
-            with contextlib.suppress(FireplugError):
-                executor.remove(handle)
+            lane.removals.put(handle)
 
     def _pump(self, attached: Attached, kept: Path, prefix: str, key: str) -> None:
         try:
@@ -360,7 +422,8 @@ class _Scheduler:
 
     def _host_lost(self, lane: _Lane, item: _Pending, spec: ContainerSpec, error: FireplugError) -> None:
         self.board.lose(lane.name)
-        self.left.append(f"{spec.name} on host '{lane.name}'")
+        run_id = spec.labels[labels.RUN]
+        self.left.append(f"run {run_id} may still run on lost host '{lane.name}' (container {spec.name}): fp pull {run_id} once the host is back")
         prefix = run_prefix(item.run.shown_params, lane.name)
         others = "; it goes back to the queue for another host" if self.board.live else ""
         self.writer.note(f"lost host '{lane.name}' ({error}){others}", key=spec.name, prefix=prefix)
@@ -417,16 +480,18 @@ class _Scheduler:
         self.board.preparing = len(self.lanes)
         done = threading.Event()
         collector = threading.Thread(target=self.collect, args=(done,), name="fp-map-collector", daemon=True)
-        lanes = [threading.Thread(target=lane.prepare, name=f"fp-map-{lane.name}", daemon=True) for lane in self.lanes]
         interrupted = 0
         with HeldSignals(tty=False) as held:
+            lanes = [threading.Thread(target=self._lane, args=(lane, held), name=f"fp-map-{lane.name}", daemon=True) for lane in self.lanes]
             collector.start()
             for thread in lanes:
                 thread.start()
             interrupted = self._supervise(held)
             for thread in lanes:
                 thread.join()
-            done.set()
+            with self.pull_cond:
+                done.set()
+                self.pull_cond.notify_all()  # the collector, waiting for a pull to want, looks again at once
             collector.join()
             console.status_line.hide()
             if not any(lane.job for lane in self.lanes):
@@ -434,6 +499,12 @@ class _Scheduler:
             self._final_pulls()
         self._fail_the_stranded()
         return MapResult(request.map_id, request.runs, dict(self.board.tally.outcomes), request.joblog, interrupted, sorted(self.not_back), self.left)
+
+    def _lane(self, lane: _Lane, held: HeldSignals) -> None:
+        try:
+            lane.prepare()
+        finally:
+            held.notify_exited()  # the main loop looks at once whether the map is done
 
     def _supervise(self, held: HeldSignals) -> int:
         """Wait for the map to end, acting on signals; the first signal received (0: none)."""

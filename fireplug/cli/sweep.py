@@ -115,8 +115,8 @@ def _report(result: MapResult) -> int:
         outcome = result.outcomes[run.seq]
         how = f"was stopped by signal {outcome.signal}" if outcome.signal else "never reported a status" if outcome.exit_code < 0 else "failed"
         console.warn(f"run {run.seq} {how} on host '{outcome.host}' (exit {outcome.exit_code}): {run.command_line}")
-    for place in result.left:
-        console.warn(f"a run's container may still run on a lost host: {place} (fp stop, fp gc)")
+    for line in result.left:
+        console.warn(line)
     for host in result.not_back:
         console.warn(f"results of host '{host}' did not come back: fp pull {result.map_id}")
     rerun = "--resume-failed" if failed else "--resume"

@@ -14,7 +14,8 @@ the standard library and ``fireplug.sync.tree``:
                                      API: files hard-linked (copied when changed in the last
                                      seconds, so the archive sees a still file), links and folders made
     trash ROOT DAYS [remove]         the trash batches older than DAYS of every project under ROOT
-                                     (a host's data root): ``BYTES PATH`` lines; ``remove``: and remove them
+                                     (a host's data root): ``BYTES PATH`` lines; ``remove``: remove them,
+                                     then print those left
     install DATA STAGE BACKUP TRASH  move what an upload put in STAGE into DATA (what it replaces
                                      goes under BACKUP); name refusals on stderr; then list as `list`
 
@@ -140,12 +141,14 @@ def install(data: str, stage: str, backup: str, refusals: object) -> None:
 
 
 def old_trash(root: str, days: int, out: object, *, remove: bool) -> None:
-    """Every project's trash batches older than ``days`` under the data root ``root``."""
+    """Every project's trash batches older than ``days`` under the data root ``root``;
+    ``remove``: removed first, so that those printed are those left."""
     for project in sorted(os.listdir(root)) if os.path.isdir(root) else ():
         for batch in old_batches(os.path.join(root, project, TRASH_FOLDER), days):
-            out.write(f"{tree_bytes(batch)} {batch}\n".encode(errors="surrogateescape"))  # type: ignore[attr-defined]
             if remove:
                 shutil.rmtree(batch, ignore_errors=True)
+            if os.path.lexists(batch):
+                out.write(f"{tree_bytes(batch)} {batch}\n".encode(errors="surrogateescape"))  # type: ignore[attr-defined]
 
 
 def _staged(stage: str) -> Iterator[tuple[str, bool]]:

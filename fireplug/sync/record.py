@@ -64,6 +64,7 @@ class PairFiles:
 
     @property
     def record(self) -> Path:
+        """The record; its mtime is when this pair last completed a sync."""
         return self.folder / "record"
 
     @property

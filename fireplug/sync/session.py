@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -135,6 +136,14 @@ def sync(request: SyncRequest, host_side: HostSide) -> SyncReport:
             raise SyncError(host_side.host, f"{e}; it stopped {_interrupted_story(progress)}", hint="fix that, then sync again") from e
 
 
+def _nothing_to_do(pair: PairFiles, started: float) -> SyncReport:
+    """A sync that found both sides as the record says: the record is not written again, but its
+    time says when this pair last agreed (fp gc tells by it which ended runs' results are here)."""
+    with contextlib.suppress(OSError):
+        os.utime(pair.record)
+    return SyncReport(seconds=time.monotonic() - started)
+
+
 def _state_unusable(host: str, pair: PairFiles, error: OSError) -> SyncError:
     return SyncError(
         host, f"fp's sync state folder {pair.folder} is unusable ({error.strerror or error})", hint="it must be a folder you can write to (see XDG_STATE_HOME)"
@@ -150,10 +159,10 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
     local_listing = Listing(local_scan.result(), listed_at)
     if host_listing.same:
         if not request.full and not listing_problem and _nothing_changed_here(record, local_listing.tree):
-            return SyncReport(seconds=time.monotonic() - started)
+            return _nothing_to_do(request.pair, started)
         host_listing = replace(host_listing, tree=_parse_previous(host_side.host, previous), same=False)
     elif not request.full and not listing_problem and all_unchanged(record, local_listing.tree, host_listing.tree):
-        return SyncReport(seconds=time.monotonic() - started)
+        return _nothing_to_do(request.pair, started)
     wanted_here, wanted_there = digests_needed(record, local_listing.tree, host_listing.tree, full=request.full)
     sides = Sides(local_listing.tree, host_listing.tree, local_digests(request.local, wanted_here), host_side.digests(wanted_there) if wanted_there else {})
     batch = time.strftime("%Y%m%dT%H%M%S")

@@ -13,11 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from fireplug import cli
@@ -232,3 +234,44 @@ def remote(isolated_home: Path, remote_engines: None) -> Iterator[RemoteBench]:
     )
     yield RemoteBench(isolated_home, data_roots, config)
     shutil.rmtree(data_roots, ignore_errors=True)
+
+
+# -- waiting on real processes, and the ssh connections under them --------------------------
+
+
+def wait_for(condition, what: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"fp ended before {what}: {process.communicate()}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def finish(process: subprocess.Popen[bytes], timeout: float = 120) -> tuple[int, str, float]:
+    started = time.monotonic()
+    _, err = process.communicate(timeout=timeout)
+    return process.returncode, err.decode(errors="replace"), time.monotonic() - started
+
+
+def error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err, err
+    return [line for line in err.splitlines() if line.startswith("fp: error:")]
+
+
+def ssh_masters(remote: RemoteBench) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", f"ssh -F {remote.home / 'ssh_config'} .*ControlMaster=yes"], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+def sshd_serving(master: int) -> list[psutil.Process]:
+    """The sshd processes at the other end of the ssh master's TCP connection."""
+    [ours] = [connection.laddr.port for connection in psutil.Process(master).net_connections(kind="tcp") if connection.raddr]
+    serving = []
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] == "sshd":
+            with contextlib.suppress(psutil.Error):
+                if any(connection.raddr and connection.raddr.port == ours for connection in process.net_connections(kind="tcp")):
+                    serving.append(process)
+    assert serving, "no sshd serves the master"
+    return serving

@@ -22,35 +22,28 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
 from fireplug.engine import PING_INTERVAL, STALL_SECONDS, Engine
 from fireplug.signature import RACY_NS
 from tests import testbed
-from tests.integration.conftest import Project, RemoteBench, containers_of, docker, fp_command, images_of, run_fp, start_in_group
+from tests.integration.conftest import (
+    Project,
+    RemoteBench,
+    containers_of,
+    docker,
+    error_lines,
+    finish,
+    fp_command,
+    images_of,
+    run_fp,
+    ssh_masters,
+    sshd_serving,
+    start_in_group,
+    wait_for,
+)
 
 STALL_BOUND = PING_INTERVAL + STALL_SECONDS + 10  # the documented bound, plus fp's own start and exit
-
-
-def wait_for(condition, what: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"fp ended before {what}: {process.communicate()}")
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def finish(process: subprocess.Popen[bytes], timeout: float = 120) -> tuple[int, str, float]:
-    started = time.monotonic()
-    _, err = process.communicate(timeout=timeout)
-    return process.returncode, err.decode(errors="replace"), time.monotonic() - started
-
-
-def error_lines(err: str) -> list[str]:
-    assert "Traceback" not in err, err
-    return [line for line in err.splitlines() if line.startswith("fp: error:")]
 
 
 def states(project: Project, engine: str = "main") -> list[str]:
@@ -59,11 +52,6 @@ def states(project: Project, engine: str = "main") -> list[str]:
 
 def run_containers(project: Project, engine: str = "main") -> list[str]:
     return docker("ps", "-aq", "--filter", f"label=io.fireplug.project={project.name}", "--filter", "label=io.fireplug.kind=run", engine=engine).split()
-
-
-def ssh_masters(remote: RemoteBench) -> list[int]:
-    found = subprocess.run(["pgrep", "-f", f"ssh -F {remote.home / 'ssh_config'} .*ControlMaster=yes"], capture_output=True, text=True).stdout.split()
-    return [int(pid) for pid in found]
 
 
 LONG_JOB = "touch data/started; sleep 6; echo done > data/out.txt"
@@ -372,19 +360,6 @@ def test_7_a_wrong_digest_in_the_scan_record_costs_one_run_not_every_run(project
     again = run_fp(project.root, "sh", "-c", "cat src/app.py")
     assert again.returncode == 0, again.stderr
     assert again.stdout == b"print('app')\n"
-
-
-def sshd_serving(master: int) -> list[psutil.Process]:
-    """The sshd processes at the other end of the ssh master's TCP connection."""
-    [ours] = [connection.laddr.port for connection in psutil.Process(master).net_connections(kind="tcp") if connection.raddr]
-    serving = []
-    for process in psutil.process_iter(["name"]):
-        if process.info["name"] == "sshd":
-            with contextlib.suppress(psutil.Error):
-                if any(connection.raddr and connection.raddr.port == ours for connection in process.net_connections(kind="tcp")):
-                    serving.append(process)
-    assert serving, "no sshd serves the master"
-    return serving
 
 
 def test_2_a_stalled_ssh_host_mid_run_ends_fp_within_the_bound(project: Project, remote: RemoteBench) -> None:

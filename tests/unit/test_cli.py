@@ -276,3 +276,42 @@ def test_usage_errors_come_before_any_host_is_probed(
     assert time.monotonic() - started < 1.0
     assert "-e FP_TEST_NOT_SET_ANYWHERE: FP_TEST_NOT_SET_ANYWHERE is not set" in one_error_line(capsys.readouterr().err)
     silent.close()
+
+
+VERB_MISUSE = {
+    "ps-with-a-commands-words": (["ps", "aux"], "fp -- ps"),
+    "logs-without-id": (["logs"], "fp -- logs"),
+    "stop-negative-time": (["stop", "-t", "-1", "abc123"], "-t -1"),
+    "gc-keeps-nothing": (["gc", "--keep", "0"], "--keep 0"),
+    "map-without-command": (["map", "-p", "fold=0,1"], "no command given"),
+    "map-without-values": (["map", "--", "python", "m.py", "{fold}"], "-p NAME=V1,V2"),
+    "map-two-sources": (["map", "-p", "fold=0", "--args-file", "x.tsv", "--", "echo", "{fold}"], "one of the two"),
+    "map-bad-per-host": (["map", "--per-host", "0", "-p", "fold=0", "--", "echo", "{fold}"], "--per-host 0"),
+    "map-typo-placeholder": (["map", "-p", "fold=0", "--", "echo", "{flod}"], "{flod}"),
+    "map-no-placeholder": (["map", "-p", "fold=0", "--", "echo", "x"], "no placeholder"),
+    "map-publish": (["-p", "8888:8888", "map", "-p", "fold=0", "--", "echo", "{fold}"], "--publish"),
+    "map-two-resumes": (["map", "--resume", "a", "--resume-failed", "b", "-p", "fold=0", "--", "echo", "{fold}"], "not allowed with"),
+    "detach-without-a-run": (["-d", "--no-run"], "-d starts a command"),
+}
+
+
+@pytest.mark.parametrize(("argv", "said"), VERB_MISUSE.values(), ids=VERB_MISUSE.keys())
+def test_a_verbs_misuse_is_one_line_exit_2(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "fireplug.toml").write_text('[project]\nname = "verbs"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len([line for line in err.splitlines() if line.startswith("fp: error")]) == 1
+
+
+def test_the_help_names_every_verb_and_the_double_dash_escape(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for verb in ("fp map", "fp ps", "fp logs", "fp pull", "fp stop", "fp gc", "fp -d", "fp -- ps aux"):
+        assert verb in text
+    assert main(["map", "--help"]) == 0
+    assert "FP_RUN_INDEX" in capsys.readouterr().out
