@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -287,6 +288,46 @@ def stop_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, 
             invocation.runs.save(located.record.with_end(code))
         results.append((located, code))
     return results
+
+
+def stop_map_process(book: RunBook, wanted: str, *, grace: float = STOP_GRACE_SECONDS) -> str:
+    """A map going on in the background (`fp map -d`) that ``wanted`` names: SIGINT to its fp
+    process (it stops handing out runs and forwards the signal), a second one after ``grace``
+    seconds (it kills them); it removes its runs' containers itself. The map's id ("" when
+    ``wanted`` names no such map).
+
+    Raises:
+        UsageError: ``wanted`` names several maps.
+    """
+    going = [path.stem for path in book.folder.glob("map-*.pid")] if book.folder.is_dir() else []
+    stand_ins = [RunRecord(map_id, "", "", "", "", "", "", 0.0, map_id=map_id) for map_id in going]
+    found = {record.map_id for record in matching(stand_ins, wanted)}
+    if not found:
+        return ""
+    (map_id,) = found
+    try:
+        pid = int((book.folder / f"{map_id}.pid").read_text())
+    except (OSError, ValueError):
+        return ""
+    for wait in (grace, KILL_WAIT_SECONDS):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(POLL_SECONDS)
+        if not _alive(pid):
+            break
+    return map_id
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _wait_until_ended(executor: DockerExecutor, handle: str, deadline: float) -> RunState | None:

@@ -50,9 +50,21 @@ def build_lock_path(folder: Path, host: str, tag: str) -> Path:
 
 def this_process() -> str:
     """This fp process, as machine:pid:start time (what owner labels and leases carry)."""
-    import psutil  # imported when needed: fp's start-up time counts on every run
+    return f"{socket.gethostname()}:{os.getpid()}:{start_time(os.getpid())}"
 
-    return f"{socket.gethostname()}:{os.getpid()}:{int(psutil.Process().create_time())}"
+
+def start_time(pid: int) -> int:
+    """When a process started, in whole seconds since the epoch, as psutil's create_time says:
+    from /proc on Linux (importing psutil took 13 ms of every run), else from psutil."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat, open("/proc/stat", "rb") as system:
+            ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])  # field 22, starttime
+            boot = next(float(line.split()[1]) for line in system if line.startswith(b"btime "))
+        return int(ticks / os.sysconf("SC_CLK_TCK") + boot)
+    except (OSError, ValueError, IndexError, StopIteration):
+        import psutil
+
+        return int(psutil.Process(pid).create_time())
 
 
 def process_gone(owner: str) -> bool:

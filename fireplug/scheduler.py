@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import os
 import queue
 import select
 import signal
@@ -59,7 +60,8 @@ from fireplug.runs import RUN_ID, new_id
 from fireplug.spec import ContainerSpec
 from fireplug.ssh import SshError
 from fireplug.sweep import MapRun, Outcome, Tally, joblog_header
-from fireplug.sync import SyncInterrupted
+from fireplug.sync import SyncInterrupted, SyncReport
+from fireplug.sync.plan import conflict_name
 from fireplug.sync.session import HostSide
 
 LOST = -1  # a run's exit code when it never reported one
@@ -89,6 +91,7 @@ class MapResult:
     interrupted: int = 0  # the signal that stopped the map (0: none)
     not_back: list[str] = field(default_factory=list)  # hosts whose results could not be brought back
     left: list[str] = field(default_factory=list)  # what fp could not remove from lost hosts, one line each
+    conflicts: list[tuple[str, str]] = field(default_factory=list)  # (path, conflict copy): results two runs wrote
 
     @property
     def failed(self) -> list[MapRun]:
@@ -260,6 +263,8 @@ class _Scheduler:
         self.not_back: set[str] = set()
         self.left: list[str] = []  # see MapResult.left
         self.joblog_lock = threading.Lock()
+        self.brought: dict[str, str] = {}  # paths this map's syncs brought back -> from which host
+        self.conflicts: list[tuple[str, str]] = []  # (path, conflict copy): results two runs wrote
 
     # -- per host ----------------------------------------------------------------------------
 
@@ -464,11 +469,30 @@ class _Scheduler:
         request = self.request.run
         try:
             with self.local_sync:
-                sync_data(self.invocation, lane.host_side, push=False, verbose=request.verbose)
+                report = sync_data(self.invocation, lane.host_side, push=False, verbose=request.verbose)
+                self._keep_both(host, report)
             self.not_back.discard(host)
         except (FireplugError, OSError) as e:
             self.not_back.add(host)
             console.warn(f"results of host '{host}' could not be brought back now ({e}); fp tries again at the end")
+
+    def _keep_both(self, host: str, report: SyncReport) -> None:
+        """Two runs of the map wrote the same file on one host (the second over the first there):
+        the version that came back first, which this copy replaced here (it went to the local
+        trash), is put back beside it under a conflict name, and the conflict is said. (Runs on
+        two hosts writing one path are a conflict of the sync itself.)"""
+        for path in report.replaced_here:
+            earlier = self.brought.get(path)
+            if earlier is None:
+                continue
+            local = local_data_folder(self.invocation.config)
+            copy = conflict_name(path, earlier, time.strftime("%Y%m%dT%H%M%S"))
+            with contextlib.suppress(OSError):
+                os.rename(Path(report.local_trash) / path, local / copy)
+                self.conflicts.append((path, copy))
+                console.warn(f"conflict: two runs of the map wrote {path}; kept the one from host '{host}', the earlier one (from host '{earlier}') is {copy}")
+        self.brought.update({path: host for path in report.pulled_paths})
+        self.conflicts += [(path, copy) for path, copy in report.conflicts]
 
     # -- the whole map --------------------------------------------------------------------
 
@@ -498,7 +522,8 @@ class _Scheduler:
                 raise FireplugError("no host of the map could be prepared (see the warnings above)", hint="check them with `fp hosts`")
             self._final_pulls()
         self._fail_the_stranded()
-        return MapResult(request.map_id, request.runs, dict(self.board.tally.outcomes), request.joblog, interrupted, sorted(self.not_back), self.left)
+        outcomes = dict(self.board.tally.outcomes)
+        return MapResult(request.map_id, request.runs, outcomes, request.joblog, interrupted, sorted(self.not_back), self.left, self.conflicts)
 
     def _lane(self, lane: _Lane, held: HeldSignals) -> None:
         try:

@@ -7,6 +7,7 @@ passes through unchanged; fp's failures exit 125; usage errors 2; interruptions 
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
@@ -16,7 +17,6 @@ from types import FrameType
 from typing import NoReturn
 
 from fireplug import console, job
-from fireplug.cli import admin, manage, sweep
 from fireplug.cli.parsers import build_parser
 from fireplug.cli.process import in_foreground, load_invocation, sync_override
 from fireplug.errors import EXIT_USAGE, BuildError, FireplugError, Interrupted, UsageError
@@ -24,17 +24,30 @@ from fireplug.sync import SyncInterrupted
 
 __all__ = ["build_parser", "entry", "in_foreground", "main", "sync_override"]
 
-VERBS: dict[str, Callable[[list[str], argparse.Namespace], int]] = {
-    "init": admin.init,
-    "base": admin.base,
-    "hosts": admin.hosts_verb,
-    "s3": admin.s3_verb,
-    "map": sweep.map_verb,
-    "ps": manage.ps,
-    "logs": manage.logs,
-    "pull": manage.pull,
-    "stop": manage.stop,
-    "gc": manage.gc,
+Verb = Callable[[list[str], argparse.Namespace], int]
+
+
+def _verb(module: str, name: str) -> Verb:
+    """A verb of ``fireplug.cli.<module>``, imported when it is used: `fp COMMAND` pays for none of them."""
+
+    def call(words: list[str], args: argparse.Namespace) -> int:
+        verb: Verb = getattr(importlib.import_module(f"fireplug.cli.{module}"), name)
+        return verb(words, args)
+
+    return call
+
+
+VERBS: dict[str, Verb] = {
+    "init": _verb("admin", "init"),
+    "base": _verb("admin", "base"),
+    "hosts": _verb("admin", "hosts_verb"),
+    "s3": _verb("admin", "s3_verb"),
+    "map": _verb("sweep", "map_verb"),
+    "ps": _verb("manage", "ps"),
+    "logs": _verb("manage", "logs"),
+    "pull": _verb("manage", "pull"),
+    "stop": _verb("manage", "stop"),
+    "gc": _verb("manage", "gc"),
 }
 SUBCOMMANDS = tuple(VERBS)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 
@@ -10,7 +11,7 @@ from fireplug import console, labels
 from fireplug.cli.parsers import gc_parser, logs_parser, ps_parser, pull_parser, stop_parser
 from fireplug.cli.process import load_invocation
 from fireplug.context import human_bytes
-from fireplug.control import Hosts, Located, list_runs, locate, pull_runs, show_logs, stop_runs
+from fireplug.control import Hosts, Located, list_runs, locate, pull_runs, show_logs, stop_map_process, stop_runs
 from fireplug.errors import UsageError
 from fireplug.output import LineWriter
 
@@ -60,6 +61,12 @@ def stop(words: list[str], args: argparse.Namespace) -> int:
         raise UsageError(f"-t {options.time:g}: expected seconds from 0 to 3600")
     invocation = load_invocation(project_optional=True)
     peers = Hosts(invocation, verbose=args.verbose)
+    map_id = stop_map_process(invocation.runs, options.id, grace=options.time)
+    if map_id:
+        console.note(f"map {map_id} in the background was told to stop: no new run starts, and its running runs were stopped")
+        with contextlib.suppress(UsageError):  # its runs may all be gone already
+            stop_runs(invocation, peers, locate(invocation, peers, map_id, only=options.host or args.host), grace=options.time)
+        return 0
     runs = locate(invocation, peers, options.id, only=options.host or args.host)
     stopped = stop_runs(invocation, peers, runs, grace=options.time)
     for located, code in stopped:

@@ -117,6 +117,8 @@ def _report(result: MapResult) -> int:
         console.warn(f"run {run.seq} {how} on host '{outcome.host}' (exit {outcome.exit_code}): {run.command_line}")
     for line in result.left:
         console.warn(line)
+    if result.conflicts:
+        console.warn(f"{len(result.conflicts)} results were written by two runs; both versions are kept (conflict copies beside them)")
     for host in result.not_back:
         console.warn(f"results of host '{host}' did not come back: fp pull {result.map_id}")
     rerun = "--resume-failed" if failed else "--resume"

@@ -32,6 +32,8 @@ class SyncReport:
     unsyncable: tuple[str, ...] = ()  # device nodes, FIFOs, sockets: never synced
     unsafe: tuple[str, ...] = ()  # copies refused: the local path passes through a symlink, or changed meanwhile
     restored: tuple[str, ...] = ()  # files the host lost en masse, sent again rather than deleted here
+    pulled_paths: tuple[str, ...] = ()  # what came from the host (files, links, folders)
+    replaced_here: tuple[str, ...] = ()  # local files a copy from the host replaced (each is in local_trash now)
     seconds: float = 0.0
 
     @property

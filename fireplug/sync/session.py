@@ -211,6 +211,8 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
         unsyncable=tuple(plan.unsyncable),
         unsafe=tuple(unsafe),
         restored=tuple(plan.restored),
+        pulled_paths=tuple(plan.pull),
+        replaced_here=tuple(path for path in plan.pull if (local_trash / path).is_file() and path not in plan.local_trash),
         seconds=time.monotonic() - started,
     )
     problem = listing_problem or progress.pulled.problem or progress.pushed.problem

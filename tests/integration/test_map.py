@@ -5,6 +5,7 @@ mid-map, Ctrl-C to a real fp map process, and a hostile run among the others."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -205,3 +206,39 @@ def second_listener():  # type: ignore[no-untyped-def]
     parents = [process for process in found if process.ppid() not in {other.pid for other in found}]
     assert len(parents) == 1, found
     return parents[0]
+
+
+def test_two_runs_writing_one_file_keep_both_versions(project: Project, remote: RemoteBench) -> None:
+    project.write("same.py", "import sys\nopen('data/result.txt', 'w').write(f'run {sys.argv[1]}\\n')\n")
+    done = run_fp(project.root, "map", "-p", "who=a,b", "--hosts", "primary", "--", "python", "same.py", "{who}")
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert "two runs of the map wrote result.txt" in err and "both versions are kept" in err
+    copies = sorted(path.name for path in (project.root / "data").glob("result.fp-conflict-primary-*.txt"))
+    assert (project.root / "data/result.txt").read_text() == "run b\n" and len(copies) == 1
+    assert (project.root / "data" / copies[0]).read_text() == "run a\n"
+
+
+def test_a_detached_map_goes_on_in_the_background_and_fp_stop_ends_it(project: Project, remote: RemoteBench, isolated_home: Path) -> None:
+    map_project(project)
+    started = run_fp(project.root, "map", "-d", "-e", "SLEEP=1", "-p", "fold=0,1,2", "--hosts", "primary,second", "--", "python", "work.py", "{fold}")
+    assert started.returncode == 0, started.stderr.decode()
+    map_id = started.stderr.decode().split()[-1]
+    assert map_id.startswith("map-")
+    wait_for(lambda: all((project.root / f"data/out/fold{fold}.bin").exists() for fold in range(3)), "the background map's results", timeout=300)
+    for fold in range(3):
+        assert (project.root / f"data/out/fold{fold}.bin").read_bytes() == expected(fold)
+    pid_file = isolated_home / ".local/state/fireplug/runs" / f"{map_id}.pid"
+    assert (isolated_home / ".local/state/fireplug/runs" / f"{map_id}.out").is_file(), "its messages go to a file"
+    wait_for(lambda: not pid_file.exists(), "the background map to end")
+    listed = json.loads(run_fp(project.root, "ps", "--all", "--json").stdout)
+    assert sorted(entry["params"]["fold"] for entry in listed if entry["map"] == map_id) == ["0", "1", "2"]
+    logs = run_fp(project.root, "logs", map_id).stdout.decode()
+    assert sorted(re.findall(r"\[fold=(\d) @\w+\] fold \1 done", logs)) == ["0", "1", "2"]
+
+    long = run_fp(project.root, "map", "-d", "-e", "SLEEP=120", "-p", "fold=5,6,7,8", "--hosts", "primary,second", "--", "python", "work.py", "{fold}")
+    long_id = long.stderr.decode().split()[-1]
+    wait_for(lambda: len(list((remote.data_on("primary", project) / "out").glob("started-[5-8]"))) == 1, "a long run to start", timeout=300)
+    stopped = run_fp(project.root, "stop", long_id)
+    assert stopped.returncode == 0 and b"told to stop" in stopped.stderr, stopped.stderr.decode()
+    wait_for(lambda: containers_of(project.name) == [] and containers_of(project.name, "second") == [], "the map's containers to go", timeout=60)

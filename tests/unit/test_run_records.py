@@ -166,3 +166,13 @@ def test_ids_are_unique_and_well_formed() -> None:
     ids = {new_id() for _ in range(200)}
     assert len(ids) == 200 and all(len(found) == 22 for found in ids)
     assert new_id("map-").startswith("map-") and os.sep not in new_id()
+
+
+def test_a_processs_start_time_is_psutils_without_importing_it() -> None:
+    import psutil
+
+    from fireplug.locks import process_gone, start_time, this_process
+
+    for pid in (os.getpid(), 1, os.getppid()):
+        assert start_time(pid) == int(psutil.Process(pid).create_time())
+    assert not process_gone(this_process())
