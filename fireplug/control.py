@@ -24,6 +24,7 @@ from fireplug.errors import FireplugError, UsageError
 from fireplug.execution import DockerExecutor, RunState
 from fireplug.invocation import Invocation
 from fireplug.output import LineWriter, run_prefix
+from fireplug.proc import alive
 from fireplug.runs import RunBook, RunRecord, matching
 
 STOP_GRACE_SECONDS = 10.0
@@ -145,8 +146,7 @@ def list_runs(invocation: Invocation, peers: Hosts, *, only: str | None = None, 
     names = hosts_to_ask(invocation, book, only)
     answers = peers.each(names, lambda executor: executor.find([labels.kind_is("run")], running_only=not everything))
     records = {record.id: record for record in book.all()}
-    found: list[Located] = []
-    seen: dict[str, str] = {}  # container -> the host it was listed under (one engine may have two names)
+    listed: dict[str, Located] = {}  # by container: one engine may be known under two host names
     for name, answer in answers.items():
         if isinstance(answer, FireplugError):
             console.warn(f"host '{name}' did not answer ({answer.message}): its runs are not listed")
@@ -154,13 +154,10 @@ def list_runs(invocation: Invocation, peers: Hosts, *, only: str | None = None, 
         for state in answer:
             run_id = state.labels.get(labels.RUN, "")
             record = records.get(run_id)
-            if state.handle in seen and (record is None or record.host != name):
-                continue
-            if state.handle in seen:
-                found = [located for located in found if located.state is None or located.state.handle != state.handle]
-            seen[state.handle] = name
-            detailed = _detailed(peers, name, state) if not state.running else state
-            found.append(Located(run_id, name, record, detailed))
+            if state.handle in listed and (record is None or record.host != name):
+                continue  # listed under the first name, unless this machine's record names this one
+            listed[state.handle] = Located(run_id, name, record, _detailed(peers, name, state) if not state.running else state)
+    found = list(listed.values())
     for located in found:
         records.pop(located.run_id, None)
     if everything:
@@ -313,21 +310,11 @@ def stop_map_process(book: RunBook, wanted: str, *, grace: float = STOP_GRACE_SE
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT)
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and alive(pid):
             time.sleep(POLL_SECONDS)
-        if not _alive(pid):
+        if not alive(pid):
             break
     return map_id
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _wait_until_ended(executor: DockerExecutor, handle: str, deadline: float) -> RunState | None:

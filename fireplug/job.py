@@ -207,8 +207,7 @@ def ready_image(engine: Engine, invocation: Invocation, request: RunRequest, own
         forget_scan(invocation.config.root, cache)  # a digest it trusted was wrong, or the file changed
         raise
     if image is not None and request.steps.run:
-        lookup_labels = {**spec.labels, labels.KIND: "lookup"}
-        ensure_command(engine, image.tag, image.id, request.command[0], lookup_labels, cache.parent / "commands")
+        _command_in_image(engine, image.tag, image.id, request.command[0], spec, local)
     return image
 
 
@@ -218,10 +217,14 @@ def check_command(job: Job, program: str) -> None:
     Raises:
         CommandNotFound: it is not.
     """
-    engine, local = job.connection.engine, job.invocation.local
-    image_id = engine.image_id(job.spec.image) or ""
-    lookup_labels = {**job.spec.labels, labels.KIND: "lookup"}
-    ensure_command(engine, job.spec.image, image_id, program, lookup_labels, cache_dir(local.environ, local.home).parent / "commands")
+    engine = job.connection.engine
+    _command_in_image(engine, job.spec.image, engine.image_id(job.spec.image) or "", program, job.spec, job.invocation.local)
+
+
+def _command_in_image(engine: Engine, tag: str, image_id: str, program: str, spec: ContainerSpec, local: LocalSide) -> None:
+    """Raises: CommandNotFound: ``program`` is not in the image's PATH (found names are remembered per image)."""
+    lookup_labels = {**spec.labels, labels.KIND: "lookup"}
+    ensure_command(engine, tag, image_id, program, lookup_labels, cache_dir(local.environ, local.home).parent / "commands")
 
 
 def project_image(engine: Engine, invocation: Invocation, request: RunRequest, own: Recipe | None, context: Context | None) -> Image | None:
@@ -372,8 +375,10 @@ class Job:
         forwards = _PortForwards(self.connection, container_options(self.config, self.request).publish)
         record = run_record(self.invocation, self.spec, self.host)
         book = self.invocation.runs
+        began: list[str] = []
 
         def started(handle: str) -> None:
+            began.append(handle)
             book.save(record)
             forwards.open(handle)
 
@@ -383,7 +388,7 @@ class Job:
             book.save(replace(record, state="lost"))
             raise
         except BaseException:
-            if book.load(record.id) is not None:  # it had started; its container is gone
+            if began:  # it had started, and run_container removed it
                 book.save(record.with_end(None))
             raise
         finally:

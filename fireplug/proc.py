@@ -180,15 +180,16 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
             os.killpg(process.pid, signum)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            if process.poll() is not None and not _group_alive(process.pid):
+            if process.poll() is not None and not alive(process.pid, group=True):
                 return
             time.sleep(0.02)
     process.wait()
 
 
-def _group_alive(pgid: int) -> bool:
+def alive(pid: int, *, group: bool = False) -> bool:
+    """Whether the process ``pid`` (``group``: any process of the group ``pid``) still exists."""
     try:
-        os.killpg(pgid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

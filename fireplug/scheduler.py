@@ -107,6 +107,7 @@ class _Pending:
     run: MapRun
     tries: int = 0
     avoid: set[str] = field(default_factory=set)  # hosts it failed on (tried elsewhere when possible)
+    taken: bool = False  # a worker has it (until it finishes it or gives it back)
 
 
 class _NotStarted(Exception):
@@ -137,6 +138,7 @@ class _Board:
                     chosen = self.queue[0]  # it failed everywhere still usable: here again
                 if chosen is not None:
                     self.queue.remove(chosen)
+                    chosen.taken = True
                     self.in_flight += 1
                     self.tally.queued -= 1
                     self.tally.running += 1
@@ -147,14 +149,16 @@ class _Board:
 
     def give_back(self, item: _Pending, *, front: bool) -> None:
         with self.cond:
+            item.taken = False
             self.in_flight -= 1
             self.tally.running -= 1
             self.tally.queued += 1
             (self.queue.appendleft if front else self.queue.append)(item)
             self.cond.notify_all()
 
-    def finish(self, outcome: Outcome) -> None:
+    def finish(self, item: _Pending, outcome: Outcome) -> None:
         with self.cond:
+            item.taken = False
             self.in_flight -= 1
             self.tally.running -= 1
             self.tally.outcomes[outcome.seq] = outcome
@@ -247,7 +251,12 @@ class _Lane:
     def work(self) -> None:
         board = self.scheduler.board
         while (item := board.take(self.name)) is not None:
-            self.scheduler.run_one(self, item)
+            try:
+                self.scheduler.run_one(self, item)
+            except Exception as e:  # a local failure (or a bug) fails this run; the map goes on and ends
+                console.warn(f"run {item.run.seq} failed on host '{self.name}' because of fp: {type(e).__name__}: {e}")
+                if item.taken:
+                    board.finish(item, Outcome(item.run.seq, self.name, time.time(), 0.0, LOST, 0, item.run.command_line))
 
 
 class _Scheduler:
@@ -342,7 +351,7 @@ class _Scheduler:
             self.board.give_back(item, front=False)
             return
         self._log(outcome)
-        self.board.finish(outcome)
+        self.board.finish(item, outcome)
         if not console.stderr_is_terminal():
             how = f"stopped by {signal.Signals(signalled).name}" if signalled else f"exited {status}"
             self.writer.note(
@@ -436,8 +445,11 @@ class _Scheduler:
         self.board.give_back(item, front=True)
 
     def _log(self, outcome: Outcome) -> None:
-        with self.joblog_lock, open(self.request.joblog, "a", encoding="utf-8") as log:
-            log.write(outcome.line() + "\n")
+        try:
+            with self.joblog_lock, open(self.request.joblog, "a", encoding="utf-8") as log:
+                log.write(outcome.line() + "\n")
+        except OSError as e:
+            console.warn(f"run {outcome.seq} could not go into the joblog {self.request.joblog} ({e.strerror or e})")
 
     # -- results back ---------------------------------------------------------------------
 

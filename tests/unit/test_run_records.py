@@ -123,8 +123,8 @@ def test_the_queue_hands_runs_out_in_order_and_ends_when_all_are_done() -> None:
     waiter.start()
     time.sleep(0.05)
     assert waiter.is_alive(), "a host waits while runs are in flight elsewhere (one may come back)"
-    board.finish(Outcome(1, "a", 0.0, 1.0, 0))
-    board.finish(Outcome(2, "b", 0.0, 1.0, 0))
+    board.finish(first, Outcome(1, "a", 0.0, 1.0, 0))
+    board.finish(second, Outcome(2, "b", 0.0, 1.0, 0))
     waiter.join(2)
     assert waiting == [None] and board.finished() and board.tally.done == 2
 
@@ -141,7 +141,7 @@ def test_a_run_given_back_goes_to_another_host_when_there_is_one() -> None:
     time.sleep(0.05)
     assert again.is_alive(), "host a failed it: host b gets it"
     assert board.take("b") is item
-    board.finish(Outcome(1, "b", 0.0, 1.0, 0))
+    board.finish(item, Outcome(1, "b", 0.0, 1.0, 0))
     again.join(2)
     assert taken == [None]
 
@@ -176,3 +176,21 @@ def test_a_processs_start_time_is_psutils_without_importing_it() -> None:
     for pid in (os.getpid(), 1, os.getppid()):
         assert start_time(pid) == int(psutil.Process(pid).create_time())
     assert not process_gone(this_process())
+
+
+def test_a_run_fp_itself_fails_is_a_failed_run_and_the_map_still_ends() -> None:
+    from fireplug.scheduler import LOST, _Lane
+
+    board = board_of(2, {"a"})
+
+    class Broken:  # a scheduler whose every run fails inside fp (a full disk, a bug)
+        def __init__(self) -> None:
+            self.board = board
+
+        def run_one(self, lane: object, item: object) -> None:
+            raise RuntimeError("no space left")
+
+    lane = _Lane(Broken(), "a")  # type: ignore[arg-type]
+    lane.work()
+    assert board.finished() and board.tally.failed == 2
+    assert [outcome.exit_code for outcome in board.tally.outcomes.values()] == [LOST, LOST]
