@@ -20,6 +20,7 @@ from typing import Any
 
 from fireplug.engine import Engine
 from fireplug.errors import FireplugError
+from fireplug.run import deferred_signals
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXIT_NOT_FOUND = 127  # the shell's status for a command that is not there, kept by fp
@@ -53,7 +54,10 @@ def ensure_command(engine: Engine, image: str, image_id: str, name: str, labels:
     if config.get("Entrypoint"):
         return
     search = search_path(config.get("Env"))
-    probe = engine.create_container({"Image": image_id, "Cmd": [name], "Labels": dict(labels), "NetworkDisabled": True}, f"fp-lookup-{uuid.uuid4().hex[:12]}")
+    with deferred_signals():
+        probe = engine.create_container(
+            {"Image": image_id, "Cmd": [name], "Labels": dict(labels), "NetworkDisabled": True}, f"fp-lookup-{uuid.uuid4().hex[:12]}"
+        )
     try:
         found = any(_runnable(engine.path_kind(probe, posixpath.join(folder, name))) for folder in search.split(":") if folder.startswith("/"))
     finally:

@@ -72,6 +72,26 @@ def run_container(executor: Executor, spec: ContainerSpec, stdio: Stdio, *, last
         return status
 
 
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Around one request that makes something on the engine (a container): a signal that comes
+    meanwhile takes effect once the request is answered (as Interrupted), so that the caller
+    knows the thing's id and can remove it; an interruption in the middle of the request would
+    leave it there unknown. Off the main thread, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in FORWARDED_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        raise Interrupted(received[0])
+
+
 def ignore_late_signals() -> None:
     """The command's status is final and its results are back: a signal now could only turn
     that status into an interruption, so none is acted on (cli restores the handlers)."""

@@ -28,7 +28,7 @@ from fireplug import console, labels
 from fireplug.engine import Engine
 from fireplug.errors import EngineError, EngineUnreachable
 from fireplug.locks import process_gone, this_process
-from fireplug.run import frames
+from fireplug.run import deferred_signals, frames
 from fireplug.sync import SyncError
 from fireplug.sync.helper import STAGING_PREFIX
 from fireplug.sync.session import Moved, Transferred
@@ -188,7 +188,8 @@ class ApiHost:
             "NetworkDisabled": not host_network,
             "HostConfig": {"Binds": [f"{self.project_folder}:{MOUNT}:rw"], "AutoRemove": False, **({"NetworkMode": "host"} if host_network else {})},
         }
-        container = self.engine.create_container(config, f"fp-sync-{uuid.uuid4().hex[:12]}")
+        with deferred_signals():
+            container = self.engine.create_container(config, f"fp-sync-{uuid.uuid4().hex[:12]}")
         try:
             if upload is not None:
                 self.engine.put_archive(container, "/tmp", [_single_file_tar("fp-paths", upload)])

@@ -194,3 +194,18 @@ def test_a_run_fp_itself_fails_is_a_failed_run_and_the_map_still_ends() -> None:
     lane.work()
     assert board.finished() and board.tally.failed == 2
     assert [outcome.exit_code for outcome in board.tally.outcomes.values()] == [LOST, LOST]
+
+
+def test_a_signal_during_a_create_request_takes_effect_once_it_is_answered() -> None:
+    import signal as signals
+
+    from fireplug.errors import Interrupted
+    from fireplug.run import deferred_signals
+
+    answered = []
+    with pytest.raises(Interrupted) as stopped, deferred_signals():
+        os.kill(os.getpid(), signals.SIGINT)
+        time.sleep(0.05)  # the request goes on...
+        answered.append("id")  # ...and its answer is kept
+    assert answered == ["id"] and stopped.value.signum == signals.SIGINT
+    assert signals.getsignal(signals.SIGINT) is signals.default_int_handler
