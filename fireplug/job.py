@@ -44,7 +44,7 @@ from fireplug.locks import Leases, this_process
 from fireplug.lookup import ensure_command
 from fireplug.options import ContainerOptions, Publish, check_against_host, local_port, parse_options, through_ssh
 from fireplug.proc import display
-from fireplug.run import deferred_signals, ignore_late_signals, run_container
+from fireplug.run import ignore_late_signals, made_uninterrupted, run_container
 from fireplug.runs import RunRecord, new_id
 from fireplug.scancache import cache_dir, load_context
 from fireplug.scancache import forget as forget_scan
@@ -402,8 +402,7 @@ class Job:
         self._say_starting()
         spec = replace(self.spec, tty=False, stdin=False, labels={**self.spec.labels, labels.DETACHED: "1"})
         executor = DockerExecutor(self.connection.engine)
-        with deferred_signals():
-            handle = executor.create(spec)
+        handle = made_uninterrupted(lambda: executor.create(spec), executor.remove)
         try:
             executor.start(handle)
         except BaseException:

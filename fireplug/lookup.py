@@ -20,7 +20,7 @@ from typing import Any
 
 from fireplug.engine import Engine
 from fireplug.errors import FireplugError
-from fireplug.run import deferred_signals
+from fireplug.run import made_uninterrupted
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXIT_NOT_FOUND = 127  # the shell's status for a command that is not there, kept by fp
@@ -54,10 +54,8 @@ def ensure_command(engine: Engine, image: str, image_id: str, name: str, labels:
     if config.get("Entrypoint"):
         return
     search = search_path(config.get("Env"))
-    with deferred_signals():
-        probe = engine.create_container(
-            {"Image": image_id, "Cmd": [name], "Labels": dict(labels), "NetworkDisabled": True}, f"fp-lookup-{uuid.uuid4().hex[:12]}"
-        )
+    probe_config = {"Image": image_id, "Cmd": [name], "Labels": dict(labels), "NetworkDisabled": True}
+    probe = made_uninterrupted(lambda: engine.create_container(probe_config, f"fp-lookup-{uuid.uuid4().hex[:12]}"), engine.remove_container)
     try:
         found = any(_runnable(engine.path_kind(probe, posixpath.join(folder, name))) for folder in search.split(":") if folder.startswith("/"))
     finally:

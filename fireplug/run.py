@@ -16,7 +16,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fireplug import console, labels
 from fireplug.engine import Attached, demultiplex
@@ -27,6 +27,7 @@ from fireplug.spec import ContainerSpec, Stdio
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 OUTPUT_DRAIN_SECONDS = 10.0
 _EXITED = 0  # byte written to the wake-up pipe when the container stopped
+T = TypeVar("T")
 
 
 def run_container(executor: Executor, spec: ContainerSpec, stdio: Stdio, *, last_step: bool = False, on_started: Callable[[str], None] | None = None) -> int:
@@ -72,24 +73,33 @@ def run_container(executor: Executor, spec: ContainerSpec, stdio: Stdio, *, last
         return status
 
 
-@contextmanager
-def deferred_signals() -> Iterator[None]:
-    """Around one request that makes something on the engine (a container): a signal that comes
-    meanwhile takes effect once the request is answered (as Interrupted), so that the caller
-    knows the thing's id and can remove it; an interruption in the middle of the request would
-    leave it there unknown. Off the main thread, nothing changes."""
+def made_uninterrupted(make: Callable[[], T], undo: Callable[[T], object]) -> T:
+    """``make()`` one thing on the engine (a container) with the forwarded signals held: one
+    that comes meanwhile takes effect once the engine answered, by ``undo(thing)`` and then
+    Interrupted. An interruption in the middle of the request would leave the thing there
+    unknown. Off the main thread, ``make()`` alone.
+
+    Raises:
+        Interrupted: a signal came during the request (the thing is undone).
+    """
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+        return make()
     received: list[int] = []
     previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in FORWARDED_SIGNALS}
     try:
-        yield
+        thing = make()
+    except FireplugError as e:
+        if received:
+            raise Interrupted(received[0]) from e
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if received:
+        with contextlib.suppress(FireplugError):
+            undo(thing)
         raise Interrupted(received[0])
+    return thing
 
 
 def ignore_late_signals() -> None:

@@ -28,7 +28,7 @@ from fireplug import console, labels
 from fireplug.engine import Engine
 from fireplug.errors import EngineError, EngineUnreachable
 from fireplug.locks import process_gone, this_process
-from fireplug.run import deferred_signals, frames
+from fireplug.run import frames, made_uninterrupted
 from fireplug.sync import SyncError
 from fireplug.sync.helper import STAGING_PREFIX
 from fireplug.sync.session import Moved, Transferred
@@ -188,8 +188,7 @@ class ApiHost:
             "NetworkDisabled": not host_network,
             "HostConfig": {"Binds": [f"{self.project_folder}:{MOUNT}:rw"], "AutoRemove": False, **({"NetworkMode": "host"} if host_network else {})},
         }
-        with deferred_signals():
-            container = self.engine.create_container(config, f"fp-sync-{uuid.uuid4().hex[:12]}")
+        container = made_uninterrupted(lambda: self.engine.create_container(config, f"fp-sync-{uuid.uuid4().hex[:12]}"), self.engine.remove_container)
         try:
             if upload is not None:
                 self.engine.put_archive(container, "/tmp", [_single_file_tar("fp-paths", upload)])

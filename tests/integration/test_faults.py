@@ -206,7 +206,8 @@ def test_4_ctrl_c_as_the_container_is_made_leaves_nothing_and_says_so(project: P
         assert code == 130, err
         assert "Traceback" not in err
         assert containers_of(project.name) == [], f"attempt {attempt}: {err}"
-        assert "nothing was left running" in err or "SIGINT forwarded to the command" in err, err
+        # the first container is the command's lookup, made before the sync in: the signal may find fp syncing
+        assert any(said in err for said in ("nothing was left running", "nothing is left running", "SIGINT forwarded to the command")), err
 
 
 # -- 5. a second Ctrl-C after the command exited ---------------------------------------------

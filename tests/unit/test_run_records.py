@@ -196,16 +196,21 @@ def test_a_run_fp_itself_fails_is_a_failed_run_and_the_map_still_ends() -> None:
     assert [outcome.exit_code for outcome in board.tally.outcomes.values()] == [LOST, LOST]
 
 
-def test_a_signal_during_a_create_request_takes_effect_once_it_is_answered() -> None:
+def test_a_signal_during_a_create_request_takes_effect_once_it_is_answered_and_the_thing_made_is_undone() -> None:
     import signal as signals
 
     from fireplug.errors import Interrupted
-    from fireplug.run import deferred_signals
+    from fireplug.run import made_uninterrupted
 
-    answered = []
-    with pytest.raises(Interrupted) as stopped, deferred_signals():
+    undone = []
+
+    def make() -> str:
         os.kill(os.getpid(), signals.SIGINT)
-        time.sleep(0.05)  # the request goes on...
-        answered.append("id")  # ...and its answer is kept
-    assert answered == ["id"] and stopped.value.signum == signals.SIGINT
+        time.sleep(0.05)  # the request goes on, and its answer is kept
+        return "id"
+
+    with pytest.raises(Interrupted) as stopped:
+        made_uninterrupted(make, undone.append)
+    assert undone == ["id"] and stopped.value.signum == signals.SIGINT
     assert signals.getsignal(signals.SIGINT) is signals.default_int_handler
+    assert made_uninterrupted(lambda: "quiet", undone.append) == "quiet" and undone == ["id"]
