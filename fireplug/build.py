@@ -11,17 +11,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
+import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from fireplug import __version__, console, labels
 from fireplug.config import Config
 from fireplug.context import Context, ScanRules, human_bytes, tar_stream
+from fireplug.deps import DEPS_PREFIX, STAGING, VENV, Dependencies, Redactor, install_script, layer_tag, stdin_settings
 from fireplug.engine import Engine
 from fireplug.errors import BaseImageMissing, BuildError, ConfigError, FireplugError
 from fireplug.locks import build_lock_path, exclusive
+from fireplug.lookup import search_path
+from fireplug.run import frames, made_uninterrupted
 
 BASE_REPOSITORY = "fireplug-base"
 GENERATED_DOCKERFILE = ".fireplug.Dockerfile"
@@ -93,18 +99,20 @@ def generated_recipe(config: Config, base_tag: str) -> Recipe:
     add one step (and one container) per label.
     """
     target = config.container_root()
-    label_line = " ".join(f"{key}={json.dumps(value)}" for key, value in project_labels(config).items())
+    label_line = " ".join(f"{key}={json.dumps(value)}" for key, value in project_labels(config, base_tag).items())
     text = f"FROM {base_tag}\nCOPY {json.dumps(['.', target + '/'])}\nWORKDIR {json.dumps(target)}\nLABEL {label_line}\n"
     return Recipe(GENERATED_DOCKERFILE, text, generated=True)
 
 
-def project_labels(config: Config) -> dict[str, str]:
-    return {
+def project_labels(config: Config, base_tag: str) -> dict[str, str]:
+    """The one-time image's labels; built on a dependency layer, its name (`fp gc` keeps the layers in use)."""
+    found = {
         labels.KIND: "project",
         labels.PROJECT: config.project.name,
         labels.PROJECT_KEY: config.project.key,
         labels.VERSION: __version__,
     }
+    return {**found, labels.DEPS: base_tag} if base_tag.startswith(DEPS_PREFIX) else found
 
 
 def image_hash(context: Context, recipe: Recipe, base_id: str) -> str:
@@ -150,7 +158,7 @@ def _build_project_image(engine: Engine, config: Config, context: Context, recip
     for warning in context.size_warnings():
         console.warn(f"{warning}; add large or generated folders to .dockerignore (`fp --dry-run` shows the largest files)")
     extra = [] if not recipe.generated else [(recipe.name, recipe.text.encode()), (".dockerignore", f".dockerignore\n{recipe.name}\n".encode())]
-    image_labels = {} if recipe.generated else project_labels(config)
+    image_labels = {} if recipe.generated else project_labels(config, base.tag if base else "")
     buildargs = {BASE_ARG: base.tag} if base and not recipe.generated else {}
     recipe_name = "" if recipe.generated else f" from the project's {recipe.name} (build.dockerfile = false ignores it)"
     title = f"building image {tag}{recipe_name} on host '{engine.host}' ({context.file_count} files, {human_bytes(context.total_bytes)})"
@@ -264,6 +272,123 @@ def _build(
     if not image_id:
         raise BuildError(engine.host, tag, "the engine reported success but has no such image", tuple(tail))
     return image_id
+
+
+def ensure_deps_image(engine: Engine, deps: Dependencies, base: Image, *, verbose: bool, locks: Path | None = None) -> Image:
+    """The project's dependency layer on ``engine`` (image fp-deps-<hash> on fp's base image),
+    installed only when absent; with ``locks``, by one fp of this machine at a time.
+
+    Raises:
+        BuildError: the install failed (no image is kept).
+        EngineError, EngineUnreachable.
+    """
+    tag = layer_tag(deps, base.id)
+    existing = engine.image_id(tag)
+    if existing:
+        return Image(tag, existing, built=False)
+    with _one_builder(locks, engine, tag):
+        existing = engine.image_id(tag)
+        if existing:
+            return Image(tag, existing, built=False)
+        return _install_deps(engine, deps, base, tag, verbose=verbose)
+
+
+def _install_deps(engine: Engine, deps: Dependencies, base: Image, tag: str, *, verbose: bool) -> Image:
+    """Install in a container of the base image and keep its filesystem as the layer.
+
+    A container, not a Dockerfile build: pip's settings (an index URL may hold a password) reach
+    the install on its standard input, so they are in no build argument, environment, layer or
+    history entry; the image's configuration is the base's plus the virtual environment.
+    """
+    config = {
+        "Image": base.id,
+        "Cmd": ["sh", "-c", install_script(deps)],
+        "Labels": {labels.KIND: "deps-build"},
+        "AttachStdin": True,
+        "OpenStdin": True,
+        "StdinOnce": True,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "HostConfig": {"NetworkMode": deps.network} if deps.network else {},
+    }
+    container = made_uninterrupted(lambda: engine.create_container(config, f"fp-deps-build-{uuid.uuid4().hex[:12]}"), engine.remove_container)
+    try:
+        engine.put_archive(container, "/", [_staging_tar(deps)])
+        status, tail = _run_install(engine, container, deps, tag, verbose=verbose)
+        if status != 0:
+            raise BuildError(engine.host, tag, f"{install_failure(tail)} (exit status {status})", tuple(tail))
+        image_id = engine.commit(container, tag, _layer_config(engine.image_config(base.id), deps, base), f"fp dependency layer: {deps.summary()}")
+    finally:
+        with contextlib.suppress(FireplugError):  # the failure or interruption is what to report
+            engine.remove_container(container)
+    return Image(tag, image_id, built=True)
+
+
+def _run_install(engine: Engine, container: str, deps: Dependencies, tag: str, *, verbose: bool) -> tuple[int, list[str]]:
+    redact = Redactor(deps.index.secrets())
+    tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+    title = f"installing the project's dependencies ({deps.summary()}) as {tag} on host '{engine.host}' (once per host until they change)"
+    attached = engine.attach(container, stdin=True)
+    try:
+        engine.start(container)
+        attached.send_all(stdin_settings(deps))
+        attached.close_stdin()
+        with console.StepProgress(title, show_output=verbose, label=engine.host) as progress:
+            pending = b""
+            for _, data in frames(attached):
+                *lines, pending = (pending + data).split(b"\n")
+                for raw in lines:
+                    line = redact(raw.decode(errors="replace").rstrip())
+                    if line.strip():
+                        tail.append(line)
+                        progress.update(line, milestone=line.startswith(_INSTALL_MILESTONES))
+    finally:
+        attached.close()
+    return engine.wait(container), list(tail)
+
+
+_INSTALL_MILESTONES = ("Collecting ", "Installing collected packages", "Successfully installed", "Setting up ")
+
+
+def install_failure(tail: list[str]) -> str:
+    """The one line that says why an install failed: pip's or apt's last error, else the last line."""
+    errors = [line for line in tail if re.match(r"(ERROR|E):", line.strip())]
+    chosen = errors[-1] if errors else (tail[-1] if tail else "no output")
+    return chosen.strip()
+
+
+def _staging_tar(deps: Dependencies) -> bytes:
+    """The files the install reads, under STAGING (relative to /), owned by root."""
+    import io
+    import tarfile  # only dependency installs need it
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name, data in [(PurePosixPath(STAGING, ".keep").as_posix(), b""), *((PurePosixPath(STAGING, name).as_posix(), data) for name, data in deps.files)]:
+            info = tarfile.TarInfo(name.lstrip("/"))
+            info.size, info.mode = len(data), 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _layer_config(base_config: dict[str, Any], deps: Dependencies, base: Image) -> dict[str, Any]:
+    """The layer's run configuration: the base image's, the virtual environment first on PATH.
+
+    Every field is given: the engine fills a missing one from the install container's."""
+    env = [entry for entry in base_config.get("Env") or [] if isinstance(entry, str) and not entry.startswith(("PATH=", "VIRTUAL_ENV="))]
+    path = search_path(base_config.get("Env"))
+    if deps.has_pip:
+        env += [f"PATH={VENV}/bin:{path}", f"VIRTUAL_ENV={VENV}"]
+    else:
+        env.append(f"PATH={path}")
+    return {
+        "Env": env,
+        "Cmd": base_config.get("Cmd") or ["python3"],
+        "Entrypoint": base_config.get("Entrypoint") or [],
+        "WorkingDir": base_config.get("WorkingDir") or "/",
+        "User": base_config.get("User") or "0",
+        "Labels": {labels.KIND: "deps", labels.FROM: base.tag, labels.VERSION: __version__},
+    }
 
 
 def latest_project_image(engine: Engine, project_key: str) -> Image:

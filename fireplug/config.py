@@ -62,6 +62,16 @@ class BuildSettings:
     dockerfile: str = ""
     use_dockerfile: bool = True  # false: a project Dockerfile is ignored, fp generates its own
     allow: tuple[str, ...] = ()  # secret-looking paths to ship anyway (globs, relative to the project)
+    requirements: str = ""  # the pip requirements file; "" finds one (see deps.find_dependencies)
+    use_requirements: bool = True  # false: no dependency layer at all
+    extras: tuple[str, ...] = ()  # [project.optional-dependencies] groups of pyproject.toml to install
+    pip: tuple[str, ...] = ()  # more pip requirements
+    apt: tuple[str, ...] = ()  # Debian packages
+    pip_index_url: str = ""
+    pip_extra_index_url: tuple[str, ...] = ()
+    pip_find_links: tuple[str, ...] = ()
+    pip_trusted_host: tuple[str, ...] = ()
+    network: str = ""  # the dependency install's network: "" (the engine's default) or "host"
 
 
 CONTAINER_OPTIONS = ("shm_size", "memory", "cpus", "gpus", "network", "publish")  # [run] keys with docker's names
@@ -144,7 +154,20 @@ class Config:
 # section -> key -> type; list means a list of strings.
 SCHEMA: dict[str, dict[str, Any]] = {
     "project": {"name": str, "id": str, "data": str, "results": list, "workdir": str},
-    "build": {"base_image": str, "dockerfile": (str, bool), "allow": list},
+    "build": {
+        "base_image": str,
+        "dockerfile": (str, bool),
+        "allow": list,
+        "requirements": (str, bool),
+        "extras": list,
+        "pip": list,
+        "apt": list,
+        "pip_index_url": str,
+        "pip_extra_index_url": list,
+        "pip_find_links": list,
+        "pip_trusted_host": list,
+        "network": str,
+    },
     "run": {"env": list, "user": str, "shm_size": str, "memory": str, "cpus": str, "gpus": str, "network": str, "publish": list},
     "pool": {"hosts": list, "default_host": str},
     "sync": {
@@ -179,6 +202,7 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _ID_RE = re.compile(r"^[a-z0-9]{4,32}$")
 _HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _IMAGE_RE = re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]{1,5})?/)?[a-z0-9][a-z0-9._/-]{0,254}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
+_APT_PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _TOML_LINE_RE = re.compile(r"\(at line (\d+), column \d+\)")
 
@@ -373,14 +397,33 @@ def _sync_settings(table: dict[str, Any]) -> SyncSettings:
 
 
 def _build_settings(table: dict[str, Any]) -> BuildSettings:
-    dockerfile = table.get("dockerfile", "")
+    dockerfile, requirements = table.get("dockerfile", ""), table.get("requirements", "")
     use = dockerfile not in (False, "false")  # `dockerfile = false`, or FP_BUILD_DOCKERFILE=false
+    use_requirements = requirements not in (False, "false")
+    if use_requirements and requirements and not _is_relative_path(requirements):
+        raise ConfigError(f"build.requirements {requirements!r} must be a file inside the project, like 'requirements.txt'", key="build.requirements")
+    network = table.get("network", "")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*|", network):
+        raise ConfigError(f"build.network {network!r} is not a network name", hint='use "host" to reach an index on the host\'s loopback', key="build.network")
+    for package in table.get("apt", ()):
+        if not _APT_PACKAGE_RE.fullmatch(package):
+            raise ConfigError(f"build.apt: {package!r} is not a Debian package name", hint="e.g. libgomp1, or libgomp1=12.2.0-14", key="build.apt")
+    lists = ("allow", "extras", "pip", "apt", "pip_extra_index_url", "pip_find_links", "pip_trusted_host")
     return BuildSettings(
         base_image=table.get("base_image", DEFAULT_BASE_IMAGE),
         dockerfile=dockerfile if isinstance(dockerfile, str) and use else "",
         use_dockerfile=use,
-        allow=tuple(table.get("allow", ())),
+        requirements=requirements if isinstance(requirements, str) and use_requirements else "",
+        use_requirements=use_requirements,
+        pip_index_url=table.get("pip_index_url", ""),
+        network=network,
+        **{key: tuple(table.get(key, ())) for key in lists},
     )
+
+
+def _is_relative_path(value: str) -> bool:
+    parts = PurePosixPath(value).parts
+    return bool(parts) and not PurePosixPath(value).is_absolute() and ".." not in parts
 
 
 def _pool_settings(table: dict[str, Any]) -> PoolSettings:

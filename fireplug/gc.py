@@ -7,6 +7,7 @@ Per host:
 - fp's helper containers (sync helpers, command lookups) that a killed fp left, an hour old,
   and the network anchors of maps whose fp ended and whose runs all ended;
 - one-time images of each project beyond the newest ``keep``, never one a container uses;
+- dependency layers (fp-deps-<hash>) that no one-time image left is built on;
 - dangling images that are fp's (its label, or built on an image that has it: an old base
   image after `fp base build --rebuild`, steps of a failed build on fp's base);
 - trash batches older than their limit (TRASH_DAYS), of every project under the host's data
@@ -126,6 +127,7 @@ def _on_host(invocation: Invocation, peers: Hosts, executor: DockerExecutor, rec
     _helpers(executor, found)
     sizes = engine.image_sizes()
     _old_images(engine, keep, used, sizes, found)
+    _unused_layers(engine, used, sizes, found)
     _dangling(engine, used, sizes, found)
     connection = peers.connection(executor.host)
     trash = _host_trash(connection, invocation.config.build.base_image, remove=False)
@@ -163,7 +165,7 @@ def _results_came_back(invocation: Invocation, host: str, state: RunState, recor
 
 def _helpers(executor: DockerExecutor, found: Found) -> None:
     now = time.time()
-    for kind in ("sync", "lookup"):
+    for kind in ("sync", "lookup", "deps-build"):
         for state in executor.find([labels.kind_is(kind)], running_only=False):
             if not state.running and state.started_at is not None and now - state.started_at > HELPER_AGE_SECONDS:
                 found.items.append(Garbage("helper", state.handle, state.name, 0, f"a {kind} helper an interrupted fp left"))
@@ -187,6 +189,21 @@ def _old_images(engine: Engine, keep: int, used: set[str], sizes: Mapping[str, i
             tags = image.get("RepoTags") or [image_id[:19]]
             name = str(tags[0]) if isinstance(tags, list) and tags else image_id[:19]
             found.items.append(Garbage("image", image_id, name, sizes.get(image_id, 0), f"{project}: older than its newest {keep}"))
+
+
+def _unused_layers(engine: Engine, used: set[str], sizes: Mapping[str, int], found: Found) -> None:
+    """Dependency layers no one-time image that stays is built on (an hour old: a build may be
+    about to use a fresh one)."""
+    leaving = {item.handle for item in found.items if item.kind == "image"}
+    kept = engine.images([labels.kind_is("project")], dangling=False)
+    wanted = {str((image.get("Labels") or {}).get(labels.DEPS, "")) for image in kept if image.get("Id") not in leaving}
+    for layer in engine.images([labels.kind_is("deps")], dangling=False):
+        image_id, tags = str(layer.get("Id", "")), [str(tag).removesuffix(":latest") for tag in layer.get("RepoTags") or []]
+        recent = time.time() - int(layer.get("Created") or 0) < HELPER_AGE_SECONDS  # type: ignore[call-overload]
+        if image_id in used or recent or wanted.intersection(tags):
+            continue
+        name = tags[0] if tags else image_id[7:19]
+        found.items.append(Garbage("image", image_id, name, sizes.get(image_id, 0), "a dependency layer no kept image is built on"))
 
 
 def _dangling(engine: Engine, used: set[str], sizes: Mapping[str, int], found: Found) -> None:
@@ -219,7 +236,7 @@ def _host_trash(connection: hosts.Connection, base_image: str, *, remove: bool) 
     from fireplug.build import ensure_base
     from fireplug.sync.api import MOUNT, ApiHost
 
-    base = ensure_base(connection.engine, base_image)
+    base = ensure_base(connection.engine, base_image, verbose=False)
     helper = ApiHost(connection.engine, base.tag, {}, host.data_root, ".")
     output = helper.run_helper(["trash", MOUNT, str(TRASH_DAYS), *(["remove"] if remove else [])])
     inside = _parse_sizes(output, b"\n", b" ")

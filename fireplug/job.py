@@ -24,6 +24,7 @@ from fireplug.build import (
     base_files,
     base_image_tag,
     ensure_base,
+    ensure_deps_image,
     ensure_project_image,
     generated_recipe,
     image_hash,
@@ -35,6 +36,7 @@ from fireplug.build import (
 )
 from fireplug.config import PROJECT_FILE, Config
 from fireplug.context import Context, ScanLimit, human_bytes
+from fireplug.deps import Dependencies, find_dependencies, layer_tag
 from fireplug.engine import Engine
 from fireplug.errors import ConfigError, ConnectionLost, ContextChanged, FireplugError, ProjectError, UsageError
 from fireplug.execution import DockerExecutor
@@ -232,8 +234,14 @@ def project_image(engine: Engine, invocation: Invocation, request: RunRequest, o
     config, locks = invocation.config, invocation.locks
     if context is not None:
         base = ensure_base(engine, config.build.base_image, verbose=request.verbose, locks=locks) if own is None or own.needs_base else None
+        deps = layer_dependencies(config, own)
+        if deps is not None and base is not None:
+            base = ensure_deps_image(engine, deps, base, verbose=request.verbose, locks=locks)
         chosen = own or generated_recipe(config, base.tag if base else "")
-        return ensure_project_image(engine, config, context, chosen, base, verbose=request.verbose, locks=locks)
+        image = ensure_project_image(engine, config, context, chosen, base, verbose=request.verbose, locks=locks)
+        if image.built:
+            _say_which_recipe(config, own, deps)
+        return image
     if not request.steps.run:
         return None
     latest = latest_project_image(engine, config.project.key)
@@ -242,11 +250,45 @@ def project_image(engine: Engine, invocation: Invocation, request: RunRequest, o
     return latest
 
 
+def layer_dependencies(config: Config, own: Recipe | None) -> Dependencies | None:
+    """The dependencies fp installs in its layer: none for a project Dockerfile that does not
+    build on fp's base (its requirements are its own business, even unreadable ones).
+
+    Raises:
+        ConfigError: see find_dependencies.
+    """
+    if own is not None and not own.needs_base:
+        return None
+    return find_dependencies(config)
+
+
+def _say_which_recipe(config: Config, own: Recipe | None, deps: Dependencies | None) -> None:
+    """When the project's image was built: what became of its dependencies."""
+    for note in deps.notes if deps else ():
+        console.note(note)
+    if own is not None and deps is not None:
+        console.note(f"the project's {own.name} builds FROM ${{FP_BASE}}: fp's dependency layer, with {deps.source} installed")
+    elif own is not None and (declared := _declared_dependencies(config)):
+        console.note(f"the project's {own.name} does not build FROM ${{FP_BASE}}, so fp leaves {declared} to it")
+
+
+def _declared_dependencies(config: Config) -> str:
+    """What the project declares as dependencies, in words, without reading it ("" for nothing)."""
+    with contextlib.suppress(ConfigError):
+        found = find_dependencies(config)
+        return found.source if found else ""
+    return config.build.requirements or "its requirements"
+
+
 def current_image_tag(engine: Engine, config: Config, local: LocalSide) -> str:
     """The tag a build of the project as it is now would have (its scan is cached: cheap)."""
     own = own_recipe(config)
     base_tag = base_image_tag(config.build.base_image, base_files())
     base_id = (engine.image_id(base_tag) or "") if own is None or own.needs_base else ""
+    deps = layer_dependencies(config, own)
+    if deps is not None and base_id:
+        base_tag = layer_tag(deps, base_id)
+        base_id = engine.image_id(base_tag) or ""
     recipe = own or generated_recipe(config, base_tag)
     return project_image_tag(config.project.key, image_hash(scan(config, local, own), recipe, base_id))
 
@@ -770,7 +812,9 @@ def dry_run_report(invocation: Invocation, request: RunRequest) -> list[str]:
     for exclusion in context.exclusions:
         shown = exclusion.path + ("/" if exclusion.is_dir else "")
         lines.append(f"  {shown:<40} {exclusion.reason}")
-    chosen = own or generated_recipe(config, base_tag)
+    deps = layer_dependencies(config, own)
+    lines += dependency_lines(config, deps, own)
+    chosen = own or generated_recipe(config, "fp-deps-<hash> (on each host)" if deps else base_tag)
     source = f"the project's {own.name}" if own else f"generated, on fp's base image {base_tag}"
     lines.append(f"recipe    {source}:")
     lines += [f"  {line}" for line in chosen.text.splitlines()]
@@ -784,6 +828,21 @@ def dry_run_report(invocation: Invocation, request: RunRequest) -> list[str]:
         f"  in {spec.workdir} as {spec.user or 'the image user (root)'}; data: {mounts}",
         f"  environment: {', '.join(name for name, _ in spec.env)}",
     ]
+    return lines
+
+
+def dependency_lines(config: Config, deps: Dependencies | None, own: Recipe | None) -> list[str]:
+    """The dry run's words on the dependency layer: what was found, and the hash of its inputs."""
+    if own is not None and not own.needs_base:
+        declared = _declared_dependencies(config)
+        return [f"deps      {declared}: left to the project's {own.name} (it does not build FROM ${{FP_BASE}})"] if declared else []
+    if deps is None:
+        return ["deps      none (no requirements.txt, pyproject.toml dependencies or [build] pip/apt)"]
+    lines = [f"deps      {deps.summary()}; layer inputs hash {deps.inputs_digest()[:16]} (image fp-deps-<hash with the base image id>)"]
+    lines += [f"  file    {name}" for name, _ in deps.files]
+    lines += [f"  pip     {setting}" for setting in deps.index.redacted()]
+    lines += [f"  network {deps.network}"] if deps.network else []
+    lines += [f"  note    {note}" for note in deps.notes]
     return lines
 
 

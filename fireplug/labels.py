@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 LABEL = "io.fireplug"
-KIND = f"{LABEL}.kind"  # run, lookup, sync (containers); base, project (images)
+KIND = f"{LABEL}.kind"  # run, lookup, sync, deps-build (containers); base, deps, project (images)
 PROJECT = f"{LABEL}.project"
 PROJECT_KEY = f"{LABEL}.project-key"
 VERSION = f"{LABEL}.version"
@@ -16,6 +16,7 @@ SYNC_OWNER = f"{LABEL}.sync-owner"  # the fp process that made a sync helper
 MAP = f"{LABEL}.map"  # the map a run belongs to
 PARAMS = f"{LABEL}.params"  # a map run's parameters, as JSON
 INDEX = f"{LABEL}.index"  # a map run's FP_RUN_INDEX
+DEPS = f"{LABEL}.deps"  # a one-time image's dependency layer (an fp-deps-<hash> image name)
 DETACHED = f"{LABEL}.detached"  # "1": started with -d, left running
 
 

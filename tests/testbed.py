@@ -53,6 +53,24 @@ MACHINE_STORE = STATE / "machine"
 MACHINE_NAME = "fptls"
 CLOSED_PORT = 9  # nothing listens on 127.0.0.1:9 (discard): an unreachable host
 SSH_USER = "fpuser"  # a plain user in the docker group, with /bin/sh as its shell
+WHEELS = STATE / "wheels"  # the package index's wheels (tests/integration/conftest.py serves them)
+# For CPython 3.11 on x86_64, the base image's Python: small pure-Python packages (ten of them for
+# bench/deps.py), a numpy other than Debian's 1.24, and uv (the installer bench/deps.py compares).
+INDEX_PACKAGES = (
+    "six==1.16.0",
+    "numpy==1.26.4",
+    "tqdm==4.66.5",
+    "joblib==1.4.2",
+    "threadpoolctl==3.5.0",
+    "attrs==24.2.0",
+    "idna==3.10",
+    "packaging==24.1",
+    "click==8.1.7",
+    "tabulate==0.9.0",
+    "toolz==0.12.1",
+    "more-itertools==10.5.0",
+    "uv==0.4.30",
+)
 HOST_DATA = STATE / "host-data"  # data roots of the remote hosts live under here, writable by SSH_USER
 
 
@@ -346,6 +364,18 @@ def make_rootfs_tarball(suite: str, tarball: Path) -> None:
         shutil.rmtree(rootfs, ignore_errors=True)
 
 
+def ensure_wheels() -> None:
+    """Fetch the index's wheels from PyPI once (the host's pip; containers never reach PyPI)."""
+    done = WHEELS / ".complete"
+    if done.exists() and done.read_text() == "\n".join(INDEX_PACKAGES):
+        return
+    say(f"fetching {len(INDEX_PACKAGES)} wheels for the package index into {WHEELS}")
+    WHEELS.mkdir(parents=True, exist_ok=True)
+    target = ["--only-binary=:all:", "--platform", "manylinux2014_x86_64", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"]
+    run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", *target, "-d", str(WHEELS), *INDEX_PACKAGES])
+    done.write_text("\n".join(INDEX_PACKAGES))
+
+
 def up() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     RUNTIME.mkdir(parents=True, exist_ok=True)
@@ -359,6 +389,7 @@ def up() -> None:
     ensure_no_rsync_bin()
     ensure_sshd(NO_RSYNC_SSH_PORT, path=str(NO_RSYNC_BIN))
     ensure_tls_engine()
+    ensure_wheels()
 
 
 if __name__ == "__main__":

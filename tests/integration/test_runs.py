@@ -144,3 +144,19 @@ def test_fp_gc_removes_exactly_what_it_lists(project: Project, remote: RemoteBen
     assert state_of(project, kept_run) == "exited", "a run whose results did not come back stays"
     assert "nothing to remove" in run_fp(project.root, "gc", "--host", "primary", "--keep", "2").stderr.decode()
     assert run_fp(project.root, "pull", kept_run).returncode == 0
+
+
+def test_fp_gc_on_a_host_without_ssh_finds_and_removes_old_trash_through_the_api(project: Project, remote: RemoteBench) -> None:
+    data_root = remote.data_root("apionly")
+    remote.add_hosts(f'[hosts.apionly]\nurl = "tcp://127.0.0.1:{testbed.TLS_PORT}"\ncert_path = "{testbed.CERTS}"\ndata_root = "{data_root}"\n')
+    assert run_fp(project.root, "--host", "apionly", "true").returncode == 0
+    old_trash = remote.trash_on("apionly", project) / "20200101T000000"
+    old_trash.mkdir(parents=True)
+    (old_trash / "old.bin").write_bytes(b"x" * 10_000)
+    os.utime(old_trash, (time.time() - 30 * 86400,) * 2)
+    listed = run_fp(project.root, "gc", "--host", "apionly", "--dry-run")
+    assert listed.returncode == 0 and b"Traceback" not in listed.stderr, listed.stderr.decode()
+    assert str(old_trash).encode() in listed.stderr and old_trash.is_dir()
+    removed = run_fp(project.root, "gc", "--host", "apionly")
+    assert removed.returncode == 0, removed.stderr.decode()
+    assert not old_trash.exists() and remote.trash_on("apionly", project).is_dir()

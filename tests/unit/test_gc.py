@@ -9,7 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from fireplug.gc import TRASH_SCRIPT, _local_trash, _parse_sizes
+from fireplug import labels
+from fireplug.gc import TRASH_SCRIPT, Found, Garbage, _local_trash, _parse_sizes, _unused_layers
 from fireplug.sync.helper import old_trash
 from fireplug.sync.tree import TRASH_DAYS
 
@@ -69,3 +70,39 @@ def test_local_trash_past_its_limit_is_found_per_project_and_host(tmp_path: Path
     os.utime(gone, (OLD, OLD))
     found = _local_trash(trash)
     assert [(item.handle, item.bytes) for item in found] == [(str(gone), 5)]
+
+
+class _Images:
+    """An engine that only lists images (by the kind label)."""
+
+    def __init__(self, images: list[dict[str, object]]) -> None:
+        self.listed = images
+
+    def images(self, wanted: list[str], *, dangling: bool | None = None) -> list[dict[str, object]]:
+        kind = wanted[0].partition("=")[2]
+        return [image for image in self.listed if image["Labels"].get(labels.KIND) == kind]  # type: ignore[attr-defined]
+
+
+def test_a_dependency_layer_goes_once_no_kept_image_is_built_on_it_and_an_hour_passed() -> None:
+    old, now = time.time() - 7200, time.time()
+
+    def layer(name: str, created: float) -> dict[str, object]:
+        return {"Id": f"sha256:{name}", "RepoTags": [f"{name}:latest"], "Created": created, "Labels": {labels.KIND: "deps"}}
+
+    def project(image_id: str, on: str) -> dict[str, object]:
+        return {"Id": image_id, "RepoTags": [f"fp-p:{image_id}"], "Created": old, "Labels": {labels.KIND: "project", labels.DEPS: on}}
+
+    engine = _Images(
+        [
+            layer("fp-deps-kept", old),
+            layer("fp-deps-orphan", old),
+            layer("fp-deps-fresh", now),
+            layer("fp-deps-inuse", old),
+            layer("fp-deps-leaving", old),
+            project("p1", "fp-deps-kept"),
+            project("p2", "fp-deps-leaving"),
+        ]
+    )
+    found = Found([Garbage("image", "p2", "fp-p:p2", 0, "older than its newest 1")])
+    _unused_layers(engine, {"sha256:fp-deps-inuse"}, {}, found)  # type: ignore[arg-type]
+    assert [item.name for item in found.items[1:]] == ["fp-deps-orphan", "fp-deps-leaving"]
