@@ -1,9 +1,11 @@
-"""Images on a host: fp's base image and the project's one-time image, each tagged by a hash.
+"""Images on a host: fp's base image, the project's dependency layer and its one-time image,
+each tagged by a hash.
 
 The base image is Dockerfile.base built FROM ``build.base_image`` with the fireplug package
-bundled; its tag hashes exactly that input. The one-time image layers the project's code on
-the base; its tag hashes the shipped files, the Dockerfile text and the base image's ID, so
-an unchanged project is never rebuilt and a changed byte always is.
+bundled; its tag hashes exactly that input. The dependency layer (deps.py says what it holds)
+installs the project's packages on the base. The one-time image layers the project's code on
+the layer, or on the base; its tag hashes the shipped files, the Dockerfile text and the ID of
+the image below, so an unchanged project is never rebuilt and a changed byte always is.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The layer sits between fp's base image and the project's code, as image ``fp-dep
 so editing code never reinstalls packages. Its hash covers everything that decides what it
 holds: the base image's id, the apt packages, the requirement lines and every project file
 they reference, and the installer's options with any credential taken out of index URLs
-(a new password installs the same packages). The layer is built in layers.py.
+(a new password installs the same packages). The layer is built by build.ensure_deps_image.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ _PIP_SETTINGS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_
 @dataclass(frozen=True)
 class IndexSettings:
     """Where pip looks for packages. URLs may carry credentials: they reach the install on its
-    standard input only (see layers.py), and are shown and hashed redacted."""
+    standard input only (see build.ensure_deps_image), and are shown and hashed redacted."""
 
     index_url: str = ""
     extra_index_urls: tuple[str, ...] = ()
@@ -76,7 +76,6 @@ class Dependencies:
 
     source: str  # in words: "requirements.txt", "pyproject.toml [project.dependencies]", ...
     requirement_files: tuple[str, ...]  # given to pip -r, relative to the project
-    generated: str  # requirement lines fp gathered itself (written as GENERATED)
     files: tuple[tuple[str, bytes], ...]  # project files the install reads, by relative path
     apt: tuple[str, ...] = ()
     index: IndexSettings = IndexSettings()
@@ -156,7 +155,6 @@ def find_dependencies(config: Config) -> Dependencies | None:
     return Dependencies(
         source=" + ".join(sources) or "[build] apt",
         requirement_files=tuple(requirement_files),
-        generated="".join(generated),
         files=tuple(sorted(gathering.files.items())),
         apt=build.apt,
         index=index,

@@ -114,6 +114,12 @@ class _NotStarted(Exception):
     """The map stopped between a run's creation and its start."""
 
 
+def slots_for(host_cpus: int, nano_cpus: int | None) -> int:
+    """``--per-host auto``: as many runs at once as the host's CPUs hold of each run's ``--cpus`` (else one)."""
+    per_run = nano_cpus / 1e9 if nano_cpus else 1.0
+    return max(1, int(host_cpus // per_run))
+
+
 class _Board:
     """The queue, the hosts still usable, the running runs, and the tally, behind one lock."""
 
@@ -190,6 +196,13 @@ class _Lane:
         self.anchor = ""  # the container whose network the runs share ("": none)
         self.removals: queue.Queue[str | None] = queue.Queue()  # containers of ended runs, then the anchor
 
+    def _left_out(self, why: str) -> None:
+        console.warn(f"host '{self.name}' is left out of the map: {why}")
+        board = self.scheduler.board
+        with board.cond:
+            board.preparing -= 1
+            board.cond.notify_all()
+
     def prepare(self) -> None:
         """Connect, build, sync in, then start the workers (in this thread)."""
         scheduler = self.scheduler
@@ -213,10 +226,10 @@ class _Lane:
             self.anchor = scheduler.start_anchor(self.executor, job)
             self.job = job
         except (FireplugError, SyncInterrupted) as e:
-            console.warn(f"host '{self.name}' is left out of the map: {e}")
-            with board.cond:
-                board.preparing -= 1
-                board.cond.notify_all()
+            self._left_out(str(e))
+            return
+        except Exception as e:  # a failure of fp's own must not leave the map waiting for this host
+            self._left_out(f"fp failed ({type(e).__name__}: {e})")
             return
         with board.cond:
             board.live.add(self.name)
@@ -280,9 +293,7 @@ class _Scheduler:
     def slots(self, job: Job) -> int:
         if self.request.per_host > 0:
             return self.request.per_host
-        cpus = int(job.connection.engine.info().get("NCPU") or 1)
-        per_run = job.spec.options.cpus or 1.0
-        return max(1, int(cpus // per_run))
+        return slots_for(int(job.connection.engine.info().get("NCPU") or 1), job.spec.options.nano_cpus)
 
     def check_commands(self, job: Job) -> None:
         """Every distinct program the runs start is in the image (before any data moves)."""

@@ -16,7 +16,7 @@ from fireplug.errors import UsageError
 from fireplug.execution import inspected_state, listed_state
 from fireplug.output import LineWriter, run_prefix
 from fireplug.runs import RunBook, RunRecord, matching, new_id
-from fireplug.scheduler import _Board
+from fireplug.scheduler import _Board, slots_for
 from fireplug.sweep import Outcome, parse_param, runs_from_params
 
 
@@ -214,3 +214,10 @@ def test_a_signal_during_a_create_request_takes_effect_once_it_is_answered_and_t
     assert undone == ["id"] and stopped.value.signum == signals.SIGINT
     assert signals.getsignal(signals.SIGINT) is signals.default_int_handler
     assert made_uninterrupted(lambda: "quiet", undone.append) == "quiet" and undone == ["id"]
+
+
+def test_per_host_auto_fits_the_runs_cpus_into_the_host_s() -> None:
+    assert slots_for(8, None) == 8
+    assert slots_for(8, 3_000_000_000) == 2
+    assert slots_for(8, 500_000_000) == 16
+    assert slots_for(2, 4_000_000_000) == 1, "a run bigger than the host still runs, alone"
