@@ -400,7 +400,7 @@ def _build_settings(table: dict[str, Any]) -> BuildSettings:
     dockerfile, requirements = table.get("dockerfile", ""), table.get("requirements", "")
     use = dockerfile not in (False, "false")  # `dockerfile = false`, or FP_BUILD_DOCKERFILE=false
     use_requirements = requirements not in (False, "false")
-    if use_requirements and requirements and not _is_relative_path(requirements):
+    if isinstance(requirements, str) and use_requirements and requirements and not _is_relative_path(requirements):
         raise ConfigError(f"build.requirements {requirements!r} must be a file inside the project, like 'requirements.txt'", key="build.requirements")
     network = table.get("network", "")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*|", network):
