@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.overhead import timed
+from bench.overhead import remove_images, timed
 from tests import testbed
 from tests.package_index import PackageIndex
 
@@ -75,13 +75,6 @@ def fresh_requirements(folder: Path) -> None:
 
 def docker_build(context: Path, tag: str, *extra: str) -> float:
     return timed(["docker", "build", "-q", "--network", "host", "-t", tag, *extra, "."], context)
-
-
-def remove_images(*filters: str) -> None:
-    for wanted in filters:
-        ids = subprocess.run(["docker", "images", "-q", "--filter", wanted], capture_output=True, text=True).stdout.split()
-        if ids:
-            subprocess.run(["docker", "rmi", "-f", *dict.fromkeys(ids)], capture_output=True)
 
 
 def label(image: str, name: str) -> str:

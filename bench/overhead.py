@@ -55,10 +55,15 @@ def project_image(name: str) -> str:
 
 
 def remove_project_images(names: list[str]) -> None:
-    for name in names:
-        ids = subprocess.run(["docker", "images", "-q", "--filter", f"label=io.fireplug.project={name}"], capture_output=True, text=True).stdout.split()
+    remove_images(*(f"label=io.fireplug.project={name}" for name in names))
+
+
+def remove_images(*filters: str) -> None:
+    """Remove the images each ``docker images --filter`` matches."""
+    for wanted in filters:
+        ids = subprocess.run(["docker", "images", "-q", "--filter", wanted], capture_output=True, text=True).stdout.split()
         if ids:
-            subprocess.run(["docker", "rmi", "-f", *ids], capture_output=True)
+            subprocess.run(["docker", "rmi", "-f", *dict.fromkeys(ids)], capture_output=True)
 
 
 def main() -> int:

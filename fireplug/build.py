@@ -336,17 +336,24 @@ def _run_install(engine: Engine, container: str, deps: Dependencies, tag: str, *
         attached.send_all(stdin_settings(deps))
         attached.close_stdin()
         with console.StepProgress(title, show_output=verbose, label=engine.host) as progress:
-            pending = b""
-            for _, data in frames(attached):
-                *lines, pending = (pending + data).split(b"\n")
-                for raw in lines:
-                    line = redact(raw.decode(errors="replace").rstrip())
-                    if line.strip():
-                        tail.append(line)
-                        progress.update(line, milestone=line.startswith(_INSTALL_MILESTONES))
+            for raw in _lines(frames(attached)):
+                line = redact(raw.decode(errors="replace").rstrip())
+                if line.strip():
+                    tail.append(line)
+                    progress.update(line, milestone=line.startswith(_INSTALL_MILESTONES))
     finally:
         attached.close()
     return engine.wait(container), list(tail)
+
+
+def _lines(frames: Iterator[tuple[int, bytes]]) -> Iterator[bytes]:
+    """Whole lines of each stream of a container's output, the last one even without a newline
+    (an install's last error may end that way)."""
+    pending: dict[int, bytes] = {}
+    for stream, data in frames:
+        *lines, pending[stream] = (pending.get(stream, b"") + data).split(b"\n")
+        yield from lines
+    yield from (rest for rest in pending.values() if rest)
 
 
 _INSTALL_MILESTONES = ("Collecting ", "Installing collected packages", "Successfully installed", "Setting up ")

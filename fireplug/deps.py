@@ -170,11 +170,14 @@ def _refuse_shipped_credentials(root: Path, index: IndexSettings) -> None:
     Raises:
         ConfigError: it holds one.
     """
+    secrets = index.secrets()
+    if not secrets:
+        return
     try:
         text = (root / PROJECT_FILE).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return
-    if any(secret in text for secret in index.secrets()):
+    if any(secret in text for secret in secrets):
         raise ConfigError(
             f"{PROJECT_FILE} holds the credentials of a pip index URL, and it is shipped with the code",
             hint="move the URL to ~/.config/fireplug/config.toml or FP_BUILD_PIP_INDEX_URL",

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ class PackageIndex:
     def start(self) -> PackageIndex:
         if not PYPI_SERVER.exists():
             raise RuntimeError("pypi-server is not installed in the test venv; run the tests with tests/run")
-        self.port = self.port or free_port()
+        self.port = self.port or testbed.free_port()
         auth = [".", "-P", "."]
         if self.password:
             with warnings.catch_warnings():  # passlib imports crypt, deprecated since 3.11
@@ -52,7 +51,7 @@ class PackageIndex:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 30
-        while not port_answers(self.port):
+        while not testbed.port_answers(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"pypiserver did not start: {self.log.read_text(errors='replace')[-500:]}")
             time.sleep(0.1)
@@ -62,14 +61,3 @@ class PackageIndex:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-
-def port_answers(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,19 @@ HOST_DATA = STATE / "host-data"  # data roots of the remote hosts live under her
 
 def say(message: str) -> None:
     print(f"testbed: {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1 (for a test's own server)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def port_answers(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:

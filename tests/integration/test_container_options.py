@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests import testbed
 from tests.integration.conftest import Project, RemoteBench, containers_of, start_in_group
 
 pytestmark = pytest.mark.engine
@@ -58,14 +58,8 @@ def test_options_a_host_cannot_honour_fail_in_one_line_before_any_work(fp, proje
     assert bad.code == 2 and "--shm-size 'lots'" in bad.err
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_a_published_port_on_an_ssh_host_is_forwarded_here(project: Project, remote: RemoteBench) -> None:
-    here = free_port()
+    here = testbed.free_port()
     project.write("data/page.txt", "served from the host\n")
     running = start_in_group(project, "--host", "primary", "-p", f"{here}:8000", "python3", "-m", "http.server", "8000", "--bind", "0.0.0.0", "-d", "data")
     try:

@@ -9,7 +9,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,10 +44,7 @@ class S3Server:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(self.port)], stdout=out, stderr=out, start_new_session=True)
         deadline = time.monotonic() + 30
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    break
+        while not testbed.port_answers(self.port):
             assert time.monotonic() < deadline, "moto did not start"
             time.sleep(0.1)
         self.client().create_bucket(Bucket=BUCKET)
@@ -73,17 +69,11 @@ class S3Server:
         return [item["Key"] for page in pages for item in page.get("Contents", ())]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_home: Path) -> Iterator[S3Server]:
     if not MOTO.exists():
         pytest.fail("moto_server is not installed in the test venv; run the tests with tests/run")
-    server = S3Server(free_port(), tmp_path / "moto.log")
+    server = S3Server(testbed.free_port(), tmp_path / "moto.log")
     server.start()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "fpkey")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)

@@ -136,3 +136,10 @@ def test_an_index_password_in_the_shipped_fireplug_toml_is_refused(tmp_path: Pat
     write(tmp_path, "fireplug.toml", text)
     with pytest.raises(ConfigError, match="holds the credentials of a pip index URL"):
         find_dependencies(load([Source(str(tmp_path / "fireplug.toml"), text)], {}, {}, root=tmp_path))
+
+
+def test_install_output_is_cut_in_lines_per_stream_and_keeps_a_last_line_without_newline() -> None:
+    from fireplug.build import _lines
+
+    frames = iter([(1, b"Collecting six\nColl"), (2, b"E: Unable to "), (1, b"ecting tqdm\n"), (2, b"locate package nosuch")])
+    assert list(_lines(frames)) == [b"Collecting six", b"Collecting tqdm", b"E: Unable to locate package nosuch"]
