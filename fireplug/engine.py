@@ -390,20 +390,30 @@ class Engine:
 
     # -- images -----------------------------------------------------------------------
 
-    def image_id(self, reference: str) -> str | None:
-        """The ID of the image ``reference`` names on this engine, or None when absent."""
+    def _inspect_image(self, reference: str) -> dict[str, Any] | None:
         response = self._request("GET", f"/images/{_quote(reference)}/json", action=f"inspecting image {reference}", allowed=(404,))
         if response.status == 404:
             self._body(response)
             return None
-        answer = self._decode(self._body(response), f"GET /images/{reference}/json")
-        return self._field(answer, "Id", str, f"GET /images/{reference}/json")
+        answer: dict[str, Any] = self._decode(self._body(response), f"GET /images/{reference}/json")
+        return answer
+
+    def image_id(self, reference: str) -> str | None:
+        """The ID of the image ``reference`` names on this engine, or None when absent."""
+        answer = self._inspect_image(reference)
+        return None if answer is None else self._field(answer, "Id", str, f"GET /images/{reference}/json")
 
     def image_config(self, reference: str) -> dict[str, Any]:
         """The image's run configuration (Env, Entrypoint, Cmd, WorkingDir...); {} when it has none."""
         answer = self._json("GET", f"/images/{_quote(reference)}/json", action=f"inspecting image {reference}")
         config = answer.get("Config")
         return config if isinstance(config, dict) else {}
+
+    def image_created(self, reference: str) -> float:
+        """When the image was made, to the nanosecond (the image list's Created is in whole
+        seconds); 0 for an image gone meanwhile."""
+        answer = self._inspect_image(reference) or {}
+        return engine_time(str(answer.get("Created") or "")) or 0.0
 
     def path_kind(self, container: str, path: str) -> tuple[int, str] | None:
         """(mode, link target) of ``path`` in a container, which need not be running; None when absent."""

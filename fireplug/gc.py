@@ -181,7 +181,9 @@ def _old_images(engine: Engine, keep: int, used: set[str], sizes: Mapping[str, i
     for image in engine.images([labels.kind_is("project")], dangling=False):
         by_project.setdefault(str((image.get("Labels") or {}).get(labels.PROJECT_KEY, "")), []).append(image)
     for project, images in by_project.items():
-        newest_first = sorted(images, key=lambda image: int(image.get("Created") or 0), reverse=True)  # type: ignore[call-overload]
+        if len(images) <= keep:
+            continue
+        newest_first = sorted(images, key=lambda image: engine.image_created(str(image.get("Id", ""))), reverse=True)
         for image in newest_first[keep:]:
             image_id = str(image.get("Id", ""))
             if image_id in used:

@@ -78,7 +78,7 @@ def containers_of(project: str, engine: str = "main") -> list[str]:
 
 
 def images_of(project: str, engine: str = "main") -> list[str]:
-    return docker("images", "-q", "--no-trunc", "--filter", f"label=io.fireplug.project={project}", engine=engine).split()
+    return sorted(docker("images", "-q", "--no-trunc", "--filter", f"label=io.fireplug.project={project}", engine=engine).split())
 
 
 @functools.cache
