@@ -98,6 +98,8 @@ class HostSettings:
     data_root: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     pool: bool | None = None  # whether fp may choose it without --host; None: by its source (see inventory)
+    kind: str = ""  # "swarm": the engine is a swarm manager, runs are services (see swarm.py); "": docker
+    registry: str = ""  # a swarm's registry for one-time images: "registry.example:5000/team"
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,10 @@ HOST_SCHEMA: dict[str, type] = {
     "data_root": str,
     "labels": dict,
     "pool": bool,
+    "kind": str,
+    "registry": str,
 }
+HOST_KINDS = ("docker", "swarm")
 _TYPE_NAMES: dict[Any, str] = {
     (str, bool): "a path or false",
     bool: "true or false",
@@ -443,6 +448,15 @@ def _host_settings(name: str, table: dict[str, Any]) -> HostSettings:
     port = table.get("ssh_port", 0)
     if not 0 <= port <= 65535:
         raise ConfigError(f"hosts.{name}.ssh_port {port} is not a port number", key=f"hosts.{name}.ssh_port")
+    kind = table.get("kind", "")
+    if kind and kind not in HOST_KINDS:
+        raise ConfigError(f"hosts.{name}.kind {kind!r} is not one of {', '.join(HOST_KINDS)}", key=f"hosts.{name}.kind")
+    if kind == "swarm" and not table.get("registry"):
+        raise ConfigError(
+            f"[hosts.{name}] is a swarm: its nodes pull one-time images from a registry",
+            hint='add registry = "registry.example:5000/team"',
+            key=f"hosts.{name}.registry",
+        )
     labels = {str(key): str(value) for key, value in table.get("labels", {}).items()}
     return HostSettings(name=name, **{key: value for key, value in table.items() if key != "labels"}, labels=labels)
 

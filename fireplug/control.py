@@ -26,6 +26,7 @@ from fireplug.invocation import Invocation
 from fireplug.output import LineWriter, run_prefix
 from fireplug.proc import alive
 from fireplug.runs import RunBook, RunRecord, matching
+from fireplug.swarm import SwarmExecutor
 
 STOP_GRACE_SECONDS = 10.0
 KILL_WAIT_SECONDS = 10.0
@@ -100,9 +101,22 @@ class Hosts:
         self._connections: dict[str, hosts.Connection] = {}
         self._lock = threading.Lock()
 
-    def executor(self, name: str) -> DockerExecutor:
+    def executor(self, name: str) -> DockerExecutor | SwarmExecutor:
         """Raises: FireplugError: unknown host, or it cannot be reached."""
-        return DockerExecutor(self.connection(name).engine)
+        connection = self.connection(name)
+        if connection.host.swarm:
+            return SwarmExecutor(connection.engine, self._signaller())
+        return DockerExecutor(connection.engine)
+
+    def _signaller(self) -> Callable[[str, str], None] | None:
+        """How `fp stop` reaches a swarm task: the project's bucket (None without one: a stop removes it)."""
+        config = self.invocation.config
+        if not config.sync.s3:
+            return None
+        from fireplug.swarmjob import signaller
+        from fireplug.sync.s3 import Staging, Store
+
+        return signaller(Store(Staging.of(config.sync, config.project.key, self.invocation.state)))  # type: ignore[no-any-return]
 
     def connection(self, name: str) -> hosts.Connection:
         with self._lock:
@@ -112,7 +126,7 @@ class Hosts:
         with self._lock:
             return self._connections.setdefault(name, connection)
 
-    def each(self, names: Iterable[str], ask: Callable[[DockerExecutor], T]) -> dict[str, T | FireplugError]:
+    def each(self, names: Iterable[str], ask: Callable[[DockerExecutor | SwarmExecutor], T]) -> dict[str, T | FireplugError]:
         """``ask`` of every host in ``names``, in parallel; a host that failed gives its error."""
         answers: dict[str, T | FireplugError] = {}
 
@@ -190,8 +204,8 @@ def locate(invocation: Invocation, peers: Hosts, wanted: str, *, only: str | Non
     return chosen
 
 
-def _located_from_record(peers: Hosts, record: RunRecord, answer: DockerExecutor | FireplugError | None) -> Located:
-    if not isinstance(answer, DockerExecutor):
+def _located_from_record(peers: Hosts, record: RunRecord, answer: DockerExecutor | SwarmExecutor | FireplugError | None) -> Located:
+    if not isinstance(answer, (DockerExecutor, SwarmExecutor)):
         return Located(record.id, record.host, record, None, answered=False)
     return Located(record.id, record.host, record, answer.state(record.container))
 
@@ -317,7 +331,7 @@ def stop_map_process(book: RunBook, wanted: str, *, grace: float = STOP_GRACE_SE
     return map_id
 
 
-def _wait_until_ended(executor: DockerExecutor, handle: str, deadline: float) -> RunState | None:
+def _wait_until_ended(executor: DockerExecutor | SwarmExecutor, handle: str, deadline: float) -> RunState | None:
     while True:
         state = executor.state(handle)
         if state is None or not state.running or time.monotonic() >= deadline:
@@ -354,6 +368,9 @@ def pull_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, 
     for (root, host), members in groups.items():
         project = invocation if str(invocation.config.root) == root else invocation.for_project(Path(root))
         connection = peers.connection(host)
+        if connection.host.swarm:
+            done.append(_pull_from_swarm(project, peers, host, root, members))
+            continue
         ensure_data_folder(local_data_folder(project.config))
         host_side = make_host_side(connection, project.config, verbose=verbose, locks=project.locks)
         sync_data(project, host_side, push=False, verbose=verbose)
@@ -363,6 +380,31 @@ def pull_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, 
         still = tuple(located.run_id for located in members if located.running)
         done.append(Pulled(host, root, tuple(members), still))
     return done
+
+
+def _pull_from_swarm(project: Invocation, peers: Hosts, host: str, root: str, members: list[Located]) -> Pulled:
+    """A swarm run's results come from the bucket, once its task ended and published them."""
+    from fireplug import swarmjob
+    from fireplug.job import ensure_data_folder, local_data_folder
+    from fireplug.sync.s3 import Staging, Store
+
+    config = project.config
+    store = swarmjob.require_staging(peers.connection(host).host, Store(Staging.of(config.sync, config.project.key, project.state)) if config.sync.s3 else None)
+    data = local_data_folder(config)
+    ensure_data_folder(data)
+    for located in members:
+        if located.running:
+            continue
+        record = located.record or _record_of(located)
+        landed = swarmjob.collect(store, project, record, data)
+        if landed is None:
+            console.warn(f"run {located.run_id} published no results (its task was stopped before it could, or they were pulled already)")
+        else:
+            swarmjob.report_landed(host, landed)
+        if located.state is not None:
+            _done_with(project.runs, peers, located)
+        swarmjob.forget_run(store, located.run_id)
+    return Pulled(host, root, tuple(members), tuple(located.run_id for located in members if located.running))
 
 
 def _project_root(invocation: Invocation, located: Located) -> str:
@@ -383,9 +425,17 @@ def _done_with(book: RunBook, peers: Hosts, located: Located) -> None:
     executor = peers.executor(located.host)
     kept = book.log_path(located.run_id)
     if not kept.exists():
-        _keep_output(executor.logs(located.state.handle, follow=False), kept)
+        keep_output(executor.logs(located.state.handle, follow=False), kept)
     executor.remove(located.state.handle)
-    record = located.record or RunRecord(
+    record = located.record or _record_of(located)
+    ended = replace(record.with_end(located.state.exit_code, now=located.state.finished_at), pulled=time.time())
+    book.save(ended)
+
+
+def _record_of(located: Located) -> RunRecord:
+    """A record for a run this machine has none of, from its labels."""
+    assert located.state is not None
+    return RunRecord(
         located.run_id,
         located.host,
         located.state.labels.get(labels.PROJECT, ""),
@@ -397,11 +447,9 @@ def _done_with(book: RunBook, peers: Hosts, located: Located) -> None:
         map_id=located.map_id,
         params=located.params,
     )
-    ended = replace(record.with_end(located.state.exit_code, now=located.state.finished_at), pulled=time.time())
-    book.save(ended)
 
 
-def _keep_output(chunks: Iterator[tuple[int, bytes]], path: Path) -> None:
+def keep_output(chunks: Iterator[tuple[int, bytes]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(partial, "wb") as kept:

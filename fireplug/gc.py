@@ -26,13 +26,14 @@ from pathlib import Path
 
 from fireplug import console, hosts, labels
 from fireplug.context import human_bytes
-from fireplug.control import Hosts
+from fireplug.control import Hosts, keep_output
 from fireplug.engine import Engine
 from fireplug.errors import FireplugError
 from fireplug.execution import DockerExecutor, RunState
 from fireplug.invocation import Invocation
 from fireplug.locks import process_gone
 from fireplug.runs import RunRecord
+from fireplug.swarm import SECRET_LABEL, SwarmExecutor
 from fireplug.sync.record import PairFiles
 from fireplug.sync.tree import TRASH_DAYS, TRASH_FOLDER, old_batches, tree_bytes
 
@@ -51,7 +52,7 @@ exit 0
 
 @dataclass(frozen=True)
 class Garbage:
-    kind: str  # run, helper, image, dangling image, trash
+    kind: str  # run, helper, image, dangling image, trash; service, secret (a swarm's)
     handle: str  # container or image id, or a path
     name: str
     bytes: int
@@ -104,7 +105,11 @@ def remove_garbage(peers: Hosts, place: str, found: Found, base_image: str) -> i
     connection = peers.connection(place)
     engine, freed = connection.engine, 0
     for item in found.items:
-        if item.kind in ("run", "helper"):
+        if item.kind == "service":
+            _remove_service(peers, place, item)
+        elif item.kind == "secret":
+            engine.remove_secret(item.handle)
+        elif item.kind in ("run", "helper"):
             engine.remove_container(item.handle)
         elif item.kind in ("image", "dangling image") and not engine.remove_image(item.handle):
             console.note(f"host '{place}': kept image {item.name}: something uses it now")
@@ -119,16 +124,30 @@ def remove_garbage(peers: Hosts, place: str, found: Found, base_image: str) -> i
     return freed
 
 
-def _on_host(invocation: Invocation, peers: Hosts, executor: DockerExecutor, records: Mapping[str, RunRecord], keep: int) -> Found:
+def _remove_service(peers: Hosts, place: str, item: Garbage) -> None:
+    """A swarm run's service, its output kept here first (fp logs still shows it)."""
+    executor = peers.executor(place)
+    kept = peers.invocation.runs.log_path(item.name)
+    if not kept.exists():
+        keep_output(executor.logs(item.handle, follow=False), kept)
+    executor.remove(item.handle)
+
+
+def _on_host(invocation: Invocation, peers: Hosts, executor: DockerExecutor | SwarmExecutor, records: Mapping[str, RunRecord], keep: int) -> Found:
     engine = executor.engine
     found = Found()
     used = {str(container.get("ImageID", "")) for container in engine.containers([], running_only=False)}
-    _ended_runs(invocation, executor, records, found)
-    _helpers(executor, found)
+    if isinstance(executor, SwarmExecutor):
+        _ended_services(executor, found)
+    else:
+        _ended_runs(invocation, executor, records, found)
+    _helpers(DockerExecutor(engine), found)
     sizes = engine.image_sizes()
     _old_images(engine, keep, used, sizes, found)
     _unused_layers(engine, used, sizes, found)
     _dangling(engine, used, sizes, found)
+    if isinstance(executor, SwarmExecutor):
+        return found  # (a swarm's runs keep no data folder on it: their data is in the bucket)
     connection = peers.connection(executor.host)
     trash = _host_trash(connection, invocation.config.build.base_image, remove=False)
     found.items += [Garbage("trash", path, path, size, f"older than {TRASH_DAYS} days") for size, path in trash]
@@ -146,6 +165,21 @@ def _ended_runs(invocation: Invocation, executor: DockerExecutor, records: Mappi
             found.items.append(Garbage("run", state.handle, f"{run_id or state.name}", size, f"ended (exit {state.exit_code}), its results came back"))
         elif state.ended:
             found.kept_runs.append(run_id or state.name)
+
+
+def _ended_services(executor: SwarmExecutor, found: Found) -> None:
+    """A swarm run's ended service: its results stay in the bucket (fp pull ID brings them), its
+    output is kept here when it goes; and the job secrets whose service is gone."""
+    runs = set()
+    for state in executor.find([labels.kind_is("run")], running_only=False):
+        run_id = state.labels.get(labels.RUN, "")
+        runs.add(run_id)
+        if state.ended:
+            found.items.append(Garbage("service", state.handle, run_id or state.name, 0, f"ended (exit {state.exit_code}); its results stay in the bucket"))
+    for secret in executor.engine.secrets([SECRET_LABEL]):
+        run_id = str(((secret.get("Spec") or {}).get("Labels") or {}).get(SECRET_LABEL, ""))
+        if run_id not in runs:
+            found.items.append(Garbage("secret", str(secret.get("ID", "")), f"of run {run_id}", 0, "a run's job secret, whose service is gone"))
 
 
 def _results_came_back(invocation: Invocation, host: str, state: RunState, record: RunRecord | None) -> bool:

@@ -49,6 +49,7 @@ class Probe:
     jobs: frozenset[str] = frozenset()  # running fp jobs: the fp process that started each (or its container id)
     free_bytes: int | None = None
     gpus: bool = False  # the engine reports an NVIDIA runtime
+    nodes: tuple[Node, ...] = ()  # a swarm's
     skipped: bool = False  # not asked (remembered unreachable), or not waited for (another host was chosen)
 
     @property
@@ -71,7 +72,52 @@ class Probe:
             "data_root": None if self.host.local else self.host.data_root,
             "labels": dict(self.host.labels),
             "pool": self.host.pool,
+            "kind": self.host.kind,
+            "nodes": [node.__dict__ for node in self.nodes],
         }
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node of a swarm host, as `fp hosts` shows it."""
+
+    id: str
+    hostname: str
+    role: str
+    state: str  # ready, down, unknown, disconnected
+    version: str
+    cpus: float
+    memory: int
+    gpus: str  # its generic resources ("NVIDIA-GPU=2"), "" for none
+    tasks: int  # fp runs' tasks running on it
+
+
+def swarm_nodes(engine: Engine) -> tuple[Node, ...]:
+    running: dict[str, int] = {}
+    for service in engine.services([labels.kind_is("run")]):
+        for task in engine.tasks(str(service.get("ID", ""))):
+            if (task.get("Status") or {}).get("State") == "running":
+                node = str(task.get("NodeID") or "")
+                running[node] = running.get(node, 0) + 1
+    return tuple(_node(node, running) for node in engine.nodes())
+
+
+def _node(node: Mapping[str, Any], running: Mapping[str, int]) -> Node:
+    description = node.get("Description") or {}
+    resources = description.get("Resources") or {}
+    generic = [item.get("DiscreteResourceSpec") or {} for item in resources.get("GenericResources") or []]
+    node_id = str(node.get("ID", ""))
+    return Node(
+        id=node_id,
+        hostname=str(description.get("Hostname") or "?"),
+        role=str((node.get("Spec") or {}).get("Role") or ""),
+        state=str((node.get("Status") or {}).get("State") or ""),
+        version=str((description.get("Engine") or {}).get("EngineVersion") or ""),
+        cpus=int(resources.get("NanoCPUs") or 0) / 1e9,
+        memory=int(resources.get("MemoryBytes") or 0),
+        gpus=", ".join(f"{item.get('Kind')}={item.get('Value')}" for item in generic if item),
+        tasks=running.get(node_id, 0),
+    )
 
 
 def resolve(name: str, inventory: Inventory) -> Host:
@@ -117,6 +163,8 @@ def probe(host: Host, settings: SshSettings, *, timeout: float, local_folder: st
     try:
         connection = connect(host, settings, timeout=timeout)
         info = connection.engine.info()
+        if host.swarm:
+            return _swarm_probe(host, info, swarm_nodes(connection.engine))
         jobs = running_jobs(connection.engine)
         free = free_space(connection, local_folder, timeout) if local_folder is not None else None
     except FireplugError as e:
@@ -130,6 +178,21 @@ def probe(host: Host, settings: SshSettings, *, timeout: float, local_folder: st
         jobs=jobs,
         free_bytes=free,
         gpus=has_gpus(info),
+    )
+
+
+def _swarm_probe(host: Host, info: Mapping[str, Any], nodes: tuple[Node, ...]) -> Probe:
+    """A swarm as one host: the resources of its ready nodes together."""
+    ready = [node for node in nodes if node.state == "ready"]
+    return Probe(
+        host,
+        True,
+        version=str(info.get("ServerVersion", "")),
+        cpus=int(sum(node.cpus for node in ready)),
+        memory=sum(node.memory for node in ready),
+        jobs=frozenset(f"{node.id}:{number}" for node in nodes for number in range(node.tasks)),
+        gpus=any(node.gpus for node in ready),
+        nodes=nodes,
     )
 
 

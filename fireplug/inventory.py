@@ -48,6 +48,12 @@ class Host:
     data_root: str = DEFAULT_DATA_ROOT
     labels: Mapping[str, str] = field(default_factory=dict)
     pool: bool = False  # fp may choose it without --host
+    kind: str = "docker"  # "swarm": a swarm manager; runs are services placed by the swarm (swarm.py)
+    registry: str = ""  # a swarm's registry for one-time images
+
+    @property
+    def swarm(self) -> bool:
+        return self.kind == "swarm"
 
     @property
     def engine_over_ssh(self) -> bool:
@@ -257,12 +263,14 @@ def apply_settings(found: Host | None, settings: HostSettings) -> Host:
     return replace(
         base,
         source=source,
-        local=scheme == "unix",
+        local=scheme == "unix" and settings.kind != "swarm",  # (a swarm's nodes do not see this machine's files)
         tls=tls if scheme == "tcp" else None,
         ssh=ssh_target(url, base.ssh, settings),
         data_root=settings.data_root or base.data_root,
         labels={**base.labels, **settings.labels},
-        pool=settings.pool if settings.pool is not None else found.pool if found else True,
+        pool=settings.pool if settings.pool is not None else found.pool if found else settings.kind != "swarm",
+        kind=settings.kind or base.kind,
+        registry=settings.registry or base.registry,
     )
 
 

@@ -119,6 +119,10 @@ def run(invocation: Invocation, request: RunRequest) -> int:
         console.note(f"host '{host.name}' ({why})")
     try:
         store = staging_store(invocation, host, request.steps)
+        if host.swarm:
+            from fireplug import swarmjob
+
+            return swarmjob.run(invocation, request, host, started, store)
         job = prepare(invocation, request, host, started, store)
         return job.run_here() if host.local else job.run_remote()
     finally:

@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fireplug import console, labels
+from fireplug import console, labels, swarmjob
 from fireplug.engine import Attached
 from fireplug.errors import EngineError, EngineUnreachable, FireplugError
 from fireplug.execution import DockerExecutor
@@ -59,9 +59,11 @@ from fireplug.run import HeldSignals, frames
 from fireplug.runs import RUN_ID, new_id
 from fireplug.spec import ContainerSpec
 from fireplug.ssh import SshError
+from fireplug.swarm import SwarmExecutor
 from fireplug.sweep import MapRun, Outcome, Tally, joblog_header
 from fireplug.sync import SyncInterrupted, SyncReport
 from fireplug.sync.plan import conflict_name
+from fireplug.sync.results import Landed
 from fireplug.sync.session import HostSide
 
 LOST = -1  # a run's exit code when it never reported one
@@ -130,7 +132,7 @@ class _Board:
         self.preparing = 0
         self.in_flight = 0
         self.stopping = False
-        self.running: dict[str, tuple[DockerExecutor, int]] = {}  # container -> (its executor, seq)
+        self.running: dict[str, tuple[DockerExecutor | SwarmExecutor, int]] = {}  # container -> (its executor, seq)
         self.tally = Tally(queued=len(runs))
 
     def take(self, host: str) -> _Pending | None:
@@ -192,7 +194,8 @@ class _Lane:
         self.name = host_name
         self.job: Job | None = None
         self.host_side: HostSide | None = None
-        self.executor: DockerExecutor | None = None
+        self.executor: DockerExecutor | SwarmExecutor | None = None
+        self.swarm: swarmjob.Prepared | None = None  # a swarm host: its runs are services (see swarmjob.py)
         self.anchor = ""  # the container whose network the runs share ("": none)
         self.removals: queue.Queue[str | None] = queue.Queue()  # containers of ended runs, then the anchor
 
@@ -206,36 +209,49 @@ class _Lane:
     def prepare(self) -> None:
         """Connect, build, sync in, then start the workers (in this thread)."""
         scheduler = self.scheduler
-        board = scheduler.board
         try:
             invocation, request = scheduler.invocation, scheduler.request.run
             host = invocation.host(self.name)
             store = staging_store(invocation, host, request.steps)
-            job = prepare(invocation, request, host, time.perf_counter(), store)
-            scheduler.check_commands(job)
-            self.executor = DockerExecutor(job.connection.engine)
-            if not host.local:
-                self.host_side = make_host_side(job.connection, invocation.config, verbose=request.verbose, locks=invocation.locks, store=store)
-                if request.steps.sync_in:
-                    ensure_data_folder(local_data_folder(invocation.config))
-                    with scheduler.local_sync:
-                        sync_data(invocation, self.host_side, full=request.full_sync, accept_deletions=request.accept_deletions, verbose=request.verbose)
-                else:
-                    self.host_side.list()  # makes the host's data folder: the engine mounts only what exists
-            slots = scheduler.slots(job)
-            self.anchor = scheduler.start_anchor(self.executor, job)
-            self.job = job
+            if host.swarm:
+                with scheduler.local_sync:
+                    self.swarm = swarmjob.prepare(invocation, request, host, store)
+                self.executor = SwarmExecutor(self.swarm.connection.engine, swarmjob.signaller(self.swarm.store))
+                slots = len(scheduler.request.runs)  # all at once: the swarm places them where their reservations fit (--per-host is for hosts)
+            else:
+                job = prepare(invocation, request, host, time.perf_counter(), store)
+                scheduler.check_commands(job)
+                self.executor = DockerExecutor(job.connection.engine)
+                if not host.local:
+                    self.host_side = make_host_side(job.connection, invocation.config, verbose=request.verbose, locks=invocation.locks, store=store)
+                    if request.steps.sync_in:
+                        ensure_data_folder(local_data_folder(invocation.config))
+                        with scheduler.local_sync:
+                            sync_data(invocation, self.host_side, full=request.full_sync, accept_deletions=request.accept_deletions, verbose=request.verbose)
+                    else:
+                        self.host_side.list()  # makes the host's data folder: the engine mounts only what exists
+                slots = scheduler.slots(job)
+                self.anchor = scheduler.start_anchor(self.executor, job)
+                self.job = job
         except (FireplugError, SyncInterrupted) as e:
             self._left_out(str(e))
             return
         except Exception as e:  # a failure of fp's own must not leave the map waiting for this host
             self._left_out(f"fp failed ({type(e).__name__}: {e})")
             return
+        self._serve(slots)
+
+    def _serve(self, slots: int) -> None:
+        """Take runs from the board, ``slots`` at a time, until none is left for this host."""
+        board = self.scheduler.board
         with board.cond:
             board.live.add(self.name)
             board.preparing -= 1
             board.cond.notify_all()
-        console.note(f"host '{self.name}' ready: {slots} run{'s' if slots > 1 else ''} at a time")
+        if self.swarm is not None:
+            console.note(f"swarm '{self.name}' ready: all runs are handed to it, placed by its free resources")
+        else:
+            console.note(f"host '{self.name}' ready: {slots} run{'s' if slots > 1 else ''} at a time")
         remover = threading.Thread(target=self.remove_ended, name=f"fp-map-{self.name}-remover", daemon=True)
         remover.start()
         workers = [threading.Thread(target=self.work, name=f"fp-map-{self.name}-{slot}", daemon=True) for slot in range(slots)]
@@ -334,14 +350,16 @@ class _Scheduler:
         return handle
 
     def run_one(self, lane: _Lane, item: _Pending) -> None:
-        assert lane.job is not None and lane.executor is not None
+        assert lane.executor is not None
         run, host = item.run, lane.name
         item.tries += 1
-        spec = self._spec(lane.job, run, lane.anchor)
+        base = lane.swarm.spec if lane.swarm is not None else lane.job.spec if lane.job is not None else None
+        assert base is not None
+        spec = self._spec(base, run, lane.anchor)
         prefix = run_prefix(run.shown_params, host)
         started = time.time()
         try:
-            status, signalled = self._execute(lane, spec, run, prefix)
+            status, signalled = self._execute_swarm(lane, spec, prefix) if lane.swarm is not None else self._execute(lane, spec, run, prefix)
         except HOST_LOST as e:
             self._host_lost(lane, item, spec, e)
             return
@@ -371,20 +389,20 @@ class _Scheduler:
                 prefix=prefix,
             )
 
-    def _spec(self, job: Job, run: MapRun, anchor: str) -> ContainerSpec:
+    def _spec(self, base: ContainerSpec, run: MapRun, anchor: str) -> ContainerSpec:
         run_id = new_id()
         config = self.invocation.config
-        options = replace(job.spec.options, network=f"container:{anchor}") if anchor else job.spec.options
+        options = replace(base.options, network=f"container:{anchor}") if anchor else base.options
         return replace(
-            job.spec,
+            base,
             options=options,
             command=run.argv,
-            env=(*job.spec.env, *run.env()),
+            env=(*base.env, *run.env()),
             name=f"fp-{config.project.name}-{run_id}",
             tty=False,
             stdin=False,
             labels={
-                **job.spec.labels,
+                **base.labels,
                 labels.RUN: run_id,
                 labels.MAP: self.request.map_id,
                 labels.PARAMS: json.dumps(dict(run.shown_params)),
@@ -432,6 +450,57 @@ class _Scheduler:
             with board.cond:
                 board.running.pop(handle, None)
             lane.removals.put(handle)
+
+    def _execute_swarm(self, lane: _Lane, spec: ContainerSpec, prefix: str) -> tuple[int, int]:
+        """Submit the run as a service, follow it to its end, and land its results here; (its exit
+        status, the signal fp sent it or 0). A task lost with its node is started again by swarmjob."""
+        board, prepared, executor = self.board, lane.swarm, lane.executor
+        assert prepared is not None and executor is not None
+        with board.cond:
+            if board.stopping:
+                raise _NotStarted
+        submitted = swarmjob.start_run(self.invocation, prepared, spec)
+        handle = submitted.handle
+        with board.cond:
+            board.running[handle] = (executor, 0)
+
+        def restarted(old: str, new: str) -> None:
+            with board.cond:
+                board.running[new] = board.running.pop(old, (executor, 0))
+
+        kept = self.invocation.runs.log_path(submitted.record.id)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        status: int | None = None
+        try:
+            with open(kept, "ab") as log:
+
+                def write(stream: int, data: bytes) -> None:
+                    log.write(data)
+                    self.writer.write(stream, data, prefix=prefix, key=spec.name)
+
+                handle, status = swarmjob.follow(submitted, prepared.connection, prepared.store, write=write, on_restart=restarted)
+            self.writer.flush(spec.name, prefix)
+            with board.cond:
+                signalled = board.running.pop(handle, (executor, 0))[1]
+        finally:
+            with board.cond:
+                board.running.pop(handle, None)
+            landed = self._finish_swarm_run(prepared, submitted, handle, status, spec.name, prefix)
+        for path, copy in landed.conflicts if landed else ():
+            self.conflicts.append((path, copy))
+            self.writer.note(f"conflict: {path} changed here meanwhile (another run?); this run's version is {copy}", key=spec.name, prefix=prefix)
+        return status, signalled
+
+    def _finish_swarm_run(
+        self, prepared: swarmjob.Prepared, submitted: swarmjob.Submitted, handle: str, status: int | None, key: str, prefix: str
+    ) -> Landed | None:
+        try:
+            with self.local_sync:
+                return swarmjob.finish_run(self.invocation, prepared, submitted, handle, status)
+        except FireplugError as e:
+            self.not_back.add(prepared.connection.host.name)
+            self.writer.note(f"its results could not be brought back ({e}): fp pull {submitted.record.id} tries again", key=key, prefix=prefix)
+            return None
 
     def _pump(self, attached: Attached, kept: Path, prefix: str, key: str) -> None:
         try:
@@ -541,7 +610,7 @@ class _Scheduler:
                 self.pull_cond.notify_all()  # the collector, waiting for a pull to want, looks again at once
             collector.join()
             console.status_line.hide()
-            if not any(lane.job for lane in self.lanes):
+            if not any(lane.job or lane.swarm for lane in self.lanes):
                 raise FireplugError("no host of the map could be prepared (see the warnings above)", hint="check them with `fp hosts`")
             self._final_pulls()
         self._fail_the_stranded()

@@ -404,6 +404,9 @@ def up() -> None:
     ensure_sshd(NO_RSYNC_SSH_PORT, path=str(NO_RSYNC_BIN))
     ensure_tls_engine()
     ensure_wheels()
+    from tests import swarmbed  # (it builds on this module)
+
+    swarmbed.up()
 
 
 if __name__ == "__main__":

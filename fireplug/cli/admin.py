@@ -103,13 +103,18 @@ def hosts_verb(words: list[str], args: argparse.Namespace) -> int:
     options = hosts_parser().parse_args(words)
     local = local_side()
     if options.action == "add":
-        _check_new_host(options.name, options.url)
+        swarm = options.swarm or options.url.startswith("swarm://")
+        url = "ssh://" + options.url.removeprefix("swarm://") if options.url.startswith("swarm://") else options.url
+        _check_new_host(options.name, url)
+        if swarm and not options.registry:
+            raise UsageError(f"a swarm's nodes pull one-time images from a registry: add --registry ADDRESS[/PATH] to fp hosts add {options.name}")
         key, cert_path = (_absolute(local, given) for given in (options.key, options.cert_path))
-        values = {"url": options.url, "ssh_key": key, "data_root": options.data_root, "cert_path": cert_path, "ssh_user": options.ssh_user}
+        values = {"url": url, "ssh_key": key, "data_root": options.data_root, "cert_path": cert_path, "ssh_user": options.ssh_user}
+        values |= {"kind": "swarm", "registry": options.registry} if swarm else {}
         path = user_config_path(local.environ, local.home)
         userconfig.add_host(path, options.name, {name: value for name, value in values.items() if value})
         console.note(f"added host '{options.name}' to {path}")
-        if options.url.startswith("tcp://") and not cert_path:
+        if url.startswith("tcp://") and not cert_path:
             console.warn(f"host '{options.name}' has no --cert-path: its engine is reached without TLS, unencrypted and unauthenticated")
         return 0
     if options.action == "rm":
@@ -124,8 +129,28 @@ def hosts_verb(words: list[str], args: argparse.Namespace) -> int:
     if options.json:
         print(json.dumps([found.as_json() for found in probes], indent=2), flush=True)
     else:
-        console.print_table(HOST_COLUMNS, [_host_row(found) for found in probes])
+        console.print_table(HOST_COLUMNS, [row for found in probes for row in (_host_row(found), *_node_rows(found))])
     return 0
+
+
+def _node_rows(found: hosts.Probe) -> list[tuple[str, ...]]:
+    """A swarm's nodes, under its row."""
+    return [
+        (
+            f"  node {node.hostname}",
+            "",
+            node.role,
+            node.id[:12],
+            node.state,
+            node.version,
+            f"{node.cpus:g}",
+            human_bytes(node.memory),
+            node.gpus or "-",
+            str(node.tasks),
+            "",
+        )
+        for node in found.nodes
+    ]
 
 
 HOST_COLUMNS = ("NAME", "POOL", "SOURCE", "URL", "STATE", "ENGINE", "CPUS", "MEMORY", "GPUS", "FP JOBS", "FREE DISK")

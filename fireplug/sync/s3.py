@@ -295,6 +295,47 @@ class Store:
         except ValueError as e:
             raise S3Error(f"{key} is not a manifest fp can read ({e})") from e
 
+    # -- a swarm run's keys (see task.py) ------------------------------------------------------
+
+    def put_side(self, side: str, manifest: Manifest) -> str:
+        """Write ``manifest`` and ``side``'s ref whatever was written last; the manifest's key."""
+        with self.translated("writing the manifest"):
+            return put_manifest(self.client, self.place, side, manifest, checked=self.checked)
+
+    def point_side(self, side: str, manifest_key: str) -> None:
+        """``side``'s ref names the manifest ``manifest_key`` (written already)."""
+        self.put_bytes(self.place.ref_key(side), json.dumps({"manifest": manifest_key, "at": int(time.time())}).encode(), "writing a ref")
+
+    def side_manifest(self, side: str) -> Manifest | None:
+        """The manifest ``side``'s ref names; None when it has none."""
+        ref = self.read_optional(self.place.ref_key(side), "reading a ref")
+        if ref is None:
+            return None
+        try:
+            key = json.loads(ref)["manifest"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise S3Error(f"the ref of {side} in {self.staging.url} is damaged ({e})") from e
+        return self.manifest(str(key))
+
+    def read_optional(self, key: str, doing: str) -> bytes | None:
+        import botocore.exceptions as boto
+
+        try:
+            return self._read(key, doing)
+        except S3Error as e:
+            if isinstance(e.__cause__, boto.ClientError) and _error_code(e.__cause__) in ("NoSuchKey", "404"):
+                return None
+            raise
+
+    def put_bytes(self, key: str, body: bytes, doing: str) -> None:
+        with self.translated(doing):
+            self.client.put_object(Bucket=self.place.bucket, Key=key, Body=body)
+
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        if keys:
+            with self.translated("removing a finished run's keys"):
+                self.client.delete_objects(Bucket=self.place.bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True})
+
     def _read(self, key: str, doing: str) -> bytes:
         with self.translated(doing):
             return bytes(self.client.get_object(Bucket=self.place.bucket, Key=key)["Body"].read())

@@ -66,6 +66,7 @@ ENGINE_FLAGS = {
     "main": ["-H", SOCKET_URL],
     "second": ["-H", f"unix://{testbed.SECOND_SOCKET}"],
     "tls": ["-H", f"unix://{testbed.TLS_ADMIN_SOCKET}"],
+    "swarm": ["-H", f"unix://{testbed.RUNTIME / 'swarm.sock'}"],  # the swarm's manager (tests/swarmbed.py)
 }
 
 

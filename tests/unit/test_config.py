@@ -147,3 +147,15 @@ def test_dockerfile_false_pool_and_host_pool_flags_are_typed() -> None:
     ):
         with pytest.raises(ConfigError, match=fragment):
             load([Source("f", text)], {}, {}, root=root)
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        pytest.param('kind = "swarms"\nregistry = "r:5000"\n', "is not one of docker, swarm", id="unknown-kind"),
+        pytest.param('kind = "swarm"\n', "pull one-time images from a registry", id="swarm-without-registry"),
+    ],
+)
+def test_a_swarm_host_needs_a_known_kind_and_a_registry(table: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        load([Source("user.toml", f'[hosts.lab]\nurl = "ssh://m"\n{table}')], {}, {}, root=ROOT)

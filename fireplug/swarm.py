@@ -1,0 +1,276 @@
+"""Runs on a Docker Swarm: one ``replicated-job`` service per run, placed by the swarm.
+
+A run's service carries fp's labels (run id, project, map), reserves what ``--cpus``,
+``--memory`` and ``--gpus`` ask, and runs ``python3 -m fireplug.task`` (``task.py``) in front
+of the command: the task brings its data in from S3 and its results out, since no data folder
+follows it to whichever node it lands on. Its job (credentials included) is a Docker secret.
+
+The restart policy is fp's: none for a failing command unless ``--retries`` asks (the swarm
+would otherwise start it again and again); a task lost with its node is started again by fp
+(``NodeLost``), elsewhere, since the engine leaves a job's task on a down node as it was.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fireplug import labels
+from fireplug.engine import Engine, engine_time
+from fireplug.errors import FireplugError
+from fireplug.execution import RunState
+from fireplug.spec import ContainerSpec
+
+TASK_ENTRYPOINT = ("python3", "-m", "fireplug.task")
+SECRET_FILE = "fp-task"  # /run/secrets/fp-task in the task (task.JOB_FILE)
+GPU_RESOURCE = "NVIDIA-GPU"  # the generic resource kind nodes advertise GPUs as (dockerd --node-generic-resource)
+ENDED = ("complete", "failed", "rejected", "shutdown", "orphaned", "remove")
+WAITING = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting")
+POLL_SECONDS = 0.5
+LOG_DRAIN_SECONDS = 1.0
+SECRET_LABEL = f"{labels.LABEL}.secret-of"  # a run's secret: the run id
+
+
+class NodeLost(FireplugError):
+    """The node running a run's task went down (the swarm does not start a job's task again)."""
+
+    def __init__(self, host: str, node: str) -> None:
+        super().__init__(f"node {node[:12]} of swarm '{host}' went down while it ran the task")
+        self.node = node
+
+
+class TaskRejected(FireplugError):
+    """The swarm could not start the task (an image it could not pull, a mount, a resource)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """The newest task of a run's service, as the swarm reports it."""
+
+    state: str
+    node: str
+    exit_code: int | None
+    error: str
+    changed_at: float | None
+    attempts: int  # tasks the service had so far
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED
+
+
+def service_spec(
+    spec: ContainerSpec,
+    image: str,
+    secret: tuple[str, str],
+    *,
+    retries: int = 0,
+    stop_grace_seconds: float = 10.0,
+    avoid_nodes: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The engine's create-service body of one run of ``spec`` (``image``: its reference in the
+    registry; ``secret``: the id and name of its job secret)."""
+    uid, gid = _owner(spec.user)
+    container: dict[str, Any] = {
+        "Image": image,
+        "Command": list(TASK_ENTRYPOINT),
+        "Args": list(spec.command),
+        "Dir": spec.workdir,
+        "Env": [f"{name}={value}" for name, value in spec.env],
+        "Labels": dict(spec.labels),
+        "Init": True,
+        "StopSignal": "SIGINT",
+        "StopGracePeriod": int(stop_grace_seconds * 1e9),
+        "Secrets": [{"File": {"Name": SECRET_FILE, "UID": uid, "GID": gid, "Mode": 0o400}, "SecretID": secret[0], "SecretName": secret[1]}],
+    }
+    if spec.user:
+        container["User"] = spec.user
+    task: dict[str, Any] = {
+        "ContainerSpec": container,
+        "Resources": _resources(spec),
+        "RestartPolicy": {"Condition": "on-failure" if retries else "none", "MaxAttempts": retries, "Delay": 0},
+        "Placement": {"Constraints": [f"node.id!={node}" for node in avoid_nodes]},
+    }
+    if spec.options.network:
+        task["Networks"] = [{"Target": spec.options.network}]
+    return {
+        "Name": spec.name,
+        "Labels": dict(spec.labels),
+        "TaskTemplate": task,
+        "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}},
+    }
+
+
+def _owner(user: str) -> tuple[str, str]:
+    """The owner of the job file in the task: the run's user when numeric (else root's, the default user's)."""
+    uid, _, gid = user.partition(":")
+    return (uid, gid or uid) if uid.isdigit() and (not gid or gid.isdigit()) else ("0", "0")
+
+
+def _resources(spec: ContainerSpec) -> dict[str, Any]:
+    options = spec.options
+    asked: dict[str, Any] = {}
+    if options.nano_cpus:
+        asked["NanoCPUs"] = options.nano_cpus
+    if options.memory:
+        asked["MemoryBytes"] = options.memory
+    reservations = dict(asked)
+    if options.gpus is not None and options.gpus.count > 0:
+        reservations["GenericResources"] = [{"DiscreteResourceSpec": {"Kind": GPU_RESOURCE, "Value": options.gpus.count}}]
+    return {"Reservations": reservations, "Limits": asked}
+
+
+def newest_task(tasks: list[dict[str, Any]]) -> Task | None:
+    if not tasks:
+        return None
+    latest = max(tasks, key=lambda task: str(task.get("CreatedAt") or ""))
+    status = latest.get("Status") if isinstance(latest.get("Status"), dict) else {}
+    container = status.get("ContainerStatus") if isinstance(status.get("ContainerStatus"), dict) else {}
+    state = str(status.get("State") or "")
+    code = container.get("ExitCode")
+    has_code = state in ("complete", "failed") and isinstance(code, int) and not isinstance(code, bool)
+    return Task(
+        state=state,
+        node=str(latest.get("NodeID") or ""),
+        exit_code=code if has_code else None,
+        error=str(status.get("Err") or ""),
+        changed_at=engine_time(str(status.get("Timestamp") or "")),
+        attempts=len(tasks),
+    )
+
+
+def run_state(service: Mapping[str, Any], task: Task | None) -> RunState:
+    """A run as `fp ps` shows it, from its service and newest task."""
+    spec = service.get("Spec") if isinstance(service.get("Spec"), dict) else {}
+    found = spec.get("Labels") if isinstance(spec.get("Labels"), dict) else {}
+    state = "created" if task is None or task.state in WAITING else "running" if task.state == "running" else "exited"
+    return RunState(
+        handle=str(service.get("ID", "")),
+        name=str(spec.get("Name") or "?"),
+        labels={str(key): str(value) for key, value in found.items()},
+        state=state,
+        exit_code=task.exit_code if task is not None and state == "exited" else None,
+        started_at=engine_time(str(service.get("CreatedAt") or "")),
+        finished_at=task.changed_at if task is not None and state == "exited" else None,
+    )
+
+
+def down_nodes(engine: Engine) -> set[str]:
+    return {str(node.get("ID", "")) for node in engine.nodes() if (node.get("Status") or {}).get("State") == "down"}
+
+
+class SwarmExecutor:
+    """Runs as services of a swarm, through one of its managers (``fp ps`` / ``logs`` / ``stop``
+    / ``gc`` see them as runs; a signal goes through the bucket, see ``task.py``)."""
+
+    def __init__(self, engine: Engine, signaller: Any = None) -> None:
+        self.engine = engine
+        self.signaller = signaller  # (run id, signal name) -> None: writes the signal where the task looks
+
+    @property
+    def host(self) -> str:
+        return self.engine.host
+
+    def task(self, handle: str) -> Task | None:
+        return newest_task(self.engine.tasks(handle))
+
+    def find(self, wanted: Iterable[str], *, running_only: bool = True) -> list[RunState]:
+        found = []
+        for service in self.engine.services(wanted):
+            state = run_state(service, self.task(str(service.get("ID", ""))))
+            if not running_only or not state.ended:
+                found.append(state)
+        return found
+
+    def state(self, handle: str) -> RunState | None:
+        service = self.engine.service(handle)
+        return run_state(service, self.task(handle)) if service is not None else None
+
+    def wait(self, handle: str, *, watch_nodes: bool = True) -> int:
+        """Block until the run's task ended; its exit status.
+
+        Raises:
+            NodeLost: its node went down (the swarm leaves the task as it was).
+            TaskRejected: the swarm could not start it.
+        """
+        checked_nodes = 0.0
+        while True:
+            task = self.task(handle)
+            if task is not None and task.ended:
+                if task.exit_code is not None:
+                    return task.exit_code
+                if task.node and task.node in down_nodes(self.engine):  # (the swarm rejects a down node's task: "no longer meets constraints")
+                    raise NodeLost(self.host, task.node)
+                raise TaskRejected(f"swarm '{self.host}' could not run the task ({task.state}): {task.error or 'no reason given'}")
+            if watch_nodes and task is not None and task.node and time.monotonic() - checked_nodes > 2:
+                checked_nodes = time.monotonic()
+                if task.node in down_nodes(self.engine):
+                    raise NodeLost(self.host, task.node)
+            time.sleep(POLL_SECONDS)
+
+    def signal(self, handle: str, signal_name: str) -> None:
+        state = self.state(handle)
+        if state is None or state.ended:
+            return
+        if signal_name == "SIGKILL" or self.signaller is None:
+            self.remove(handle)
+            return
+        self.signaller(state.labels.get(labels.RUN, ""), signal_name)
+
+    def remove(self, handle: str) -> None:
+        """The service, its job secret, and its ended task containers on the manager itself
+        (Engine 20.10 leaves a removed job's containers behind; those on other nodes are out of
+        fp's reach through the manager)."""
+        service = self.engine.service(handle)
+        self.engine.remove_service(handle)
+        for container in self.engine.containers([f"com.docker.swarm.service.id={handle}"], running_only=False):
+            if container.get("State") != "running":
+                self.engine.remove_container(str(container.get("Id", "")))
+        run_id = ((service or {}).get("Spec") or {}).get("Labels", {}).get(labels.RUN, "")
+        if run_id:
+            for secret in self.engine.secrets([f"{SECRET_LABEL}={run_id}"]):
+                self.engine.remove_secret(str(secret.get("ID", "")))
+
+    def logs(self, handle: str, *, follow: bool) -> Iterator[tuple[int, bytes]]:
+        if not follow:
+            yield from self.engine.service_logs(handle, follow=False)
+            return
+        yield from _until_ended(self, handle)
+
+    def published_ports(self, handle: str) -> dict[str, int]:
+        return {}
+
+
+def _until_ended(executor: SwarmExecutor, handle: str) -> Iterator[tuple[int, bytes]]:
+    """A service's output as it comes, until its task ended (and what it wrote last arrived):
+    the engine's log stream of a service does not end by itself."""
+    lines: queue.Queue[tuple[int, bytes] | BaseException] = queue.Queue()
+
+    def read() -> None:
+        try:
+            for item in executor.engine.service_logs(handle, follow=True):
+                lines.put(item)
+        except BaseException as e:  # handed to the reader
+            lines.put(e)
+
+    threading.Thread(target=read, daemon=True).start()
+    ended_at: float | None = None
+    next_check = 0.0
+    while ended_at is None or time.monotonic() - ended_at < LOG_DRAIN_SECONDS:
+        try:
+            item = lines.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            item = None
+        if isinstance(item, BaseException):
+            raise item
+        if item is not None:
+            yield item
+        if ended_at is None and time.monotonic() >= next_check:
+            next_check = time.monotonic() + POLL_SECONDS
+            task = executor.task(handle)
+            if task is None or task.ended:
+                ended_at = time.monotonic()

@@ -1,0 +1,313 @@
+"""A run on a swarm host: build on the manager and push, stage the data folder in S3, submit
+one ``replicated-job`` service, follow it, and bring its results back from the bucket.
+
+The data never touches a node's disk outside the task (``task.py`` fetches and publishes it),
+so a run may land on any node, and ``fp pull`` collects it from any machine with the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fireplug import console, hosts, labels, registry
+from fireplug.errors import FireplugError
+from fireplug.inventory import Host, docker_config_dir
+from fireplug.invocation import Invocation
+from fireplug.output import LineWriter
+from fireplug.runs import RunRecord
+from fireplug.spec import ContainerSpec
+from fireplug.swarm import SECRET_LABEL, NodeLost, SwarmExecutor, service_spec
+from fireplug.sync.record import PairFiles
+from fireplug.sync.results import Landed, land
+from fireplug.sync.s3 import Store, stage_local
+from fireplug.sync.s3_helper import CLIENT_SIDE
+from fireplug.sync.tree import scan as scan_tree
+from fireplug.task import input_side, result_key, result_side, signal_key
+
+if TYPE_CHECKING:
+    from fireplug.job import RunRequest
+
+NODE_LOSS_RESTARTS = 3
+STOP_GRACE_SECONDS = 10.0
+
+
+class SwarmRefused(FireplugError):
+    """A request a swarm host cannot serve (no S3 staging, a project image without fp's base...)."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    handle: str  # the service id
+    record: RunRecord
+    spec: ContainerSpec
+    image: str  # the registry reference the nodes pull
+    secret: tuple[str, str]
+    registry_auth: str
+
+
+def require_staging(host: Host, store: Store | None) -> Store:
+    """Raises: SwarmRefused: no S3 location (a task's data has no other way to a node)."""
+    if store is None:
+        raise SwarmRefused(
+            f"host '{host.name}' is a swarm: its runs bring their data in and out through S3, and this project has no S3 staging",
+            hint='set [sync] mode = "s3" and s3 = "s3://BUCKET/PREFIX" in fireplug.toml (or pass --sync s3 with the bucket configured)',
+        )
+    return store
+
+
+def check_manager(connection: hosts.Connection) -> None:
+    """Raises: SwarmRefused: the engine is no manager of an active swarm."""
+    swarm = connection.engine.info().get("Swarm") or {}
+    if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+        raise SwarmRefused(
+            f"host '{connection.host.name}' is configured as a swarm, but its engine is not a manager of an active swarm",
+            hint="point its url at a manager (`docker node ls` works there)",
+        )
+
+
+def registry_auth(invocation: Invocation, host: Host) -> tuple[registry.Repository, str]:
+    """Raises: SwarmRefused (a registry setting fp cannot read), RegistryError."""
+    try:
+        repository = registry.Repository.parse(host.registry)
+    except ValueError as e:
+        raise SwarmRefused(f"hosts.{host.name}.{e}") from None
+    local = invocation.local
+    return repository, registry.auth_header(repository.address, docker_config_dir(local.environ, local.home))
+
+
+def stage_inputs(store: Store, data: Path) -> str:
+    """The data folder staged in the bucket; its manifest's key (what a task fetches)."""
+    tree = scan_tree(str(data))
+    staged = stage_local(store, data, tree, sorted(tree))
+    if staged.changed:
+        console.warn(
+            f"{len(staged.changed)} files changed while they were uploaded; the run sees them as they were before: {', '.join(sorted(staged.changed)[:3])}"
+        )
+    return store.put_side(f"{CLIENT_SIDE}-swarm", staged.manifest)
+
+
+def task_job(store: Store, spec: ContainerSpec, run_id: str, input_key: str) -> bytes:
+    """The task's job file (credentials included: it only ever travels as a Docker secret)."""
+    data = spec.mounts[0].target
+    return json.dumps({**store.job(), "run": run_id, "input": input_key, "data": data}).encode()
+
+
+def submit(connection: hosts.Connection, spec: ContainerSpec, image: str, job: bytes, auth: str, *, retries: int) -> tuple[str, tuple[str, str]]:
+    """Create the run's secret and service; (service id, (secret id, secret name))."""
+    engine = connection.engine
+    run_id = spec.labels[labels.RUN]
+    name = f"fp-task-{run_id}-{uuid.uuid4().hex[:6]}"
+    secret = (engine.create_secret(name, job, {SECRET_LABEL: run_id, labels.PROJECT_KEY: spec.labels.get(labels.PROJECT_KEY, "")}), name)
+    try:
+        handle = engine.create_service(service_spec(spec, image, secret, retries=retries, stop_grace_seconds=STOP_GRACE_SECONDS), auth)
+    except BaseException:
+        engine.remove_secret(secret[0])
+        raise
+    return handle, secret
+
+
+def signaller(store: Store):  # type: ignore[no-untyped-def]
+    """How a signal reaches a task: a key in the bucket it looks at every second."""
+
+    def send(run_id: str, signal_name: str) -> None:
+        store.put_bytes(signal_key(store.place, run_id), f"{signal_name} {uuid.uuid4().hex[:8]}".encode(), "asking the task to stop")
+
+    return send
+
+
+Write = Callable[[int, bytes], None]
+
+
+def follow(
+    submitted: Submitted, connection: hosts.Connection, store: Store, *, write: Write | None = None, on_restart: Callable[[str, str], None] | None = None
+) -> tuple[str, int]:
+    """Stream the run's output (to ``write``, else this terminal) until it ends; (its service id,
+    its exit status). A first Ctrl-C is forwarded to the command (through the bucket), a second
+    stops the task. A task lost with its node is started again elsewhere (up to
+    NODE_LOSS_RESTARTS times; ``on_restart(old, new)`` hears of the new service)."""
+    executor = SwarmExecutor(connection.engine, signaller(store))
+    if write is None:
+        write = LineWriter().write
+    handle, lost_nodes = submitted.handle, []
+    interrupts = 0
+    while True:
+        try:
+            for stream, data in executor.logs(handle, follow=True):
+                write(stream, data)
+            return handle, executor.wait(handle)
+        except NodeLost as e:
+            lost_nodes.append(e.node)
+            if len(lost_nodes) > NODE_LOSS_RESTARTS:
+                raise
+            console.warn(f"{e.message}: starting run {submitted.record.id} again on another node")
+            connection.engine.remove_service(handle)
+            spec = service_spec(submitted.spec, submitted.image, submitted.secret, stop_grace_seconds=STOP_GRACE_SECONDS, avoid_nodes=lost_nodes)
+            old, handle = handle, connection.engine.create_service(spec, submitted.registry_auth)
+            if on_restart is not None:
+                on_restart(old, handle)
+        except KeyboardInterrupt:
+            interrupts += 1
+            if interrupts == 1:
+                console.note("Ctrl-C: passed to the command (again: stop it at once)")
+                executor.signal(handle, "SIGINT")
+            else:
+                console.note("stopping the task; what it wrote so far may not come back")
+                connection.engine.remove_service(handle)
+                raise
+
+
+def collect(store: Store, invocation: Invocation, record: RunRecord, local_data: Path) -> Landed | None:
+    """Land what the run changed in ``local_data``; None when it published nothing (yet)."""
+    result = store.side_manifest(result_side(record.id))
+    if result is None:
+        return None
+    base = store.side_manifest(input_side(record.id)) or {}
+    trash = PairFiles.of(invocation.state, record.project_key, record.host).trash / time.strftime("%Y%m%dT%H%M%S")
+    landed = land(base, result, local_data, trash, store.download, side=record.host, stamp=time.strftime("%Y%m%dT%H%M%S"))
+    return landed
+
+
+def forget_run(store: Store, run_id: str) -> None:
+    """The run's refs and keys in the bucket (its objects go with the next `fp s3 gc`)."""
+    place = store.place
+    store.delete_keys([place.ref_key(input_side(run_id)), place.ref_key(result_side(run_id)), result_key(place, run_id), signal_key(place, run_id)])
+
+
+def report_landed(host: str, landed: Landed) -> None:
+    from fireplug.context import human_bytes
+
+    console.note(
+        f"results from swarm '{host}': {landed.files} files ({human_bytes(landed.file_bytes)}) changed, {len(landed.trashed)} deleted (to the local trash)"
+    )
+    for path, copy in landed.conflicts:
+        console.warn(f"conflict: {path} changed here while the run changed it too; the run's version is {copy}")
+    for path in landed.kept:
+        console.warn(f"kept {path}: the run deleted it, but it changed here meanwhile")
+    if landed.refused:
+        console.warn(f"{len(landed.refused)} results were refused (a parent here is not a real folder): {', '.join(landed.refused[:3])}")
+
+
+def with_image(spec: ContainerSpec, image: str) -> ContainerSpec:
+    return replace(spec, image=image)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A swarm ready for runs of one request: the image in the registry, the data staged."""
+
+    connection: hosts.Connection
+    store: Store
+    spec: ContainerSpec  # the request's run, on the pushed image (each run gets its own id)
+    image: str
+    registry_auth: str
+    inputs: str  # the key of the staged data folder's manifest
+
+
+def prepare(invocation: Invocation, request: RunRequest, host: Host, store: Store | None) -> Prepared:
+    """Build on the manager and push, then stage the data folder: all before any run starts.
+
+    Raises:
+        FireplugError: fp's own failure (staging, registry, swarm), or a request a swarm cannot serve.
+    """
+    from fireplug.job import container_spec, ensure_data_folder, local_data_folder, own_recipe, project_limit, ready_image, scan
+
+    store = require_staging(host, store)
+    steps = request.steps
+    if not (steps.build and steps.sync_in and steps.run and (steps.sync_out or request.detach)):
+        raise SwarmRefused(
+            f"host '{host.name}' is a swarm: each run brings its own data in and out, so --no-build, --no-sync and the --sync-*-only steps do not apply",
+            hint="fp pull RUN brings a run's results back",
+        )
+    config, local = invocation.config, invocation.local
+    own = own_recipe(config)
+    if own is not None and not own.needs_base:
+        raise SwarmRefused(
+            f"the project's {own.name} does not build FROM ${{FP_BASE}}: a swarm task needs fp's base image (its data goes in and out through fireplug.task)"
+        )
+    connection = invocation.connect(host, verbose=request.verbose)
+    check_manager(connection)
+    repository, auth = registry_auth(invocation, host)
+    spec = replace(container_spec(config, "", request, local, host=host), tty=False, stdin=False)
+    context = scan(config, local, own, limit=None if request.yes else project_limit(config))
+    image = ready_image(connection.engine, invocation, request, own, context, spec)
+    assert image is not None  # (built: the steps above include the build)
+    reference = registry.push(connection.engine, image.tag, repository, auth, verbose=request.verbose)
+    data = local_data_folder(config)
+    ensure_data_folder(data)
+    inputs = stage_inputs(store, data)
+    return Prepared(connection, store, replace(spec, image=reference), reference, auth, inputs)
+
+
+def start_run(invocation: Invocation, prepared: Prepared, spec: ContainerSpec, *, retries: int = 0, detached: bool = False) -> Submitted:
+    """Submit one run of ``spec`` (its own run id in its labels) and record it."""
+    run_id = spec.labels[labels.RUN]
+    prepared.store.point_side(input_side(run_id), prepared.inputs)
+    handle, secret = submit(
+        prepared.connection, spec, prepared.image, task_job(prepared.store, spec, run_id, prepared.inputs), prepared.registry_auth, retries=retries
+    )
+    record = replace(run_record_for(invocation, spec, prepared.connection.host.name), detached=detached)
+    invocation.runs.save(record)
+    return Submitted(handle, record, spec, prepared.image, secret, prepared.registry_auth)
+
+
+def finish_run(invocation: Invocation, prepared: Prepared, submitted: Submitted, handle: str, status: int | None) -> Landed | None:
+    """After the run's end: its results landed here, its output kept, its service and keys gone."""
+    from fireplug.job import local_data_folder
+
+    record = submitted.record
+    landed = collect(prepared.store, invocation, record, local_data_folder(invocation.config))
+    _keep_output_and_remove(invocation, SwarmExecutor(prepared.connection.engine), handle, record.id)
+    forget_run(prepared.store, record.id)
+    invocation.runs.save(replace(record.with_end(status), pulled=time.time()))
+    return landed
+
+
+def run(invocation: Invocation, request: RunRequest, host: Host, started: float, store: Store | None) -> int:
+    """One run on a swarm; attached: followed, and its results brought back.
+
+    Returns the command's exit status (0 for a detached start).
+
+    Raises:
+        FireplugError: see ``prepare``.
+    """
+    prepared = prepare(invocation, request, host, store)
+    spec = prepared.spec
+    if request.detach:
+        spec = replace(spec, labels={**spec.labels, labels.DETACHED: "1"})
+    submitted = start_run(invocation, prepared, spec, detached=request.detach)
+    run_id = submitted.record.id
+    if request.verbose:
+        console.detail(
+            f"service {submitted.handle[:12]} ({spec.name}) on swarm '{host.name}', image {prepared.image} ({(time.perf_counter() - started) * 1000:.0f} ms)"
+        )
+    if request.detach:
+        console.note(f"started on swarm '{host.name}' and left running: fp logs -f {run_id} follows it, fp pull {run_id} brings its results; run {run_id}")
+        return 0
+    handle, status = follow(submitted, prepared.connection, prepared.store)
+    landed = finish_run(invocation, prepared, submitted, handle, status)
+    if landed is None:
+        console.warn(f"run {run_id} published no results (its task was stopped before it could)")
+    else:
+        report_landed(host.name, landed)
+    return status
+
+
+def run_record_for(invocation: Invocation, spec: ContainerSpec, host: str) -> RunRecord:
+    from fireplug.job import run_record
+
+    return run_record(invocation, spec, host)
+
+
+def _keep_output_and_remove(invocation: Invocation, executor: SwarmExecutor, handle: str, run_id: str) -> None:
+    from fireplug.control import keep_output
+
+    kept = invocation.runs.log_path(run_id)
+    if not kept.exists():
+        keep_output(executor.logs(handle, follow=False), kept)
+    executor.remove(handle)

@@ -1,0 +1,176 @@
+"""Runs on the bench's Docker Swarm (tests/swarmbed.py): a manager on 127.0.0.1 and a worker in a
+network namespace of the bench's own, a registry on 127.0.0.1 both pull from, and moto as S3 (the
+tasks use host networking: the worker's 127.0.0.1 leads to this machine's)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests import swarmbed
+from tests.integration.conftest import Project, RemoteBench, containers_of, fp_command, run_fp, wait_for
+from tests.integration.test_runs import started_id
+from tests.integration.test_s3 import BUCKET, SECRET, S3Server, s3  # noqa: F401  (the s3 fixture)
+
+
+def swarm(*argv: str) -> str:
+    return subprocess.run(["docker", *swarmbed.MANAGER_FLAGS, *argv], check=True, capture_output=True, text=True).stdout
+
+
+def services_of(project: Project) -> list[str]:
+    return swarm("service", "ls", "-q", "--filter", f"label=io.fireplug.project={project.name}").split()
+
+
+@pytest.fixture
+def lab(project: Project, remote: RemoteBench, s3: S3Server) -> Iterator[str]:  # noqa: F811
+    """The swarm as host 'lab', and the project staged through moto; no service or secret is left."""
+    if not swarmbed.engine_answers(*swarmbed.MANAGER_FLAGS) or swarmbed.nodes_ready() < 2:
+        pytest.fail("the bench's swarm is not up with both nodes; run the tests with tests/run")
+    remote.add_hosts(f'[hosts.lab]\nurl = "unix://{swarmbed.MANAGER_SOCKET}"\nkind = "swarm"\nregistry = "{swarmbed.REGISTRY}/fptest"\n')
+    project.write(
+        "fireplug.toml",
+        f'[project]\nname = "{project.name}"\n\n[sync]\nmode = "s3"\ns3 = "s3://{BUCKET}/stage"\nendpoint = "{s3.endpoint}"\nregion = "us-east-1"\n\n'
+        '[run]\nnetwork = "host"\n',
+    )
+    yield "lab"
+    # the swarm removes the containers of a removed service's tasks by itself, soon after
+    wait_for(lambda: not containers_of(project.name, "swarm"), "the swarm to remove its task containers", timeout=60)
+    left = services_of(project)
+    for service in left:
+        subprocess.run(["docker", *swarmbed.MANAGER_FLAGS, "service", "rm", service], capture_output=True)
+    secrets = swarm("secret", "ls", "-q", "--filter", "label=io.fireplug.secret-of").split()
+    assert not left, f"fp left services behind: {left}"
+    assert not [secret for secret in secrets if project.name in swarm("secret", "inspect", secret)], "fp left a job secret behind"
+
+
+def test_a_run_shows_its_output_exits_with_its_status_and_its_results_come_back_byte_identical(project: Project, lab: str) -> None:
+    payload = os.urandom(3_000_000)
+    project.write("data/in.bin", payload)
+    project.write(
+        "work.py",
+        "import sys\ndata = open('data/in.bin', 'rb').read()\nopen('data/out/rev.bin', 'wb').write(data[::-1])\nprint('read', len(data))\nsys.exit(7)\n",
+    )
+    (project.root / "data/out").mkdir()
+    result = run_fp(project.root, "--host", lab, "python", "work.py")
+    assert result.returncode == 7, result.stderr.decode()
+    assert b"read 3000000" in result.stdout
+    assert hashlib.sha256((project.root / "data/out/rev.bin").read_bytes()).digest() == hashlib.sha256(payload[::-1]).digest()
+    assert (project.root / "data/in.bin").read_bytes() == payload
+    assert services_of(project) == []
+
+
+def test_a_swarm_run_without_s3_staging_is_refused_in_one_line(project: Project, lab: str) -> None:
+    project.write("fireplug.toml", f'[project]\nname = "{project.name}"\n')
+    result = run_fp(project.root, "--host", lab, "true")
+    err = result.stderr.decode()
+    assert result.returncode == 125 and "Traceback" not in err
+    assert "is a swarm" in err and "S3" in err and len([line for line in err.splitlines() if line.startswith("fp: error")]) == 1
+    assert services_of(project) == []
+
+
+def test_a_map_runs_only_what_the_reservations_fit_and_lands_on_both_nodes(project: Project, lab: str) -> None:
+    project.write(
+        "fold.py",
+        "import json, os, sys, time\nstart = time.time()\ntime.sleep(3)\n"
+        "node = 'worker' if 'fpveth1' in os.listdir('/sys/class/net') else 'manager'\n"
+        "json.dump({'start': start, 'end': time.time(), 'node': node}, open(f'data/fold{sys.argv[1]}.json', 'w'))\n",
+    )
+    # each node has 2 CPUs: with 1.5 reserved per run, one run fits on each, two at once in all
+    result = run_fp(project.root, "map", "--hosts", lab, "-p", "fold=0,1,2,3,4,5", "--cpus", "1.5", "--", "python", "fold.py", "{fold}", timeout=600)
+    assert result.returncode == 0, result.stderr.decode()
+    runs = [json.loads((project.root / f"data/fold{index}.json").read_text()) for index in range(6)]
+    assert {run["node"] for run in runs} == {"manager", "worker"}
+    moments = sorted([(run["start"], 1) for run in runs] + [(run["end"], -1) for run in runs])
+    running = peak = 0
+    for _, step in moments:
+        running += step
+        peak = max(peak, running)
+    assert peak <= 2, runs
+    assert "6 of 6 runs succeeded" in result.stderr.decode()
+
+
+def test_a_failing_run_is_not_started_again_and_ps_logs_pull_gc_work_on_it(project: Project, lab: str) -> None:
+    run_id = started_id(run_fp(project.root, "--host", lab, "-d", "sh", "-c", "echo tried >> data/tries.txt; echo failing; exit 3"))
+    [service] = services_of(project)
+    wait_for(lambda: "Failed" in swarm("service", "ps", service, "--format", "{{.CurrentState}}"), "the task to fail", timeout=120)
+    time.sleep(5)  # room for a restart, were there one
+    assert len(swarm("service", "ps", service, "-q").split()) == 1, "the swarm started it again"
+    listed = json.loads(run_fp(project.root, "ps", "--all", "--host", lab, "--json").stdout)
+    [mine] = [run for run in listed if run["id"] == run_id]
+    assert mine["state"] == "exited" and mine["exit_code"] == 3
+    assert b"failing" in run_fp(project.root, "logs", run_id).stdout
+    removed = run_fp(project.root, "gc", "--host", lab)
+    assert removed.returncode == 0 and f"removing service {run_id}".encode() in removed.stderr
+    assert services_of(project) == []
+    assert b"failing" in run_fp(project.root, "logs", run_id).stdout, "the output is kept when gc removes the service"
+    assert run_fp(project.root, "pull", run_id).returncode == 0
+    assert (project.root / "data/tries.txt").read_text() == "tried\n"
+
+
+def test_fp_stop_reaches_the_command_and_its_results_still_come_back(project: Project, lab: str) -> None:
+    script = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, lambda *a: (open('data/stopped.txt', 'w').write('saved'), sys.exit(5)))\n"
+        "print('ready', flush=True)\ntime.sleep(300)\n"
+    )
+    project.write("long.py", script)
+    run_id = started_id(run_fp(project.root, "--host", lab, "-d", "python", "long.py"))
+    wait_for(lambda: b"ready" in run_fp(project.root, "logs", run_id).stdout, "the command to start", timeout=120)
+    stopped = run_fp(project.root, "stop", run_id)
+    assert stopped.returncode == 0 and b"exit status 5" in stopped.stderr, stopped.stderr.decode()
+    assert run_fp(project.root, "pull", run_id).returncode == 0
+    assert (project.root / "data/stopped.txt").read_text() == "saved"
+    assert services_of(project) == []
+
+
+def test_a_task_lost_with_its_node_is_started_again_on_another(project: Project, lab: str) -> None:
+    project.write(
+        "slow.py",
+        "import os, sys, time\nnode = 'worker' if 'fpveth1' in os.listdir('/sys/class/net') else 'manager'\nprint('on', node, flush=True)\ntime.sleep(12)\n"
+        "open(f'data/slow{sys.argv[1]}.txt', 'a').write(node + '\\n')\n",
+    )
+    process = subprocess.Popen(
+        [*fp_command(), "map", "--hosts", lab, "-p", "n=0,1", "--cpus", "1.5", "--", "python", "slow.py", "{n}"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: any(task.startswith("Running") for task in _task_states(project, "worker")), "a task to run on the worker", process, timeout=180)
+        time.sleep(2)
+        swarmbed.kill_worker()
+        _, err = process.communicate(timeout=240)
+    finally:
+        swarmbed.start_worker()
+        wait_for(lambda: swarmbed.nodes_ready() >= 2, "the worker to be back", timeout=120)
+    assert process.returncode == 0, err.decode()
+    assert b"went down while it ran the task" in err
+    for n in (0, 1):
+        assert (project.root / f"data/slow{n}.txt").read_text().count("\n") == 1, "each run's results came back once, from the run that ended"
+
+
+def test_no_credential_in_a_label_an_environment_or_fps_output(project: Project, lab: str) -> None:
+    project.write("idle.py", "import time\nprint('up', flush=True)\ntime.sleep(30)\n")
+    started = run_fp(project.root, "--host", lab, "-v", "-d", "python", "idle.py")
+    run_id = started_id(started)
+    [service] = services_of(project)
+    inspected = swarm("service", "inspect", service) + "".join(swarm("secret", "inspect", secret) for secret in swarm("secret", "ls", "-q").split())
+    assert SECRET not in inspected and "fpkey" not in inspected
+    assert SECRET.encode() not in started.stderr + started.stdout
+    wait_for(lambda: b"up" in run_fp(project.root, "logs", run_id).stdout, "the command to start", timeout=120)
+    assert SECRET.encode() not in run_fp(project.root, "logs", run_id).stdout
+    assert run_fp(project.root, "stop", "-t", "1", run_id).returncode == 0
+    assert run_fp(project.root, "pull", run_id).returncode == 0
+
+
+def _task_states(project: Project, role: str) -> list[str]:
+    """The current states of the project's tasks on the node of ``role``."""
+    listed = swarm("node", "ps", swarmbed.node_ids()[role], "--format", "{{.Name}} {{.CurrentState}}").splitlines()
+    return [line.split(" ", 1)[1] for line in listed if line.startswith(f"fp-{project.name}-")]
