@@ -133,13 +133,18 @@ def main() -> int:
         print(f"  its cost per run                               {(gnu - ideal) / args.runs:7.3f} s")
         return 0 if ratio <= TARGET else 1
     finally:
-        for engine in ENGINES:
-            listing = ["docker", *engine, "images", "-q", "--filter", f"label=io.fireplug.project={name}"]
-            ids = subprocess.run(listing, capture_output=True, text=True).stdout.split()
-            if ids:
-                subprocess.run(["docker", *engine, "rmi", "-f", *ids], capture_output=True)
-        subprocess.run(["sh", "-c", "for socket in /tmp/fp-bench-map-*; do ssh -O exit -o ControlPath=$socket x 2>/dev/null; done"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        clean_up(ENGINES, name, root)
+
+
+def clean_up(engines: tuple[list[str], ...], project: str, root: Path) -> None:
+    """The project's images on each engine, the ssh masters, the bench's folder."""
+    for engine in engines:
+        listing = ["docker", *engine, "images", "-q", "--filter", f"label=io.fireplug.project={project}"]
+        ids = subprocess.run(listing, capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run(["docker", *engine, "rmi", "-f", *ids], capture_output=True)
+    subprocess.run(["sh", "-c", "for socket in /tmp/fp-bench-map-*; do ssh -O exit -o ControlPath=$socket x 2>/dev/null; done"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -136,10 +136,15 @@ def follow(
         write = LineWriter().write
     handle, lost_nodes = submitted.handle, []
     interrupts = 0
+    shown = {1: 0, 2: 0}  # bytes of each stream written: a stream followed again starts from the beginning
     while True:
         try:
+            skip = dict(shown)
             for stream, data in executor.logs(handle, follow=True):
-                write(stream, data)
+                data, skip[stream] = data[skip.get(stream, 0) :], max(0, skip.get(stream, 0) - len(data))
+                if data:
+                    write(stream, data)
+                    shown[stream] = shown.get(stream, 0) + len(data)
             return handle, executor.wait(handle)
         except NodeLost as e:
             lost_nodes.append(e.node)
@@ -149,6 +154,7 @@ def follow(
             connection.engine.remove_service(handle)
             spec = service_spec(submitted.spec, submitted.image, submitted.secret, stop_grace_seconds=STOP_GRACE_SECONDS, avoid_nodes=lost_nodes)
             old, handle = handle, connection.engine.create_service(spec, submitted.registry_auth)
+            shown = {1: 0, 2: 0}  # (the new task's output is its own)
             if on_restart is not None:
                 on_restart(old, handle)
         except KeyboardInterrupt:

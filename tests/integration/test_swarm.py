@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import swarmbed
-from tests.integration.conftest import Project, RemoteBench, containers_of, fp_command, run_fp, wait_for
+from tests.integration.conftest import Project, RemoteBench, containers_of, fp_command, run_fp, start_in_group, wait_for
 from tests.integration.test_runs import started_id
 from tests.integration.test_s3 import BUCKET, SECRET, S3Server, s3  # noqa: F401  (the s3 fixture)
 
@@ -174,3 +175,20 @@ def _task_states(project: Project, role: str) -> list[str]:
     """The current states of the project's tasks on the node of ``role``."""
     listed = swarm("node", "ps", swarmbed.node_ids()[role], "--format", "{{.Name}} {{.CurrentState}}").splitlines()
     return [line.split(" ", 1)[1] for line in listed if line.startswith(f"fp-{project.name}-")]
+
+
+def test_ctrl_c_reaches_the_command_its_results_come_back_and_no_line_is_shown_twice(project: Project, lab: str) -> None:
+    project.write(
+        "trap.py",
+        "import signal, sys, time\n"
+        "def stop(*_):\n    print('saving', flush=True)\n    open('data/stopped.txt', 'w').write('saved')\n    sys.exit(5)\n"
+        "signal.signal(signal.SIGINT, stop)\nprint('ready', flush=True)\ntime.sleep(300)\n",
+    )
+    process = start_in_group(project, "--host", lab, "python", "trap.py")
+    wait_for(lambda: any("ready" in swarm("service", "logs", service) for service in services_of(project)), "the command to start", process, timeout=180)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 5, err.decode()
+    assert out.decode().count("ready") == 1 and "saving" in out.decode()
+    assert (project.root / "data/stopped.txt").read_text() == "saved"
+    assert services_of(project) == []
