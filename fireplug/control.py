@@ -398,7 +398,8 @@ def _pull_from_swarm(project: Invocation, peers: Hosts, host: str, root: str, me
         record = located.record or _record_of(located)
         landed = swarmjob.collect(store, project, record, data)
         if landed is None:
-            console.warn(f"run {located.run_id} published no results (its task was stopped before it could, or they were pulled already)")
+            why = f"stopped before it could, or its task failed: fp logs {located.run_id} shows why; or they were pulled already"
+            console.warn(f"run {located.run_id} published no results ({why})")
         else:
             swarmjob.report_landed(host, landed)
         if located.state is not None:

@@ -106,18 +106,19 @@ def push(engine: Engine, local_tag: str, repository: Repository, registry_auth: 
     """
     name, tag = repository.image(local_tag)
     engine.tag_image(local_tag, name, tag)
-    sent = False
-    with console.Progress(f"pushing {name}:{tag}") as progress:
+    sent, digest = False, ""
+    with console.Progress(f"pushing {name}:{tag}"):
         for message in engine.push(name, tag, registry_auth):
             if message.get("error"):
                 raise RegistryError(
                     f"pushing {name}:{tag} failed: {str(message['error']).strip()}",
                     hint=f"check that {repository.address} answers from host '{engine.host}', and `docker login {repository.address}`",
                 )
-            status = str(message.get("status") or "")
-            sent = sent or status == "Pushed"
-            if status and verbose:
-                progress.update(status)
+            sent = sent or message.get("status") == "Pushed"
+            aux = message.get("aux")
+            if isinstance(aux, dict) and str(aux.get("Digest", "")).startswith("sha256:"):
+                digest = str(aux["Digest"])
     if verbose:
-        console.detail(f"{name}:{tag} {'pushed' if sent else 'was already in the registry'}")
-    return f"{name}:{tag}"
+        console.detail(f"{name}:{tag} {'pushed' if sent else 'was already in the registry'} ({digest or 'no digest reported'})")
+    # by digest: a node that has the image starts it without asking the registry again
+    return f"{name}:{tag}@{digest}" if digest else f"{name}:{tag}"

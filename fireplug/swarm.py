@@ -31,7 +31,7 @@ GPU_RESOURCE = "NVIDIA-GPU"  # the generic resource kind nodes advertise GPUs as
 ENDED = ("complete", "failed", "rejected", "shutdown", "orphaned", "remove")
 WAITING = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting")
 POLL_SECONDS = 0.5
-LOG_DRAIN_SECONDS = 1.0
+NODE_CHECK_SECONDS = 2.0
 SECRET_LABEL = f"{labels.LABEL}.secret-of"  # a run's secret: the run id
 
 
@@ -206,7 +206,7 @@ class SwarmExecutor:
                 if task.node and task.node in down_nodes(self.engine):  # (the swarm rejects a down node's task: "no longer meets constraints")
                     raise NodeLost(self.host, task.node)
                 raise TaskRejected(f"swarm '{self.host}' could not run the task ({task.state}): {task.error or 'no reason given'}")
-            if watch_nodes and task is not None and task.node and time.monotonic() - checked_nodes > 2:
+            if watch_nodes and task is not None and task.node and time.monotonic() - checked_nodes > NODE_CHECK_SECONDS:
                 checked_nodes = time.monotonic()
                 if task.node in down_nodes(self.engine):
                     raise NodeLost(self.host, task.node)
@@ -222,14 +222,13 @@ class SwarmExecutor:
         self.signaller(state.labels.get(labels.RUN, ""), signal_name)
 
     def remove(self, handle: str) -> None:
-        """The service, its job secret, and its ended task containers on the manager itself
-        (Engine 20.10 leaves a removed job's containers behind; those on other nodes are out of
-        fp's reach through the manager)."""
+        """The service (its task, if it still runs, is stopped: StopSignal, then SIGKILL after the
+        grace period), its job secret, and its task containers on the manager itself (Engine 20.10
+        leaves a removed job's containers behind; those on other nodes are out of fp's reach)."""
         service = self.engine.service(handle)
         self.engine.remove_service(handle)
         for container in self.engine.containers([f"com.docker.swarm.service.id={handle}"], running_only=False):
-            if container.get("State") != "running":
-                self.engine.remove_container(str(container.get("Id", "")))
+            self.engine.remove_container(str(container.get("Id", "")))  # (one still running is being killed: this is the kill)
         run_id = ((service or {}).get("Spec") or {}).get("Labels", {}).get(labels.RUN, "")
         if run_id:
             for secret in self.engine.secrets([f"{SECRET_LABEL}={run_id}"]):
@@ -246,8 +245,9 @@ class SwarmExecutor:
 
 
 def _until_ended(executor: SwarmExecutor, handle: str) -> Iterator[tuple[int, bytes]]:
-    """A service's output as it comes, until its task ended (and what it wrote last arrived):
-    the engine's log stream of a service does not end by itself."""
+    """A service's output as it comes, until its task ended; then what the follow had not
+    brought yet, from the whole output read once more (the engine's log stream of a service
+    does not end by itself, and it may lag behind the task's end)."""
     lines: queue.Queue[tuple[int, bytes] | BaseException] = queue.Queue()
 
     def read() -> None:
@@ -258,9 +258,9 @@ def _until_ended(executor: SwarmExecutor, handle: str) -> Iterator[tuple[int, by
             lines.put(e)
 
     threading.Thread(target=read, daemon=True).start()
-    ended_at: float | None = None
-    next_check = 0.0
-    while ended_at is None or time.monotonic() - ended_at < LOG_DRAIN_SECONDS:
+    shown = {1: 0, 2: 0}
+    next_check = next_node_check = 0.0
+    while True:
         try:
             item = lines.get(timeout=POLL_SECONDS)
         except queue.Empty:
@@ -268,9 +268,21 @@ def _until_ended(executor: SwarmExecutor, handle: str) -> Iterator[tuple[int, by
         if isinstance(item, BaseException):
             raise item
         if item is not None:
+            shown[item[0]] = shown.get(item[0], 0) + len(item[1])
             yield item
-        if ended_at is None and time.monotonic() >= next_check:
-            next_check = time.monotonic() + POLL_SECONDS
-            task = executor.task(handle)
-            if task is None or task.ended:
-                ended_at = time.monotonic()
+        if time.monotonic() < next_check:
+            continue
+        next_check = time.monotonic() + POLL_SECONDS
+        task = executor.task(handle)
+        if task is None or task.ended:
+            break
+        if task.node and time.monotonic() >= next_node_check:  # a down node's task may show "running" for long
+            next_node_check = time.monotonic() + NODE_CHECK_SECONDS
+            if task.node in down_nodes(executor.engine):
+                return  # (the waiter says so)
+    whole: dict[int, bytes] = {1: b"", 2: b""}
+    for stream, data in executor.engine.service_logs(handle, follow=False):
+        whole[stream] = whole.get(stream, b"") + data
+    for stream, data in whole.items():
+        if len(data) > shown.get(stream, 0):
+            yield stream, data[shown.get(stream, 0) :]

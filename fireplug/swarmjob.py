@@ -7,6 +7,7 @@ so a run may land on any node, and ``fp pull`` collects it from any machine with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -20,6 +21,7 @@ from fireplug.errors import FireplugError
 from fireplug.inventory import Host, docker_config_dir
 from fireplug.invocation import Invocation
 from fireplug.output import LineWriter
+from fireplug.run import made_uninterrupted
 from fireplug.runs import RunRecord
 from fireplug.spec import ContainerSpec
 from fireplug.swarm import SECRET_LABEL, NodeLost, SwarmExecutor, service_spec
@@ -103,11 +105,14 @@ def submit(connection: hosts.Connection, spec: ContainerSpec, image: str, job: b
     engine = connection.engine
     run_id = spec.labels[labels.RUN]
     name = f"fp-task-{run_id}-{uuid.uuid4().hex[:6]}"
-    secret = (engine.create_secret(name, job, {SECRET_LABEL: run_id, labels.PROJECT_KEY: spec.labels.get(labels.PROJECT_KEY, "")}), name)
+    secret_labels = {SECRET_LABEL: run_id, labels.PROJECT_KEY: spec.labels.get(labels.PROJECT_KEY, "")}
+    secret = (made_uninterrupted(lambda: engine.create_secret(name, job, secret_labels), engine.remove_secret), name)
+    body = service_spec(spec, image, secret, retries=retries, stop_grace_seconds=STOP_GRACE_SECONDS)
     try:
-        handle = engine.create_service(service_spec(spec, image, secret, retries=retries, stop_grace_seconds=STOP_GRACE_SECONDS), auth)
+        handle = made_uninterrupted(lambda: engine.create_service(body, auth), engine.remove_service)
     except BaseException:
-        engine.remove_secret(secret[0])
+        with contextlib.suppress(FireplugError):
+            engine.remove_secret(secret[0])
         raise
     return handle, secret
 
@@ -246,6 +251,7 @@ def prepare(invocation: Invocation, request: RunRequest, host: Host, store: Stor
     reference = registry.push(connection.engine, image.tag, repository, auth, verbose=request.verbose)
     data = local_data_folder(config)
     ensure_data_folder(data)
+    store.forget()  # what the bucket holds is listed again: a task cannot ask this machine for an object the bucket lost
     inputs = stage_inputs(store, data)
     return Prepared(connection, store, replace(spec, image=reference), reference, auth, inputs)
 
@@ -298,7 +304,7 @@ def run(invocation: Invocation, request: RunRequest, host: Host, started: float,
     handle, status = follow(submitted, prepared.connection, prepared.store)
     landed = finish_run(invocation, prepared, submitted, handle, status)
     if landed is None:
-        console.warn(f"run {run_id} published no results (its task was stopped before it could)")
+        console.warn(f"run {run_id} published no results (stopped before it could, or its task failed: fp logs {run_id} shows why)")
     else:
         report_landed(host.name, landed)
     return status

@@ -54,7 +54,7 @@ class MapRun:
 
 
 def parse_param(text: str) -> tuple[str, list[str]]:
-    """``-p fold=0,1,2`` as ("fold", ["0", "1", "2"]).
+    """``-p fold=0,1,2`` (or ``fold=0..2``) as ("fold", ["0", "1", "2"]).
 
     Raises:
         UsageError: not NAME=VALUE[,VALUE...].
@@ -65,7 +65,20 @@ def parse_param(text: str) -> tuple[str, list[str]]:
     items = values.split(",")
     if any(item == "" for item in items):
         raise UsageError(f"-p {text!r}: an empty value (two commas, or one at an end)")
-    return name, items
+    return name, [value for item in items for value in _expanded(item)]
+
+
+def _expanded(item: str) -> list[str]:
+    """``0..9`` (integers, both ends included, either way round) as its values; any other item as itself."""
+    found = _RANGE.fullmatch(item)
+    if found is None:
+        return [item]
+    first, last = int(found.group(1)), int(found.group(2))
+    step = 1 if last >= first else -1
+    return [str(value) for value in range(first, last + step, step)]
+
+
+_RANGE = re.compile(r"(-?\d+)\.\.(-?\d+)")
 
 
 def runs_from_params(params: Sequence[tuple[str, list[str]]], template: Sequence[str]) -> list[MapRun]:

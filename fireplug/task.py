@@ -31,8 +31,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from fireplug.sync.s3_helper import Place, decode_manifest, fetch, make_client, publish
-from fireplug.sync.tree import scan
+from fireplug.sync.s3_helper import DigestCache, Manifest, Place, decode_manifest, fetch, make_client, publish
+from fireplug.sync.tree import FILE, lstat_entry, scan
 
 JOB_FILE = "/run/secrets/fp-task"
 OWN_FAILURE = 125
@@ -64,27 +64,45 @@ def main(argv: list[str]) -> int:
             job = json.load(source)
         client = make_client(job)
         place = Place(job["bucket"], job["root"])
-        bring_in(client, place, job)
+        inputs = bring_in(client, place, job)
     except Exception as e:  # one line, in the task's log: botocore's errors name the request
         print(f"fp task: the data could not be brought in: {type(e).__name__}: {e}", file=sys.stderr)
         return OWN_FAILURE
     status = run_command(argv, client, place, job["run"])
     try:
-        send_out(client, place, job, status)
+        send_out(client, place, job, status, {entry["digest"] for entry in inputs.values() if entry["kind"] == FILE})
     except Exception as e:
         print(f"fp task: the results could not be published: {type(e).__name__}: {e}", file=sys.stderr)
         return OWN_FAILURE
     return status
 
 
-def bring_in(client: Any, place: Place, job: Mapping[str, Any]) -> None:
+def bring_in(client: Any, place: Place, job: Mapping[str, Any]) -> Manifest:
+    """The input manifest's entries, downloaded into the data folder; the manifest."""
     data = job["data"]
     os.makedirs(data, exist_ok=True)
     body = client.get_object(Bucket=place.bucket, Key=job["input"])["Body"].read()
     entries = decode_manifest(body)
-    scratch = f"/tmp/fp-task-{job['run']}"
     quiet = io.BytesIO()
+    scratch = _scratch(job)
     fetch({**job, "entries": entries}, data, f"{scratch}/stage", f"{scratch}/backup", f"{scratch}/trash", quiet, sys.stderr.buffer)
+    _remember_digests(data, entries, f"{scratch}/digests.json")
+    return entries
+
+
+def _scratch(job: Mapping[str, Any]) -> str:
+    return f"/tmp/fp-task-{job['run']}"
+
+
+def _remember_digests(data: str, entries: Manifest, state: str) -> None:
+    """What was downloaded is known by content: the publish hashes and uploads only what the
+    command changed (any write changes a file's mtime and ctime, so its signature)."""
+    cache = DigestCache()
+    for path, wanted in entries.items():
+        here = lstat_entry(data, path) if wanted["kind"] == FILE else None
+        if here is not None and here.kind == FILE and (here.size, here.mtime_ns) == (wanted["size"], wanted["mtime_ns"]):
+            cache.entries[path] = [here.size, here.mtime_ns, here.ctime_ns, here.ino, wanted["digest"]]
+    cache.save(state)
 
 
 def run_command(argv: list[str], client: Any, place: Place, run_id: str) -> int:
@@ -122,10 +140,11 @@ def _watch_signals(client: Any, place: Place, run_id: str, child: subprocess.Pop
                 _send(child, int(getattr(signal, name, signal.SIGINT)))
 
 
-def send_out(client: Any, place: Place, job: Mapping[str, Any], status: int) -> None:
+def send_out(client: Any, place: Place, job: Mapping[str, Any], status: int, known: set[str]) -> None:
+    """The data folder published as the run's manifest (``known``: objects the bucket has), then its status."""
     data = job["data"]
     paths = sorted(scan(data))
-    publish({**job, "paths": paths, "side": result_side(job["run"]), "known": []}, data, f"/tmp/fp-task-{job['run']}/digests.json", io.BytesIO())
+    publish({**job, "paths": paths, "side": result_side(job["run"]), "known": sorted(known)}, data, f"{_scratch(job)}/digests.json", io.BytesIO())
     result = {"status": status, "at": time.time()}
     client.put_object(Bucket=place.bucket, Key=result_key(place, job["run"]), Body=json.dumps(result).encode())
 

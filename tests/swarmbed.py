@@ -5,7 +5,8 @@ namespace of the bench's own, and a registry on 127.0.0.1 that both pull from.
               the cluster port on 127.0.0.1:2377 only
     worker    dockerd in the namespace fpworker, started with nsenter (`ip netns exec` remounts
               /sys, and dockerd then finds no cgroups), joined as a worker
-    registry  Debian's docker-registry on 127.0.0.1:REGISTRY_PORT
+    registry  Debian's docker-registry on 127.0.0.1:REGISTRY_PORT, and another behind a
+              password (htpasswd) on AUTH_REGISTRY
 
 The namespace has a veth pair (10.231.5.1 here, 10.231.5.2 there) and no default route:
 nothing in it reaches anything but this machine. Its 127.0.0.1 is sent to this machine's
@@ -46,6 +47,8 @@ HOST_ADDRESS, WORKER_ADDRESS = "10.231.5.1", "10.231.5.2"
 REGISTRY_PORT = 22500
 REGISTRY = f"127.0.0.1:{REGISTRY_PORT}"
 REGISTRY_DIR = STATE / "registry"
+AUTH_REGISTRY = "127.0.0.1:22501"  # the same, behind a password (htpasswd)
+AUTH_USER, AUTH_PASSWORD = "fpregistry", "fpREGISTRYsecret0123456789"
 WORKER_PIDFILE = RUNTIME / "worker.pid"
 WORKER_LOG = STATE / "worker-dockerd.log"
 
@@ -76,16 +79,29 @@ def ensure_namespace() -> None:
             run(in_namespace(["iptables", "-t", "nat", "-A", chain, *rule]))
 
 
-def ensure_registry() -> None:
-    if subprocess.run(["curl", "-fsS", f"http://{REGISTRY}/v2/"], capture_output=True).returncode == 0:
+def registry_answers(address: str) -> bool:
+    """Its API root answers (200, or 401 behind a password)."""
+    answer = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"http://{address}/v2/"], capture_output=True, text=True)
+    return answer.stdout in ("200", "401")
+
+
+def ensure_registry(address: str, name: str, *, password: bool = False) -> None:
+    if registry_answers(address):
         return
-    REGISTRY_DIR.mkdir(parents=True, exist_ok=True)
-    config = STATE / "registry.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {REGISTRY_DIR}\n  delete:\n    enabled: true\nhttp:\n  addr: {REGISTRY}\n")
-    say(f"starting the registry on {REGISTRY}")
-    with open(STATE / "registry.log", "ab") as log:
+    folder = STATE / name
+    folder.mkdir(parents=True, exist_ok=True)
+    auth = ""
+    if password:
+        import crypt  # (bcrypt, as the registry wants; Python < 3.13 has it)
+
+        (STATE / f"{name}.htpasswd").write_text(f"{AUTH_USER}:{crypt.crypt(AUTH_PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+        auth = f"auth:\n  htpasswd:\n    realm: fp-bench\n    path: {STATE / f'{name}.htpasswd'}\n"
+    config = STATE / f"{name}.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {folder}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n{auth}")
+    say(f"starting the registry on {address}{' (with a password)' if password else ''}")
+    with open(STATE / f"{name}.log", "ab") as log:
         subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-    wait_for(lambda: subprocess.run(["curl", "-fsS", f"http://{REGISTRY}/v2/"], capture_output=True).returncode == 0, "the registry")
+    wait_for(lambda: registry_answers(address), "the registry")
 
 
 def ensure_manager() -> None:
@@ -152,7 +168,8 @@ def wait_for(done: object, what: str) -> None:
 
 
 def up() -> None:
-    ensure_registry()
+    ensure_registry(REGISTRY, "registry")
+    ensure_registry(AUTH_REGISTRY, "auth-registry", password=True)
     ensure_manager()
     ensure_worker()
 

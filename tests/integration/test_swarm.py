@@ -4,6 +4,7 @@ tasks use host networking: the worker's 127.0.0.1 leads to this machine's)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -133,7 +134,7 @@ def test_fp_stop_reaches_the_command_and_its_results_still_come_back(project: Pr
 def test_a_task_lost_with_its_node_is_started_again_on_another(project: Project, lab: str) -> None:
     project.write(
         "slow.py",
-        "import os, sys, time\nnode = 'worker' if 'fpveth1' in os.listdir('/sys/class/net') else 'manager'\nprint('on', node, flush=True)\ntime.sleep(12)\n"
+        "import os, sys, time\nnode = 'worker' if 'fpveth1' in os.listdir('/sys/class/net') else 'manager'\nprint('on', node, flush=True)\ntime.sleep(10)\n"
         "open(f'data/slow{sys.argv[1]}.txt', 'a').write(node + '\\n')\n",
     )
     process = subprocess.Popen(
@@ -192,3 +193,28 @@ def test_ctrl_c_reaches_the_command_its_results_come_back_and_no_line_is_shown_t
     assert out.decode().count("ready") == 1 and "saving" in out.decode()
     assert (project.root / "data/stopped.txt").read_text() == "saved"
     assert services_of(project) == []
+
+
+def test_a_registry_behind_a_password_gets_the_docker_configs_credentials_and_no_one_sees_them(project: Project, remote: RemoteBench, lab: str) -> None:
+    remote.add_hosts(f'[hosts.locked]\nurl = "unix://{swarmbed.MANAGER_SOCKET}"\nkind = "swarm"\nregistry = "{swarmbed.AUTH_REGISTRY}/fpauth"\n')
+    project.write("hello.py", "print('pulled with a password')\n")
+    refused = run_fp(project.root, "--host", "locked", "python", "hello.py")
+    assert refused.returncode == 125 and b"Traceback" not in refused.stderr, refused.stderr.decode()
+    assert f"pushing {swarmbed.AUTH_REGISTRY}/fpauth/".encode() in refused.stderr and b"docker login" in refused.stderr
+    auth = base64.b64encode(f"{swarmbed.AUTH_USER}:{swarmbed.AUTH_PASSWORD}".encode()).decode()
+    (remote.home / ".docker").mkdir(exist_ok=True)
+    (remote.home / ".docker" / "config.json").write_text(json.dumps({"auths": {swarmbed.AUTH_REGISTRY: {"auth": auth}}}))
+    started = run_fp(project.root, "--host", "locked", "-v", "-d", "python", "hello.py")
+    run_id = started_id(started)
+    [service] = services_of(project)
+    inspected = swarm("service", "inspect", service)
+    wait_for(lambda: b"pulled with a password" in run_fp(project.root, "logs", run_id).stdout, "the nodes to pull it", timeout=120)
+    for secret in (swarmbed.AUTH_PASSWORD, auth):
+        assert secret not in inspected and secret.encode() not in started.stdout + started.stderr
+    wait_for(lambda: run_state(project, run_id) == "exited", "the run to end", timeout=60)
+    assert run_fp(project.root, "pull", run_id).returncode == 0
+
+
+def run_state(project: Project, run_id: str) -> str:
+    listed = json.loads(run_fp(project.root, "ps", "--all", "--json").stdout)
+    return next((run["state"] for run in listed if run["id"] == run_id), "")

@@ -260,6 +260,17 @@ def test_hosts_add_stores_absolute_paths_and_warns_about_plain_tcp(tmp_path: Pat
     assert main(["hosts", "--timeout", "0"]) == 2
 
 
+def test_hosts_add_of_a_swarm_needs_its_registry_and_stores_its_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["hosts", "add", "lab", "swarm://ada@manager"]) == 2
+    assert "--registry" in capsys.readouterr().err
+    assert main(["hosts", "add", "lab", "swarm://ada@manager:2222", "--registry", "reg.example:5000/team"]) == 0
+    text = (Path(os.environ["XDG_CONFIG_HOME"]) / "fireplug" / "config.toml").read_text()
+    assert 'url = "ssh://ada@manager:2222"' in text and 'kind = "swarm"' in text and 'registry = "reg.example:5000/team"' in text
+
+
 def test_usage_errors_come_before_any_host_is_probed(
     tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -102,3 +102,9 @@ def test_resume_runs_what_the_joblog_lacks_and_resume_failed_also_what_failed() 
 def test_resuming_another_sweeps_joblog_is_refused() -> None:
     with pytest.raises(UsageError, match="not the same sweep"):
         to_rerun(runs_of(2), {1: Outcome(1, "a", 0.0, 1.0, 0, 0, "python other.py 0")}, failed_too=True)
+
+
+def test_an_integer_range_stands_for_its_values() -> None:
+    assert parse_param("fold=0..3") == ("fold", ["0", "1", "2", "3"])
+    assert parse_param("k=3..1,x,10..11") == ("k", ["3", "2", "1", "x", "10", "11"])
+    assert parse_param("v=1.5..2") == ("v", ["1.5..2"]), "only integers make a range"
