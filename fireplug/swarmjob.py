@@ -228,13 +228,13 @@ def prepare(invocation: Invocation, request: RunRequest, host: Host, store: Stor
     """
     from fireplug.job import container_spec, ensure_data_folder, local_data_folder, own_recipe, project_limit, ready_image, scan
 
-    store = require_staging(host, store)
     steps = request.steps
     if not (steps.build and steps.sync_in and steps.run and (steps.sync_out or request.detach)):
         raise SwarmRefused(
             f"host '{host.name}' is a swarm: each run brings its own data in and out, so --no-build, --no-sync and the --sync-*-only steps do not apply",
             hint="fp pull RUN brings a run's results back",
         )
+    store = require_staging(host, store)
     config, local = invocation.config, invocation.local
     own = own_recipe(config)
     if own is not None and not own.needs_base:
