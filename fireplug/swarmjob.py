@@ -73,6 +73,21 @@ def check_manager(connection: hosts.Connection) -> None:
         )
 
 
+def check_fits(connection: hosts.Connection, spec: ContainerSpec) -> None:
+    """Raises: SwarmRefused: no ready node has the CPUs and memory a run reserves (its task
+    would wait for one forever)."""
+    options = spec.options
+    wanted_cpus, wanted_memory = (options.nano_cpus or 0) / 1e9, options.memory or 0
+    ready = [node for node in hosts.swarm_nodes(connection.engine) if node.state == "ready"]
+    if not any(node.cpus >= wanted_cpus and node.memory >= wanted_memory for node in ready):
+        largest = max(ready, key=lambda node: (node.cpus, node.memory), default=None)
+        biggest = f"the largest has {largest.cpus:g} CPUs and {largest.memory / 2**30:.1f} GiB" if largest else "none is ready"
+        raise SwarmRefused(
+            f"no node of swarm '{connection.host.name}' has room for a run reserving {wanted_cpus:g} CPUs and {wanted_memory / 2**30:.1f} GiB ({biggest})",
+            hint="ask for less with --cpus / --memory",
+        )
+
+
 def registry_auth(invocation: Invocation, host: Host) -> tuple[registry.Repository, str]:
     """Raises: SwarmRefused (a registry setting fp cannot read), RegistryError."""
     try:
@@ -245,6 +260,7 @@ def prepare(invocation: Invocation, request: RunRequest, host: Host, store: Stor
     check_manager(connection)
     repository, auth = registry_auth(invocation, host)
     spec = replace(container_spec(config, "", request, local, host=host), tty=False, stdin=False)
+    check_fits(connection, spec)
     context = scan(config, local, own, limit=None if request.yes else project_limit(config))
     image = ready_image(connection.engine, invocation, request, own, context, spec)
     assert image is not None  # (built: the steps above include the build)

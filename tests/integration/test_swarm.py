@@ -218,3 +218,11 @@ def test_a_registry_behind_a_password_gets_the_docker_configs_credentials_and_no
 def run_state(project: Project, run_id: str) -> str:
     listed = json.loads(run_fp(project.root, "ps", "--all", "--json").stdout)
     return next((run["state"] for run in listed if run["id"] == run_id), "")
+
+
+def test_a_run_no_node_has_room_for_is_refused_before_anything_is_built(project: Project, lab: str) -> None:
+    result = run_fp(project.root, "--host", lab, "--cpus", "8", "true")
+    err = result.stderr.decode()
+    assert result.returncode == 125 and "Traceback" not in err
+    assert "no node of swarm 'lab' has room for a run reserving 8 CPUs" in err and "building" not in err
+    assert services_of(project) == []
