@@ -116,7 +116,7 @@ class Hosts:
         from fireplug.swarmjob import signaller
         from fireplug.sync.s3 import Staging, Store
 
-        return signaller(Store(Staging.of(config.sync, config.project.key, self.invocation.state)))  # type: ignore[no-any-return]
+        return signaller(Store(Staging.of(config.sync, config.project.key, self.invocation.state)))
 
     def connection(self, name: str) -> hosts.Connection:
         with self._lock:

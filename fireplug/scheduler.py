@@ -419,7 +419,7 @@ class _Scheduler:
             EngineError: the engine refused it (it never started).
         """
         board, book, executor = self.board, self.invocation.runs, lane.executor
-        assert executor is not None
+        assert isinstance(executor, DockerExecutor)
         handle = executor.create(spec)
         record = run_record(self.invocation, spec, lane.name)
         attached: Attached | None = None

@@ -132,7 +132,7 @@ def submit(connection: hosts.Connection, spec: ContainerSpec, image: str, job: b
     return handle, secret
 
 
-def signaller(store: Store):  # type: ignore[no-untyped-def]
+def signaller(store: Store) -> Callable[[str, str], None]:
     """How a signal reaches a task: a key in the bucket it looks at every second."""
 
     def send(run_id: str, signal_name: str) -> None:
