@@ -114,9 +114,9 @@ class Hosts:
         if not config.sync.s3:
             return None
         from fireplug.swarmjob import signaller
-        from fireplug.sync.s3 import Staging, Store
+        from fireplug.sync.s3 import Store
 
-        return signaller(Store(Staging.of(config.sync, config.project.key, self.invocation.state)))
+        return signaller(Store.for_project(config, self.invocation.state))
 
     def connection(self, name: str) -> hosts.Connection:
         with self._lock:
@@ -386,10 +386,10 @@ def _pull_from_swarm(project: Invocation, peers: Hosts, host: str, root: str, me
     """A swarm run's results come from the bucket, once its task ended and published them."""
     from fireplug import swarmjob
     from fireplug.job import ensure_data_folder, local_data_folder
-    from fireplug.sync.s3 import Staging, Store
+    from fireplug.sync.s3 import Store
 
     config = project.config
-    store = swarmjob.require_staging(peers.connection(host).host, Store(Staging.of(config.sync, config.project.key, project.state)) if config.sync.s3 else None)
+    store = swarmjob.require_staging(peers.connection(host).host, Store.for_project(config, project.state) if config.sync.s3 else None)
     data = local_data_folder(config)
     ensure_data_folder(data)
     for located in members:
@@ -423,11 +423,7 @@ def _project_root(invocation: Invocation, located: Located) -> str:
 def _done_with(book: RunBook, peers: Hosts, located: Located) -> None:
     """Keep an ended run's output here, then remove its container."""
     assert located.state is not None
-    executor = peers.executor(located.host)
-    kept = book.log_path(located.run_id)
-    if not kept.exists():
-        keep_output(executor.logs(located.state.handle, follow=False), kept)
-    executor.remove(located.state.handle)
+    keep_output_and_remove(book, peers.executor(located.host), located.state.handle, located.run_id)
     record = located.record or _record_of(located)
     ended = replace(record.with_end(located.state.exit_code, now=located.state.finished_at), pulled=time.time())
     book.save(ended)
@@ -448,6 +444,14 @@ def _record_of(located: Located) -> RunRecord:
         map_id=located.map_id,
         params=located.params,
     )
+
+
+def keep_output_and_remove(book: RunBook, executor: DockerExecutor | SwarmExecutor, handle: str, run_id: str) -> None:
+    """An ended run's output kept here (unless it is already), then the run removed from its host."""
+    kept = book.log_path(run_id)
+    if not kept.exists():
+        keep_output(executor.logs(handle, follow=False), kept)
+    executor.remove(handle)
 
 
 def keep_output(chunks: Iterator[tuple[int, bytes]], path: Path) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from fireplug import console, hosts, labels
 from fireplug.context import human_bytes
-from fireplug.control import Hosts, keep_output
+from fireplug.control import Hosts, keep_output_and_remove
 from fireplug.engine import Engine
 from fireplug.errors import FireplugError
 from fireplug.execution import DockerExecutor, RunState
@@ -126,11 +126,7 @@ def remove_garbage(peers: Hosts, place: str, found: Found, base_image: str) -> i
 
 def _remove_service(peers: Hosts, place: str, item: Garbage) -> None:
     """A swarm run's service, its output kept here first (fp logs still shows it)."""
-    executor = peers.executor(place)
-    kept = peers.invocation.runs.log_path(item.name)
-    if not kept.exists():
-        keep_output(executor.logs(item.handle, follow=False), kept)
-    executor.remove(item.handle)
+    keep_output_and_remove(peers.invocation.runs, peers.executor(place), item.handle, item.name)
 
 
 def _on_host(invocation: Invocation, peers: Hosts, executor: DockerExecutor | SwarmExecutor, records: Mapping[str, RunRecord], keep: int) -> Found:

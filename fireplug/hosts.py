@@ -94,11 +94,10 @@ class Node:
 
 def swarm_nodes(engine: Engine) -> tuple[Node, ...]:
     running: dict[str, int] = {}
-    for service in engine.services([labels.kind_is("run")]):
-        for task in engine.tasks(str(service.get("ID", ""))):
-            if (task.get("Status") or {}).get("State") == "running":
-                node = str(task.get("NodeID") or "")
-                running[node] = running.get(node, 0) + 1
+    for task in engine.tasks(str(service.get("ID", "")) for service in engine.services([labels.kind_is("run")])):
+        if (task.get("Status") or {}).get("State") == "running":
+            node = str(task.get("NodeID") or "")
+            running[node] = running.get(node, 0) + 1
     return tuple(_node(node, running) for node in engine.nodes())
 
 

@@ -141,9 +141,9 @@ def staging_store(invocation: Invocation, host: Host, steps: Steps) -> Store | N
     if host.local:
         console.note(f"host 'local' uses the data folder in place: {config.sync.s3} is not used")
         return None
-    from fireplug.sync.s3 import Staging, Store
+    from fireplug.sync.s3 import Store
 
-    store = Store(Staging.of(config.sync, config.project.key, invocation.state))
+    store = Store.for_project(config, invocation.state)
     store.check()
     return store
 

@@ -159,6 +159,14 @@ def run_state(service: Mapping[str, Any], task: Task | None) -> RunState:
     )
 
 
+def tasks_by_service(engine: Engine, services: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The tasks of ``services``, by service id (one request for all of them)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for task in engine.tasks(str(service.get("ID", "")) for service in services):
+        found.setdefault(str(task.get("ServiceID", "")), []).append(task)
+    return found
+
+
 def down_nodes(engine: Engine) -> set[str]:
     return {str(node.get("ID", "")) for node in engine.nodes() if (node.get("Status") or {}).get("State") == "down"}
 
@@ -176,21 +184,19 @@ class SwarmExecutor:
         return self.engine.host
 
     def task(self, handle: str) -> Task | None:
-        return newest_task(self.engine.tasks(handle))
+        return newest_task(self.engine.tasks([handle]))
 
     def find(self, wanted: Iterable[str], *, running_only: bool = True) -> list[RunState]:
-        found = []
-        for service in self.engine.services(wanted):
-            state = run_state(service, self.task(str(service.get("ID", ""))))
-            if not running_only or not state.ended:
-                found.append(state)
-        return found
+        services = self.engine.services(wanted)
+        tasks = tasks_by_service(self.engine, services)
+        states = [run_state(service, newest_task(tasks.get(str(service.get("ID", "")), []))) for service in services]
+        return [state for state in states if not running_only or not state.ended]
 
     def state(self, handle: str) -> RunState | None:
         service = self.engine.service(handle)
         return run_state(service, self.task(handle)) if service is not None else None
 
-    def wait(self, handle: str, *, watch_nodes: bool = True) -> int:
+    def wait(self, handle: str) -> int:
         """Block until the run's task ended; its exit status.
 
         Raises:
@@ -206,7 +212,7 @@ class SwarmExecutor:
                 if task.node and task.node in down_nodes(self.engine):  # (the swarm rejects a down node's task: "no longer meets constraints")
                     raise NodeLost(self.host, task.node)
                 raise TaskRejected(f"swarm '{self.host}' could not run the task ({task.state}): {task.error or 'no reason given'}")
-            if watch_nodes and task is not None and task.node and time.monotonic() - checked_nodes > NODE_CHECK_SECONDS:
+            if task is not None and task.node and time.monotonic() - checked_nodes > NODE_CHECK_SECONDS:
                 checked_nodes = time.monotonic()
                 if task.node in down_nodes(self.engine):
                     raise NodeLost(self.host, task.node)
@@ -234,20 +240,23 @@ class SwarmExecutor:
             for secret in self.engine.secrets([f"{SECRET_LABEL}={run_id}"]):
                 self.engine.remove_secret(str(secret.get("ID", "")))
 
-    def logs(self, handle: str, *, follow: bool) -> Iterator[tuple[int, bytes]]:
+    def logs(self, handle: str, *, follow: bool, skip: Mapping[int, int] | None = None) -> Iterator[tuple[int, bytes]]:
+        """Its output as (stream, bytes); ``follow``: until the task ended, leaving out the first
+        ``skip[stream]`` bytes of each stream."""
         if not follow:
             yield from self.engine.service_logs(handle, follow=False)
             return
-        yield from _until_ended(self, handle)
+        yield from _until_ended(self, handle, skip or {})
 
     def published_ports(self, handle: str) -> dict[str, int]:
         return {}
 
 
-def _until_ended(executor: SwarmExecutor, handle: str) -> Iterator[tuple[int, bytes]]:
+def _until_ended(executor: SwarmExecutor, handle: str, skip: Mapping[int, int]) -> Iterator[tuple[int, bytes]]:
     """A service's output as it comes, until its task ended; then what the follow had not
     brought yet, from the whole output read once more (the engine's log stream of a service
-    does not end by itself, and it may lag behind the task's end)."""
+    does not end by itself, and it may lag behind the task's end). The first ``skip[stream]``
+    bytes of each stream are left out (shown already: a stream followed again starts over)."""
     lines: queue.Queue[tuple[int, bytes] | BaseException] = queue.Queue()
 
     def read() -> None:
@@ -258,7 +267,7 @@ def _until_ended(executor: SwarmExecutor, handle: str) -> Iterator[tuple[int, by
             lines.put(e)
 
     threading.Thread(target=read, daemon=True).start()
-    shown = {1: 0, 2: 0}
+    received = {1: 0, 2: 0}
     next_check = next_node_check = 0.0
     while True:
         try:
@@ -268,8 +277,11 @@ def _until_ended(executor: SwarmExecutor, handle: str) -> Iterator[tuple[int, by
         if isinstance(item, BaseException):
             raise item
         if item is not None:
-            shown[item[0]] = shown.get(item[0], 0) + len(item[1])
-            yield item
+            stream, data = item
+            start = received.get(stream, 0)
+            received[stream] = start + len(data)
+            if received[stream] > skip.get(stream, 0):
+                yield stream, data[max(0, skip.get(stream, 0) - start) :]
         if time.monotonic() < next_check:
             continue
         next_check = time.monotonic() + POLL_SECONDS
@@ -284,5 +296,6 @@ def _until_ended(executor: SwarmExecutor, handle: str) -> Iterator[tuple[int, by
     for stream, data in executor.engine.service_logs(handle, follow=False):
         whole[stream] = whole.get(stream, b"") + data
     for stream, data in whole.items():
-        if len(data) > shown.get(stream, 0):
-            yield stream, data[shown.get(stream, 0) :]
+        seen = max(received.get(stream, 0), skip.get(stream, 0))
+        if len(data) > seen:
+            yield stream, data[seen:]

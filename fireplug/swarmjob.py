@@ -159,12 +159,9 @@ def follow(
     shown = {1: 0, 2: 0}  # bytes of each stream written: a stream followed again starts from the beginning
     while True:
         try:
-            skip = dict(shown)
-            for stream, data in executor.logs(handle, follow=True):
-                data, skip[stream] = data[skip.get(stream, 0) :], max(0, skip.get(stream, 0) - len(data))
-                if data:
-                    write(stream, data)
-                    shown[stream] = shown.get(stream, 0) + len(data)
+            for stream, data in executor.logs(handle, follow=True, skip=dict(shown)):
+                write(stream, data)
+                shown[stream] = shown.get(stream, 0) + len(data)
             return handle, executor.wait(handle)
         except NodeLost as e:
             lost_nodes.append(e.node)
@@ -217,10 +214,6 @@ def report_landed(host: str, landed: Landed) -> None:
         console.warn(f"kept {path}: the run deleted it, but it changed here meanwhile")
     if landed.refused:
         console.warn(f"{len(landed.refused)} results were refused (a parent here is not a real folder): {', '.join(landed.refused[:3])}")
-
-
-def with_image(spec: ContainerSpec, image: str) -> ContainerSpec:
-    return replace(spec, image=image)
 
 
 @dataclass(frozen=True)
@@ -290,7 +283,9 @@ def finish_run(invocation: Invocation, prepared: Prepared, submitted: Submitted,
 
     record = submitted.record
     landed = collect(prepared.store, invocation, record, local_data_folder(invocation.config))
-    _keep_output_and_remove(invocation, SwarmExecutor(prepared.connection.engine), handle, record.id)
+    from fireplug.control import keep_output_and_remove
+
+    keep_output_and_remove(invocation.runs, SwarmExecutor(prepared.connection.engine), handle, record.id)
     forget_run(prepared.store, record.id)
     invocation.runs.save(replace(record.with_end(status), pulled=time.time()))
     return landed
@@ -330,12 +325,3 @@ def run_record_for(invocation: Invocation, spec: ContainerSpec, host: str) -> Ru
     from fireplug.job import run_record
 
     return run_record(invocation, spec, host)
-
-
-def _keep_output_and_remove(invocation: Invocation, executor: SwarmExecutor, handle: str, run_id: str) -> None:
-    from fireplug.control import keep_output
-
-    kept = invocation.runs.log_path(run_id)
-    if not kept.exists():
-        keep_output(executor.logs(handle, follow=False), kept)
-    executor.remove(handle)

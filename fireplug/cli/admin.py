@@ -68,7 +68,7 @@ def s3_verb(words: list[str], args: argparse.Namespace) -> int:
         raise UsageError(
             "this project stages nothing in S3", hint='set s3 = "s3://bucket/prefix" in [sync] of fireplug.toml, or pass --sync s3://bucket/prefix'
         )
-    store = s3.Store(s3.Staging.of(config.sync, config.project.key, invocation.state))
+    store = s3.Store.for_project(config, invocation.state)
     if options.action == "ls":
         sides = s3.staged_sides(store)
         console.print_table(("SIDE", "FILES", "SIZE", "STAGED", "MANIFEST"), [_staged_row(side) for side in sides])

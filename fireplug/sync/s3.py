@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from fireplug import console
-from fireplug.config import SyncSettings
+from fireplug.config import Config, SyncSettings
 from fireplug.engine import Engine
 from fireplug.errors import S3Error
 from fireplug.sync import SyncError
@@ -95,6 +95,11 @@ class Staging:
 
 class Store:
     """The bucket as fp uses it: one client, what objects it holds, manifests and refs."""
+
+    @classmethod
+    def for_project(cls, config: Config, state_home: Path) -> Store:
+        """The project's staging in its configured bucket (``[sync] s3``)."""
+        return cls(Staging.of(config.sync, config.project.key, state_home))
 
     def __init__(self, staging: Staging) -> None:
         self.staging = staging

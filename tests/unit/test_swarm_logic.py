@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -16,7 +17,7 @@ from fireplug import labels
 from fireplug.options import ContainerOptions, Gpus
 from fireplug.registry import Repository, auth_header, credentials
 from fireplug.spec import ContainerSpec, Mount
-from fireplug.swarm import GPU_RESOURCE, newest_task, run_state, service_spec
+from fireplug.swarm import GPU_RESOURCE, SwarmExecutor, newest_task, run_state, service_spec
 from fireplug.sync.results import changes, land
 from fireplug.sync.tree import DIR, FILE, LINK
 
@@ -134,3 +135,28 @@ def test_a_hostile_result_cannot_write_through_a_link_or_outside_the_data_folder
     landed = land({}, result, local, tmp_path / "trash", Bucket(b"x").download, side="lab", stamp="s")
     assert os.listdir(outside) == [] and not (tmp_path / "up.txt").exists()
     assert set(landed.refused) >= {"escape/evil.txt", "../up.txt"}
+
+
+class _LogsEngine:
+    """An engine whose service printed ``chunks`` (the follow brings only the first ``followed``)
+    and whose task has ended."""
+
+    host = "lab"
+
+    def __init__(self, chunks: list[tuple[int, bytes]], followed: int) -> None:
+        self.chunks, self.followed = chunks, followed
+
+    def service_logs(self, handle: str, *, follow: bool) -> Iterator[tuple[int, bytes]]:
+        yield from self.chunks[: self.followed] if follow else self.chunks
+
+    def tasks(self, services: object) -> list[dict[str, object]]:
+        return [_task("complete", "2026-12-03T10:00:00Z", 0)]
+
+
+@pytest.mark.parametrize("followed", [0, 1, 3])
+def test_a_followed_output_leaves_out_what_was_shown_and_ends_with_what_the_follow_missed(followed: int) -> None:
+    chunks = [(1, b"abc"), (2, b"E1"), (1, b"def\n"), (2, b"E2\n")]
+    executor = SwarmExecutor(_LogsEngine(chunks, followed))  # type: ignore[arg-type]
+    got = list(executor.logs("s1", follow=True, skip={1: 4, 2: 1}))
+    assert b"".join(data for stream, data in got if stream == 1) == b"ef\n"
+    assert b"".join(data for stream, data in got if stream == 2) == b"1E2\n"
