@@ -26,7 +26,7 @@ from fireplug.invocation import Invocation
 from fireplug.output import LineWriter, run_prefix
 from fireplug.proc import alive
 from fireplug.runs import RunBook, RunRecord, matching
-from fireplug.swarm import SwarmExecutor
+from fireplug.swarm import SWEEP_RUN, SwarmExecutor
 
 STOP_GRACE_SECONDS = 10.0
 KILL_WAIT_SECONDS = 10.0
@@ -43,6 +43,7 @@ class Located:
     record: RunRecord | None = None
     state: RunState | None = None  # None: its container is gone, or the host did not answer
     answered: bool = True  # the host answered
+    in_live_map: bool = False  # no container of its own (a swarm sweep's run), and its map's fp process says it runs
 
     @property
     def map_id(self) -> str:
@@ -60,13 +61,15 @@ class Located:
 
     @property
     def running(self) -> bool:
-        return self.state is not None and self.state.running
+        return (self.state is not None and self.state.running) or self.in_live_map
 
     @property
     def status(self) -> str:
         """running, exited, lost, removed (its container is gone) or unknown (no answer)."""
         if self.state is not None:
             return "running" if self.state.running else "exited" if self.state.ended else self.state.state
+        if self.in_live_map:
+            return "running"
         if not self.answered:
             return "unknown"
         if self.record is not None and self.record.state == "lost":
@@ -108,15 +111,26 @@ class Hosts:
             return SwarmExecutor(connection.engine, self._signaller())
         return DockerExecutor(connection.engine)
 
-    def _signaller(self) -> Callable[[str, str], None] | None:
-        """How `fp stop` reaches a swarm task: the project's bucket (None without one: a stop removes it)."""
-        config = self.invocation.config
-        if not config.sync.s3:
-            return None
+    def _signaller(self) -> Callable[[str, str], bool]:
+        """How `fp stop` reaches a swarm task: a key in the bucket of the run's project (the one
+        this machine recorded it under, else this folder's); False without one (a stop then
+        removes the service)."""
         from fireplug.swarmjob import signaller
         from fireplug.sync.s3 import Store
 
-        return signaller(Store.for_project(config, self.invocation.state))
+        def send(run_id: str, signal_name: str) -> bool:
+            record = self.invocation.runs.load(run_id)
+            project = self.invocation
+            if record is not None and record.root != str(project.config.root):
+                try:
+                    project = project.for_project(Path(record.root))
+                except FireplugError:
+                    return False
+            if not project.config.sync.s3:
+                return False
+            return signaller(Store.for_project(project.config, project.state))(run_id, signal_name)
+
+        return send
 
     def connection(self, name: str) -> hosts.Connection:
         with self._lock:
@@ -174,6 +188,8 @@ def list_runs(invocation: Invocation, peers: Hosts, *, only: str | None = None, 
     found = list(listed.values())
     for located in found:
         records.pop(located.run_id, None)
+    live = sorted(run_id for run_id, record in records.items() if record.host in names and in_live_map(book, record))
+    found += [Located(run_id, records[run_id].host, records.pop(run_id), None, in_live_map=True) for run_id in live]
     if everything:
         unanswered = {name for name, answer in answers.items() if isinstance(answer, FireplugError)}
         found += [Located(record.id, record.host, record, None, record.host not in unanswered) for record in records.values() if record.host in names]
@@ -205,9 +221,22 @@ def locate(invocation: Invocation, peers: Hosts, wanted: str, *, only: str | Non
 
 
 def _located_from_record(peers: Hosts, record: RunRecord, answer: DockerExecutor | SwarmExecutor | FireplugError | None) -> Located:
+    if in_live_map(peers.invocation.runs, record):
+        return Located(record.id, record.host, record, None, in_live_map=True)
     if not isinstance(answer, (DockerExecutor, SwarmExecutor)):
         return Located(record.id, record.host, record, None, answered=False)
     return Located(record.id, record.host, record, answer.state(record.container))
+
+
+def in_live_map(book: RunBook, record: RunRecord) -> bool:
+    """A run recorded as running, of a map whose fp process is alive, on a swarm: a sweep's run
+    (no container or service of its own: the map's process knows it, and keeps its record)."""
+    if record.state != "running" or not record.map_id or not record.container.startswith(SWEEP_RUN):
+        return False
+    try:
+        return alive(int((book.folder / f"{record.map_id}.pid").read_text()))
+    except (OSError, ValueError):
+        return False
 
 
 def _matching_located(found: list[Located], wanted: str) -> list[Located]:
@@ -255,16 +284,26 @@ def _output_of(peers: Hosts, book: RunBook, located: Located, follow: bool) -> I
     kept = book.log_path(located.run_id)
     if located.state is not None:
         return peers.executor(located.host).logs(located.state.handle, follow=follow)
+    record = located.record
+    if located.in_live_map and follow and record is not None:
+        return _kept_output(kept, lambda: in_live_map(book, book.load(record.id) or record))
     if kept.is_file():
         return _kept_output(kept)
     why = "its host did not answer" if not located.answered else "its container is gone and fp kept none of it"
     raise FireplugError(f"no output of run {located.run_id} on host '{located.host}': {why}")
 
 
-def _kept_output(path: Path) -> Iterator[tuple[int, bytes]]:
-    with open(path, "rb") as source:
-        while block := source.read(65536):
-            yield 1, block
+def _kept_output(path: Path, going: Callable[[], bool] | None = None) -> Iterator[tuple[int, bytes]]:
+    """What fp kept of a run's output; ``going``: followed while it says the run goes on (a map's
+    process writes the file as the run's output comes)."""
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as source:
+        while True:
+            still = going is not None and going()
+            while block := source.read(65536):
+                yield 1, block
+            if not still:
+                return
+            time.sleep(POLL_SECONDS)
 
 
 def _copy_output(chunks: Iterator[tuple[int, bytes]], out: LineWriter, prefix: str, key: str) -> None:
@@ -282,23 +321,41 @@ def stop_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, 
     containers stay, for `fp logs` and `fp pull`."""
     running = [located for located in runs if located.running]
     for located in running:
-        assert located.state is not None
-        peers.executor(located.host).signal(located.state.handle, "SIGINT")
+        _signal(peers, located, "SIGINT")
     deadline = time.monotonic() + grace
     results: list[tuple[Located, int | None]] = []
     for located in running:
-        assert located.state is not None
-        executor = peers.executor(located.host)
-        state = _wait_until_ended(executor, located.state.handle, deadline)
-        if state is not None and state.running:
+        code, still = _wait_for_end(invocation, peers, located, deadline)
+        if still:
             console.note(f"run {located.run_id} did not end within {grace:g} s of SIGINT: killing it")
-            executor.signal(located.state.handle, "SIGKILL")
-            state = _wait_until_ended(executor, located.state.handle, time.monotonic() + KILL_WAIT_SECONDS)
-        code = state.exit_code if state is not None else None
-        if located.record is not None:
+            _signal(peers, located, "SIGKILL")
+            code, _ = _wait_for_end(invocation, peers, located, time.monotonic() + KILL_WAIT_SECONDS)
+        if located.record is not None and not located.in_live_map:  # (a sweep's run: its map's process records its end)
             invocation.runs.save(located.record.with_end(code))
         results.append((located, code))
     return results
+
+
+def _signal(peers: Hosts, located: Located, signal_name: str) -> None:
+    executor = peers.executor(located.host)
+    if located.state is not None:
+        executor.signal(located.state.handle, signal_name)
+    elif isinstance(executor, SwarmExecutor):
+        executor.signal_run(located.run_id, signal_name)
+
+
+def _wait_for_end(invocation: Invocation, peers: Hosts, located: Located, deadline: float) -> tuple[int | None, bool]:
+    """(The run's exit status, whether it still runs at ``deadline``)."""
+    if located.state is not None:
+        state = _wait_until_ended(peers.executor(located.host), located.state.handle, deadline)
+        return (state.exit_code if state is not None else None), state is not None and state.running
+    while True:  # a sweep's run: its map's process records its end
+        record = invocation.runs.load(located.run_id)
+        if record is None or record.state != "running":
+            return (record.exit_code if record is not None else None), False
+        if time.monotonic() >= deadline:
+            return None, True
+        time.sleep(POLL_SECONDS)
 
 
 def stop_map_process(book: RunBook, wanted: str, *, grace: float = STOP_GRACE_SECONDS) -> str:

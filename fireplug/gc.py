@@ -167,7 +167,8 @@ def _ended_services(executor: SwarmExecutor, found: Found) -> None:
     """A swarm run's ended service: its results stay in the bucket (fp pull ID brings them), its
     output is kept here when it goes; and the job secrets whose service is gone."""
     runs = set()
-    for state in executor.find([labels.kind_is("run")], running_only=False):
+    services = executor.find([labels.kind_is("run")], running_only=False) + executor.find([labels.kind_is("sweep")], running_only=False)
+    for state in services:  # (a map's sweep: its run label is the map's id, as its secret's)
         run_id = state.labels.get(labels.RUN, "")
         runs.add(run_id)
         if state.ended:

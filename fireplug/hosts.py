@@ -94,7 +94,8 @@ class Node:
 
 def swarm_nodes(engine: Engine) -> tuple[Node, ...]:
     running: dict[str, int] = {}
-    for task in engine.tasks(str(service.get("ID", "")) for service in engine.services([labels.kind_is("run")])):
+    services = engine.services([labels.kind_is("run")]) + engine.services([labels.kind_is("sweep")])  # (a map's workers: a task each)
+    for task in engine.tasks(str(service.get("ID", "")) for service in services):
         if (task.get("Status") or {}).get("State") == "running":
             node = str(task.get("NodeID") or "")
             running[node] = running.get(node, 0) + 1

@@ -118,11 +118,11 @@ def run(invocation: Invocation, request: RunRequest) -> int:
     if why:
         console.note(f"host '{host.name}' ({why})")
     try:
-        store = staging_store(invocation, host, request.steps)
         if host.swarm:
             from fireplug import swarmjob
 
-            return swarmjob.run(invocation, request, host, started, store)
+            return swarmjob.run(invocation, request, host, started, swarmjob.bucket_soon(invocation, host, request.steps))
+        store = staging_store(invocation, host, request.steps)
         job = prepare(invocation, request, host, started, store)
         return job.run_here() if host.local else job.run_remote()
     finally:

@@ -70,6 +70,11 @@ class RunBook:
         with contextlib.suppress(OSError):
             save_bytes(self.folder / f"{record.id}.json", json.dumps(asdict(record), sort_keys=True).encode())
 
+    def discard(self, run_id: str) -> None:
+        """Forget a run that never ran (a sweep's, withdrawn before a worker took it)."""
+        with contextlib.suppress(OSError):
+            (self.folder / f"{run_id}.json").unlink()
+
     def log_path(self, run_id: str) -> Path:
         return self.folder / f"{run_id}.log"
 

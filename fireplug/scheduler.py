@@ -56,10 +56,11 @@ from fireplug.locks import this_process
 from fireplug.output import LineWriter, run_prefix
 from fireplug.proc import display
 from fireplug.run import HeldSignals, frames
-from fireplug.runs import RUN_ID, new_id
+from fireplug.runs import RUN_ID, RunRecord, new_id
 from fireplug.spec import ContainerSpec
 from fireplug.ssh import SshError
-from fireplug.swarm import SwarmExecutor
+from fireplug.swarm import SWEEP_RUN, SwarmExecutor
+from fireplug.swarmsweep import Sweep, Withdrawn
 from fireplug.sweep import MapRun, Outcome, Tally, joblog_header
 from fireplug.sync import SyncInterrupted, SyncReport
 from fireplug.sync.plan import conflict_name
@@ -132,7 +133,8 @@ class _Board:
         self.preparing = 0
         self.in_flight = 0
         self.stopping = False
-        self.running: dict[str, tuple[DockerExecutor | SwarmExecutor, int]] = {}  # container -> (its executor, seq)
+        # container (a sweep's run: its id) -> (what signals it, the signal sent)
+        self.running: dict[str, tuple[DockerExecutor | SwarmExecutor | Sweep, int]] = {}
         self.tally = Tally(queued=len(runs))
 
     def take(self, host: str) -> _Pending | None:
@@ -195,7 +197,8 @@ class _Lane:
         self.job: Job | None = None
         self.host_side: HostSide | None = None
         self.executor: DockerExecutor | SwarmExecutor | None = None
-        self.swarm: swarmjob.Prepared | None = None  # a swarm host: its runs are services (see swarmjob.py)
+        self.swarm: swarmjob.Prepared | None = None  # a swarm host: its runs are a sweep's (see swarmsweep.py)
+        self.sweep: Sweep | None = None
         self.anchor = ""  # the container whose network the runs share ("": none)
         self.removals: queue.Queue[str | None] = queue.Queue()  # containers of ended runs, then the anchor
 
@@ -212,13 +215,16 @@ class _Lane:
         try:
             invocation, request = scheduler.invocation, scheduler.request.run
             host = invocation.host(self.name)
-            store = staging_store(invocation, host, request.steps)
             if host.swarm:
+                bucket = swarmjob.bucket_soon(invocation, host, request.steps)
                 with scheduler.local_sync:
-                    self.swarm = swarmjob.prepare(invocation, request, host, store)
+                    self.swarm = swarmjob.prepare(invocation, request, host, bucket)
                 self.executor = SwarmExecutor(self.swarm.connection.engine, swarmjob.signaller(self.swarm.store))
                 slots = len(scheduler.request.runs)  # all at once: the swarm places them where their reservations fit (--per-host is for hosts)
+                self.sweep = Sweep(self.swarm, scheduler.request.map_id, slots, retries=scheduler.request.retries)
+                self.sweep.start()
             else:
+                store = staging_store(invocation, host, request.steps)
                 job = prepare(invocation, request, host, time.perf_counter(), store)
                 scheduler.check_commands(job)
                 self.executor = DockerExecutor(job.connection.engine)
@@ -263,6 +269,11 @@ class _Lane:
             self.removals.put(self.anchor)  # after the runs that share its network
         self.removals.put(None)
         remover.join()  # no container of the map is left on this host, however it ended
+        if self.sweep is not None:
+            try:
+                self.sweep.close()
+            except FireplugError as e:
+                console.warn(f"swarm '{self.name}': fp could not remove the map's service ({e}): `fp gc --host {self.name}` does")
 
     def remove_ended(self) -> None:
         """Remove the containers of ended runs, off their slots (the next run starts meanwhile), in order."""
@@ -359,7 +370,7 @@ class _Scheduler:
         prefix = run_prefix(run.shown_params, host)
         started = time.time()
         try:
-            status, signalled = self._execute_swarm(lane, spec, prefix) if lane.swarm is not None else self._execute(lane, spec, run, prefix)
+            status, signalled = self._execute_sweep(lane, spec, prefix) if lane.sweep is not None else self._execute(lane, spec, run, prefix)
         except HOST_LOST as e:
             self._host_lost(lane, item, spec, e)
             return
@@ -451,55 +462,54 @@ class _Scheduler:
                 board.running.pop(handle, None)
             lane.removals.put(handle)
 
-    def _execute_swarm(self, lane: _Lane, spec: ContainerSpec, prefix: str) -> tuple[int, int]:
-        """Submit the run as a service, follow it to its end, and land its results here; (its exit
-        status, the signal fp sent it or 0). A task lost with its node is started again by swarmjob."""
-        board, prepared, executor = self.board, lane.swarm, lane.executor
-        assert prepared is not None and executor is not None
+    def _execute_sweep(self, lane: _Lane, spec: ContainerSpec, prefix: str) -> tuple[int, int]:
+        """Hand the run to the swarm's sweep, follow it to its end, and land its results here;
+        (its exit status, the signal fp sent it or 0)."""
+        board, prepared, sweep = self.board, lane.swarm, lane.sweep
+        assert prepared is not None and sweep is not None
+        run_id = spec.labels[labels.RUN]
         with board.cond:
             if board.stopping:
                 raise _NotStarted
-        submitted = swarmjob.start_run(self.invocation, prepared, spec)
-        handle = submitted.handle
-        with board.cond:
-            board.running[handle] = (executor, 0)
-
-        def restarted(old: str, new: str) -> None:
-            with board.cond:
-                board.running[new] = board.running.pop(old, (executor, 0))
-
-        kept = self.invocation.runs.log_path(submitted.record.id)
+            board.running[run_id] = (sweep, 0)
+        book = self.invocation.runs
+        record = replace(run_record(self.invocation, spec, lane.name), container=f"{SWEEP_RUN}{spec.name}")
+        book.save(record)
+        kept = book.log_path(run_id)
         kept.parent.mkdir(parents=True, exist_ok=True)
-        status: int | None = None
         try:
             with open(kept, "ab") as log:
 
                 def write(stream: int, data: bytes) -> None:
                     log.write(data)
+                    log.flush()  # (`fp logs` reads it while the run goes on)
                     self.writer.write(stream, data, prefix=prefix, key=spec.name)
 
-                handle, status = swarmjob.follow(submitted, prepared.connection, prepared.store, write=write, on_restart=restarted)
+                status = sweep.run(spec, write)
+        except Withdrawn:
+            book.discard(run_id)
+            raise _NotStarted from None
+        except FireplugError as e:
+            self.writer.note(f"{e}", key=spec.name, prefix=prefix)
+            book.save(replace(record, state="lost"))
+            return LOST, 0
+        finally:
             self.writer.flush(spec.name, prefix)
             with board.cond:
-                signalled = board.running.pop(handle, (executor, 0))[1]
-        finally:
-            with board.cond:
-                board.running.pop(handle, None)
-            landed = self._finish_swarm_run(prepared, submitted, handle, status, spec.name, prefix)
+                signalled = board.running.pop(run_id, (sweep, 0))[1]
+        landed = self._land_swarm_run(prepared, record, status, spec.name, prefix)
         for path, copy in landed.conflicts if landed else ():
             self.conflicts.append((path, copy))
             self.writer.note(f"conflict: {path} changed here meanwhile (another run?); this run's version is {copy}", key=spec.name, prefix=prefix)
         return status, signalled
 
-    def _finish_swarm_run(
-        self, prepared: swarmjob.Prepared, submitted: swarmjob.Submitted, handle: str, status: int | None, key: str, prefix: str
-    ) -> Landed | None:
+    def _land_swarm_run(self, prepared: swarmjob.Prepared, record: RunRecord, status: int, key: str, prefix: str) -> Landed | None:
         try:
             with self.local_sync:
-                return swarmjob.finish_run(self.invocation, prepared, submitted, handle, status)
+                return swarmjob.finish_run(self.invocation, prepared, record, status)
         except FireplugError as e:
             self.not_back.add(prepared.connection.host.name)
-            self.writer.note(f"its results could not be brought back ({e}): fp pull {submitted.record.id} tries again", key=key, prefix=prefix)
+            self.writer.note(f"its results could not be brought back ({e}): fp pull {record.id} tries again", key=key, prefix=prefix)
             return None
 
     def _pump(self, attached: Attached, kept: Path, prefix: str, key: str) -> None:

@@ -24,6 +24,7 @@ from fireplug.engine import Engine, engine_time
 from fireplug.errors import FireplugError
 from fireplug.execution import RunState
 from fireplug.spec import ContainerSpec
+from fireplug.sync.s3_helper import in_parallel
 
 TASK_ENTRYPOINT = ("python3", "-m", "fireplug.task")
 SECRET_FILE = "fp-task"  # /run/secrets/fp-task in the task (task.JOB_FILE)
@@ -33,6 +34,7 @@ WAITING = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "
 POLL_SECONDS = 0.5
 NODE_CHECK_SECONDS = 2.0
 SECRET_LABEL = f"{labels.LABEL}.secret-of"  # a run's secret: the run id
+SWEEP_RUN = "sweep:"  # the container a sweep's run is recorded with: this, then its name (it has no service of its own)
 
 
 class NodeLost(FireplugError):
@@ -177,7 +179,7 @@ class SwarmExecutor:
 
     def __init__(self, engine: Engine, signaller: Any = None) -> None:
         self.engine = engine
-        self.signaller = signaller  # (run id, signal name) -> None: writes the signal where the task looks
+        self.signaller = signaller  # (run id, signal name) -> whether it wrote the signal where the task looks
 
     @property
     def host(self) -> str:
@@ -193,6 +195,8 @@ class SwarmExecutor:
         return [state for state in states if not running_only or not state.ended]
 
     def state(self, handle: str) -> RunState | None:
+        if handle.startswith(SWEEP_RUN):
+            return None
         service = self.engine.service(handle)
         return run_state(service, self.task(handle)) if service is not None else None
 
@@ -222,23 +226,34 @@ class SwarmExecutor:
         state = self.state(handle)
         if state is None or state.ended:
             return
-        if signal_name == "SIGKILL" or self.signaller is None:
+        if signal_name == "SIGKILL" or self.signaller is None or not self.signaller(state.labels.get(labels.RUN, ""), signal_name):
             self.remove(handle)
-            return
-        self.signaller(state.labels.get(labels.RUN, ""), signal_name)
+
+    def signal_run(self, run_id: str, signal_name: str) -> None:
+        """A signal to a sweep's run (see swarmsweep.py), through the bucket its worker watches."""
+        if self.signaller is not None:
+            self.signaller(run_id, signal_name)
 
     def remove(self, handle: str) -> None:
         """The service (its task, if it still runs, is stopped: StopSignal, then SIGKILL after the
         grace period), its job secret, and its task containers on the manager itself (Engine 20.10
         leaves a removed job's containers behind; those on other nodes are out of fp's reach)."""
         service = self.engine.service(handle)
-        self.engine.remove_service(handle)
-        for container in self.engine.containers([f"com.docker.swarm.service.id={handle}"], running_only=False):
-            self.engine.remove_container(str(container.get("Id", "")))  # (one still running is being killed: this is the kill)
+        self.remove_service(handle)
         run_id = ((service or {}).get("Spec") or {}).get("Labels", {}).get(labels.RUN, "")
         if run_id:
-            for secret in self.engine.secrets([f"{SECRET_LABEL}={run_id}"]):
-                self.engine.remove_secret(str(secret.get("ID", "")))
+            self.remove_secrets(run_id)
+
+    def remove_service(self, handle: str) -> None:
+        """The service and its task containers on the manager (not its job secret)."""
+        self.engine.remove_service(handle)
+        containers = [str(container.get("Id", "")) for container in self.engine.containers([f"com.docker.swarm.service.id={handle}"], running_only=False)]
+        in_parallel(self.engine.remove_container, containers, len(containers))  # (one still running is being killed: this is the kill)
+
+    def remove_secrets(self, run_id: str) -> None:
+        """The job secrets of run (or map) ``run_id`` (refused while a service still uses one)."""
+        for secret in self.engine.secrets([f"{SECRET_LABEL}={run_id}"]):
+            self.engine.remove_secret(str(secret.get("ID", "")))
 
     def logs(self, handle: str, *, follow: bool, skip: Mapping[int, int] | None = None) -> Iterator[tuple[int, bytes]]:
         """Its output as (stream, bytes); ``follow``: until the task ended, leaving out the first

@@ -7,6 +7,7 @@ so a run may land on any node, and ``fp pull`` collects it from any machine with
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import time
@@ -30,10 +31,10 @@ from fireplug.sync.results import Landed, land
 from fireplug.sync.s3 import Store, stage_local
 from fireplug.sync.s3_helper import CLIENT_SIDE
 from fireplug.sync.tree import scan as scan_tree
-from fireplug.task import input_side, result_key, result_side, signal_key
+from fireplug.task import input_side, result_side, signal_key
 
 if TYPE_CHECKING:
-    from fireplug.job import RunRequest
+    from fireplug.job import RunRequest, Steps
 
 NODE_LOSS_RESTARTS = 3
 STOP_GRACE_SECONDS = 10.0
@@ -73,12 +74,17 @@ def check_manager(connection: hosts.Connection) -> None:
         )
 
 
-def check_fits(connection: hosts.Connection, spec: ContainerSpec) -> None:
-    """Raises: SwarmRefused: no ready node has the CPUs and memory a run reserves (its task
-    would wait for one forever)."""
+def check_fits(connection: hosts.Connection, spec: ContainerSpec) -> tuple[hosts.Node, ...]:
+    """The swarm's nodes.
+
+    Raises:
+        SwarmRefused: no ready node has the CPUs and memory a run reserves (its task would wait
+        for one forever).
+    """
     options = spec.options
     wanted_cpus, wanted_memory = (options.nano_cpus or 0) / 1e9, options.memory or 0
-    ready = [node for node in hosts.swarm_nodes(connection.engine) if node.state == "ready"]
+    nodes = hosts.swarm_nodes(connection.engine)
+    ready = [node for node in nodes if node.state == "ready"]
     if not any(node.cpus >= wanted_cpus and node.memory >= wanted_memory for node in ready):
         largest = max(ready, key=lambda node: (node.cpus, node.memory), default=None)
         biggest = f"the largest has {largest.cpus:g} CPUs and {largest.memory / 2**30:.1f} GiB" if largest else "none is ready"
@@ -86,6 +92,7 @@ def check_fits(connection: hosts.Connection, spec: ContainerSpec) -> None:
             f"no node of swarm '{connection.host.name}' has room for a run reserving {wanted_cpus:g} CPUs and {wanted_memory / 2**30:.1f} GiB ({biggest})",
             hint="ask for less with --cpus / --memory",
         )
+    return nodes
 
 
 def registry_auth(invocation: Invocation, host: Host) -> tuple[registry.Repository, str]:
@@ -109,10 +116,11 @@ def stage_inputs(store: Store, data: Path) -> str:
     return store.put_side(f"{CLIENT_SIDE}-swarm", staged.manifest)
 
 
-def task_job(store: Store, spec: ContainerSpec, run_id: str, input_key: str) -> bytes:
-    """The task's job file (credentials included: it only ever travels as a Docker secret)."""
+def task_job(store: Store, spec: ContainerSpec, run_id: str, input_key: str, *, map_id: str = "") -> bytes:
+    """The task's job file (credentials included: it only ever travels as a Docker secret);
+    ``map_id``: a sweep's worker (``run_id`` then names its scratch space)."""
     data = spec.mounts[0].target
-    return json.dumps({**store.job(), "run": run_id, "input": input_key, "data": data}).encode()
+    return json.dumps({**store.job(), "run": run_id, "input": input_key, "data": data, **({"map": map_id} if map_id else {})}).encode()
 
 
 def submit(connection: hosts.Connection, spec: ContainerSpec, image: str, job: bytes, auth: str, *, retries: int) -> tuple[str, tuple[str, str]]:
@@ -132,28 +140,23 @@ def submit(connection: hosts.Connection, spec: ContainerSpec, image: str, job: b
     return handle, secret
 
 
-def signaller(store: Store) -> Callable[[str, str], None]:
-    """How a signal reaches a task: a key in the bucket it looks at every second."""
+def signaller(store: Store) -> Callable[[str, str], bool]:
+    """How a signal reaches a task: a key in the bucket it looks at every second (True: sent)."""
 
-    def send(run_id: str, signal_name: str) -> None:
+    def send(run_id: str, signal_name: str) -> bool:
         store.put_bytes(signal_key(store.place, run_id), f"{signal_name} {uuid.uuid4().hex[:8]}".encode(), "asking the task to stop")
+        return True
 
     return send
 
 
-Write = Callable[[int, bytes], None]
-
-
-def follow(
-    submitted: Submitted, connection: hosts.Connection, store: Store, *, write: Write | None = None, on_restart: Callable[[str, str], None] | None = None
-) -> tuple[str, int]:
-    """Stream the run's output (to ``write``, else this terminal) until it ends; (its service id,
-    its exit status). A first Ctrl-C is forwarded to the command (through the bucket), a second
-    stops the task. A task lost with its node is started again elsewhere (up to
-    NODE_LOSS_RESTARTS times; ``on_restart(old, new)`` hears of the new service)."""
+def follow(submitted: Submitted, connection: hosts.Connection, store: Store) -> tuple[str, int]:
+    """Stream the run's output to this terminal until it ends; (its service id, its exit
+    status). A first Ctrl-C is forwarded to the command (through the bucket), a second stops
+    the task. A task lost with its node is started again elsewhere (up to NODE_LOSS_RESTARTS
+    times)."""
     executor = SwarmExecutor(connection.engine, signaller(store))
-    if write is None:
-        write = LineWriter().write
+    write = LineWriter().write
     handle, lost_nodes = submitted.handle, []
     interrupts = 0
     shown = {1: 0, 2: 0}  # bytes of each stream written: a stream followed again starts from the beginning
@@ -170,10 +173,8 @@ def follow(
             console.warn(f"{e.message}: starting run {submitted.record.id} again on another node")
             connection.engine.remove_service(handle)
             spec = service_spec(submitted.spec, submitted.image, submitted.secret, stop_grace_seconds=STOP_GRACE_SECONDS, avoid_nodes=lost_nodes)
-            old, handle = handle, connection.engine.create_service(spec, submitted.registry_auth)
+            handle = connection.engine.create_service(spec, submitted.registry_auth)
             shown = {1: 0, 2: 0}  # (the new task's output is its own)
-            if on_restart is not None:
-                on_restart(old, handle)
         except KeyboardInterrupt:
             interrupts += 1
             if interrupts == 1:
@@ -199,7 +200,7 @@ def collect(store: Store, invocation: Invocation, record: RunRecord, local_data:
 def forget_run(store: Store, run_id: str) -> None:
     """The run's refs and keys in the bucket (its objects go with the next `fp s3 gc`)."""
     place = store.place
-    store.delete_keys([place.ref_key(input_side(run_id)), place.ref_key(result_side(run_id)), result_key(place, run_id), signal_key(place, run_id)])
+    store.delete_keys([place.ref_key(input_side(run_id)), place.ref_key(result_side(run_id)), signal_key(place, run_id)])
 
 
 def report_landed(host: str, landed: Landed) -> None:
@@ -226,10 +227,24 @@ class Prepared:
     image: str
     registry_auth: str
     inputs: str  # the key of the staged data folder's manifest
+    nodes: tuple[hosts.Node, ...] = ()  # the swarm's nodes, as they were
 
 
-def prepare(invocation: Invocation, request: RunRequest, host: Host, store: Store | None) -> Prepared:
-    """Build on the manager and push, then stage the data folder: all before any run starts.
+def bucket_soon(invocation: Invocation, host: Host, steps: Steps) -> Callable[[], Store | None]:
+    """``job.staging_store`` in a thread (boto3's import, its client and the bucket's check take
+    0.2-0.3 s, which the engine's side of the preparation overlaps); what it returns gives the
+    store, or raises what the check raised."""
+    from fireplug.job import staging_store
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fp-bucket")
+    future = pool.submit(staging_store, invocation, host, steps)
+    pool.shutdown(wait=False)
+    return future.result
+
+
+def prepare(invocation: Invocation, request: RunRequest, host: Host, bucket: Callable[[], Store | None]) -> Prepared:
+    """Build on the manager and push, then stage the data folder in ``bucket()``'s store: all
+    before any run starts.
 
     Raises:
         FireplugError: fp's own failure (staging, registry, swarm), or a request a swarm cannot serve.
@@ -242,8 +257,9 @@ def prepare(invocation: Invocation, request: RunRequest, host: Host, store: Stor
             f"host '{host.name}' is a swarm: each run brings its own data in and out, so --no-build, --no-sync and the --sync-*-only steps do not apply",
             hint="fp pull RUN brings a run's results back",
         )
-    store = require_staging(host, store)
     config, local = invocation.config, invocation.local
+    if config.sync.mode != "s3":
+        require_staging(host, None)  # (refused before the bucket's store is even made)
     own = own_recipe(config)
     if own is not None and not own.needs_base:
         raise SwarmRefused(
@@ -253,8 +269,9 @@ def prepare(invocation: Invocation, request: RunRequest, host: Host, store: Stor
     check_manager(connection)
     repository, auth = registry_auth(invocation, host)
     spec = replace(container_spec(config, "", request, local, host=host), tty=False, stdin=False)
-    check_fits(connection, spec)
+    nodes = check_fits(connection, spec)
     context = scan(config, local, own, limit=None if request.yes else project_limit(config))
+    store = require_staging(host, bucket())  # (the bucket checked before anything is built)
     image = ready_image(connection.engine, invocation, request, own, context, spec)
     assert image is not None  # (built: the steps above include the build)
     reference = registry.push(connection.engine, image.tag, repository, auth, verbose=request.verbose)
@@ -262,7 +279,7 @@ def prepare(invocation: Invocation, request: RunRequest, host: Host, store: Stor
     ensure_data_folder(data)
     store.forget()  # what the bucket holds is listed again: a task cannot ask this machine for an object the bucket lost
     inputs = stage_inputs(store, data)
-    return Prepared(connection, store, replace(spec, image=reference), reference, auth, inputs)
+    return Prepared(connection, store, replace(spec, image=reference), reference, auth, inputs, nodes)
 
 
 def start_run(invocation: Invocation, prepared: Prepared, spec: ContainerSpec, *, retries: int = 0, detached: bool = False) -> Submitted:
@@ -277,21 +294,21 @@ def start_run(invocation: Invocation, prepared: Prepared, spec: ContainerSpec, *
     return Submitted(handle, record, spec, prepared.image, secret, prepared.registry_auth)
 
 
-def finish_run(invocation: Invocation, prepared: Prepared, submitted: Submitted, handle: str, status: int | None) -> Landed | None:
-    """After the run's end: its results landed here, its output kept, its service and keys gone."""
+def finish_run(invocation: Invocation, prepared: Prepared, record: RunRecord, status: int | None, *, handle: str = "") -> Landed | None:
+    """After the run's end: its results landed here, its keys gone; ``handle``: its service too
+    (its output kept first)."""
+    from fireplug.control import keep_output_and_remove
     from fireplug.job import local_data_folder
 
-    record = submitted.record
     landed = collect(prepared.store, invocation, record, local_data_folder(invocation.config))
-    from fireplug.control import keep_output_and_remove
-
-    keep_output_and_remove(invocation.runs, SwarmExecutor(prepared.connection.engine), handle, record.id)
+    if handle:
+        keep_output_and_remove(invocation.runs, SwarmExecutor(prepared.connection.engine), handle, record.id)
     forget_run(prepared.store, record.id)
     invocation.runs.save(replace(record.with_end(status), pulled=time.time()))
     return landed
 
 
-def run(invocation: Invocation, request: RunRequest, host: Host, started: float, store: Store | None) -> int:
+def run(invocation: Invocation, request: RunRequest, host: Host, started: float, bucket: Callable[[], Store | None]) -> int:
     """One run on a swarm; attached: followed, and its results brought back.
 
     Returns the command's exit status (0 for a detached start).
@@ -299,7 +316,7 @@ def run(invocation: Invocation, request: RunRequest, host: Host, started: float,
     Raises:
         FireplugError: see ``prepare``.
     """
-    prepared = prepare(invocation, request, host, store)
+    prepared = prepare(invocation, request, host, bucket)
     spec = prepared.spec
     if request.detach:
         spec = replace(spec, labels={**spec.labels, labels.DETACHED: "1"})
@@ -313,7 +330,7 @@ def run(invocation: Invocation, request: RunRequest, host: Host, started: float,
         console.note(f"started on swarm '{host.name}' and left running: fp logs -f {run_id} follows it, fp pull {run_id} brings its results; run {run_id}")
         return 0
     handle, status = follow(submitted, prepared.connection, prepared.store)
-    landed = finish_run(invocation, prepared, submitted, handle, status)
+    landed = finish_run(invocation, prepared, submitted.record, status, handle=handle)
     if landed is None:
         console.warn(f"run {run_id} published no results (stopped before it could, or its task failed: fp logs {run_id} shows why)")
     else:

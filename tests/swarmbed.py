@@ -17,6 +17,7 @@ route_localnet on both ends), so the worker joins 127.0.0.1:2377, pulls from the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -132,9 +133,13 @@ def start_worker() -> None:
 
 
 def kill_worker() -> None:
-    """What a node's crash looks like to the manager: its engine gone at once."""
-    pid = int(WORKER_PIDFILE.read_text())
-    os.kill(pid, signal.SIGKILL)
+    """A node's crash: every process of the worker (its engine, containerd, the tasks' commands:
+    all live in its network namespace) gone at once. (Killing the engine alone leaves the tasks
+    running under containerd, and their runs finish and publish as if nothing happened.)"""
+    pids = subprocess.run(["ip", "netns", "pids", NAMESPACE], check=True, capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
     wait_for(lambda: not engine_answers(*WORKER_FLAGS), "the worker's engine to go")
 
 

@@ -7,6 +7,7 @@ passes through unchanged; fp's failures exit 125; usage errors 2; interruptions 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import signal
 import sys
@@ -54,7 +55,9 @@ SUBCOMMANDS = tuple(VERBS)
 
 def entry() -> NoReturn:
     """The `fp` program: ``main`` in a process of its own, which ends with fp's own status."""
-    sys.exit(main(final=True))
+    status = main(final=True)
+    gc.freeze()  # the interpreter's last collection would walk every object of boto3's models (0.15 s at each exit); they are freed all the same
+    sys.exit(status)
 
 
 def main(argv: Sequence[str] | None = None, *, final: bool = False) -> int:

@@ -80,11 +80,11 @@ def s3_verb(words: list[str], args: argparse.Namespace) -> int:
     garbage = s3.find_garbage(store, options.min_age)
     if garbage.recent:
         console.note(f"spared {garbage.recent} unreachable objects younger than --min-age {options.min_age:g} s (a push may be under way)")
-    if not (garbage.objects or garbage.manifests or garbage.uploads):
+    if not (garbage.objects or garbage.manifests or garbage.uploads or garbage.map_keys):
         console.note(f"nothing to remove in {store.staging.url}")
         return 0
-    what = f"{len(garbage.objects)} objects ({human_bytes(garbage.object_bytes)}), {len(garbage.manifests)} old manifests"
-    what += f" and {len(garbage.uploads)} unfinished uploads from {store.staging.url}"
+    what = f"{len(garbage.objects)} objects ({human_bytes(garbage.object_bytes)}), {len(garbage.manifests)} old manifests, "
+    what += f"{len(garbage.uploads)} unfinished uploads and {len(garbage.map_keys)} keys of ended maps from {store.staging.url}"
     if options.dry_run:
         console.note(f"would remove {what}")
         return 0

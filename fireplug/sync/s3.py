@@ -558,6 +558,7 @@ class Garbage:
     manifests: tuple[str, ...] = ()
     uploads: tuple[tuple[str, str], ...] = ()  # key, upload id
     recent: int = 0  # unreachable objects spared: younger than the minimum age (a push may be under way)
+    map_keys: tuple[str, ...] = ()  # what the queues of maps that ended left (a swarm sweep's, see swarmsweep.py)
 
 
 def find_garbage(store: Store, min_age: float) -> Garbage:
@@ -581,11 +582,25 @@ def find_garbage(store: Store, min_age: float) -> Garbage:
         pages = store.client.get_paginator("list_multipart_uploads").paginate(Bucket=store.place.bucket, Prefix=f"{root}/")
         started = [upload for page in pages for upload in page.get("Uploads", ())]
     uploads = [(upload["Key"], upload["UploadId"]) for upload in started if now - upload["Initiated"].timestamp() >= min_age]
-    return Garbage(tuple(objects), object_bytes, tuple(manifests), tuple(uploads), recent)
+    return Garbage(tuple(objects), object_bytes, tuple(manifests), tuple(uploads), recent, _ended_maps_keys(store, now - min_age))
+
+
+def _ended_maps_keys(store: Store, before: float) -> tuple[str, ...]:
+    """The keys of the sweeps whose map ended (its ``done`` written) before ``before``."""
+    prefix = f"{store.place.root}/maps/"
+    by_map: dict[str, list[str]] = {}
+    ended = set()
+    for item in store.listing(prefix):
+        key = str(item["Key"])
+        map_id = key[len(prefix) :].split("/", 1)[0]
+        by_map.setdefault(map_id, []).append(key)
+        if key == f"{prefix}{map_id}/done" and item["LastModified"].timestamp() < before:
+            ended.add(map_id)
+    return tuple(key for map_id in sorted(ended) for key in by_map[map_id])
 
 
 def remove_garbage(store: Store, garbage: Garbage) -> None:
-    keys = [*garbage.objects, *garbage.manifests]
+    keys = [*garbage.objects, *garbage.manifests, *garbage.map_keys]
     with store.translated("removing unreachable objects"):
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
             batch = keys[start : start + 1000]

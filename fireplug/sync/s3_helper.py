@@ -309,11 +309,16 @@ def in_parallel(work: Callable[[Any], None], items: list[Any], workers: int) -> 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def put_manifest(client: Any, place: Place, side: str, manifest: Manifest, *, checked: bool = True) -> str:
-    """Write ``manifest`` (its objects are there already), then point ``side``'s ref at it."""
+def manifest_key_of(place: Place, manifest: Manifest) -> tuple[str, bytes, str]:
+    """Where ``manifest`` goes (its content names it), its bytes and their digest."""
     data = encode_manifest(manifest)
     digest = hashlib.sha256(data).hexdigest()
-    key = place.manifest_key(digest)
+    return place.manifest_key(digest), data, digest
+
+
+def put_manifest(client: Any, place: Place, side: str, manifest: Manifest, *, checked: bool = True) -> str:
+    """Write ``manifest`` (its objects are there already), then point ``side``'s ref at it."""
+    key, data, digest = manifest_key_of(place, manifest)
     put_bytes(client, place.bucket, key, data, checked=checked, digest=digest)
     put_bytes(client, place.bucket, place.ref_key(side), json.dumps({"manifest": key, "at": int(time.time())}).encode(), checked=checked)
     return key
@@ -344,6 +349,42 @@ def put_bytes(client: Any, bucket: str, key: str, body: bytes, *, checked: bool,
     client.put_object(Bucket=bucket, Key=key, Body=body, **extra)
 
 
+CLAIMS = "/claims/"  # a key holding this is written only when absent (see put_if_absent)
+
+
+def put_if_absent(client: Any, bucket: str, key: str, body: bytes) -> bool:
+    """Create ``key`` unless it exists (S3's conditional write): whether this call created it.
+    Two writers racing for one key: exactly one gets True (a sweep's claim on a run). ``key``
+    must hold CLAIMS: the condition goes in through a request hook, as Debian's botocore knows
+    no IfNoneMatch parameter.
+
+    Raises:
+        botocore's ClientError: other than the key's existing.
+    """
+    import botocore.exceptions
+
+    client.meta.events.register("before-call.s3.PutObject", _only_if_absent, unique_id="fp-put-if-absent")
+    for _ in range(5):
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=body)
+            return True
+        except botocore.exceptions.ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code == "ConditionalRequestConflict":  # a racing write still in flight: ask again
+                time.sleep(0.1)
+                continue
+            if code not in ("PreconditionFailed", "412"):
+                raise
+            # a retried request whose first try created it fails too: then the key holds this body
+            return bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read()) == body
+    return False
+
+
+def _only_if_absent(params: dict[str, Any], **_: Any) -> None:
+    if CLAIMS in str(params.get("url_path", "")):
+        params.setdefault("headers", {})["If-None-Match"] = "*"
+
+
 def make_client(job: Mapping[str, Any]) -> Any:
     """A client from the job's settings (the host side: no profile, no config files)."""
     import boto3
@@ -363,9 +404,9 @@ def make_client(job: Mapping[str, Any]) -> Any:
 # -- the host's side ---------------------------------------------------------------------------
 
 
-def fetch(job: Mapping[str, Any], data: str, stage: str, backup: str, trash: str, out: IO[bytes], errors: IO[bytes]) -> None:
+def fetch(job: Mapping[str, Any], data: str, stage: str, backup: str, trash: str, out: IO[bytes], errors: IO[bytes], client: Any = None) -> None:
     """Lay the job's entries out under ``stage`` (objects downloaded and checked), then install."""
-    client = make_client(job)
+    client = client or make_client(job)
     place = Place(job["bucket"], job["root"])
     entries: Manifest = {path: entry for path, entry in job["entries"].items() if is_plain_path(path)}
     os.makedirs(stage)
@@ -403,11 +444,20 @@ def fetch(job: Mapping[str, Any], data: str, stage: str, backup: str, trash: str
     list_tree(data, trash, out)
 
 
-def publish(job: Mapping[str, Any], data: str, state: str, out: IO[bytes]) -> None:
-    """Stage the host's tree in the bucket: the job's paths are hashed (through the digest
-    cache) and the objects the bucket lacks uploaded; then the host's manifest and ref are
-    written, and the manifest of the job's paths printed (what the client downloads)."""
-    client = make_client(job)
+def publish(job: Mapping[str, Any], data: str, state: str, out: IO[bytes], client: Any = None) -> tuple[str, Manifest]:
+    """Stage the host's tree in the bucket (``stage_tree``), then write the host's manifest and
+    ref, and print the manifest of the job's paths (what the client downloads). The host's
+    manifest's key, and the manifest."""
+    client = client or make_client(job)
+    manifest, wanted = stage_tree(job, data, state, client)
+    key = put_manifest(client, Place(job["bucket"], job["root"]), job["side"], manifest, checked=job.get("request_checksum_calculation") != "when_required")
+    out.write(encode_manifest(wanted))
+    return key, manifest
+
+
+def stage_tree(job: Mapping[str, Any], data: str, state: str, client: Any) -> tuple[Manifest, Manifest]:
+    """The job's paths hashed (through the digest cache) and the objects the bucket lacks
+    uploaded: the manifest of the whole tree, and that of the job's paths."""
     place = Place(job["bucket"], job["root"])
     cache = DigestCache.load(state)
     now = time.time_ns()
@@ -431,9 +481,9 @@ def publish(job: Mapping[str, Any], data: str, state: str, out: IO[bytes]) -> No
         cache.remember(path, listed[path], digest, now)
     for path in staged.changed:
         cache.entries.pop(path, None)
-    put_manifest(client, place, job["side"], {**_cached_manifest(data, cache), **wanted}, checked=checked)
+    manifest = {**_cached_manifest(data, cache), **wanted}
     cache.save(state)
-    out.write(encode_manifest(wanted))
+    return manifest, wanted
 
 
 def _cached_manifest(data: str, cache: DigestCache) -> Manifest:

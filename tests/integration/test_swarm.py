@@ -76,7 +76,7 @@ def test_a_swarm_run_without_s3_staging_is_refused_in_one_line(project: Project,
     assert services_of(project) == []
 
 
-def test_a_map_runs_only_what_the_reservations_fit_and_lands_on_both_nodes(project: Project, lab: str) -> None:
+def test_a_map_runs_only_what_the_reservations_fit_and_lands_on_both_nodes(project: Project, lab: str, s3: S3Server) -> None:  # noqa: F811
     project.write(
         "fold.py",
         "import json, os, sys, time\nstart = time.time()\ntime.sleep(3)\n"
@@ -95,6 +95,10 @@ def test_a_map_runs_only_what_the_reservations_fit_and_lands_on_both_nodes(proje
         peak = max(peak, running)
     assert peak <= 2, runs
     assert "6 of 6 runs succeeded" in result.stderr.decode()
+    maps = f"stage/{project.key}/maps/"
+    assert [key.rsplit("/", 1)[-1] for key in s3.keys_under(maps)] == ["done"], "the map's queue is left in the bucket"
+    assert run_fp(project.root, "s3", "gc", "--min-age", "0").returncode == 0
+    assert s3.keys_under(maps) == []
 
 
 def test_a_failing_run_is_not_started_again_and_ps_logs_pull_gc_work_on_it(project: Project, lab: str) -> None:
@@ -115,7 +119,7 @@ def test_a_failing_run_is_not_started_again_and_ps_logs_pull_gc_work_on_it(proje
     assert (project.root / "data/tries.txt").read_text() == "tried\n"
 
 
-def test_fp_stop_reaches_the_command_and_its_results_still_come_back(project: Project, lab: str) -> None:
+def test_fp_stop_reaches_the_command_from_any_folder_and_its_results_still_come_back(project: Project, lab: str) -> None:
     script = (
         "import signal, sys, time\n"
         "signal.signal(signal.SIGINT, lambda *a: (open('data/stopped.txt', 'w').write('saved'), sys.exit(5)))\n"
@@ -124,7 +128,9 @@ def test_fp_stop_reaches_the_command_and_its_results_still_come_back(project: Pr
     project.write("long.py", script)
     run_id = started_id(run_fp(project.root, "--host", lab, "-d", "python", "long.py"))
     wait_for(lambda: b"ready" in run_fp(project.root, "logs", run_id).stdout, "the command to start", timeout=120)
-    stopped = run_fp(project.root, "stop", run_id)
+    elsewhere = project.root.parent / "elsewhere"  # (no fireplug.toml: the run's own project names the bucket)
+    elsewhere.mkdir()
+    stopped = run_fp(elsewhere, "stop", run_id)
     assert stopped.returncode == 0 and b"exit status 5" in stopped.stderr, stopped.stderr.decode()
     assert run_fp(project.root, "pull", run_id).returncode == 0
     assert (project.root / "data/stopped.txt").read_text() == "saved"
@@ -138,7 +144,9 @@ def test_a_task_lost_with_its_node_is_started_again_on_another(project: Project,
         "open(f'data/slow{sys.argv[1]}.txt', 'a').write(node + '\\n')\n",
     )
     process = subprocess.Popen(
-        [*fp_command(), "map", "--hosts", lab, "-p", "n=0,1", "--cpus", "1.5", "--", "python", "slow.py", "{n}"],
+        # (two workers, one per node: four runs leave time for the worker's to start should the
+        # swarm still count the last test's tasks there)
+        [*fp_command(), "map", "--hosts", lab, "-p", "n=0,1,2,3", "--cpus", "1.5", "--", "python", "slow.py", "{n}"],
         cwd=project.root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -154,7 +162,7 @@ def test_a_task_lost_with_its_node_is_started_again_on_another(project: Project,
         wait_for(lambda: swarmbed.nodes_ready() >= 2, "the worker to be back", timeout=120)
     assert process.returncode == 0, err.decode()
     assert b"went down while it ran the task" in err
-    for n in (0, 1):
+    for n in range(4):
         assert (project.root / f"data/slow{n}.txt").read_text().count("\n") == 1, "each run's results came back once, from the run that ended"
 
 
@@ -193,6 +201,53 @@ def test_ctrl_c_reaches_the_command_its_results_come_back_and_no_line_is_shown_t
     assert out.decode().count("ready") == 1 and "saving" in out.decode()
     assert (project.root / "data/stopped.txt").read_text() == "saved"
     assert services_of(project) == []
+
+
+# a run that says "ready N", and on SIGINT saves data/stoppedN.txt and exits 5
+TRAP_AND_SAVE = (
+    "import signal, sys, time\nn = sys.argv[1]\n"
+    "def stop(*_):\n    open(f'data/stopped{n}.txt', 'w').write('saved ' + n)\n    sys.exit(5)\n"
+    "signal.signal(signal.SIGINT, stop)\nprint('ready', n, flush=True)\ntime.sleep(300)\n"
+)
+
+
+def test_ctrl_c_to_a_map_stops_its_running_runs_keeps_their_results_and_starts_no_other(project: Project, lab: str) -> None:
+    project.write("trap.py", TRAP_AND_SAVE)
+    # 1.5 CPUs each on two 2-CPU nodes: two workers, one run each; four runs wait in the queue
+    process = start_in_group(project, "map", "--hosts", lab, "-p", "n=0,1,2,3,4,5", "--cpus", "1.5", "--", "python", "trap.py", "{n}")
+    wait_for(lambda: _sweep_output(project).count("ready") == 2, "two runs to start", process, timeout=180)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err.decode()
+    stopped = {path.name: path.read_text() for path in (project.root / "data").glob("stopped*.txt")}
+    assert len(stopped) == 2 and all(text == f"saved {name[7]}" for name, text in stopped.items()), stopped
+    assert out.decode().count("ready") == 2, "a run the map had not started yet ran after Ctrl-C"
+    assert services_of(project) == []
+
+
+def test_ps_logs_and_stop_reach_the_runs_of_a_map_going_on_in_the_background(project: Project, lab: str) -> None:
+    project.write("trap.py", TRAP_AND_SAVE)
+    map_id = started_id(run_fp(project.root, "map", "-d", "--hosts", lab, "-p", "n=0,1", "--cpus", "0.5", "--", "python", "trap.py", "{n}"))
+
+    def listed() -> list[dict[str, object]]:
+        return [run for run in json.loads(run_fp(project.root, "ps", "--json").stdout) if run.get("map") == map_id]
+
+    try:
+        wait_for(lambda: len(listed()) == 2 and _sweep_output(project).count("ready") == 2, "both runs to start", timeout=180)
+        assert {run["state"] for run in listed()} == {"running"}
+        first = str(min(listed(), key=lambda run: str(run["id"]))["id"])
+        wait_for(lambda: b"ready" in run_fp(project.root, "logs", first).stdout, "the run's output to be kept", timeout=30)
+        stopped = run_fp(project.root, "stop", first)
+        assert stopped.returncode == 0 and b"exit status 5" in stopped.stderr, stopped.stderr.decode()
+        assert [run["id"] for run in listed()] != [first] and len(listed()) == 1, "the stopped run is still listed as running"
+    finally:
+        assert run_fp(project.root, "stop", map_id).returncode == 0
+    wait_for(lambda: len(list((project.root / "data").glob("stopped*.txt"))) == 2, "both runs' results to land", timeout=60)
+    wait_for(lambda: services_of(project) == [], "the map's service to go", timeout=60)
+
+
+def _sweep_output(project: Project) -> str:
+    return "".join(swarm("service", "logs", service) for service in services_of(project))
 
 
 def test_a_registry_behind_a_password_gets_the_docker_configs_credentials_and_no_one_sees_them(project: Project, remote: RemoteBench, lab: str) -> None:
