@@ -119,6 +119,15 @@ def test_a_failing_run_is_not_started_again_and_ps_logs_pull_gc_work_on_it(proje
     assert (project.root / "data/tries.txt").read_text() == "tried\n"
 
 
+def test_a_map_runs_a_failing_command_again_only_as_often_as_retries_says(project: Project, lab: str) -> None:
+    project.write("flaky.py", "import sys\nn = sys.argv[1]\nprint('try', n, flush=True)\nsys.exit(3 if n == '0' else 0)\n")
+    result = run_fp(project.root, "map", "--hosts", lab, "-p", "n=0,1", "--retries", "2", "--cpus", "0.5", "--", "python", "flaky.py", "{n}", timeout=300)
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 1, err
+    assert out.count("try 0") == 3 and out.count("try 1") == 1, out
+    assert "1 of 2 runs succeeded" in err and "trying again" in err
+
+
 def test_fp_stop_reaches_the_command_from_any_folder_and_its_results_still_come_back(project: Project, lab: str) -> None:
     script = (
         "import signal, sys, time\n"
