@@ -65,6 +65,10 @@ class _Run:
     marked: set[int] = field(default_factory=set)  # streams whose end the worker marked
     output_done: threading.Event = field(default_factory=threading.Event)
 
+    def fail(self, failure: FireplugError) -> None:
+        self.failure = failure
+        self.ended.set()
+
 
 class Sweep:
     """A map's runs on one swarm, served by the workers of one service (more after node loss)."""
@@ -316,8 +320,7 @@ class Sweep:
                 if node in down:
                     lost_nodes += self._start_again(run, node)
                 else:
-                    run.failure = TaskRejected(f"its worker on swarm '{self.host}' failed ({_state(task)}): {_error(task)}")
-                    run.ended.set()
+                    run.fail(TaskRejected(f"its worker on swarm '{self.host}' failed ({_state(task)}): {_error(task)}"))
         if lost_nodes:
             self._add_workers(len(lost_nodes), avoid=sorted({node for run in self.runs.values() for node in run.lost_nodes}))
         elif tasks and not live:
@@ -327,8 +330,7 @@ class Sweep:
     def _fail_unended(self, failure: FireplugError) -> None:
         for run in list(self.runs.values()):
             if not run.ended.is_set():
-                run.failure = failure
-                run.ended.set()
+                run.fail(failure)
 
     def _runs_of(self, task: dict[str, Any]) -> list[_Run]:
         """The unended runs the task's worker took (its claims name it)."""
@@ -346,8 +348,7 @@ class Sweep:
         run.lost_nodes.append(node)
         lost = NodeLost(self.host, node)
         if len(run.lost_nodes) > NODE_LOSS_RESTARTS:
-            run.failure = lost
-            run.ended.set()
+            run.fail(lost)
             return []
         console.warn(f"{lost.message}: starting run {run.run_id} again on another node")
         run.marked.clear()

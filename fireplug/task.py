@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 from fireplug.sync.s3_helper import (
@@ -54,6 +54,7 @@ from fireplug.sync.s3_helper import (
     publish,
     put_if_absent,
     put_manifest,
+    put_ref,
     stage_tree,
 )
 from fireplug.sync.tree import FILE, lstat_entry, scan
@@ -184,7 +185,8 @@ def serve_run(
     changes), which goes on while the next run starts. ``before``: the previous run's, done
     before this one's is started."""
     run_id = str(item["run"])
-    pointing = _Background(_point, client, place, input_side(run_id), base)  # (read only after the run)
+    checked = job.get("request_checksum_calculation") != "when_required"
+    pointing = _Background(lambda: put_ref(client, place, input_side(run_id), base, checked=checked))  # (read only after the run)
     env = {**os.environ, **{str(name): str(value) for name, value in item["env"]}}
     status = run_command([str(word) for word in item["argv"]], client, place, run_id, env=env, tag=run_id.encode(), on_signal=stopping.set)
     pointing.join()
@@ -192,12 +194,12 @@ def serve_run(
         before.join()
     data = job["data"]
     manifest, _ = stage_tree({**job, "paths": sorted(scan(data)), "known": sorted(known)}, data, f"{_scratch(job)}/digests.json", client)
-    ending = _Background(_write_end, client, place, job, run_id, status, manifest)
+    ending = _Background(lambda: _write_end(client, place, job, run_id, status, manifest, checked=checked))
     return manifest_key_of(place, manifest)[0], digests_of(manifest), ending
 
 
-def _write_end(client: Any, place: Place, job: Mapping[str, Any], run_id: str, status: int, manifest: Manifest) -> None:
-    put_manifest(client, place, result_side(run_id), manifest, checked=job.get("request_checksum_calculation") != "when_required")
+def _write_end(client: Any, place: Place, job: Mapping[str, Any], run_id: str, status: int, manifest: Manifest, *, checked: bool) -> None:
+    put_manifest(client, place, result_side(run_id), manifest, checked=checked)
     client.put_object(Bucket=place.bucket, Key=ended_key(place, job["map"], run_id), Body=json.dumps({"status": status}).encode())
     for out in (sys.stdout.buffer, sys.stderr.buffer):
         out.write(OUTPUT_TAG + run_id.encode() + b".\n")
@@ -205,16 +207,16 @@ def _write_end(client: Any, place: Place, job: Mapping[str, Any], run_id: str, s
 
 
 class _Background(threading.Thread):
-    """``work(*arguments)`` in a thread; ``join`` raises what it raised."""
+    """``work()`` in a thread; ``join`` raises what it raised."""
 
-    def __init__(self, work: Any, *arguments: Any) -> None:
+    def __init__(self, work: Callable[[], None]) -> None:
         super().__init__(daemon=True)
-        self.work, self.arguments, self.error = work, arguments, None
+        self.work, self.error = work, None
         self.start()
 
     def run(self) -> None:
         try:
-            self.work(*self.arguments)
+            self.work()
         except Exception as e:  # (handed to join)
             self.error = e
 
@@ -244,11 +246,6 @@ def _first_unclaimed(client: Any, place: Place, map_id: str, seq: int) -> int:
 
 def _exists(client: Any, bucket: str, key: str) -> bool:
     return _read_json(client, bucket, key) is not None
-
-
-def _point(client: Any, place: Place, side: str, manifest_key: str) -> None:
-    body = json.dumps({"manifest": manifest_key, "at": int(time.time())}).encode()
-    client.put_object(Bucket=place.bucket, Key=place.ref_key(side), Body=body)
 
 
 def bring_in(client: Any, place: Place, job: Mapping[str, Any]) -> Manifest:

@@ -57,6 +57,7 @@ from fireplug.sync.s3_helper import (
     is_plain_path,
     manifest_entry,
     put_manifest,
+    put_ref,
     upload_objects,
 )
 from fireplug.sync.session import Transferred
@@ -309,7 +310,8 @@ class Store:
 
     def point_side(self, side: str, manifest_key: str) -> None:
         """``side``'s ref names the manifest ``manifest_key`` (written already)."""
-        self.put_bytes(self.place.ref_key(side), json.dumps({"manifest": manifest_key, "at": int(time.time())}).encode(), "writing a ref")
+        with self.translated("writing a ref"):
+            put_ref(self.client, self.place, side, manifest_key, checked=self.checked)
 
     def side_manifest(self, side: str) -> Manifest | None:
         """The manifest ``side``'s ref names; None when it has none."""

@@ -320,8 +320,13 @@ def put_manifest(client: Any, place: Place, side: str, manifest: Manifest, *, ch
     """Write ``manifest`` (its objects are there already), then point ``side``'s ref at it."""
     key, data, digest = manifest_key_of(place, manifest)
     put_bytes(client, place.bucket, key, data, checked=checked, digest=digest)
-    put_bytes(client, place.bucket, place.ref_key(side), json.dumps({"manifest": key, "at": int(time.time())}).encode(), checked=checked)
+    put_ref(client, place, side, key, checked=checked)
     return key
+
+
+def put_ref(client: Any, place: Place, side: str, manifest_key: str, *, checked: bool = True) -> None:
+    """Point ``side``'s ref at the manifest ``manifest_key`` (written already)."""
+    put_bytes(client, place.bucket, place.ref_key(side), json.dumps({"manifest": manifest_key, "at": int(time.time())}).encode(), checked=checked)
 
 
 def client_config(request_checksums: str = "", response_checksums: str = "") -> Any:
