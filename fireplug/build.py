@@ -163,7 +163,8 @@ def _build_project_image(engine: Engine, config: Config, context: Context, recip
     image_labels = {} if recipe.generated else project_labels(config, base.tag if base else "")
     buildargs = {BASE_ARG: base.tag} if base and not recipe.generated else {}
     recipe_name = "" if recipe.generated else f" from the project's {recipe.name} (build.dockerfile = false ignores it)"
-    title = f"building image {tag}{recipe_name} on host '{engine.host}' ({context.file_count} files, {human_bytes(context.total_bytes)})"
+    kept_out = f"; {len(context.secrets)} kept out as secrets" if context.secrets else ""
+    title = f"building image {tag}{recipe_name} on host '{engine.host}' ({context.file_count} files, {human_bytes(context.total_bytes)}{kept_out})"
     image_id = _build(
         engine, tar_stream(context, extra), tag=tag, dockerfile=recipe.name, buildargs=buildargs, image_labels=image_labels, title=title, verbose=verbose
     )

@@ -13,12 +13,13 @@ import re
 import secrets
 import sys
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fireplug.errors import ConfigError, ProjectError
+from fireplug.secrets import credential_in
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,6 +36,7 @@ class Source:
 
     path: str
     text: str
+    shipped: bool = False  # the project's fireplug.toml: it goes into the image with the code, so no value may hold a credential
 
 
 @dataclass(frozen=True)
@@ -263,7 +265,41 @@ def _parse(source: Source) -> dict[str, Any]:
                 line=_locate(source.text, "", section),
                 key=section,
             )
+    if source.shipped:
+        _refuse_credentials(document, source)
     return document
+
+
+def _refuse_credentials(document: dict[str, Any], source: Source) -> None:
+    """The project's fireplug.toml is shipped with the code: a credential written in any of its
+    values (an index URL's password, a token) would be in the image.
+
+    Raises:
+        ConfigError: a value holds one (said without showing it).
+    """
+    for key, value in _values(document):
+        reason = credential_in(value)
+        if reason:
+            section, _, name = key.rpartition(".")
+            raise ConfigError(
+                f"'{key}' holds {reason}, and {PROJECT_FILE} is shipped with the code",
+                path=source.path,
+                line=_locate(source.text, section, name),
+                key=key,
+                hint="move the setting to ~/.config/fireplug/config.toml or an FP_* variable (FP_BUILD_PIP_INDEX_URL...), which stay on this machine",
+            )
+
+
+def _values(table: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in ``table`` (in lists and sub-tables too), with its dotted key."""
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, str):
+                yield key, item
+            elif isinstance(item, dict):
+                yield from _values(item, f"{key}.")
 
 
 def _check_table(section: str, values: Any, source: Source) -> None:
@@ -473,6 +509,19 @@ def _is_within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder + "/")
 
 
+def project_key_at(root: Path) -> str:
+    """The project key of the project in ``root`` as its fireplug.toml names it ("" when
+    ``root`` holds none, or one fp cannot read): tells whether another folder is a copy."""
+    try:
+        table = tomllib.loads((root / PROJECT_FILE).read_text(encoding="utf-8")).get("project", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        return ""
+    if not isinstance(table, dict):
+        return ""
+    name, project_id = table.get("name") or sanitize_name(root.name), table.get("id") or derived_id(root)
+    return f"{name}-{project_id}" if isinstance(name, str) and isinstance(project_id, str) else ""
+
+
 def derived_id(root: Path) -> str:
     """A project's id when fireplug.toml names none: from its absolute path (moving it makes a new project)."""
     return hashlib.sha256(os.fsencode(root)).hexdigest()[:8]
@@ -605,7 +654,8 @@ def discover(
         if not project_optional:
             raise
         root = cwd.resolve()
-    sources = [Source(str(path), _read(path)) for path in (user_config_path(env, home), root / PROJECT_FILE) if path.is_file()]
+    user, project = user_config_path(env, home), root / PROJECT_FILE
+    sources = [Source(str(path), _read(path), shipped=path == project) for path in (user, project) if path.is_file()]
     return load(sources, env, overrides, root=root)
 
 

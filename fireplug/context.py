@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fireplug.errors import ContextChanged, ProjectError
-from fireplug.secrets import SNIFF_BYTES, secret_content, secret_name
+from fireplug.secrets import SNIFF_RULES, ContentSniffer, secret_name
 from fireplug.signature import stat_signature
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class ScanRules:
     allow: tuple[str, ...] = ()  # [build] allow: paths (or globs) of secret-looking files to ship anyway
 
     def key(self) -> str:
-        text = "\0".join([SCAN_FORMAT, self.data_folder, self.ignore_text, str(self.ship_dockerignore), *self.allow])
+        text = "\0".join([SCAN_FORMAT, SNIFF_RULES, self.data_folder, self.ignore_text, str(self.ship_dockerignore), *self.allow])
         return hashlib.sha256(text.encode()).hexdigest()
 
     def allows(self, path: str) -> bool:
@@ -358,23 +358,22 @@ class _Walker:
 
 
 def read_file(path: str) -> tuple[str, str]:
-    """SHA-256 of a file's bytes, read in blocks, and why its start shows it is a secret ("" if not).
+    """SHA-256 of a file's bytes, read in blocks, and why its content shows it is a secret ("" if not;
+    see secrets.ContentSniffer).
 
     Raises:
         ProjectError: the file cannot be read.
     """
     digest = hashlib.sha256()
-    secret = ""
+    sniffer = ContentSniffer()
     try:
         with open(path, "rb") as handle:
-            first = True
             while block := handle.read(READ_SIZE):
-                if first:
-                    secret, first = secret_content(block[:SNIFF_BYTES]), False
+                sniffer.feed(block)
                 digest.update(block)
     except OSError as e:
         raise ProjectError(f"cannot read {path}: {e.strerror}", hint="fix its permissions or add it to .dockerignore") from e
-    return digest.hexdigest(), secret
+    return digest.hexdigest(), sniffer.reason
 
 
 def context_digest(entries: Iterable[Entry]) -> str:

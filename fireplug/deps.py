@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
 
-from fireplug.config import PROJECT_FILE, Config
+from fireplug.config import Config
 from fireplug.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -151,7 +151,6 @@ def find_dependencies(config: Config) -> Dependencies | None:
     if not requirement_files and not build.apt:
         return None
     index = IndexSettings(build.pip_index_url, build.pip_extra_index_url, build.pip_find_links, build.pip_trusted_host)
-    _refuse_shipped_credentials(root, index)
     return Dependencies(
         source=" + ".join(sources) or "[build] apt",
         requirement_files=tuple(requirement_files),
@@ -162,27 +161,6 @@ def find_dependencies(config: Config) -> Dependencies | None:
         notes=tuple(dict.fromkeys(gathering.notes)),
         requirement_count=gathering.count + len(generated),
     )
-
-
-def _refuse_shipped_credentials(root: Path, index: IndexSettings) -> None:
-    """fireplug.toml is code, shipped in the image: an index password written there would be too.
-
-    Raises:
-        ConfigError: it holds one.
-    """
-    secrets = index.secrets()
-    if not secrets:
-        return
-    try:
-        text = (root / PROJECT_FILE).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return
-    if any(secret in text for secret in secrets):
-        raise ConfigError(
-            f"{PROJECT_FILE} holds the credentials of a pip index URL, and it is shipped with the code",
-            hint="move the URL to ~/.config/fireplug/config.toml or FP_BUILD_PIP_INDEX_URL",
-            key="build.pip_index_url",
-        )
 
 
 def pyproject_requirements(path: Path, extras: tuple[str, ...]) -> tuple[list[str], str]:

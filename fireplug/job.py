@@ -34,7 +34,7 @@ from fireplug.build import (
     project_image_tag,
     scan_rules,
 )
-from fireplug.config import PROJECT_FILE, Config
+from fireplug.config import PROJECT_FILE, Config, project_key_at
 from fireplug.context import Context, ScanLimit, human_bytes
 from fireplug.deps import Dependencies, find_dependencies, layer_tag
 from fireplug.engine import Engine
@@ -53,7 +53,7 @@ from fireplug.scancache import forget as forget_scan
 from fireplug.spec import ContainerSpec, Mount, docker_run_argv
 from fireplug.sync import SyncInterrupted, SyncReport
 from fireplug.sync.record import PairFiles, last_host, remember_host
-from fireplug.sync.session import HostSide, SyncRequest, preview, sync
+from fireplug.sync.session import HostSide, Owner, SyncRequest, preview, sync
 from fireplug.sync.tree import TRASH_FOLDER
 
 if TYPE_CHECKING:  # imported where used: fp's start-up does not pay for a transport it may not use
@@ -502,6 +502,8 @@ class _PortForwards:
         published = self.connection.engine.published_ports(container)
         for port in self.asked:
             address, here, there = port.ip or "127.0.0.1", local_port(port), published.get(port.key, 0)
+            if not there:  # the command ended already, and its ports with it: nothing to forward to
+                continue
             shell.forward_port(address, here, there)
             self.opened.append((address, here, there))
             console.note(f"port {port.container_port} of the container is at {address}:{here} here (forwarded over ssh)")
@@ -598,10 +600,18 @@ def sync_data(
         pull_scope=pull_scope(config),
         push=push,
         on_wait=lambda holder: console.note(f"waiting for {holder}, which is syncing this project with host '{host}'"),
+        owner=project_owner(config),
     )
     report = sync(request, host_side)
     report_sync(host, report, verbose=verbose)
     return report
+
+
+def project_owner(config: Config) -> Owner:
+    """This project folder, as the sync record's owner: another folder whose fireplug.toml gives
+    the same project key (a copied project keeps its id) is a copy, not this project moved."""
+    root = str(config.root)
+    return Owner(root, lambda folder: folder != root and project_key_at(Path(folder)) == config.project.key)
 
 
 def pull_scope(config: Config) -> tuple[str, ...]:
@@ -801,7 +811,7 @@ def dry_run_report(invocation: Invocation, request: RunRequest) -> list[str]:
     (to name the host and why), and builds, sends and runs nothing."""
     config, local = invocation.config, invocation.local
     own = own_recipe(config)
-    context = scan(config, local, own, full=True)
+    context = scan(config, local, own, full=True, limit=None if request.yes else project_limit(config))
     base_tag = base_image_tag(config.build.base_image, base_files())
     host, why = choose_host(invocation, request)
     spec = container_spec(config, "(one-time image)", request, local, host=host)

@@ -16,8 +16,9 @@ from fireplug.errors import FireplugError, UsageError
 
 SHM_CAP_BYTES = 8 << 30  # the default /dev/shm: half the host's memory (or of --memory), at most 8 GiB
 MIN_MEMORY_BYTES = 6 << 20  # the engine refuses less
+MAX_SIZE_BYTES = (1 << 63) - 1  # the engine's sizes are 64-bit signed numbers: more is refused as JSON it cannot read
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?", re.IGNORECASE)
+_SIZE_RE = re.compile(r"(\d{1,30}(?:\.\d{1,30})?)\s*([bkmgt]?)(?:i?b)?", re.IGNORECASE)
 _PUBLISH_RE = re.compile(r"(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}):)?(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?")
 _NETWORK_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _DEVICE_RE = re.compile(r"[A-Za-z0-9:_-]{1,64}")
@@ -130,7 +131,7 @@ def parse_options(values: Mapping[str, Any]) -> ContainerOptions:
     """
     memory = _size("--memory", values.get("memory", ""))
     if memory is not None and memory < MIN_MEMORY_BYTES:
-        raise UsageError(f"--memory {values['memory']}: the engine needs at least 6m")
+        raise UsageError(f"--memory {values['memory']!r}: the engine needs at least 6m")
     return ContainerOptions(
         shm_size=_size("--shm-size", values.get("shm_size", "")),
         memory=memory,
@@ -142,12 +143,24 @@ def parse_options(values: Mapping[str, Any]) -> ContainerOptions:
 
 
 def _size(option: str, text: str) -> int | None:
+    """A size in bytes, exactly (no float: ``99999999999999999999999g`` must not become inf).
+
+    Raises:
+        UsageError: not a size, zero, or more than the engine can hold (a 64-bit number of bytes).
+    """
     if not text:
         return None
     found = _SIZE_RE.fullmatch(text.strip())
-    if not found or float(found.group(1)) <= 0:
+    if not found:
         raise UsageError(f"{option} {text!r}: expected a size such as 512m or 2g (units b, k, m, g, t)")
-    return int(float(found.group(1)) * _UNITS[found.group(2).lower()])
+    whole, _, fraction = found.group(1).partition(".")
+    unit = _UNITS[found.group(2).lower()]
+    size = int(whole) * unit + int(fraction or "0") * unit // 10 ** len(fraction)
+    if size <= 0:
+        raise UsageError(f"{option} {text!r}: expected a size above zero, such as 512m or 2g")
+    if size > MAX_SIZE_BYTES:
+        raise UsageError(f"{option} {text!r}: more than the engine can hold (at most {MAX_SIZE_BYTES >> 40}t)")
+    return size
 
 
 def _cpus(text: str) -> int | None:

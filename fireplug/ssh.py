@@ -171,9 +171,14 @@ class SshConnection:
             yield
 
     def _start_master(self) -> None:
-        """Start the master (the caller holds the setup lock) unless another process just did."""
+        """Start the master (the caller holds the setup lock) unless another process just did.
+
+        Raises:
+            SshError: the host's key file is missing or unreadable, or ssh failed.
+        """
         if self._master_alive():
             return
+        self._check_key()
         # A socket no master answers on (one killed, or a crashed machine) would make the new
         # master give up multiplexing and linger as a plain background connection.
         Path(self.control_path).unlink(missing_ok=True)
@@ -193,6 +198,22 @@ class SshConnection:
             stray = _stop_masters_of(self.control_path)
             cause = proc.last_lines(log.read_text(errors="replace"), 2) or "no master answers on its control socket"
             raise SshError(self.host, str(self.target), f"the shared connection did not start ({cause}; stopped {stray} stray ssh)")
+
+    def _check_key(self) -> None:
+        """A key named for the host must be there: ssh only warns about a missing one and logs
+        in with another key, if it has one (a token like %d is ssh's to expand: left to it)."""
+        key = self.target.key
+        if not key or "%" in key:
+            return
+        path = Path(key).expanduser()
+        if not (path.is_file() and os.access(path, os.R_OK)):
+            problem = "is not a readable file" if path.exists() else "does not exist"
+            raise SshError(
+                self.host,
+                str(self.target),
+                f"its ssh key {key} {problem}",
+                hint=f"fix ssh_key in [hosts.{self.host}] (or the machine's SSHKeyPath), or remove it to use ssh's own keys",
+            )
 
     def _cipher_options(self) -> list[str]:
         """``-o Ciphers=...`` putting AES-GCM first, when ``cipher_preference`` says so (else none)."""

@@ -1,183 +1,43 @@
 """The `fp` command line: fp's own options, then the user's command, passed through untouched.
 
-This is the only module that prints errors and chooses exit codes: the command's own status
-passes through unchanged; fp's failures exit 125; usage errors 2; interruptions 128 + signal.
+The only package that prints errors and chooses exit codes: the command's own status passes
+through unchanged; fp's failures exit 125; usage errors 2; interruptions 128 + signal
+(``program.py``: main, the verbs, the reports; the verbs in their own modules).
+
+This module stays light: ``entry``, the `fp` program, holds the signals fp acts on from its
+first instruction, while the rest of fp is imported, and lets them through once ``main`` can
+answer them (a Ctrl-C at any moment is an exit 130 in one line, never a traceback). It imports
+nothing that costs time before that (``_signal`` is the interpreter's own, already loaded;
+``signal`` and ``typing`` take milliseconds).
 """
 
 from __future__ import annotations
 
-import argparse
-import gc
-import importlib
-import signal
-import sys
-import threading
-from collections.abc import Callable, Sequence
-from dataclasses import replace
-from types import FrameType
-from typing import NoReturn
+import _signal
 
-from fireplug import console, job
-from fireplug.cli.parsers import build_parser
-from fireplug.cli.process import in_foreground, load_invocation, sync_override
-from fireplug.errors import EXIT_USAGE, BuildError, FireplugError, Interrupted, UsageError
-from fireplug.sync import SyncInterrupted
+TYPE_CHECKING = False  # typing's import would come before the first instruction
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
-__all__ = ["build_parser", "entry", "in_foreground", "main", "sync_override"]
+    from fireplug.cli.program import build_parser, in_foreground, main, sync_override
 
-Verb = Callable[[list[str], argparse.Namespace], int]
+__all__ = ["HELD_SIGNALS", "build_parser", "entry", "in_foreground", "main", "sync_override"]
 
-
-def _verb(module: str, name: str) -> Verb:
-    """A verb of ``fireplug.cli.<module>``, imported when it is used: `fp COMMAND` pays for none of them."""
-
-    def call(words: list[str], args: argparse.Namespace) -> int:
-        verb: Verb = getattr(importlib.import_module(f"fireplug.cli.{module}"), name)
-        return verb(words, args)
-
-    return call
-
-
-VERBS: dict[str, Verb] = {
-    "init": _verb("admin", "init"),
-    "base": _verb("admin", "base"),
-    "hosts": _verb("admin", "hosts_verb"),
-    "s3": _verb("admin", "s3_verb"),
-    "map": _verb("sweep", "map_verb"),
-    "ps": _verb("manage", "ps"),
-    "logs": _verb("manage", "logs"),
-    "pull": _verb("manage", "pull"),
-    "stop": _verb("manage", "stop"),
-    "gc": _verb("manage", "gc"),
-}
-SUBCOMMANDS = tuple(VERBS)
+HELD_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 
 
 def entry() -> NoReturn:
-    """The `fp` program: ``main`` in a process of its own, which ends with fp's own status."""
-    status = main(final=True)
-    gc.freeze()  # the interpreter's last collection would walk every object of boto3's models (0.15 s at each exit); they are freed all the same
-    sys.exit(status)
+    """The `fp` program (its console script, `python -m fireplug`, a detached map's process)."""
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, HELD_SIGNALS)  # pending, not lost: main lets them through
+    from fireplug.cli.program import run_program
+
+    run_program(HELD_SIGNALS)
 
 
-def main(argv: Sequence[str] | None = None, *, final: bool = False) -> int:
-    """Run fp with ``argv`` (default: sys.argv[1:]); returns the exit status.
+def __getattr__(name: str) -> Any:
+    """``main`` and the rest of ``program``, imported when first asked for."""
+    import importlib
 
-    ``final``: the process ends with this status, so signals that come once it is known (a
-    late Ctrl-C) are ignored rather than turned into a traceback or a death by signal.
-    """
-    try:
-        args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-        command, explicit = _split_command(args.command)
-        if args.sync_in_only or args.sync_out_only:
-            if command:
-                flag = "--sync-in-only" if args.sync_in_only else "--sync-out-only"
-                console.error(f"{flag} runs no command, but one was given ({command[0]} ...): drop {flag}, or the command")
-                return EXIT_USAGE
-            return _guarded(_run_command, command, args, final=final)
-        if not command and args.no_run:
-            return _guarded(_run_command, command, args, final=final)
-        if not command:
-            build_parser().print_usage(sys.stderr)
-            console.error("no command given: try `fp python script.py`, or `fp --help`")
-            return EXIT_USAGE
-        if command[0] in SUBCOMMANDS and not explicit:
-            return _guarded(_subcommand, command, args, final=final)
-    except SystemExit as e:  # argparse: --help, --version, or a usage error
-        return e.code if isinstance(e.code, int) else EXIT_USAGE
-    return _guarded(_run_command, command, args, final=final)
-
-
-def _split_command(words: list[str]) -> tuple[list[str], bool]:
-    """The user's command, and whether it followed an explicit ``--``."""
-    if words[:1] == ["--"]:
-        return words[1:], True
-    return words, False
-
-
-def _guarded(action: Callable[[list[str], argparse.Namespace], int], command: list[str], args: argparse.Namespace, *, final: bool = False) -> int:
-    """Run ``action``, turning fp's failures and interruptions into a message and an exit status."""
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)} if on_main_thread else {}
-    if on_main_thread and (sigint := signal.getsignal(signal.SIGINT)) is not None:
-        previous[signal.SIGINT] = sigint  # the run may leave it ignored
-    try:
-        return action(command, args)
-    except FireplugError as e:
-        _report(e)
-        return e.exit_code
-    except KeyboardInterrupt as e:
-        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
-        console.note(f"interrupted ({signal.Signals(signum).name}); {_what_was_left(e)}")
-        return 128 + signum
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_IGN if final else handler)
-
-
-def _what_was_left(interruption: KeyboardInterrupt) -> str:
-    if isinstance(interruption, SyncInterrupted):
-        where = f"--host {interruption.host}"
-        return (
-            f"syncing data with host '{interruption.host}' stopped {interruption.story}; nothing is left running "
-            f"and no file is half-written; `fp {where} --sync-out-only` (or --sync-in-only) finishes the sync"
-        )
-    if isinstance(interruption, Interrupted) and interruption.left:
-        return interruption.left
-    return "nothing was left running"
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(signum)
-
-
-def _report(error: FireplugError) -> None:
-    if isinstance(error, BuildError) and error.output_tail:
-        console.plain("\n".join(f"  | {line}" for line in error.output_tail))
-    console.error(str(error))
-
-
-def _run_command(command: list[str], args: argparse.Namespace) -> int:
-    invocation = load_invocation(sync=args.sync)
-    steps = job.Steps.from_flags(
-        no_build=args.no_build, no_sync=args.no_sync, sync_in_only=args.sync_in_only, sync_out_only=args.sync_out_only, no_run=args.no_run
-    )
-    if steps.run and not command:
-        raise UsageError("no command given", hint="--no-run, --sync-in-only and --sync-out-only are the ones that need none")
-    if args.detach and not steps.run:
-        raise UsageError("-d starts a command and returns, but --no-run, --sync-in-only or --sync-out-only runs none")
-    if args.detach:
-        steps = replace(steps, sync_out=False)  # fp pull brings the results back
-    request = job.RunRequest(
-        command=tuple(command),
-        env=tuple(args.env),
-        host=args.host,
-        dry_run=args.dry_run,
-        verbose=args.verbose,
-        steps=steps,
-        full_sync=args.full_sync,
-        accept_deletions=args.accept_deletions,
-        container=_container_flags(args),
-        yes=args.yes,
-        detach=args.detach,
-    )
-    if args.dry_run:
-        print("\n".join(job.dry_run_report(invocation, request)), flush=True)
-        return 0
-    return job.run(invocation, request)
-
-
-def _container_flags(args: argparse.Namespace) -> dict[str, object]:
-    """The container options given on the command line (they win over [run] settings)."""
-    given: dict[str, object] = {key: getattr(args, key) for key in ("shm_size", "memory", "cpus", "gpus", "network") if getattr(args, key)}
-    if args.publish:
-        given["publish"] = list(args.publish)
-    return given
-
-
-def _subcommand(command: list[str], args: argparse.Namespace) -> int:
-    return VERBS[command[0]](command[1:], args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return getattr(importlib.import_module("fireplug.cli.program"), name)

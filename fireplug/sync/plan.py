@@ -8,7 +8,10 @@ out the same way. Per path:
 - changed on both -> a conflict: the host's version is renamed to a conflict copy on the host
   and brought back under that name, the local version takes the name on both sides;
   when one side deleted and the other changed, the changed copy is kept on both;
-- with no record (a first sync) nothing is deleted and differing files are conflicts.
+- with no record (a first sync) nothing is deleted and differing files are conflicts;
+- a path an unfinished sync began to copy (``State.unconfirmed``) and that only one side has
+  was not deleted by the other: the copy is made again. A deletion is only ever read from a
+  side that received everything it was sent.
 
 A side's file "maybe" changed when its size is the same but its signature is not (a touch,
 an edit with the mtime put back): its content digest then decides. A folder is only removed
@@ -52,6 +55,7 @@ class Plan:
     outside_links: list[str] = field(default_factory=list)  # symlinks sent that point outside the data folder
     unsyncable: list[str] = field(default_factory=list)  # device nodes, FIFOs, sockets: never synced
     restored: list[str] = field(default_factory=list)  # files the host lost en masse: sent again, not deleted here
+    resumed: list[str] = field(default_factory=list)  # copies an unfinished sync began, made again (see State.unconfirmed)
 
     @property
     def changes_anything(self) -> bool:
@@ -150,7 +154,15 @@ def _sides_to_hash(pair: tuple[str, str], mine: Entry | None, theirs: Entry | No
 
 
 def make_plan(
-    record: Record, sides: Sides, *, host_name: str, stamp: str, pull_scope: tuple[str, ...] = (), accept_deletions: bool = False, push: bool = True
+    record: Record,
+    sides: Sides,
+    *,
+    host_name: str,
+    stamp: str,
+    pull_scope: tuple[str, ...] = (),
+    accept_deletions: bool = False,
+    push: bool = True,
+    unconfirmed: frozenset[str] = frozenset(),
 ) -> Plan:
     """Decide every path. ``pull_scope``: folders host changes may come back from (empty: all).
     ``push`` False (`fp pull`, a map bringing a run's results back): changes made here are
@@ -160,7 +172,8 @@ def make_plan(
     ``stamp`` (YYYYmmddTHHMMSS) and ``host_name`` name conflict copies. When the host lost
     many of the files it had (``host_lost_data``), that is taken for a wiped or cleaned-up
     host rather than deletions to repeat here: the files are sent again, unless
-    ``accept_deletions``.
+    ``accept_deletions``. ``unconfirmed``: paths whose copy an unfinished sync began (see
+    ``record.State``); one side lacking such a path is sent it again.
     """
     local, host = _syncable(sides.local), _syncable(sides.host)
     blocked = (sides.local.keys() - local.keys()) | (sides.host.keys() - host.keys())
@@ -171,7 +184,11 @@ def make_plan(
         if within_any(path, blocked):
             decisions[path] = Action.SKIP
             continue
-        action = _decide(path, record, sides, local, host)
+        action = _resume(path, record, local, host) if path in unconfirmed else None
+        if action is not None:
+            plan.resumed.append(path)
+        else:
+            action = _decide(path, record, sides, local, host)
         if action in (Action.PULL, Action.CONFLICT) and pull_scope and not _in_scope(path, pull_scope):
             action = Action.SKIP
         decisions[path] = action
@@ -194,14 +211,26 @@ def host_lost_data(deleted: int, recorded: int) -> bool:
 
 
 def _restore_lost_files(record: Record, decisions: dict[str, Action], local: Tree, host: Tree, plan: Plan) -> None:
+    """When the host lacks many of its recorded files (whatever became of them here: one
+    changed here is missing there all the same), the ones that would be deleted here are sent again."""
+    recorded = [path for path, common in record.items() if common.kind == FILE]
+    missing = sum(1 for path in recorded if path not in host)
     gone = [path for path, action in decisions.items() if action is Action.PULL and path not in host and path in local and local[path].kind == FILE]
-    if host_lost_data(len(gone), sum(1 for common in record.values() if common.kind == FILE)):
+    if gone and host_lost_data(missing, len(recorded)):
         for path in gone:
             decisions[path] = Action.PUSH
             for parent in parents(path):
                 if decisions.get(parent) is Action.PULL and parent not in host:
                     decisions[parent] = Action.PUSH
         plan.restored[:] = sorted(gone)
+
+
+def _resume(path: str, record: Record, local: Tree, host: Tree) -> Action | None:
+    """An unfinished copy of ``path`` made again: the side lacking it never got it, whatever
+    the record says (None: both sides or neither have it, and the usual rules decide)."""
+    if path not in record or (path in local) == (path in host):
+        return None
+    return Action.PUSH if path in local else Action.PULL
 
 
 def _syncable(tree: Tree) -> Tree:
@@ -329,6 +358,7 @@ def _carry_out(
     paths: list[str], decisions: dict[str, Action], record: Record, sides: Sides, local: Tree, host: Tree, plan: Plan, name_conflict: _Namer
 ) -> None:
     rehomed: set[str] = set()  # host folders renamed to a conflict name: everything under them follows
+    resumed = set(plan.resumed)
     for path in paths:
         if rehomed and within_any(path, rehomed):
             continue
@@ -342,12 +372,12 @@ def _carry_out(
         elif action is Action.PUSH:
             _copy(path, mine, theirs, to_trash=plan.host_trash, copies=plan.push)
             _note_link(path, mine, plan)
-            if mine is not None and path not in plan.restored:
+            if mine is not None and path not in plan.restored and path not in resumed:
                 _note_kept(path, record, theirs, plan)
         elif action is Action.PULL:
             _copy(path, theirs, mine, to_trash=plan.local_trash, copies=plan.pull)
             _note_link(path, theirs, plan)
-            if theirs is not None:
+            if theirs is not None and path not in resumed:
                 _note_kept(path, record, mine, plan)
         else:
             copy = name_conflict(path)

@@ -47,6 +47,19 @@ class Common:
 Record = dict[str, Common]
 
 
+@dataclass(frozen=True)
+class State:
+    """What a pair's record file holds."""
+
+    record: Record
+    host_listing: str = ""  # the SHA-256 of the host listing the record was made from ("" if none)
+    # Paths a sync began to copy and did not see arrive (it was interrupted, or failed as a
+    # whole): until a sync completes, a side lacking one of them has not deleted it, it just
+    # has not received it yet.
+    unconfirmed: frozenset[str] = frozenset()
+    made_for: str = ""  # the project folder whose data the record describes ("" when not known)
+
+
 def state_home(env: Mapping[str, str], home: Path) -> Path:
     return Path(env.get("XDG_STATE_HOME") or home / ".local" / "state") / "fireplug"
 
@@ -79,21 +92,28 @@ class PairFiles:
 
 def load_record(path: Path) -> Record:
     """The record at ``path``; empty when missing, unreadable or of another format."""
-    return load_state(path)[0]
+    return load_state(path).record
 
 
-def load_state(path: Path) -> tuple[Record, str]:
-    """The record at ``path`` and the SHA-256 of the host listing it was made from ("" if none)."""
+def load_state(path: Path) -> State:
+    """The record at ``path`` with what it says of the host listing and of unfinished copies;
+    empty when missing, unreadable or of another format (which only costs a first sync)."""
     try:
         data: Any = marshal.loads(_checked(path.read_bytes()))
     except (OSError, ValueError, EOFError, TypeError, RecursionError):
-        return {}, ""
+        return State({})
     if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT or not isinstance(data.get("paths"), dict):
-        return {}, ""
-    listing = data.get("host_listing", "")
-    if not isinstance(listing, str) or not all(isinstance(name, str) and _fields_ok(fields) for name, fields in data["paths"].items()):
-        return {}, ""
-    return {name: Common(*fields) for name, fields in data["paths"].items()}, listing
+        return State({})
+    listing, unconfirmed, made_for = data.get("host_listing", ""), data.get("unconfirmed", []), data.get("made_for", "")
+    if (
+        not isinstance(listing, str)
+        or not isinstance(made_for, str)
+        or not isinstance(unconfirmed, list)
+        or not all(isinstance(name, str) for name in unconfirmed)
+        or not all(isinstance(name, str) and _fields_ok(fields) for name, fields in data["paths"].items())
+    ):
+        return State({})
+    return State({name: Common(*fields) for name, fields in data["paths"].items()}, listing, frozenset(unconfirmed), made_for)
 
 
 def _fields_ok(fields: Any) -> bool:
@@ -110,11 +130,13 @@ def _fields_ok(fields: Any) -> bool:
     )
 
 
-def save_record(path: Path, record: Record, host_listing: str = "") -> None:
-    """Write ``record`` atomically (a temporary name of this process's own, then a rename);
-    ``host_listing``: the SHA-256 of the host listing the record's host side comes from."""
-    paths = {name: (c.kind, c.size, c.target, c.digest, c.here, c.there) for name, c in record.items()}
-    payload = marshal.dumps({"format": RECORD_FORMAT, "paths": paths, "host_listing": host_listing})
+def save_record(path: Path, state: State) -> None:
+    """Write ``state`` atomically (a temporary name of this process's own, then a rename)."""
+    paths = {name: (c.kind, c.size, c.target, c.digest, c.here, c.there) for name, c in state.record.items()}
+    document: dict[str, Any] = {"format": RECORD_FORMAT, "paths": paths, "host_listing": state.host_listing, "made_for": state.made_for}
+    if state.unconfirmed:
+        document["unconfirmed"] = sorted(state.unconfirmed)
+    payload = marshal.dumps(document)
     save_bytes(path, RECORD_MAGIC + hashlib.sha256(payload).digest() + payload)
 
 

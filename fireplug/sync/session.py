@@ -11,8 +11,13 @@ Every decision is the planner's (``plan.py``); this module runs it in a safe ord
    on either side before a sync is unreachable after it;
 3. both sides are looked at again, and the record keeps only what is now the same on both.
 
-An interruption stops the transport (its whole process group) and leaves the record as it
-was: what did arrive is found equal by content at the next sync, and the rest is sent then.
+Before anything changes, the record notes the recorded paths about to be copied
+(``State.unconfirmed``). An interruption stops the transport (its whole process group) and
+leaves the record as it was, with that note: what did arrive is found equal by content at the
+next sync, and what did not is sent then, never taken for a deletion on the side that lacks
+it. A sync that could not copy everything records only what verifiably arrived, and not as a
+sync that agreed: the record's time (when the pair last agreed) stays as it was, and the host's
+listing is read in full next time.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from fireplug.locks import exclusive
 from fireplug.signature import is_racy
 from fireplug.sync import SyncError, SyncInterrupted, SyncReport
 from fireplug.sync.plan import Plan, Sides, all_unchanged, digests_needed, make_plan, side_unchanged
-from fireplug.sync.record import RACY, Common, PairFiles, Record, Signature, load_state, save_bytes, save_record
+from fireplug.sync.record import RACY, Common, PairFiles, Record, Signature, State, load_state, save_bytes, save_record
 from fireplug.sync.tree import (
     DIR,
     FILE,
@@ -95,6 +100,16 @@ class HostSide(Protocol):
 
 
 @dataclass(frozen=True)
+class Owner:
+    """The project folder a sync is for. Its record says which folder it was made for: two
+    copies of one project (a copied folder keeps ``project.id``) would share the host's copy
+    and the record, and each sync would move the other's files to the trash."""
+
+    folder: str
+    is_copy: Callable[[str], bool]  # whether this other folder, the record's, is a live copy of the same project
+
+
+@dataclass(frozen=True)
 class SyncRequest:
     local: Path  # the local data folder (exists)
     pair: PairFiles
@@ -104,6 +119,7 @@ class SyncRequest:
     accept_deletions: bool = False  # repeat here even a mass deletion on the host (see plan.host_lost_data)
     push: bool = True  # False: bring changes back only (see plan.make_plan)
     on_wait: Callable[[str], None] = lambda holder: None
+    owner: Owner | None = None  # None: the record's folder is not checked (nor noted)
 
 
 @dataclass
@@ -151,10 +167,13 @@ def _state_unusable(host: str, pair: PairFiles, error: OSError) -> SyncError:
 
 
 def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress, started: float) -> SyncReport:
-    record, recorded_listing = load_state(request.pair.record)
+    state = load_state(request.pair.record)
+    _refuse_another_copys_record(request, state, host_side.host)
+    made_for = request.owner.folder if request.owner else state.made_for
+    record = state.record
     listed_at = time.time_ns()
     local_scan = _ScanInBackground(request.local)
-    previous = _listing_of_record(request.pair, recorded_listing)
+    previous = _listing_of_record(request.pair, state.host_listing)
     host_listing, listing_problem = host_side.list(previous)
     local_listing = Listing(local_scan.result(), listed_at)
     if host_listing.same:
@@ -167,9 +186,17 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
     sides = Sides(local_listing.tree, host_listing.tree, local_digests(request.local, wanted_here), host_side.digests(wanted_there) if wanted_there else {})
     batch = time.strftime("%Y%m%dT%H%M%S")
     plan = make_plan(
-        record, sides, host_name=request.host_name, stamp=batch, pull_scope=request.pull_scope, accept_deletions=request.accept_deletions, push=request.push
+        record,
+        sides,
+        host_name=request.host_name,
+        stamp=batch,
+        pull_scope=request.pull_scope,
+        accept_deletions=request.accept_deletions,
+        push=request.push,
+        unconfirmed=state.unconfirmed,
     )
     unsafe = _drop_unsafe_pulls(plan, request.local, local_listing.tree)
+    under_way = _note_copies_under_way(request.pair, replace(state, made_for=made_for), plan, host_side.host)
     progress.stage = "moving"
     moved = host_side.move(plan.host_renames, plan.host_trash, batch) if plan.host_renames or plan.host_trash else Moved()
     _drop_failed_renames(plan, moved.failed)
@@ -190,9 +217,15 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
     host_after = host_side.list()[0] if plan.push or plan.host_trash or plan.host_renames else host_listing
     local_after = _local_after(request.local, local_listing, plan)
     new_record = _new_record(record, plan, local_after, host_after, request.local, {**progress.pulled.digests, **progress.pushed.digests})
+    problem = listing_problem or progress.pulled.problem or progress.pushed.problem
+    still_under_way = under_way & set(plan.skipped)  # the record keeps their old entries, and so their note
     try:
-        save_bytes(request.pair.host_listing, host_after.raw)
-        save_record(request.pair.record, new_record, hashlib.sha256(host_after.raw).hexdigest() if host_after.raw else "")
+        if problem:  # not a sync that agreed: the listing is read in full next time, and the record's time stays
+            _save_without_agreeing(request.pair, State(new_record, "", still_under_way, made_for))
+        else:
+            save_bytes(request.pair.host_listing, host_after.raw)
+            listing_sha256 = hashlib.sha256(host_after.raw).hexdigest() if host_after.raw else ""
+            save_record(request.pair.record, State(new_record, listing_sha256, still_under_way, made_for))
     except OSError as e:  # the copies are done; without a record the next sync compares everything again
         raise _state_unusable(host_side.host, request.pair, e) from e
     report = SyncReport(
@@ -215,10 +248,54 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
         replaced_here=tuple(path for path in plan.pull if (local_trash / path).is_file() and path not in plan.local_trash),
         seconds=time.monotonic() - started,
     )
-    problem = listing_problem or progress.pulled.problem or progress.pushed.problem
     if problem:
         raise SyncError(host_side.host, problem, report=report)
     return report
+
+
+def _note_copies_under_way(pair: PairFiles, state: State, plan: Plan, host: str) -> frozenset[str]:
+    """Before anything changes: note in the record which recorded paths this sync is about to
+    copy (with those an earlier unfinished sync noted), so that a side lacking one of them
+    after an interruption is sent it again rather than taken to have deleted it. The record's
+    time (when the pair last agreed) is kept.
+
+    Raises:
+        SyncError: the record cannot be written (fp's state folder).
+    """
+    copies = {*plan.push, *plan.pull, *(path for path, _ in plan.host_renames)}
+    under_way = frozenset(state.unconfirmed | {path for path in copies if path in state.record})
+    if under_way == state.unconfirmed:
+        return under_way
+    try:
+        _save_without_agreeing(pair, State(state.record, "", under_way, state.made_for))
+    except OSError as e:
+        raise _state_unusable(host, pair, e) from e
+    return under_way
+
+
+def _save_without_agreeing(pair: PairFiles, state: State) -> None:
+    """Write ``state`` without saying the pair agreed: no host listing to answer "same" to
+    (``state.host_listing`` is ""), and the file's time left where it was (fp gc reads it as
+    the last time the pair agreed; 0 for a pair that never did)."""
+    try:
+        agreed_ns = pair.record.stat().st_mtime_ns
+    except FileNotFoundError:
+        agreed_ns = 0
+    save_record(pair.record, state)
+    os.utime(pair.record, ns=(time.time_ns(), agreed_ns))
+
+
+def _refuse_another_copys_record(request: SyncRequest, state: State, host: str) -> None:
+    """Raises: SyncError: the record was made for another folder that is a live copy of this project."""
+    owner = request.owner
+    if owner is None or not state.made_for or state.made_for == owner.folder or not owner.is_copy(state.made_for):
+        return
+    raise SyncError(
+        host,
+        f"{state.made_for} holds this project too, with the same project id, and syncs with this host: "
+        "the two copies would share the host's data and move each other's files to the trash",
+        hint=f"give this copy an id of its own: change or delete `id` under [project] in {owner.folder}/fireplug.toml",
+    )
 
 
 class _ScanInBackground:
@@ -264,14 +341,15 @@ def preview(request: SyncRequest) -> Preview:
     """The plan of a sync of ``request``, with the host's side as the last sync left it (the
     listing it saved, else the record): a dry run contacts no host, and the real sync lists it
     again. Reads local files only where their content decides."""
-    record, recorded_listing = load_state(request.pair.record)
-    previous = _listing_of_record(request.pair, recorded_listing)
+    state = load_state(request.pair.record)
+    record = state.record
+    previous = _listing_of_record(request.pair, state.host_listing)
     host_tree = _parse_previous(request.host_name, previous) if previous else {path: _as_recorded(common) for path, common in record.items()}
     local_tree = scan(str(request.local))
     wanted_here, _ = digests_needed(record, local_tree, host_tree)
     host_digests = {path: common.digest for path, common in record.items() if common.digest}
     sides = Sides(local_tree, host_tree, local_digests(request.local, wanted_here), host_digests)
-    plan = make_plan(record, sides, host_name=request.host_name, stamp="dry-run", pull_scope=request.pull_scope)
+    plan = make_plan(record, sides, host_name=request.host_name, stamp="dry-run", pull_scope=request.pull_scope, unconfirmed=state.unconfirmed)
     files = [entry for entry in local_tree.values() if entry.kind == FILE]
     pushed = sum(entry.size for path in plan.push if (entry := local_tree.get(path)) is not None and entry.kind == FILE)
     return Preview(plan, len(files), sum(entry.size for entry in files), pushed, first=not record)
@@ -394,9 +472,9 @@ def _new_record(old: Record, plan: Plan, local: Listing, host: Listing, root: Pa
     pushed = set(plan.push)
     for path in pushed | set(plan.pull):
         mine, theirs = local.tree.get(path), host.tree.get(path)
-        common = _agreed(mine, theirs)
-        if common is not None:
-            agreed = Common(common.kind, common.size, common.target, known.get(path, ""))
+        both = _agreed(mine, theirs)
+        if both is not None:
+            agreed = Common(both.kind, both.size, both.target, known.get(path, ""))
             record[path] = _settled(agreed, mine, theirs, local, host, root, path)
             continue
         receiver = theirs if path in pushed else mine

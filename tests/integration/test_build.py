@@ -10,8 +10,8 @@ import tarfile
 import uuid
 from pathlib import Path
 
-from tests.integration.conftest import Project, docker, images_of
-from tests.unit.test_secrets import SECRET_FILES
+from tests.integration.conftest import Project, docker, error_lines, images_of
+from tests.unit.test_secrets import SECRET_FILES, TOKEN_FILES, notebook_with_output
 
 
 def test_second_run_builds_nothing(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
@@ -178,3 +178,37 @@ def test_a_folder_of_many_projects_is_refused_before_anything_is_built(project: 
     assert result.code == 125 and result.err.count("fp: error:") == 1 and "Traceback" not in result.err
     assert "looks like more than one project (biggest: other-project/ 2.1 GB" in result.err and "--yes" in result.err
     assert images_of(project.name) == []
+    dry = fp(project.root, "--dry-run", "true")  # refused the same way: it used to read the whole folder, then exit 0
+    assert dry.code == 125 and dry.err.count("fp: error:") == 1 and "looks like more than one project" in dry.err and dry.out == "", dry.err
+    assert fp(project.root, "--dry-run", "--yes", "true").code == 0
+
+
+def test_files_holding_tokens_stay_out_of_every_layer_and_the_build_line_counts_them(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    """The fault probe's secret files: netrc content under another name, a token in a notebook's
+    output, {"token": ...} JSON, an export in a shell file, an API key in settings.py; and the
+    big providers' token formats. None reaches the image; the build line says how many were kept out."""
+    token_files = {**TOKEN_FILES, "analysis/eda.ipynb": notebook_with_output("hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567\n", 50_000)}
+    for path, data in token_files.items():
+        project.write(path, data)
+    project.write("src/harmless.py", "PASSWORD_RESET_TIMEOUT = 259200\ntoken = os.environ['HF_TOKEN']\n")
+    result = fp(project.root, "true")
+    assert result.code == 0, result.err
+    assert f"{len(token_files)} kept out as secrets)" in result.err, result.err
+    [image_id] = images_of(project.name)
+    relative = project.root.as_posix().lstrip("/")
+    shipped = {path[len(relative) + 1 :] for path in image_paths(image_id) if path.startswith(relative + "/")}
+    assert "src/harmless.py" in shipped and not shipped & set(token_files)
+    layers = image_bytes(image_id)
+    for token in (b"6f1e0c3a9b8d7e6f5a4b", b"hf_AbCdEfGhIjKlMnOpQr", b"3d9f8a7b6c5e4d3c2b1a", b"a8f5f167f44f4964e6c9", b"ghp_aB3dE5fG7hJ9kL1m"):
+        assert token not in layers, token
+
+
+def test_an_index_password_in_fireplug_toml_is_refused_even_without_dependencies(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    """fireplug.toml is shipped with the code: a password in [build] pip_index_url (or in a pip
+    option) used to reach the image when the project had no dependency layer."""
+    for setting in ('pip_index_url = "https://u:PW-FP-MARK@127.0.0.1:9/simple/"', 'pip = ["--index-url=https://u:PW-FP-MARK@127.0.0.1:9/simple/"]'):
+        project.write("fireplug.toml", f'[project]\nname = "{project.name}"\n\n[build]\n{setting}\n')
+        result = fp(project.root, "true")
+        assert result.code == 125 and len(error_lines(result.err)) == 1 and "shipped with the code" in result.err, result.err
+        assert "PW-FP-MARK" not in result.err
+        assert images_of(project.name) == []

@@ -56,6 +56,10 @@ def test_options_a_host_cannot_honour_fail_in_one_line_before_any_work(fp, proje
     assert not remote.data_on("primary", project).exists()  # nothing was synced
     bad = fp(project.root, "--shm-size", "lots", "true")
     assert bad.code == 2 and "--shm-size 'lots'" in bad.err
+    project.write("fireplug.toml", f'[project]\nname = "{project.name}"\n\n[run]\nshm_size = "99999999999999999999999g"\n')
+    huge = fp(project.root, "--host", "primary", "true")  # the engine could not even read it: "json: cannot unmarshal number"
+    assert huge.code == 2 and huge.err.count("fp: error:") == 1 and "more than the engine can hold" in huge.err, huge.err
+    assert not remote.data_on("primary", project).exists()
 
 
 def test_a_published_port_on_an_ssh_host_is_forwarded_here(project: Project, remote: RemoteBench) -> None:
@@ -77,4 +81,14 @@ def test_a_published_port_on_an_ssh_host_is_forwarded_here(project: Project, rem
     assert f"is at 127.0.0.1:{here} here (forwarded over ssh)" in err.decode()
     with pytest.raises(OSError):  # the forward ended with the run
         urllib.request.urlopen(f"http://127.0.0.1:{here}/page.txt", timeout=5)
+    assert containers_of(project.name) == []
+
+
+def test_a_command_that_ends_before_its_port_is_forwarded_keeps_its_own_status(fp, project: Project, remote: RemoteBench) -> None:
+    """The container of a short command may be gone before fp reads its published port: there
+    is nothing to forward then, and the command's status stands (it used to be 125, "Bad local
+    forwarding specification ...:0")."""
+    for status in (0, 3, 0, 0, 0, 0):
+        result = fp(project.root, "--host", "primary", "-p", f"{testbed.free_port()}:8000", "sh", "-c", f"exit {status}")
+        assert result.code == status and "fp: error" not in result.err, result.err
     assert containers_of(project.name) == []

@@ -235,6 +235,18 @@ def test_a_bad_key_fails_in_one_line(fp, project: Project, remote: RemoteBench, 
     assert len(result.err.strip().splitlines()) == 1 and "Permission denied" in result.err and "ssh_key" in result.err
 
 
+def test_a_missing_ssh_key_fails_in_one_line_instead_of_ssh_using_another_key(fp, project: Project, remote: RemoteBench) -> None:
+    """The ssh config's own key would let ssh in: a key named for the host that is not there must
+    not be silently replaced by it."""
+    remote.add_hosts(
+        f'[hosts.keyless]\nurl = "ssh://{testbed.SSH_USER}@127.0.0.1:{testbed.SSH_PORT}"\ndata_root = "{remote.data_root("primary")}"\n'
+        'ssh_key = "/nonexistent/id_ed25519"\n'
+    )
+    result = fp(project.root, "--host", "keyless", "true")
+    assert result.code == 125 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "its ssh key /nonexistent/id_ed25519 does not exist" in result.err and "[hosts.keyless]" in result.err
+
+
 def ssh_client_config_without_key(home: Path) -> str:
     from tests.integration.conftest import ssh_client_config
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import signal
 import subprocess
 import time
 
-from tests.integration.conftest import Project, containers_of, docker, fp_command, run_fp
+from tests.integration.conftest import Project, containers_of, docker, fp_command, run_fp, start_in_group
 
 
 def start_fp(project: Project, *argv: str) -> subprocess.Popen[bytes]:
@@ -76,4 +79,30 @@ def test_sigterm_is_forwarded_too(project: Project) -> None:
     code, err = finish(process)
     assert code == 128 + signal.SIGTERM
     assert "SIGTERM forwarded" in err
+    assert containers_of(project.name) == []
+
+
+FP_FRAME = re.compile(r'File "[^"]*/fireplug/')
+
+
+def test_a_ctrl_c_in_fps_first_moments_is_exit_130_in_one_line_never_a_traceback(project: Project) -> None:
+    """Ctrl-C to fp's process group at every moment of its first 0.2 s (its imports, the command
+    line, the configuration, the scan, the host's choice): 130 and one line, or the run's own
+    end if it came first. Only the interpreter's own start (before any of fp runs) is Python's."""
+    run_fp(project.root, "true")  # built: a run takes well under a second
+    interrupted = 0
+    for step in range(40):
+        process = start_in_group(project, "true")
+        time.sleep(0.005 * step)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        _, err_bytes = process.communicate(timeout=60)
+        err = err_bytes.decode(errors="replace")
+        assert not FP_FRAME.search(err), f"a traceback through fp's code after {0.005 * step:.3f} s:\n{err}"
+        if process.returncode == 130:
+            interrupted += 1
+            assert "fp: interrupted (SIGINT)" in err and len(err.strip().splitlines()) <= 2, err
+        else:
+            assert process.returncode in (0, -signal.SIGINT) or "Traceback" in err, (process.returncode, err)
+    assert interrupted >= 20, "too few runs were interrupted to tell"
     assert containers_of(project.name) == []

@@ -6,8 +6,10 @@ to the problems listed in the two-way sync issue.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -17,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from fireplug.sync.record import RACY, load_record
-from tests.integration.conftest import Project, RemoteBench, docker, images_of, run_fp, start_in_group
+from tests import testbed
+from tests.integration.conftest import Project, RemoteBench, docker, error_lines, finish, images_of, run_fp, start_in_group, wait_for
 from tests.integration.test_remote import add_tls_api_host
 
 pytestmark = pytest.mark.engine
@@ -412,3 +415,134 @@ def test_1_a_killed_ssh_during_sync_in_of_500_mb_is_one_error_and_the_next_sync_
     done = run_fp(project.root, "--host", "primary", "--sync-in-only")
     assert done.returncode == 0, done.stderr
     assert hashlib.sha256((on_host / "big.bin").read_bytes()).hexdigest() == big_file
+
+
+# -- a deletion is only read from a side that received everything it was sent --------------
+
+PARTS = 12
+PART_BYTES = 25_000_000
+
+
+def synced_then_lost_on_the_host(project: Project, remote: RemoteBench) -> tuple[dict[str, str], Path]:
+    """12 files of 25 MB synced to 'primary', whose copy then loses them all: their SHA-256,
+    and the host's data folder."""
+    digests = {}
+    for index in range(PARTS):
+        data = os.urandom(PART_BYTES)
+        project.write(f"data/part{index:02}.bin", data)
+        digests[f"part{index:02}.bin"] = hashlib.sha256(data).hexdigest()
+    first = run_fp(project.root, "--host", "primary", "--sync-in-only")
+    assert first.returncode == 0, first.stderr
+    on_host = remote.data_on("primary", project)
+    for path in on_host.iterdir():
+        path.unlink()
+    return digests, on_host
+
+
+def the_next_sync_sends_the_rest(project: Project, remote: RemoteBench, isolated_home: Path, digests: dict[str, str]) -> None:
+    """The sync the interruption's message suggests: every part on both sides, none in the local trash."""
+    again = run_fp(project.root, "--host", "primary", "--sync-in-only")
+    assert again.returncode == 0, again.stderr
+    assert b"local trash" not in again.stderr, again.stderr
+    for side in (project.root / "data", remote.data_on("primary", project)):
+        assert {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in side.glob("part*.bin")} == digests, side
+    assert not list((isolated_home / ".local/state/fireplug/trash").rglob("part*.bin")), "parts went to the local trash"
+
+
+def arrived(folder: Path) -> list[str]:
+    """The parts on the host under their own names (rsync renames a file there once it is whole)."""
+    return sorted(path.name for path in folder.glob("part*.bin"))
+
+
+def test_1_a_resend_interrupted_by_ctrl_c_never_moves_local_files_to_the_trash(project: Project, remote: RemoteBench, isolated_home: Path) -> None:
+    """The fault probe's case: the host lost the data folder, the sync sending it again is
+    interrupted (Ctrl-C to fp's process group) with some files there; the sync the message
+    suggests sends the rest, and moves nothing here to the trash."""
+    digests, on_host = synced_then_lost_on_the_host(project, remote)
+    process = start_in_group(project, "--host", "primary", "--sync-in-only")
+    wait_for(lambda: len(arrived(on_host)) >= 2, "two parts on the host", process, timeout=180)
+    os.killpg(process.pid, signal.SIGINT)
+    code, err, _ = finish(process)
+    assert code == 130 and "--sync-in-only" in err, err
+    assert 2 <= len(arrived(on_host)) < PARTS, "the sync finished before the Ctrl-C: nothing was tested"
+    the_next_sync_sends_the_rest(project, remote, isolated_home, digests)
+
+
+@pytest.fixture
+def small_data_root(remote: RemoteBench) -> Iterator[Path]:
+    """'primary''s data root on a 360 MB filesystem of its own (a tmpfs), so that it can fill up."""
+    root = remote.data_root("primary")
+    root.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=360m", "fp-test-full", str(root)], check=True)
+    try:
+        shutil.chown(root, testbed.SSH_USER, testbed.SSH_USER)
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def test_1_a_resend_that_filled_the_hosts_disk_never_moves_local_files_to_the_trash(
+    project: Project, remote: RemoteBench, isolated_home: Path, small_data_root: Path
+) -> None:
+    digests, on_host = synced_then_lost_on_the_host(project, remote)
+    ballast = small_data_root / "ballast"
+    subprocess.run(["dd", "if=/dev/zero", f"of={ballast}", "bs=1M", "count=250", "status=none"], check=True)
+    full = run_fp(project.root, "--host", "primary", "--sync-in-only")
+    assert full.returncode == 125 and len(error_lines(full.stderr.decode())) == 1, full.stderr
+    assert 1 <= len(arrived(on_host)) < PARTS, arrived(on_host)
+    ballast.unlink()
+    the_next_sync_sends_the_rest(project, remote, isolated_home, digests)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """``folder`` read-only even for root (the tests run as root): a read-only bind mount of itself."""
+    subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_results_a_failed_sync_out_could_not_bring_back_come_with_the_next_sync(fp, project: Project, remote: RemoteBench, host: str) -> None:
+    """A sync out that could not write here (a read-only data folder) is not recorded as one that
+    agreed: a later --sync-out-only fails again while the folder is read-only, then brings the
+    result once it is writable (it used to say "in sync: nothing changed", and the result never came)."""
+    project.write("data/input.txt", "in\n")
+    time.sleep(2.1)  # old enough to be trusted by its signature: an unchanged side then costs no planning at all
+    fp_ok(fp, project, "--host", host, "--sync-in-only")
+    with read_only(project.root / "data"):
+        ran = fp(project.root, "--host", host, "sh", "-c", "echo the result > data/result.txt")
+        assert ran.code == 125 and "exited with status 0" in ran.err, ran.err
+        still = fp(project.root, "--host", host, "--sync-out-only")
+        assert still.code == 125 and "nothing changed" not in still.err, still.err
+    assert not (project.root / "data/result.txt").exists()
+    err = fp_ok(fp, project, "--host", host, "--sync-out-only")
+    assert "1 files" in err and (project.root / "data/result.txt").read_text() == "the result\n", err
+    assert_same_on_both_sides(project, remote, host)
+
+
+def test_9_a_copied_project_folder_is_refused_instead_of_trashing_the_originals_files(
+    fp, project: Project, remote: RemoteBench, host: str, tmp_path: Path
+) -> None:
+    """Two copies of one `fp init` project (a copied folder keeps project.id) would share the
+    host's folder and the sync record, each sync moving the other's files to the host's trash."""
+    project.write("fireplug.toml", f'[project]\nname = "{project.name}"\nid = "c0ffee42"\n')
+    project.write("data/original.csv", "original\n")
+    fp_ok(fp, project, "--host", host, "--sync-in-only")
+    copy = tmp_path / "copy-of-the-project"
+    shutil.copytree(project.root, copy)
+    (copy / "data/original.csv").unlink()
+    (copy / "data/copy.csv").write_text("the copy's\n")
+    refused = fp(copy, "--host", host, "--sync-in-only")
+    assert refused.code == 125 and len(error_lines(refused.err)) == 1, refused.err
+    assert f"{project.root} holds this project too" in refused.err and f"in {copy}/fireplug.toml" in refused.err
+    on_host = remote.data_root(host) / f"{project.name}-c0ffee42"
+    assert sums(on_host / "data") == {"original.csv": hashlib.sha256(b"original\n").hexdigest()}
+    assert not list((on_host / ".fp-trash").rglob("original.csv"))
+    fp_ok(fp, project, "--host", host, "--sync-in-only")  # the original goes on as before
+    (copy / "fireplug.toml").write_text(f'[project]\nname = "{project.name}"\nid = "c0ffee43"\n')  # what the message says to do
+    fp_ok(fp, Project(copy, project.name), "--host", host, "--sync-in-only")
+    assert sums(remote.data_root(host) / f"{project.name}-c0ffee43" / "data") == {"copy.csv": hashlib.sha256(b"the copy's\n").hexdigest()}
+    assert (on_host / "data/original.csv").read_text() == "original\n"

@@ -2,7 +2,8 @@
 
 It lists, hashes, moves and copies with the same rules a real transport follows (temporary
 name then rename, links copied as links, never through a link), and can be told to stop
-after N copied entries, as a Ctrl-C would.
+after N copied entries, as a Ctrl-C would, or to fail to copy some paths, as rsync's
+partial failure (exit 23) does.
 """
 
 from __future__ import annotations
@@ -14,25 +15,31 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fireplug.sync.session import Moved, Transferred
-from fireplug.sync.tree import DIR, FILE, LINK, Listing, clock_line, file_sha256, keep_aside, lstat_entry, parse_clock, safe_parent, scan
+from fireplug.sync.tree import DIR, FILE, LINK, Listing, clock_line, file_sha256, format_entry, keep_aside, lstat_entry, parse_clock, safe_parent, scan
 
 
 class FolderHost:
     host = "box"
 
-    def __init__(self, folder: Path, trash: Path, *, stop_after: int | None = None) -> None:
+    def __init__(self, folder: Path, trash: Path, *, stop_after: int | None = None, fail: set[str] | frozenset[str] = frozenset()) -> None:
         self.folder = folder
         self.trash = trash
         self.trash_folder = str(trash)
         self.stop_after = stop_after
+        self.fail = fail
         self.copied = 0
         self.digested: list[str] = []  # every path hashed on this side
 
     def list(self, previous: bytes = b"") -> tuple[Listing, str]:
+        """The folder's tree; like the ssh host, just "same" when its listing is ``previous``."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self.trash.mkdir(parents=True, exist_ok=True)
         now_ns, racy_ns = parse_clock(clock_line(str(self.folder), str(self.trash / ".clock")))
-        return Listing(scan(str(self.folder)), now_ns, racy_ns=racy_ns), ""
+        tree = scan(str(self.folder))
+        raw = b"".join(format_entry(path, entry) for path, entry in sorted(tree.items()))
+        if previous and raw == previous:
+            return Listing({}, now_ns, previous, same=True, racy_ns=racy_ns), ""
+        return Listing(tree, now_ns, raw, racy_ns=racy_ns), ""
 
     def digests(self, paths: Sequence[str]) -> dict[str, str]:
         self.digested += paths
@@ -67,6 +74,9 @@ class FolderHost:
                 raise KeyboardInterrupt
             entry = lstat_entry(str(source), path)
             if entry is None or not safe_parent(str(target), path):
+                continue
+            if path in self.fail:
+                done.problem = f"could not copy {path}"
                 continue
             destination = target / path
             destination.parent.mkdir(parents=True, exist_ok=True)

@@ -24,14 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fireplug.cli import main
-from fireplug.config import Config, Source, load
+from fireplug.config import Config, Source, load, project_key_at
 from fireplug.context import ScanRules, scan
 from fireplug.engine import Engine
 from fireplug.errors import ConfigError, FireplugError
 from fireplug.inventory import LOCAL, load_inventory
 from fireplug.scancache import load_context, record_file
 from fireplug.sync import SyncError
-from fireplug.sync.record import RECORD_MAGIC, Common, last_host, last_host_path, load_state, remember_host, save_record
+from fireplug.sync.record import RECORD_MAGIC, Common, State, last_host, last_host_path, load_state, remember_host, save_record
 from tests.unit.fake_engine import FakeEngine
 from tests.unit.test_sync_plan import Bench
 
@@ -203,6 +203,38 @@ def test_a_bad_project_file_is_one_line_through_the_command_line(
     assert (code, len(lines)) in ((0, 0), (125, 1))
 
 
+container_values = st.one_of(
+    st.text(max_size=30),
+    st.from_regex(r"\A[0-9]{1,40}(\.[0-9]{0,40})?[bkmgtBKMGT]?\Z"),
+    st.sampled_from(["99999999999999999999999g", "1e400", "inf", "nan", "-1", "8388608t", "0.5", "all", "device=0", "host", "1\n"]),
+)
+
+
+@FUZZ
+@given(key=st.sampled_from(["shm_size", "memory", "cpus", "gpus", "network"]), value=container_values)
+def test_a_bad_run_setting_is_one_usage_error_before_any_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], key: str, value: str
+) -> None:
+    """A [run] value docker would not take (or could not even read, past 64 bits) is exit 2 in one line."""
+    project = tmp_path / "p"
+    project.mkdir(exist_ok=True)
+    (project / "fireplug.toml").write_text(f"[run]\n{key} = {json.dumps(value)}\n")
+    monkeypatch.chdir(project)
+    with quick():
+        code = main(["--dry-run", "true"])
+    lines = no_traceback(capsys)
+    assert (code, len(lines)) in ((0, 0), (2, 1), (125, 1)), (code, lines)
+
+
+@FUZZ
+@given(text=toml_texts)
+def test_another_folders_fireplug_toml_gives_a_key_or_nothing(tmp_path: Path, text: str) -> None:
+    """Read to tell a copy of this project (its sync record's folder): any content is a key or ""."""
+    (tmp_path / "fireplug.toml").write_text(text, errors="surrogateescape")
+    with quick():
+        assert isinstance(project_key_at(tmp_path), str)
+
+
 # -- fp's own cache and state: disposable, so unreadable means rebuilt -------------------------
 
 RULES = ScanRules(data_folder="data")
@@ -267,7 +299,7 @@ marshal_values = st.recursive(
     st.one_of(st.none(), st.integers(), st.text(max_size=5), st.sampled_from(["f", "d", "l"])),
     lambda inner: st.one_of(
         st.lists(inner, max_size=6).map(tuple),
-        st.dictionaries(st.one_of(st.text(max_size=5), st.sampled_from(["format", "paths", "host_listing"])), inner, max_size=4),
+        st.dictionaries(st.one_of(st.text(max_size=5), st.sampled_from(["format", "paths", "host_listing", "unconfirmed", "made_for"])), inner, max_size=4),
     ),
     max_leaves=30,
 )
@@ -278,9 +310,9 @@ marshal_values = st.recursive(
 def test_a_damaged_sync_record_reads_as_none(tmp_path: Path, document: bytes) -> None:
     write(tmp_path / "record", document)
     with quick():
-        record, listing = load_state(tmp_path / "record")
-    assert isinstance(listing, str)
-    for name, common in record.items():
+        state = load_state(tmp_path / "record")
+    assert isinstance(state.host_listing, str) and all(isinstance(path, str) for path in state.unconfirmed)
+    for name, common in state.record.items():
         assert isinstance(name, str) and common.kind in ("f", "d", "l") and isinstance(common.size, int)
 
 
@@ -293,17 +325,17 @@ def signed(payload: bytes) -> bytes:
 def test_a_signed_sync_record_of_the_wrong_shape_reads_as_none(tmp_path: Path, value: Any) -> None:
     write(tmp_path / "record", signed(marshal.dumps(value)))
     with quick():
-        record, listing = load_state(tmp_path / "record")
-    assert isinstance(listing, str) and all(common.kind in ("f", "d", "l") for common in record.values())
+        state = load_state(tmp_path / "record")
+    assert isinstance(state.host_listing, str) and all(common.kind in ("f", "d", "l") for common in state.record.values())
 
 
 def test_a_sync_record_with_every_field_right_is_kept(tmp_path: Path) -> None:
     record = {"a": Common("f", 3, "", "0" * 64, (1, 2, 3), (4, 5, 6)), "d": Common("d")}
-    save_record(tmp_path / "record", record, "ab")
-    assert load_state(tmp_path / "record") == (record, "ab")
+    save_record(tmp_path / "record", State(record, "ab", frozenset({"a"}), "/p"))
+    assert load_state(tmp_path / "record") == State(record, "ab", frozenset({"a"}), "/p")
     damaged = (tmp_path / "record").read_bytes()[:-1] + b"x"
     write(tmp_path / "record", damaged)
-    assert load_state(tmp_path / "record") == ({}, "")
+    assert load_state(tmp_path / "record") == State({})
 
 
 @given(document=st.one_of(st.binary(max_size=80), st.sampled_from([b"\xff\n", b"../../x\n", b"a b\n", b"ok-host\n"])))

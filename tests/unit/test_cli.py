@@ -303,6 +303,8 @@ VERB_MISUSE = {
     "map-publish": (["-p", "8888:8888", "map", "-p", "fold=0", "--", "echo", "{fold}"], "--publish"),
     "map-two-resumes": (["map", "--resume", "a", "--resume-failed", "b", "-p", "fold=0", "--", "echo", "{fold}"], "not allowed with"),
     "detach-without-a-run": (["-d", "--no-run"], "-d starts a command"),
+    "no-run-with-a-command": (["--no-run", "--no-sync", "echo", "hi"], "--no-run runs no command, but one was given (echo ...)"),
+    "shm-past-the-engine": (["--shm-size", "99999999999999999999999g", "true"], "more than the engine can hold"),
 }
 
 

@@ -159,3 +159,39 @@ def test_dockerfile_false_pool_and_host_pool_flags_are_typed() -> None:
 def test_a_swarm_host_needs_a_known_kind_and_a_registry(table: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         load([Source("user.toml", f'[hosts.lab]\nurl = "ssh://m"\n{table}')], {}, {}, root=ROOT)
+
+
+SHIPPED_CREDENTIALS = {
+    "index password": ('[build]\npip_index_url = "https://u:PW123456@pkgs.example/simple/"\n', "build.pip_index_url", 2),
+    "http index": ('[build]\npip_extra_index_url = ["http://me:hunter22@10.1.2.3:8080/simple"]\n', "build.pip_extra_index_url", 2),
+    "token-only URL": ('[build]\npip_index_url = "https://3d9f8a7b6c5e4d3c2b1a@pkgs.example/simple/"\n', "build.pip_index_url", 2),
+    "pip option": ('[build]\npip = ["six", "--index-url=https://u:PW123456@pkgs.example/simple/"]\n', "build.pip", 2),
+    "find links": ('[build]\npip_find_links = ["https://u:PW123456@files.example/wheels/"]\n', "build.pip_find_links", 2),
+    "a token in run.env": ('[run]\nenv = ["HF_TOKEN=hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567"]\n', "run.env", 2),
+    "a password in run.env": ('[run]\nenv = ["DB_PASSWORD=hunter22"]\n', "run.env", 2),
+    "a host's label": ('[hosts.lab]\nurl = "tcp://lab:2376"\nlabels = { note = "https://u:PW123456@lab/x" }\n', "hosts.lab.labels.note", None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHIPPED_CREDENTIALS))
+def test_a_credential_anywhere_in_the_shipped_fireplug_toml_is_refused(case: str) -> None:
+    """fireplug.toml goes into the image with the code: with or without a dependency layer, a
+    credential in any of its values is refused in one line that does not show it."""
+    text, key, line = SHIPPED_CREDENTIALS[case]
+    with pytest.raises(ConfigError) as refused:
+        load([Source("/p/fireplug.toml", text, shipped=True)], {}, {}, root=ROOT)
+    assert refused.value.key == key and refused.value.line == line and "shipped with the code" in str(refused.value)
+    assert not any(secret in str(refused.value) for secret in ("PW123456", "hunter22", "3d9f8a7b", "hf_AbC"))
+    assert " holds a" in str(refused.value)  # "'run.env' holds a literal value for a secret-named variable", "... holds a password in a URL"
+    assert load([Source("/u/config.toml", text)], {}, {}, root=ROOT)  # the user's own config stays on this machine
+
+
+def test_settings_that_only_look_like_credentials_are_kept() -> None:
+    text = '[build]\npip_index_url = "https://pkgs.example/simple/"\npip = ["git+ssh://git@github.com/org/repo.git"]\n[run]\nenv = ["HF_TOKEN"]\n'
+    assert load([Source("/p/fireplug.toml", text, shipped=True)], {}, {}, root=ROOT).run.env == ("HF_TOKEN",)
+
+
+def test_discover_treats_the_project_file_as_shipped(tmp_path: Path) -> None:
+    (tmp_path / "fireplug.toml").write_text('[build]\npip_index_url = "https://u:PW123456@pkgs.example/simple/"\n')
+    with pytest.raises(ConfigError, match="shipped with the code"):
+        discover(tmp_path, {}, tmp_path / "home", {})

@@ -130,14 +130,6 @@ def test_a_failed_install_is_said_in_pip_s_or_apt_s_last_error_line() -> None:
     assert install_failure([]) == "no output"
 
 
-def test_an_index_password_in_the_shipped_fireplug_toml_is_refused(tmp_path: Path) -> None:
-    write(tmp_path, "requirements.txt", "six\n")
-    text = '[build]\npip_index_url = "https://me:hunter22@pkgs.example/simple/"\n'
-    write(tmp_path, "fireplug.toml", text)
-    with pytest.raises(ConfigError, match="holds the credentials of a pip index URL"):
-        find_dependencies(load([Source(str(tmp_path / "fireplug.toml"), text)], {}, {}, root=tmp_path))
-
-
 def test_install_output_is_cut_in_lines_per_stream_and_keeps_a_last_line_without_newline() -> None:
     from fireplug.build import _lines
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fireplug.config import Source, load
 from fireplug.errors import FireplugError, UsageError
-from fireplug.options import ContainerOptions, Gpus, Publish, check_against_host, default_shm_size, parse_options, through_ssh
+from fireplug.options import MAX_SIZE_BYTES, ContainerOptions, Gpus, Publish, check_against_host, default_shm_size, parse_options, through_ssh
 from fireplug.spec import ContainerSpec, container_config, docker_run_argv
 
 GIB = 1 << 30
@@ -62,6 +64,12 @@ def test_the_default_shm_size_is_half_the_usable_memory_capped(host_memory: int,
         pytest.param({"publish": ["80:0"]}, "-p", id="port-zero"),
         pytest.param({"publish": ["1.2.3.4:80"]}, "-p", id="ip-without-host-port"),
         pytest.param({"network": "bad name"}, "--network", id="network-name"),
+        pytest.param({"shm_size": "99999999999999999999999g"}, "--shm-size", id="shm-past-what-the-engine-holds"),
+        pytest.param({"memory": "9" * 30}, "--memory", id="memory-past-what-the-engine-holds"),
+        pytest.param({"shm_size": "9" * 400}, "--shm-size", id="shm-digits-past-a-float"),
+        pytest.param({"shm_size": "0.0001b"}, "--shm-size", id="shm-below-a-byte"),
+        pytest.param({"cpus": "inf"}, "--cpus", id="cpus-inf"),
+        pytest.param({"cpus": "nan"}, "--cpus", id="cpus-nan"),
     ],
 )
 def test_bad_values_are_one_line_usage_errors_naming_the_option(values: dict[str, object], named: str) -> None:
@@ -96,3 +104,28 @@ def test_run_settings_hold_the_options_and_flags_win(tmp_path) -> None:  # type:
     assert config.run.container == {"shm_size": "1g", "cpus": "2", "publish": ["8888"]}
     merged = parse_options({**config.run.container, "cpus": "1"})
     assert (merged.shm_size, merged.nano_cpus) == (GIB, 1_000_000_000)
+
+
+SIZE_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.from_regex(r"\A\s*[0-9]{1,45}(\.[0-9]{0,45})?\s*[bkmgtBKMGT]?([iI]?[bB])?\s*\Z"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(shm=SIZE_TEXT, memory=SIZE_TEXT, cpus=st.one_of(st.text(max_size=12), st.floats(allow_nan=True).map(str)))
+def test_fuzz_any_option_value_is_one_the_engine_takes_or_a_one_line_usage_error(shm: str, memory: str, cpus: str) -> None:
+    """The engine reads sizes as 64-bit numbers: nothing bigger, and no float's inf or rounding, ever reaches it."""
+    try:
+        options = parse_options({"shm_size": shm, "memory": memory, "cpus": cpus})
+    except UsageError as e:
+        assert "\n" not in str(e) and str(e).startswith(("--shm-size", "--memory", "--cpus"))
+        return
+    for size in (options.shm_size, options.memory):
+        assert size is None or 0 < size <= MAX_SIZE_BYTES
+    assert options.nano_cpus is None or 0 < options.nano_cpus <= 4096 * 10**9
+
+
+@pytest.mark.parametrize(("text", "size"), [("512m", 512 << 20), ("1.5g", 3 << 29), ("0.5k", 512), ("2GiB", 2 * GIB), ("8388607t", 8388607 << 40)])
+def test_sizes_are_exact(text: str, size: int) -> None:
+    assert parse_options({"shm_size": text}).shm_size == size

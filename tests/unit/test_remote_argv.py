@@ -13,7 +13,18 @@ from fireplug.config import Source, load
 from fireplug.errors import UsageError
 from fireplug.proc import Completed, run
 from fireplug.secrets import redact
-from fireplug.ssh import SshSettings, SshTarget, cipher_preference, control_path, cpu_has_aes, engine_endpoint, parse_ssh_url, ssh_options
+from fireplug.ssh import (
+    SshConnection,
+    SshError,
+    SshSettings,
+    SshTarget,
+    cipher_preference,
+    control_path,
+    cpu_has_aes,
+    engine_endpoint,
+    parse_ssh_url,
+    ssh_options,
+)
 from fireplug.sync.rsync import _latest_progress, move_script, parse_stats, pull_argv, push_argv, rsync_failure
 from fireplug.sync.tree import parse_digests
 from fireplug.userconfig import add_host, remove_host
@@ -229,3 +240,12 @@ def test_a_chatty_tools_output_arrives_whole_and_in_batches() -> None:
     completed = run([sys.executable, "-c", script], timeout=30, what="printer", on_output=blocks.append, output_pace=0.05)
     assert completed.returncode == 0 and b"".join(blocks) == "".join(f"{i}\n" for i in range(300)).encode()
     assert len(blocks) <= 20  # ~0.35 s of printing, read every 50 ms, not once per line
+
+
+@pytest.mark.parametrize("key", ["/nonexistent/id_ed25519", "missing_key"])
+def test_a_missing_ssh_key_fails_before_ssh_runs_instead_of_ssh_using_another_key(tmp_path: Path, key: str) -> None:
+    """ssh only warns about a missing -i file, then logs in with whatever key it has."""
+    connection = SshConnection("lab", SshTarget("127.0.0.1", "u", 9, key), SshSettings(control_dir=str(tmp_path / "control")))
+    with pytest.raises(SshError, match=rf"host 'lab'.*its ssh key {key} does not exist; fix ssh_key in \[hosts.lab\]"):
+        connection.ensure_master()
+    assert not list((tmp_path / "control").glob("*.log"))  # no ssh was started

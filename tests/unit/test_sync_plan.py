@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fireplug.sync import SyncInterrupted
+from fireplug.sync import SyncError, SyncInterrupted
 from fireplug.sync.plan import Action, Sides, conflict_name, digests_needed, make_plan
-from fireplug.sync.record import Common, PairFiles, load_record
-from fireplug.sync.session import SyncRequest, preview, sync
-from fireplug.sync.tree import DIR, FILE, LINK, Entry, format_entry, link_leaves, parse_listing, scan, within_any
+from fireplug.sync.record import Common, PairFiles, load_record, load_state
+from fireplug.sync.session import Owner, SyncRequest, preview, sync
+from fireplug.sync.tree import DIR, FILE, LINK, RACY_NS, Entry, format_entry, link_leaves, parse_listing, scan, within_any
 from tests.unit.sync_doubles import FolderHost
 
 OLD_NS = 1_600_000_000 * 10**9
@@ -84,9 +84,9 @@ def test_deleted_on_one_side_and_changed_on_the_other_keeps_the_change() -> None
 
 
 def test_a_folder_is_kept_where_something_under_it_changed() -> None:
-    record = {"out": Common(DIR), "out/a": common(1), "out/b": common(1)}
-    local = {"out": Entry(DIR), "out/a": file(1), "out/b": file(2)}  # b changed here
-    plan = plan_of(record, local, {})  # the host deleted the folder
+    record = {"in.csv": common(1), "out": Common(DIR), "out/a": common(1), "out/b": common(1)}
+    local = {"in.csv": file(1), "out": Entry(DIR), "out/a": file(1), "out/b": file(2)}  # b changed here
+    plan = plan_of(record, local, {"in.csv": file(1)})  # the host deleted the folder (and kept the rest)
     assert plan.local_trash == ["out/a"] and "out/b" in plan.push and "out" in plan.push
 
 
@@ -282,6 +282,95 @@ def test_an_interrupted_sync_records_nothing_and_the_next_one_finishes(bench: Be
     assert not bench.sync().changed_anything
 
 
+def synced_then_lost_on_the_host(bench: Bench, count: int) -> dict[str, bytes]:
+    """``count`` files synced, then lost by the host (its folder emptied); their contents."""
+    files = {f"f{index:02}.bin": bytes([index]) * 100 for index in range(count)}
+    for name, data in files.items():
+        write(bench.local / name, data)
+    bench.sync()
+    shutil.rmtree(bench.remote)
+    bench.remote.mkdir()
+    return files
+
+
+def test_an_interrupted_resend_to_a_host_that_lost_its_files_never_becomes_deletions_here(bench: Bench) -> None:
+    """The fault probe's case: the host lost all 12 files, the sync sending them again was
+    interrupted after 3; the next sync must send the other 9, not trash them here."""
+    files = synced_then_lost_on_the_host(bench, 12)
+    with pytest.raises(SyncInterrupted):
+        bench.sync(stop_after=3)
+    assert len(contents(bench.remote)) == 3
+    report = bench.sync()
+    assert report.trashed_here == () and not list(bench.pair.trash.rglob("*.bin"))
+    assert contents(bench.local) == contents(bench.remote) == files
+    assert not bench.sync().changed_anything
+
+
+def test_a_twice_interrupted_resend_still_sends_everything(bench: Bench) -> None:
+    files = synced_then_lost_on_the_host(bench, 8)
+    for stop in (2, 1):  # the second interrupted sync must keep the first one's note
+        with pytest.raises(SyncInterrupted):
+            bench.sync(stop_after=stop)
+    assert len(contents(bench.remote)) == 3
+    assert bench.sync().trashed_here == ()
+    assert contents(bench.local) == contents(bench.remote) == files
+
+
+def test_an_interrupted_pull_never_becomes_a_deletion_on_the_host(bench: Bench) -> None:
+    files = {f"f{index}.bin": bytes([index]) * 10 for index in range(4)}
+    for name, data in files.items():
+        write(bench.remote / name, data)
+    bench.sync()
+    for name in files:  # deleted here, changed there: the host's versions come back
+        (bench.local / name).unlink()
+        write(bench.remote / name, b"new " + files[name])
+    with pytest.raises(SyncInterrupted):
+        bench.sync(stop_after=1)
+    assert bench.sync().trashed_there == ()
+    assert contents(bench.local) == contents(bench.remote) == {name: b"new " + data for name, data in files.items()}
+
+
+def test_a_sync_that_could_not_copy_everything_is_not_recorded_as_agreed(bench: Bench) -> None:
+    """A partial pull (here: the local folder refuses a file) leaves the record saying so:
+    the next sync reads the host in full and brings the file once it can, and fp gc does not
+    take the pair's last agreement for after the failure."""
+    write(bench.local / "in.csv", b"a")
+    time.sleep(RACY_NS / 1e9 + 0.1)  # old enough to be trusted: an unchanged pair then costs no planning at all
+    bench.sync()
+    agreed = bench.pair.record.stat().st_mtime_ns
+    write(bench.remote / "result.txt", b"the run's result")
+    failing = FolderHost(bench.remote, bench.host_trash, fail={"result.txt"})
+    with pytest.raises(SyncError):
+        sync(SyncRequest(bench.local, bench.pair, "box"), failing)
+    assert bench.pair.record.stat().st_mtime_ns == agreed
+    report = bench.sync()  # the host's listing is the one the failed sync saw: it must not answer "same"
+    assert report.pulled == 1 and (bench.local / "result.txt").read_bytes() == b"the run's result"
+    assert not bench.sync().changed_anything
+
+
+def test_a_copy_of_the_project_cannot_use_the_originals_record_but_a_moved_project_can(bench: Bench, tmp_path: Path) -> None:
+    """Two folders of one project (a copy keeps project.id) would share the host's copy and the
+    record, and trash each other's files: the record knows its folder, and refuses the copy."""
+    original, copy = tmp_path / "kaggle", tmp_path / "kaggle-copy"
+    live = {str(original), str(copy)}
+
+    def sync_from(project: Path) -> object:
+        owner = Owner(str(project), lambda folder: folder in live)
+        return sync(SyncRequest(project / "data", bench.pair, "box", owner=owner), FolderHost(bench.remote, bench.host_trash))
+
+    write(original / "data/mine.csv", b"original")
+    sync_from(original)
+    shutil.copytree(original, copy)
+    write(copy / "data/theirs.csv", b"the copy's own")
+    (copy / "data/mine.csv").unlink()
+    with pytest.raises(SyncError, match=rf"{original} holds this project too.*change or delete `id` under \[project\] in {copy}/fireplug.toml"):
+        sync_from(copy)
+    assert contents(bench.remote) == {"mine.csv": b"original"}  # nothing moved
+    live.discard(str(original))  # the original folder was moved away (renamed): the same project, elsewhere
+    sync_from(copy)
+    assert contents(bench.remote) == {"theirs.csv": b"the copy's own"} and load_state(bench.pair.record).made_for == str(copy)
+
+
 def test_a_record_written_by_another_process_at_once_is_whole(bench: Bench) -> None:
     write(bench.local / "a", b"1")
     bench.sync()
@@ -354,6 +443,26 @@ def test_fuzz_no_content_is_lost_and_both_sides_converge(tmp_path_factory: pytes
     bench.sync()
     assert scan_without_times(bench.local) == scan_without_times(bench.remote)
     assert not bench.sync().changed_anything
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(start=edits(), here=edits(), stops=st.lists(st.integers(0, 4), max_size=3))
+def test_fuzz_a_wiped_host_gets_every_file_back_however_often_the_resend_is_interrupted(tmp_path_factory: pytest.TempPathFactory, start, here, stops) -> None:  # type: ignore[no-untyped-def]
+    """A host that lost its data folder is sent every file again, and an interruption of that
+    (once or more) never turns the files it had not received yet into deletions here."""
+    bench = Bench(tmp_path_factory.mktemp("wiped"))
+    apply(bench.local, start)
+    bench.sync()
+    apply(bench.local, here)
+    shutil.rmtree(bench.remote)
+    bench.remote.mkdir()
+    files_here = {path: data for path, data in contents(bench.local).items()}
+    for stop in stops:
+        with contextlib.suppress(SyncInterrupted):
+            bench.sync(stop_after=stop)
+    bench.sync()
+    assert contents(bench.local) == files_here == contents(bench.remote)
+    assert not [path for path in bench.pair.trash.rglob("*") if path.is_file()]
 
 
 CONFLICT_COPY = re.compile(r"\.fp-conflict-box-\d{8}T\d{6}(-\d+)?")
