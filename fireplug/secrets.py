@@ -12,6 +12,7 @@ code). Values: a NAME=value word, an ``--option value`` pair or a URL's password
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Callable, Sequence
@@ -51,28 +52,38 @@ def secret_name(name: str, is_dir: bool) -> str:
 #
 # A rule is a pattern and the literal strings one of which any match holds: a block is only
 # searched with the pattern when one of them is in it (bytes.find is far faster than re), so
-# reading a file costs little more than hashing it.
+# reading a file costs little more than hashing it. Patterns are compiled when first needed:
+# a warm run reads no file, and compiling them all would cost it milliseconds.
+
+
+@functools.cache
+def _compiled(source: bytes, flags: int = 0) -> re.Pattern[bytes]:
+    return re.compile(source, flags)
 
 
 @dataclass(frozen=True)
 class _Rule:
     reason: str
-    pattern: re.Pattern[bytes]
+    source: bytes  # the pattern
     hints: tuple[bytes, ...]
     folded: bool = False  # the hints are looked for in the lowercased block
     check: Callable[[re.Match[bytes]], bool] | None = None  # a match is a secret only when this says so
+    flags: int = 0
+
+    @property
+    def pattern(self) -> re.Pattern[bytes]:
+        return _compiled(self.source, self.flags)
 
 
-_PLACEHOLDER = re.compile(
-    r"your|xxx|\*\*\*|example|changeme|change_me|placeholder|dummy|redacted|<[^>]*>|\{\{|\$\{|\$\(|%\(|\.\.\.|^(none|null|nil|true|false|undefined)$",
-    re.IGNORECASE,
+_PLACEHOLDER = (
+    rb"your|xxx|\*\*\*|example|changeme|change_me|placeholder|dummy|redacted|<[^>]*>|\{\{|\$\{|\$\(|%\(|\.\.\.|^(none|null|nil|true|false|undefined)$"
+    rb"|passw|secret|token|api_?key"  # a value naming what it stands for: `password = input_password`
 )
-_SECRET_WORDS_IN_VALUE = re.compile(r"passw|secret|token|api_?key", re.IGNORECASE)
 
 
 def _real_value(text: str) -> bool:
     """Not a placeholder, a reference or a single repeated character."""
-    return len(set(text)) > 2 and not _PLACEHOLDER.search(text) and not _SECRET_WORDS_IN_VALUE.search(text)
+    return len(set(text)) > 2 and not _compiled(_PLACEHOLDER, re.IGNORECASE).search(text.encode(errors="replace"))
 
 
 def _looks_random(text: str) -> bool:
@@ -94,15 +105,15 @@ def _random_body(found: re.Match[bytes]) -> bool:
 
 def _token(reason: str, pattern: bytes, *hints: bytes, check: Callable[[re.Match[bytes]], bool] | None = None) -> _Rule:
     """A provider's token format: ``pattern`` (holding one of ``hints``), not glued to other letters or digits."""
-    return _Rule(reason, re.compile(rb"(?<![A-Za-z0-9])" + pattern + rb"(?![A-Za-z0-9])"), hints, check=check)
+    return _Rule(reason, rb"(?<![A-Za-z0-9])" + pattern + rb"(?![A-Za-z0-9])", hints, check=check)
 
 
 _KEY_FILE_RULES = (
-    _Rule("holds a private key", re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"), (b"PRIVATE KEY",)),
-    _Rule("holds a PuTTY private key", re.compile(rb"PuTTY-User-Key-File-\d"), (b"PuTTY-User-Key-File-",)),
-    _Rule("holds AWS credentials", re.compile(rb"aws_secret_access_key\s*[=:]", re.IGNORECASE), (b"aws_secret_access_key",), folded=True),
-    _Rule("holds a cloud service-account key", re.compile(rb'"type"\s*:\s*"service_account"'), (b"service_account",)),
-    _Rule("holds a private key", re.compile(rb'"private_key"\s*:\s*"-----BEGIN'), (b"private_key",)),
+    _Rule("holds a private key", rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----", (b"PRIVATE KEY",)),
+    _Rule("holds a PuTTY private key", rb"PuTTY-User-Key-File-\d", (b"PuTTY-User-Key-File-",)),
+    _Rule("holds AWS credentials", rb"aws_secret_access_key\s*[=:]", (b"aws_secret_access_key",), folded=True, flags=re.IGNORECASE),
+    _Rule("holds a cloud service-account key", rb'"type"\s*:\s*"service_account"', (b"service_account",)),
+    _Rule("holds a private key", rb'"private_key"\s*:\s*"-----BEGIN', (b"private_key",)),
 )
 _CONTENT_RULES = (
     *_KEY_FILE_RULES,
@@ -112,22 +123,22 @@ _CONTENT_RULES = (
     _token("holds a Hugging Face token", rb"hf_[A-Za-z0-9]{30,}", b"hf_"),
     _token("holds an OpenAI or Anthropic key", rb"sk-[A-Za-z0-9_-]{32,}", b"sk-", check=_random_body),
     _token("holds a Slack token", rb"xox[abposre]-[A-Za-z0-9-]{10,}", b"xox"),
-    _Rule("holds a Slack webhook", re.compile(rb"hooks\.slack\.com/services/T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]{8,}"), (b"hooks.slack.com/services/",)),
+    _Rule("holds a Slack webhook", rb"hooks\.slack\.com/services/T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]{8,}", (b"hooks.slack.com/services/",)),
     _token("holds a Stripe key", rb"[sr]k_live_[A-Za-z0-9]{20,}", b"k_live_"),
     _token("holds a Google API key", rb"AIza[A-Za-z0-9_-]{35}", b"AIza"),
     _token("holds a Google OAuth secret", rb"(?:GOCSPX-[A-Za-z0-9_-]{28}|ya29\.[A-Za-z0-9_-]{20,})", b"GOCSPX-", b"ya29."),
-    _Rule("holds an Azure key", re.compile(rb"(?:AccountKey|SharedAccessKey)=[A-Za-z0-9+/]{40,}=*"), (b"AccountKey=", b"SharedAccessKey=")),
+    _Rule("holds an Azure key", rb"(?:AccountKey|SharedAccessKey)=[A-Za-z0-9+/]{40,}=*", (b"AccountKey=", b"SharedAccessKey=")),
     _token("holds an Azure client secret", rb"[A-Za-z0-9_~.-]{3}\dQ~[A-Za-z0-9_~.-]{31,34}", b"Q~"),
     _token("holds a package registry token", rb"(?:npm_[A-Za-z0-9]{36}|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,})", b"npm_", b"pypi-AgEIcHlwaS5vcmc"),
     _token("holds a JSON web token", rb"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}", b"eyJ"),
     _Rule(
         "holds netrc credentials",
-        re.compile(rb"(?:^|\n)[ \t]*(?:machine[ \t]+\S+|default)\s+(?:(?:login|account)[ \t]+\S+\s+)*password[ \t]+\S+"),
+        rb"(?:^|\n)[ \t]*(?:machine[ \t]+\S+|default)\s+(?:(?:login|account)[ \t]+\S+\s+)*password[ \t]+\S+",
         (b"password",),
     ),
     _Rule(
         "holds a password in a URL",
-        re.compile(rb"://(?P<user>[^\s/:@'\"\\,]{0,100}):(?P<password>[^\s/@'\"\\,]{1,200})@[A-Za-z0-9\[]"),
+        rb"://(?P<user>[^\s/:@'\"\\,]{0,100}):(?P<password>[^\s/@'\"\\,]{1,200})@[A-Za-z0-9\[]",
         (b"://",),
         check=_url_password,
     ),
@@ -137,11 +148,13 @@ _CONTENT_RULES = (
 # ``export GITHUB_TOKEN=...``, ``password: ...``. Found in two steps: a cheap pattern over the
 # lowercased block finds a secret word right before an assignment, then the setting's whole
 # name and value are read from the block itself.
-_ASSIGNED_WORD = re.compile(
-    rb"(?:token|secret|passw(?:or)?d|passphrase|pwd|credentials?|key)(?:_?(?:value|base|b64|base64|hex|raw|str|string))?\\?[\"']?[ \t]*(?::=|=>|=|:)"
+_ASSIGNED_HINTS = (b"token", b"secret", b"passw", b"passphrase", b"pwd", b"credential", b"key")  # one is in any match of _ASSIGNED_WORD
+_ASSIGNED_WORD = (
+    rb"(?:token|secret|passw(?:or)?d|passphrase|pwd|credentials?|key)(?:_?(?:value|base|b64|base64|hex|raw|str|string))?"
+    rb"\\?[\"']?[ \t]*(?::=|=>|=|:)"
 )
 _NAME_CHARACTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
-_ASSIGNMENT = re.compile(
+_ASSIGNMENT = (
     rb"(?P<name>[A-Za-z0-9_.-]{1,80})\\?[\"']?[ \t]*(?::=|=>|=|:)[ \t]*"
     rb"(?:[rbuRBU]?\\?(?P<quote>[\"'])(?P<quoted>[^\"'\\\s]{6,300})\\?(?P=quote)|(?P<bare>[A-Za-z0-9_+/=~-]{6,300})(?=[\s,;]|$))"
 )
@@ -183,11 +196,13 @@ def _name_kind(name: str) -> str:
 
 def _assigned_secret(block: bytes, lowered: bytes) -> bool:
     """Whether ``block`` gives a secret-named setting a literal value that looks like a credential."""
-    for word in _ASSIGNED_WORD.finditer(lowered):
+    if not any(hint in lowered for hint in _ASSIGNED_HINTS):
+        return False
+    for word in _compiled(_ASSIGNED_WORD).finditer(lowered):
         start = word.start()
         while start > 0 and block[start - 1] in _NAME_CHARACTERS and word.start() - start < 60:
             start -= 1
-        found = _ASSIGNMENT.match(block, start)
+        found = _compiled(_ASSIGNMENT).match(block, start)
         if found is None:
             continue
         if _secret_value(_name_kind(found["name"].decode(errors="replace")), found["quoted"], found["bare"]):
@@ -195,7 +210,7 @@ def _assigned_secret(block: bytes, lowered: bytes) -> bool:
     return False
 
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_UUID = rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
 def _secret_value(kind: str, quoted: bytes | None, bare: bytes | None) -> bool:
@@ -206,7 +221,7 @@ def _secret_value(kind: str, quoted: bytes | None, bare: bytes | None) -> bool:
     if bare is not None and not any(character.isdigit() for character in value):
         return False
     if kind == "token":
-        return _looks_random(value) and not _UUID.fullmatch(value)
+        return _looks_random(value) and not _compiled(_UUID).fullmatch(value.encode(errors="replace"))
     return kind == "password" and not value.isdigit() and _real_value(value)
 
 
@@ -261,13 +276,13 @@ def credential_in(value: str) -> str:
         return "a literal value for a secret-named variable"
     if reason:
         return reason.removeprefix("holds ")
-    for found in _URL_USER.finditer(value):
-        if found["scheme"].lower().endswith(("http", "https")) and _token_like(found["user"]):
+    for found in _compiled(_URL_USER).finditer(value.encode(errors="surrogateescape")) if "@" in value else ():
+        if found["scheme"].lower().endswith((b"http", b"https")) and _token_like(found["user"].decode(errors="replace")):
             return "a token in a URL"
     return ""
 
 
-_URL_USER = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<user>[^\s/:@]+)@")
+_URL_USER = rb"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<user>[^\s/:@]+)@"
 
 
 def _token_like(user: str) -> bool:

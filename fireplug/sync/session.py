@@ -168,7 +168,7 @@ def _state_unusable(host: str, pair: PairFiles, error: OSError) -> SyncError:
 
 def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress, started: float) -> SyncReport:
     state = load_state(request.pair.record)
-    _refuse_another_copys_record(request, state, host_side.host)
+    _refuse_the_record_of_another_copy(request, state, host_side.host)
     made_for = request.owner.folder if request.owner else state.made_for
     record = state.record
     listed_at = time.time_ns()
@@ -285,7 +285,7 @@ def _save_without_agreeing(pair: PairFiles, state: State) -> None:
     os.utime(pair.record, ns=(time.time_ns(), agreed_ns))
 
 
-def _refuse_another_copys_record(request: SyncRequest, state: State, host: str) -> None:
+def _refuse_the_record_of_another_copy(request: SyncRequest, state: State, host: str) -> None:
     """Raises: SyncError: the record was made for another folder that is a live copy of this project."""
     owner = request.owner
     if owner is None or not state.made_for or state.made_for == owner.folder or not owner.is_copy(state.made_for):
