@@ -510,16 +510,13 @@ def _is_within(path: str, folder: str) -> bool:
 
 
 def project_key_at(root: Path) -> str:
-    """The project key of the project in ``root`` as its fireplug.toml names it ("" when
-    ``root`` holds none, or one fp cannot read): tells whether another folder is a copy."""
+    """The project key of the project in ``root``, as fp would find it there ("" when ``root``
+    holds no fireplug.toml, or one fp cannot use): tells whether another folder is a copy."""
+    path = root / PROJECT_FILE
     try:
-        table = tomllib.loads((root / PROJECT_FILE).read_text(encoding="utf-8")).get("project", {})
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        return load([Source(str(path), path.read_text(encoding="utf-8"))], {}, {}, root=root).project.key
+    except (OSError, UnicodeDecodeError, ConfigError):
         return ""
-    if not isinstance(table, dict):
-        return ""
-    name, project_id = table.get("name") or sanitize_name(root.name), table.get("id") or derived_id(root)
-    return f"{name}-{project_id}" if isinstance(name, str) and isinstance(project_id, str) else ""
 
 
 def derived_id(root: Path) -> str:

@@ -59,7 +59,8 @@ def run_program(held: Sequence[int]) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None, *, final: bool = False, held: Sequence[int] = ()) -> int:
-    """Run fp with ``argv`` (default: sys.argv[1:]); returns the exit status.
+    """Run fp with ``argv`` (default: sys.argv[1:]); returns the exit status. fp's failures and
+    interruptions become one line and a status here, and only here.
 
     ``final``: the process ends with this status, so signals that come once it is known (a
     late Ctrl-C) are ignored rather than turned into a traceback or a death by signal.
@@ -68,57 +69,12 @@ def main(argv: Sequence[str] | None = None, *, final: bool = False, held: Sequen
     """
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)} if on_main_thread else {}
-    try:
-        if held:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-        return _main(argv, final=final)
-    except KeyboardInterrupt as e:
-        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
-        console.note(f"interrupted ({signal.Signals(signum).name}); nothing was left running")
-        return 128 + signum
-    finally:
-        if final:  # the status is known: nothing may change it now
-            previous = dict.fromkeys((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), signal.SIG_IGN)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _main(argv: Sequence[str] | None, *, final: bool) -> int:
-    try:
-        args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-        command, explicit = _split_command(args.command)
-        if args.sync_in_only or args.sync_out_only or args.no_run:
-            if command:
-                flag = "--sync-in-only" if args.sync_in_only else "--sync-out-only" if args.sync_out_only else "--no-run"
-                console.error(f"{flag} runs no command, but one was given ({command[0]} ...): drop {flag}, or the command")
-                return EXIT_USAGE
-            return _guarded(_run_command, command, args, final=final)
-        if not command:
-            build_parser().print_usage(sys.stderr)
-            console.error("no command given: try `fp python script.py`, or `fp --help`")
-            return EXIT_USAGE
-        if command[0] in SUBCOMMANDS and not explicit:
-            return _guarded(_subcommand, command, args, final=final)
-    except SystemExit as e:  # argparse: --help, --version, or a usage error
-        return e.code if isinstance(e.code, int) else EXIT_USAGE
-    return _guarded(_run_command, command, args, final=final)
-
-
-def _split_command(words: list[str]) -> tuple[list[str], bool]:
-    """The user's command, and whether it followed an explicit ``--``."""
-    if words[:1] == ["--"]:
-        return words[1:], True
-    return words, False
-
-
-def _guarded(action: Callable[[list[str], argparse.Namespace], int], command: list[str], args: argparse.Namespace, *, final: bool = False) -> int:
-    """Run ``action``, turning fp's failures and interruptions into a message and an exit status."""
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)} if on_main_thread else {}
     if on_main_thread and (sigint := signal.getsignal(signal.SIGINT)) is not None:
         previous[signal.SIGINT] = sigint  # the run may leave it ignored
     try:
-        return action(command, args)
+        if held:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+        return _main(argv)
     except FireplugError as e:
         _report(e)
         return e.exit_code
@@ -127,8 +83,38 @@ def _guarded(action: Callable[[list[str], argparse.Namespace], int], command: li
         console.note(f"interrupted ({signal.Signals(signum).name}); {_what_was_left(e)}")
         return 128 + signum
     finally:
+        if final:  # the status is known: nothing may change it now
+            previous = dict.fromkeys((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), signal.SIG_IGN)
         for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_IGN if final else handler)
+            signal.signal(signum, handler)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+        command, explicit = _split_command(args.command)
+        if args.sync_in_only or args.sync_out_only or args.no_run:
+            if command:
+                flag = "--sync-in-only" if args.sync_in_only else "--sync-out-only" if args.sync_out_only else "--no-run"
+                console.error(f"{flag} runs no command, but one was given ({command[0]} ...): drop {flag}, or the command")
+                return EXIT_USAGE
+            return _run_command(command, args)
+        if not command:
+            build_parser().print_usage(sys.stderr)
+            console.error("no command given: try `fp python script.py`, or `fp --help`")
+            return EXIT_USAGE
+        if command[0] in SUBCOMMANDS and not explicit:
+            return _subcommand(command, args)
+    except SystemExit as e:  # argparse (fp's or a verb's): --help, --version, or a usage error
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    return _run_command(command, args)
+
+
+def _split_command(words: list[str]) -> tuple[list[str], bool]:
+    """The user's command, and whether it followed an explicit ``--``."""
+    if words[:1] == ["--"]:
+        return words[1:], True
+    return words, False
 
 
 def _what_was_left(interruption: KeyboardInterrupt) -> str:
