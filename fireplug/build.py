@@ -23,13 +23,14 @@ from typing import Any
 
 from fireplug import __version__, console, labels
 from fireplug.config import Config
-from fireplug.context import Context, ScanRules, human_bytes, tar_stream
+from fireplug.context import Context, ScanRules, tar_stream
 from fireplug.deps import DEPS_PREFIX, STAGING, VENV, Dependencies, Redactor, install_script, layer_tag, stdin_settings
-from fireplug.engine import Engine
+from fireplug.engine import Engine, frames
 from fireplug.errors import BaseImageMissing, BuildError, ConfigError, FireplugError
 from fireplug.locks import build_lock_path, exclusive
 from fireplug.lookup import search_path
-from fireplug.run import frames, made_uninterrupted
+from fireplug.signals import made_uninterrupted
+from fireplug.units import human_bytes
 
 BASE_REPOSITORY = "fireplug-base"
 GENERATED_DOCKERFILE = ".fireplug.Dockerfile"

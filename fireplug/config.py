@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from fireplug.backends import REGISTRY
 from fireplug.errors import ConfigError, ProjectError
 from fireplug.secrets import credential_in
 
@@ -196,7 +197,7 @@ HOST_SCHEMA: dict[str, type] = {
     "kind": str,
     "registry": str,
 }
-HOST_KINDS = ("docker", "swarm")
+HOST_KINDS = tuple(REGISTRY)  # the kinds a backend serves (backends/__init__.py)
 _TYPE_NAMES: dict[Any, str] = {
     (str, bool): "a path or false",
     bool: "true or false",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from fireplug.errors import ContextChanged, ProjectError
 from fireplug.secrets import SNIFF_RULES, ContentSniffer, secret_name
 from fireplug.signature import stat_signature
+from fireplug.units import human_bytes
 
 if TYPE_CHECKING:
     from docker.utils.build import Pattern
@@ -138,7 +139,7 @@ _BUILTIN_NAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     )
 )
 # The usual credential files and folders in a home folder (hard links to them stay out).
-HOME_CREDENTIALS = (".aws", ".ssh", ".gnupg", ".docker", ".kube", ".azure", ".kaggle", ".config/gcloud")
+HOME_CREDENTIALS: tuple[str, ...] = (".aws", ".ssh", ".gnupg", ".docker", ".kube", ".azure", ".kaggle", ".config/gcloud")
 HOME_CREDENTIALS += (".netrc", ".pgpass", ".pypirc", ".git-credentials", ".npmrc", ".s3cfg")
 MAX_SECRET_FOLDER_ENTRIES = 10_000  # walked only to know their files' inodes (hard links to them)
 _VENV_MARKERS = ("pyvenv.cfg", "conda-meta")
@@ -450,11 +451,3 @@ def _verified_blocks(path: Path, entry: Entry, chunk_size: int) -> Iterator[byte
         raise ContextChanged(entry.path) from e
     if remaining or digest.hexdigest() != entry.digest:
         raise ContextChanged(entry.path)
-
-
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"  # pragma: no cover

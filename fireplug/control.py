@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from fireplug import console, hosts, labels
+from fireplug.backends import backend_for
+from fireplug.backends.base import Executor, Pulling, RunState
 from fireplug.errors import FireplugError, UsageError
-from fireplug.execution import DockerExecutor, RunState
 from fireplug.invocation import Invocation
 from fireplug.output import LineWriter, run_prefix
 from fireplug.proc import alive
-from fireplug.runs import RunBook, RunRecord, matching
-from fireplug.swarm import SWEEP_RUN, SwarmExecutor
+from fireplug.runs import SHARED_RUN, RunBook, RunRecord, keep_output_and_remove, matching
 
 STOP_GRACE_SECONDS = 10.0
 KILL_WAIT_SECONDS = 10.0
@@ -104,33 +104,10 @@ class Hosts:
         self._connections: dict[str, hosts.Connection] = {}
         self._lock = threading.Lock()
 
-    def executor(self, name: str) -> DockerExecutor | SwarmExecutor:
+    def executor(self, name: str) -> Executor:
         """Raises: FireplugError: unknown host, or it cannot be reached."""
         connection = self.connection(name)
-        if connection.host.swarm:
-            return SwarmExecutor(connection.engine, self._signaller())
-        return DockerExecutor(connection.engine)
-
-    def _signaller(self) -> Callable[[str, str], bool]:
-        """How `fp stop` reaches a swarm task: a key in the bucket of the run's project (the one
-        this machine recorded it under, else this folder's); False without one (a stop then
-        removes the service)."""
-        from fireplug.swarmjob import signaller
-        from fireplug.sync.s3 import Store
-
-        def send(run_id: str, signal_name: str) -> bool:
-            record = self.invocation.runs.load(run_id)
-            project = self.invocation
-            if record is not None and record.root != str(project.config.root):
-                try:
-                    project = project.for_project(Path(record.root))
-                except FireplugError:
-                    return False
-            if not project.config.sync.s3:
-                return False
-            return signaller(Store.for_project(project.config, project.state))(run_id, signal_name)
-
-        return send
+        return backend_for(connection.host).executor(self.invocation, connection)
 
     def connection(self, name: str) -> hosts.Connection:
         with self._lock:
@@ -140,7 +117,7 @@ class Hosts:
         with self._lock:
             return self._connections.setdefault(name, connection)
 
-    def each(self, names: Iterable[str], ask: Callable[[DockerExecutor | SwarmExecutor], T]) -> dict[str, T | FireplugError]:
+    def each(self, names: Iterable[str], ask: Callable[[Executor], T]) -> dict[str, T | FireplugError]:
         """``ask`` of every host in ``names``, in parallel; a host that failed gives its error."""
         answers: dict[str, T | FireplugError] = {}
 
@@ -205,8 +182,8 @@ def locate(invocation: Invocation, peers: Hosts, wanted: str, *, only: str | Non
     book = invocation.runs
     records = [record for record in matching(book.all(), wanted) if not only or record.host == only]
     if records:
-        answers = peers.each({record.host for record in records}, lambda executor: executor)
-        return [_located_from_record(peers, record, answers.get(record.host)) for record in records]
+        reached = peers.each({record.host for record in records}, lambda executor: executor)
+        return [_located_from_record(peers, record, reached.get(record.host)) for record in records]
     answers = peers.each(hosts_to_ask(invocation, book, only), lambda executor: executor.find([labels.kind_is("run")], running_only=False))
     found = []
     for name, answer in answers.items():
@@ -220,10 +197,10 @@ def locate(invocation: Invocation, peers: Hosts, wanted: str, *, only: str | Non
     return chosen
 
 
-def _located_from_record(peers: Hosts, record: RunRecord, answer: DockerExecutor | SwarmExecutor | FireplugError | None) -> Located:
+def _located_from_record(peers: Hosts, record: RunRecord, answer: Executor | FireplugError | None) -> Located:
     if in_live_map(peers.invocation.runs, record):
         return Located(record.id, record.host, record, None, in_live_map=True)
-    if not isinstance(answer, (DockerExecutor, SwarmExecutor)):
+    if answer is None or isinstance(answer, FireplugError):
         return Located(record.id, record.host, record, None, answered=False)
     return Located(record.id, record.host, record, answer.state(record.container))
 
@@ -231,7 +208,7 @@ def _located_from_record(peers: Hosts, record: RunRecord, answer: DockerExecutor
 def in_live_map(book: RunBook, record: RunRecord) -> bool:
     """A run recorded as running, of a map whose fp process is alive, on a swarm: a sweep's run
     (no container or service of its own: the map's process knows it, and keeps its record)."""
-    if record.state != "running" or not record.map_id or not record.container.startswith(SWEEP_RUN):
+    if record.state != "running" or not record.map_id or not record.container.startswith(SHARED_RUN):
         return False
     try:
         return alive(int((book.folder / f"{record.map_id}.pid").read_text()))
@@ -340,7 +317,7 @@ def _signal(peers: Hosts, located: Located, signal_name: str) -> None:
     executor = peers.executor(located.host)
     if located.state is not None:
         executor.signal(located.state.handle, signal_name)
-    elif isinstance(executor, SwarmExecutor):
+    else:
         executor.signal_run(located.run_id, signal_name)
 
 
@@ -388,7 +365,7 @@ def stop_map_process(book: RunBook, wanted: str, *, grace: float = STOP_GRACE_SE
     return map_id
 
 
-def _wait_until_ended(executor: DockerExecutor | SwarmExecutor, handle: str, deadline: float) -> RunState | None:
+def _wait_until_ended(executor: Executor, handle: str, deadline: float) -> RunState | None:
     while True:
         state = executor.state(handle)
         if state is None or not state.running or time.monotonic() >= deadline:
@@ -416,8 +393,6 @@ def pull_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, 
         UsageError: a run of another project, not started from this machine.
         FireplugError: a host, a sync or a removal failed (what completed stays done).
     """
-    from fireplug.job import ensure_data_folder, local_data_folder, make_host_side, sync_data
-
     groups: dict[tuple[str, str], list[Located]] = {}
     for located in runs:
         groups.setdefault((_project_root(invocation, located), located.host), []).append(located)
@@ -425,44 +400,21 @@ def pull_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, 
     for (root, host), members in groups.items():
         project = invocation if str(invocation.config.root) == root else invocation.for_project(Path(root))
         connection = peers.connection(host)
-        if connection.host.swarm:
-            done.append(_pull_from_swarm(project, peers, host, root, members))
-            continue
-        ensure_data_folder(local_data_folder(project.config))
-        host_side = make_host_side(connection, project.config, verbose=verbose, locks=project.locks)
-        sync_data(project, host_side, push=False, verbose=verbose)
-        for located in members:
-            if located.state is not None and located.state.ended:
-                _done_with(project.runs, peers, located)
+        ended = tuple(
+            (located.state.handle if located.state is not None else "", located.record or _record_of(located)) for located in members if not located.running
+        )
+        by_id = {located.run_id: located for located in members}
+
+        def done_with(handle: str, record: RunRecord, book: RunBook = project.runs, by_id: dict[str, Located] = by_id) -> None:
+            located = by_id[record.id]
+            if located.state is not None and not located.state.running:
+                _done_with(book, peers, located)
+
+        pulling = Pulling(project, connection, peers.executor(host), ended, done_with)
+        backend_for(connection.host).pull(pulling, verbose=verbose)
         still = tuple(located.run_id for located in members if located.running)
         done.append(Pulled(host, root, tuple(members), still))
     return done
-
-
-def _pull_from_swarm(project: Invocation, peers: Hosts, host: str, root: str, members: list[Located]) -> Pulled:
-    """A swarm run's results come from the bucket, once its task ended and published them."""
-    from fireplug import swarmjob
-    from fireplug.job import ensure_data_folder, local_data_folder
-    from fireplug.sync.s3 import Store
-
-    config = project.config
-    store = swarmjob.require_staging(peers.connection(host).host, Store.for_project(config, project.state) if config.sync.s3 else None)
-    data = local_data_folder(config)
-    ensure_data_folder(data)
-    for located in members:
-        if located.running:
-            continue
-        record = located.record or _record_of(located)
-        landed = swarmjob.collect(store, project, record, data)
-        if landed is None:
-            why = f"stopped before it could, or its task failed: fp logs {located.run_id} shows why; or they were pulled already"
-            console.warn(f"run {located.run_id} published no results ({why})")
-        else:
-            swarmjob.report_landed(host, landed)
-        if located.state is not None:
-            _done_with(project.runs, peers, located)
-        swarmjob.forget_run(store, located.run_id)
-    return Pulled(host, root, tuple(members), tuple(located.run_id for located in members if located.running))
 
 
 def _project_root(invocation: Invocation, located: Located) -> str:
@@ -501,23 +453,6 @@ def _record_of(located: Located) -> RunRecord:
         map_id=located.map_id,
         params=located.params,
     )
-
-
-def keep_output_and_remove(book: RunBook, executor: DockerExecutor | SwarmExecutor, handle: str, run_id: str) -> None:
-    """An ended run's output kept here (unless it is already), then the run removed from its host."""
-    kept = book.log_path(run_id)
-    if not kept.exists():
-        keep_output(executor.logs(handle, follow=False), kept)
-    executor.remove(handle)
-
-
-def keep_output(chunks: Iterator[tuple[int, bytes]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(partial, "wb") as kept:
-        for _, data in chunks:
-            kept.write(data)
-    partial.replace(path)
 
 
 def _json_params(text: str) -> dict[str, str]:

@@ -372,7 +372,7 @@ class Engine:
             value = json.loads(data)
         except (ValueError, RecursionError):
             raise self._not_an_engine(what) from None
-        if not isinstance(value, expect) or (expect is list and not all(isinstance(item, dict) for item in value)):
+        if not isinstance(value, expect) or (isinstance(value, list) and not all(isinstance(item, dict) for item in value)):
             raise self._not_an_engine(what)
         return value
 
@@ -821,3 +821,13 @@ def _parse_version(text: str) -> tuple[int, int]:
 
 def _format_version(version: tuple[int, int]) -> str:
     return f"{version[0]}.{version[1]}"
+
+
+def frames(attached: Attached) -> Iterator[tuple[int, bytes]]:
+    """The container's multiplexed stdout/stderr stream as (stream, bytes)."""
+    return demultiplex(iter(attached.recv, b""))
+
+
+def mapping_of(value: object) -> dict[str, Any]:
+    """``value`` when the engine's JSON gave an object there, else an empty one."""
+    return value if isinstance(value, dict) else {}

@@ -131,3 +131,7 @@ class Interrupted(KeyboardInterrupt):
 
 class S3Error(FireplugError):
     """S3 refused a request or could not be reached (credentials, bucket, endpoint)."""
+
+
+class SwarmRefused(FireplugError):
+    """A request a swarm host cannot serve (no S3 staging, a project image without fp's base...)."""

@@ -5,20 +5,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from fireplug import labels
+from fireplug.backends.base import Node
 from fireplug.engine import DEFAULT_TIMEOUT, Engine
 from fireplug.errors import FireplugError
 from fireplug.inventory import LOCAL, Host, Inventory
 from fireplug.locks import Leases
-from fireplug.options import has_gpus
 from fireplug.ssh import SshConnection, SshSettings
 from fireplug.transport import connector_for
 
@@ -77,49 +75,6 @@ class Probe:
         }
 
 
-@dataclass(frozen=True)
-class Node:
-    """A node of a swarm host, as `fp hosts` shows it."""
-
-    id: str
-    hostname: str
-    role: str
-    state: str  # ready, down, unknown, disconnected
-    version: str
-    cpus: float
-    memory: int
-    gpus: str  # its generic resources ("NVIDIA-GPU=2"), "" for none
-    tasks: int  # fp runs' tasks running on it
-
-
-def swarm_nodes(engine: Engine) -> tuple[Node, ...]:
-    running: dict[str, int] = {}
-    services = engine.services([labels.kind_is("run")]) + engine.services([labels.kind_is("sweep")])  # (a map's workers: a task each)
-    for task in engine.tasks(str(service.get("ID", "")) for service in services):
-        if (task.get("Status") or {}).get("State") == "running":
-            node = str(task.get("NodeID") or "")
-            running[node] = running.get(node, 0) + 1
-    return tuple(_node(node, running) for node in engine.nodes())
-
-
-def _node(node: Mapping[str, Any], running: Mapping[str, int]) -> Node:
-    description = node.get("Description") or {}
-    resources = description.get("Resources") or {}
-    generic = [item.get("DiscreteResourceSpec") or {} for item in resources.get("GenericResources") or []]
-    node_id = str(node.get("ID", ""))
-    return Node(
-        id=node_id,
-        hostname=str(description.get("Hostname") or "?"),
-        role=str((node.get("Spec") or {}).get("Role") or ""),
-        state=str((node.get("Status") or {}).get("State") or ""),
-        version=str((description.get("Engine") or {}).get("EngineVersion") or ""),
-        cpus=int(resources.get("NanoCPUs") or 0) / 1e9,
-        memory=int(resources.get("MemoryBytes") or 0),
-        gpus=", ".join(f"{item.get('Kind')}={item.get('Value')}" for item in generic if item),
-        tasks=running.get(node_id, 0),
-    )
-
-
 def resolve(name: str, inventory: Inventory) -> Host:
     """The host called ``name``.
 
@@ -149,71 +104,30 @@ def connect(host: Host, settings: SshSettings, *, timeout: float = DEFAULT_TIMEO
     return Connection(host, engine, shell)
 
 
-def running_jobs(engine: Engine) -> frozenset[str]:
-    """The fp runs going on ``engine``: each as the fp process that started it (or its container)."""
-    found = engine.containers([labels.kind_is("run")])
-    return frozenset(str((container.get("Labels") or {}).get(labels.OWNER) or container.get("Id", "")) for container in found)
-
-
 def probe(host: Host, settings: SshSettings, *, timeout: float, local_folder: str | None = ".") -> Probe:
     """Reach ``host`` and read its resources; an unreachable host is a result, not an error.
 
     ``local_folder`` None skips the free-disk reading (a remote command: not needed to choose).
     """
+    from fireplug.backends import backend_for
+
     try:
         connection = connect(host, settings, timeout=timeout)
         info = connection.engine.info()
-        if host.swarm:
-            return _swarm_probe(host, info, swarm_nodes(connection.engine))
-        jobs = running_jobs(connection.engine)
-        free = free_space(connection, local_folder, timeout) if local_folder is not None else None
+        reading = backend_for(host).read(connection, info, local_folder, timeout)
     except FireplugError as e:
         return Probe(host, False, reason=_short_reason(e))
     return Probe(
         host,
         True,
         version=str(info.get("ServerVersion", "")),
-        cpus=int(info.get("NCPU") or 0),
-        memory=int(info.get("MemTotal") or 0),
-        jobs=jobs,
-        free_bytes=free,
-        gpus=has_gpus(info),
+        cpus=reading.cpus,
+        memory=reading.memory,
+        jobs=reading.jobs,
+        free_bytes=reading.free_bytes,
+        gpus=reading.gpus,
+        nodes=reading.nodes,
     )
-
-
-def _swarm_probe(host: Host, info: Mapping[str, Any], nodes: tuple[Node, ...]) -> Probe:
-    """A swarm as one host: the resources of its ready nodes together."""
-    ready = [node for node in nodes if node.state == "ready"]
-    return Probe(
-        host,
-        True,
-        version=str(info.get("ServerVersion", "")),
-        cpus=int(sum(node.cpus for node in ready)),
-        memory=sum(node.memory for node in ready),
-        jobs=frozenset(f"{node.id}:{number}" for node in nodes for number in range(node.tasks)),
-        gpus=any(node.gpus for node in ready),
-        nodes=nodes,
-    )
-
-
-def free_space(connection: Connection, local_folder: str, timeout: float) -> int | None:
-    """Free bytes where the host keeps fp's data (its data root; here: the local folder)."""
-    if connection.host.local:
-        return shutil.disk_usage(local_folder).free
-    if connection.shell is None:
-        return None  # only the Docker API reaches this host
-    script = 'd="$1"; while [ ! -e "$d" ]; do d=$(dirname "$d"); done; df -Pk "$d"'
-    completed = connection.shell.run(["sh", "-c", script, "sh", connection.host.data_root], what="df", timeout=timeout)
-    return parse_df_available(completed.stdout.decode(errors="replace")) if completed.returncode == 0 else None
-
-
-def parse_df_available(output: str) -> int | None:
-    """Available bytes from `df -Pk` output (POSIX format: the 4th field, in KiB)."""
-    lines = output.strip().splitlines()
-    if len(lines) < 2:
-        return None
-    fields = lines[-1].split()
-    return int(fields[3]) * 1024 if len(fields) >= 4 and fields[3].isdigit() else None
 
 
 def probe_all(
@@ -316,12 +230,12 @@ def choose(
         choice.memory.update(probes)
     probes += [Probe(host, False, reason=f"unreachable a moment ago ({remembered[host.name]})", skipped=True) for host in pool if host not in asked]
     with choice.leases.choosing() if choice.leases is not None else contextlib.nullcontext():
-        host, why = pick_idle_host(probes, choice)
-        if host is None:
+        picked, why = pick_idle_host(probes, choice)
+        if picked is None:
             raise FireplugError(f"no host of the pool is reachable ({why})", hint="see `fp hosts`, or run here with --host local")
         if choice.leases is not None:
-            choice.leases.take(host.name)
-    return host, why
+            choice.leases.take(picked.name)
+    return picked, why
 
 
 def _enough(answered: Mapping[str, Probe], asked: Sequence[Host], choice: Choice) -> bool:
@@ -373,13 +287,6 @@ class UnreachableMemory:
             for name, entry in data.items()
             if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], (int, float)) and isinstance(entry[1], str)
         }
-
-
-def container_data_source(host: Host, project: str, data_folder: str, local_data: str) -> str:
-    """Where the data folder lives on ``host``: the local folder itself, or under its data root."""
-    if host.local:
-        return local_data
-    return str(PurePosixPath(host.data_root) / project / data_folder)
 
 
 def _short_reason(error: FireplugError) -> str:

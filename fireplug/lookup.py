@@ -20,7 +20,7 @@ from typing import Any
 
 from fireplug.engine import Engine
 from fireplug.errors import FireplugError
-from fireplug.run import made_uninterrupted
+from fireplug.signals import made_uninterrupted
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXIT_NOT_FOUND = 127  # the shell's status for a command that is not there, kept by fp

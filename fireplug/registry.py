@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fireplug import console, proc
-from fireplug.engine import Engine
+from fireplug.engine import Engine, mapping_of
 from fireplug.errors import FireplugError
 
 
@@ -54,11 +54,11 @@ def auth_header(address: str, docker_config: Path) -> str:
 
 
 def credentials(address: str, config: Mapping[str, Any]) -> dict[str, str]:
-    helpers = config.get("credHelpers") if isinstance(config.get("credHelpers"), dict) else {}
+    helpers = mapping_of(config.get("credHelpers"))
     helper = str(helpers.get(address) or config.get("credsStore") or "")
     if helper:
         return _from_helper(helper, address)
-    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
+    auths = mapping_of(config.get("auths"))
     entry = auths.get(address) or auths.get(f"https://{address}") or auths.get(f"http://{address}") or {}
     if not isinstance(entry, dict):
         return {}

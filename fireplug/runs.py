@@ -21,14 +21,23 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fireplug import labels
 from fireplug.errors import UsageError
 from fireplug.sync.record import save_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from fireplug.backends.base import Executor
+    from fireplug.invocation import Invocation
+    from fireplug.spec import ContainerSpec
 
 RUN_ID = re.compile(r"(map-)?\d{8}-\d{6}-[0-9a-f]{6}")
 RECORD_LIMIT = 64 * 1024  # bytes: a record is a few hundred
 KEEP_SECONDS = 30 * 86400  # records of ended runs older than this are pruned
+SHARED_RUN = "sweep:"  # a record's container for a run with no handle of its own (a swarm sweep's: this, then its name)
 
 
 def new_id(prefix: str = "", now: float | None = None) -> str:
@@ -175,3 +184,39 @@ def _parse(data: bytes) -> RunRecord | None:
     if not all(isinstance(key, str) and isinstance(item, str) for key, item in value["params"].items()):
         return None
     return RunRecord(**value)
+
+
+def run_record(invocation: Invocation, spec: ContainerSpec, host: str) -> RunRecord:
+    """The local record of a run of ``spec`` on ``host``, started now."""
+    given, config = spec.labels, invocation.config
+    index = given.get(labels.INDEX, "")
+    return RunRecord(
+        id=given[labels.RUN],
+        host=host,
+        project=config.project.name,
+        project_key=config.project.key,
+        root=str(config.root),
+        container=spec.name,
+        command=given.get(labels.COMMAND, ""),
+        started=time.time(),
+        map_id=given.get(labels.MAP, ""),
+        index=int(index) if index.isdigit() else None,
+        params=json.loads(given[labels.PARAMS]) if labels.PARAMS in given else {},
+    )
+
+
+def keep_output_and_remove(book: RunBook, executor: Executor, handle: str, run_id: str) -> None:
+    """An ended run's output kept here (unless it is already), then the run removed from its host."""
+    kept = book.log_path(run_id)
+    if not kept.exists():
+        keep_output(executor.logs(handle, follow=False), kept)
+    executor.remove(handle)
+
+
+def keep_output(chunks: Iterator[tuple[int, bytes]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(partial, "wb") as kept:
+        for _, data in chunks:
+            kept.write(data)
+    partial.replace(path)

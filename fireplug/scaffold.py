@@ -111,12 +111,13 @@ def ask_missing(defaults: InitAnswers, given: Mapping[str, object], ask: Ask | N
 
     name = pick("name", "Project name", defaults.name)
     data = pick("data", "Data folder", defaults.data)
-    results = given.get("results")
-    if results is None:
+    given_results = given.get("results")
+    if given_results is None:
         answer = pick("results", "Result folders inside the data folder (comma-separated; empty = all of it)", "")
-        results = [part.strip() for part in answer.split(",") if part.strip()]
+        given_results = [part.strip() for part in answer.split(",") if part.strip()]
+    listed = given_results if isinstance(given_results, (list, tuple)) else [given_results]
     base_image = pick("base_image", "Base image (what fp's base image is built FROM)", defaults.base_image)
-    results = tuple(within_data(str(item), data) for item in results)  # type: ignore[union-attr]
+    results = tuple(within_data(str(item), data) for item in listed)
     return InitAnswers(name=name, data=data, results=results, base_image=base_image, id=defaults.id or new_id())
 
 

@@ -49,7 +49,7 @@ def load_context(
     record = _read(record_path)
     usable = record is not None and record.get("key") == rules.key()
     started_ns = time.time_ns()
-    if usable and not full:
+    if usable and not full and record is not None:
         revalidated = _revalidate(root, record)
         if revalidated is not None:
             context, reread = revalidated
@@ -123,7 +123,7 @@ def _write(record_path: Path, context: Context, rules: ScanRules, scanned_ns: in
     for folder in context.folders:
         info = _lstat(context.root / folder)
         settled_folder = info is not None and not is_racy(info.st_mtime_ns, 0, scanned_ns, racy_ns)
-        folders.append([folder, [info.st_mtime_ns, info.st_ino] if settled_folder else [-1, -1]])
+        folders.append([folder, [info.st_mtime_ns, info.st_ino] if info is not None and settled_folder else [-1, -1]])
     entries = []
     for entry in context.entries:
         info = _lstat(context.root / entry.path)

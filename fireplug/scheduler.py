@@ -26,7 +26,6 @@ import collections
 import contextlib
 import json
 import os
-import queue
 import select
 import signal
 import threading
@@ -34,42 +33,30 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fireplug import console, labels, swarmjob
-from fireplug.engine import Attached
-from fireplug.errors import EngineError, EngineUnreachable, FireplugError
-from fireplug.execution import DockerExecutor
+from fireplug import console, labels
+from fireplug.backends import backend_for
+from fireplug.backends.base import Lane, NotStarted, Place, Signallable
+from fireplug.errors import EngineUnreachable, FireplugError
 from fireplug.invocation import Invocation
-from fireplug.job import (
-    Job,
-    RunRequest,
-    check_command,
-    ensure_data_folder,
-    local_data_folder,
-    make_host_side,
-    prepare,
-    run_record,
-    staging_store,
-    sync_data,
-)
-from fireplug.locks import this_process
 from fireplug.output import LineWriter, run_prefix
 from fireplug.proc import display
-from fireplug.run import HeldSignals, frames
-from fireplug.runs import RUN_ID, RunRecord, new_id
+from fireplug.request import RunRequest
+from fireplug.runs import RUN_ID, new_id, run_record
+from fireplug.signals import HeldSignals
 from fireplug.spec import ContainerSpec
 from fireplug.ssh import SshError
-from fireplug.swarm import SWEEP_RUN, SwarmExecutor
-from fireplug.swarmsweep import Sweep, Withdrawn
 from fireplug.sweep import MapRun, Outcome, Tally, joblog_header
 from fireplug.sync import SyncInterrupted, SyncReport
 from fireplug.sync.plan import conflict_name
-from fireplug.sync.results import Landed
-from fireplug.sync.session import HostSide
+from fireplug.sync.project import local_data_folder
+
+if TYPE_CHECKING:
+    from fireplug.runs import RunRecord
+    from fireplug.sync.results import Landed
 
 LOST = -1  # a run's exit code when it never reported one
-ANCHOR_SECONDS = 7 * 86400  # an anchor a killed fp left ends by itself (and fp gc removes it sooner)
-OUTPUT_DRAIN_SECONDS = 10.0
 STATUS_EVERY_SECONDS = 0.5
 HOST_LOST = (EngineUnreachable, SshError)
 
@@ -113,16 +100,6 @@ class _Pending:
     taken: bool = False  # a worker has it (until it finishes it or gives it back)
 
 
-class _NotStarted(Exception):
-    """The map stopped between a run's creation and its start."""
-
-
-def slots_for(host_cpus: int, nano_cpus: int | None) -> int:
-    """``--per-host auto``: as many runs at once as the host's CPUs hold of each run's ``--cpus`` (else one)."""
-    per_run = nano_cpus / 1e9 if nano_cpus else 1.0
-    return max(1, int(host_cpus // per_run))
-
-
 class _Board:
     """The queue, the hosts still usable, the running runs, and the tally, behind one lock."""
 
@@ -134,7 +111,7 @@ class _Board:
         self.in_flight = 0
         self.stopping = False
         # container (a sweep's run: its id) -> (what signals it, the signal sent)
-        self.running: dict[str, tuple[DockerExecutor | SwarmExecutor | Sweep, int]] = {}
+        self.running: dict[str, tuple[Signallable, int]] = {}
         self.tally = Tally(queued=len(runs))
 
     def take(self, host: str) -> _Pending | None:
@@ -188,19 +165,35 @@ class _Board:
             return self.preparing == 0 and self.in_flight == 0 and (not self.queue or not self.live or self.stopping)
 
 
+class _RunGate:
+    """One run's entry on the board: registered as running just before its start (so that a
+    signal reaches it), refused once the map stops."""
+
+    def __init__(self, board: _Board) -> None:
+        self.board = board
+        self.key = ""
+
+    def enter(self, key: str, signaller: Signallable) -> None:
+        with self.board.cond:
+            if self.board.stopping:
+                raise NotStarted
+            self.board.running[key] = (signaller, 0)
+            self.key = key
+
+    def leave(self) -> int:
+        """The signal fp sent the run (0: none)."""
+        with self.board.cond:
+            return self.board.running.pop(self.key, (None, 0))[1] if self.key else 0
+
+
 class _Lane:
     """One host of the map: its preparation, its workers, and its results coming back."""
 
     def __init__(self, scheduler: _Scheduler, host_name: str) -> None:
         self.scheduler = scheduler
         self.name = host_name
-        self.job: Job | None = None
-        self.host_side: HostSide | None = None
-        self.executor: DockerExecutor | SwarmExecutor | None = None
-        self.swarm: swarmjob.Prepared | None = None  # a swarm host: its runs are a sweep's (see swarmsweep.py)
-        self.sweep: Sweep | None = None
-        self.anchor = ""  # the container whose network the runs share ("": none)
-        self.removals: queue.Queue[str | None] = queue.Queue()  # containers of ended runs, then the anchor
+        self.place: Place | None = None
+        self.lane: Lane | None = None
 
     def _left_out(self, why: str) -> None:
         console.warn(f"host '{self.name}' is left out of the map: {why}")
@@ -215,78 +208,41 @@ class _Lane:
         try:
             invocation, request = scheduler.invocation, scheduler.request.run
             host = invocation.host(self.name)
-            if host.swarm:
-                bucket = swarmjob.bucket_soon(invocation, host, request.steps)
-                with scheduler.local_sync:
-                    self.swarm = swarmjob.prepare(invocation, request, host, bucket)
-                self.executor = SwarmExecutor(self.swarm.connection.engine, swarmjob.signaller(self.swarm.store))
-                slots = len(scheduler.request.runs)  # all at once: the swarm places them where their reservations fit (--per-host is for hosts)
-                self.sweep = Sweep(self.swarm, scheduler.request.map_id, slots, retries=scheduler.request.retries)
-                self.sweep.start()
-            else:
-                store = staging_store(invocation, host, request.steps)
-                job = prepare(invocation, request, host, time.perf_counter(), store)
-                scheduler.check_commands(job)
-                self.executor = DockerExecutor(job.connection.engine)
-                if not host.local:
-                    self.host_side = make_host_side(job.connection, invocation.config, verbose=request.verbose, locks=invocation.locks, store=store)
-                    if request.steps.sync_in:
-                        ensure_data_folder(local_data_folder(invocation.config))
-                        with scheduler.local_sync:
-                            sync_data(invocation, self.host_side, full=request.full_sync, accept_deletions=request.accept_deletions, verbose=request.verbose)
-                    else:
-                        self.host_side.list()  # makes the host's data folder: the engine mounts only what exists
-                slots = scheduler.slots(job)
-                self.anchor = scheduler.start_anchor(self.executor, job)
-                self.job = job
+            place = backend_for(host).prepare(invocation, request, host, time.perf_counter())
+            scheduler.check_commands(place)
+            with scheduler.local_sync:
+                place.sync_in() if request.steps.sync_in else place.ready_for_run()
+            map_request = scheduler.request
+            self.lane = place.open_lane(
+                map_request.map_id,
+                len(map_request.runs),
+                per_host=map_request.per_host,
+                retries=map_request.retries,
+                live=lambda: self.name in scheduler.board.live,
+            )
+            self.place = place
         except (FireplugError, SyncInterrupted) as e:
             self._left_out(str(e))
             return
         except Exception as e:  # a failure of fp's own must not leave the map waiting for this host
             self._left_out(f"fp failed ({type(e).__name__}: {e})")
             return
-        self._serve(slots)
+        self._serve(self.lane)
 
-    def _serve(self, slots: int) -> None:
-        """Take runs from the board, ``slots`` at a time, until none is left for this host."""
+    def _serve(self, lane: Lane) -> None:
+        """Take runs from the board, ``lane.slots`` at a time, until none is left for this host."""
         board = self.scheduler.board
         with board.cond:
             board.live.add(self.name)
             board.preparing -= 1
             board.cond.notify_all()
-        if self.swarm is not None:
-            console.note(f"swarm '{self.name}' ready: all runs are handed to it, placed by its free resources")
-        else:
-            console.note(f"host '{self.name}' ready: {slots} run{'s' if slots > 1 else ''} at a time")
-        remover = threading.Thread(target=self.remove_ended, name=f"fp-map-{self.name}-remover", daemon=True)
-        remover.start()
-        workers = [threading.Thread(target=self.work, name=f"fp-map-{self.name}-{slot}", daemon=True) for slot in range(slots)]
+        console.note(lane.ready_words)
+        workers = [threading.Thread(target=self.work, name=f"fp-map-{self.name}-{slot}", daemon=True) for slot in range(lane.slots)]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
-        if self.anchor:
-            self.removals.put(self.anchor)  # after the runs that share its network
-        self.removals.put(None)
-        remover.join()  # no container of the map is left on this host, however it ended
-        if self.sweep is not None:
-            try:
-                self.sweep.close()
-            except FireplugError as e:
-                console.warn(f"swarm '{self.name}': fp could not remove the map's service ({e}): `fp gc --host {self.name}` does")
-
-    def remove_ended(self) -> None:
-        """Remove the containers of ended runs, off their slots (the next run starts meanwhile), in order."""
-        assert self.executor is not None
-        while (handle := self.removals.get()) is not None:
-            if self.name not in self.scheduler.board.live:  # lost: asking it would only wait
-                what = "the map's network anchor" if handle == self.anchor else "the container of an ended run"
-                self.scheduler.left.append(f"{what} {handle[:12]} stays on lost host '{self.name}': fp gc removes it once the host is back")
-                continue
-            try:
-                self.executor.remove(handle)
-            except FireplugError as e:
-                console.warn(f"container {handle[:12]} on host '{self.name}' could not be removed ({e}): fp gc removes it")
+        self.scheduler.left += lane.close()
 
     def work(self) -> None:
         board = self.scheduler.board
@@ -317,68 +273,30 @@ class _Scheduler:
 
     # -- per host ----------------------------------------------------------------------------
 
-    def slots(self, job: Job) -> int:
-        if self.request.per_host > 0:
-            return self.request.per_host
-        return slots_for(int(job.connection.engine.info().get("NCPU") or 1), job.spec.options.nano_cpus)
-
-    def check_commands(self, job: Job) -> None:
+    def check_commands(self, place: Place) -> None:
         """Every distinct program the runs start is in the image (before any data moves)."""
         for program in dict.fromkeys(run.argv[0] for run in self.request.runs):
-            check_command(job, program)
+            place.check_command(program)
 
     # -- one run ---------------------------------------------------------------------------
 
-    def start_anchor(self, executor: DockerExecutor, job: Job) -> str:
-        """The anchor container of a host whose runs are on the default network; "" when they are
-        not, or when the image cannot run one (it has no `sleep`): each run then has its own network."""
-        if job.spec.options.network not in ("", "bridge", "default"):
-            return ""
-        name = f"fp-{self.invocation.config.project.name}-{self.request.map_id}-net"
-        spec = replace(
-            job.spec,
-            command=("sleep", str(ANCHOR_SECONDS)),
-            name=name,
-            env=(),
-            tty=False,
-            stdin=False,
-            labels={
-                labels.KIND: "anchor",
-                labels.PROJECT_KEY: self.invocation.config.project.key,
-                labels.MAP: self.request.map_id,
-                labels.OWNER: this_process(),
-            },
-        )
-        handle = ""
-        try:
-            handle = executor.create(spec)
-            executor.start(handle)
-        except EngineError:
-            if handle:
-                with contextlib.suppress(FireplugError):
-                    executor.remove(handle)
-            return ""
-        return handle
-
     def run_one(self, lane: _Lane, item: _Pending) -> None:
-        assert lane.executor is not None
+        assert lane.place is not None and lane.lane is not None
         run, host = item.run, lane.name
         item.tries += 1
-        base = lane.swarm.spec if lane.swarm is not None else lane.job.spec if lane.job is not None else None
-        assert base is not None
-        spec = self._spec(base, run, lane.anchor)
+        spec = self._spec(lane.place.spec, run)
         prefix = run_prefix(run.shown_params, host)
         started = time.time()
         try:
-            status, signalled = self._execute_sweep(lane, spec, prefix) if lane.sweep is not None else self._execute(lane, spec, run, prefix)
+            status, signalled = self._execute(lane, spec, prefix)
         except HOST_LOST as e:
             self._host_lost(lane, item, spec, e)
             return
-        except _NotStarted:
+        except NotStarted:
             item.tries -= 1
             self.board.give_back(item, front=True)  # the map stops: it stays queued, and --resume runs it
             return
-        except EngineError as e:
+        except FireplugError as e:
             self.writer.note(f"fp could not run it on host '{host}': {e}", key=spec.name, prefix=prefix)
             status, signalled = LOST, 0
         outcome = Outcome(run.seq, host, started, time.time() - started, status, signalled, run.command_line)
@@ -400,13 +318,11 @@ class _Scheduler:
                 prefix=prefix,
             )
 
-    def _spec(self, base: ContainerSpec, run: MapRun, anchor: str) -> ContainerSpec:
+    def _spec(self, base: ContainerSpec, run: MapRun) -> ContainerSpec:
         run_id = new_id()
         config = self.invocation.config
-        options = replace(base.options, network=f"container:{anchor}") if anchor else base.options
         return replace(
             base,
-            options=options,
             command=run.argv,
             env=(*base.env, *run.env()),
             name=f"fp-{config.project.name}-{run_id}",
@@ -422,61 +338,21 @@ class _Scheduler:
             },
         )
 
-    def _execute(self, lane: _Lane, spec: ContainerSpec, run: MapRun, prefix: str) -> tuple[int, int]:
-        """Run it to its end; (its exit status, the signal fp sent it or 0).
+    def _execute(self, host: _Lane, spec: ContainerSpec, prefix: str) -> tuple[int, int]:
+        """Run it to its end, its output to the screen and to its log, and land its results
+        when its place brings them back one by one; (its exit status, the signal fp sent it or 0).
 
         Raises:
-            EngineUnreachable, SshError: its host was lost (the container may run on there).
-            EngineError: the engine refused it (it never started).
+            EngineUnreachable, SshError: its host was lost (the run may go on there).
+            NotStarted: the map stopped before it started.
+            FireplugError: the place refused or failed it.
         """
-        board, book, executor = self.board, self.invocation.runs, lane.executor
-        assert isinstance(executor, DockerExecutor)
-        handle = executor.create(spec)
-        record = run_record(self.invocation, spec, lane.name)
-        attached: Attached | None = None
-        try:
-            attached = executor.attach(handle, stdin=False)
-            with board.cond:
-                if board.stopping:
-                    raise _NotStarted
-                board.running[handle] = (executor, 0)
-            executor.start(handle)
-            book.save(record)
-            output = threading.Thread(target=self._pump, args=(attached, book.log_path(record.id), prefix, spec.name), daemon=True)
-            output.start()
-            status = executor.wait(handle)
-            output.join(OUTPUT_DRAIN_SECONDS)
-            with board.cond:
-                signalled = board.running.pop(handle, (executor, 0))[1]
-            book.save(record.with_end(status))
-            return status, signalled
-        except HOST_LOST:
-            with board.cond:
-                board.running.pop(handle, None)
-            book.save(replace(record, state="lost"))
-            raise
-        finally:
-            if attached is not None:
-                attached.close()
-            with board.cond:
-                board.running.pop(handle, None)
-            lane.removals.put(handle)
-
-    def _execute_sweep(self, lane: _Lane, spec: ContainerSpec, prefix: str) -> tuple[int, int]:
-        """Hand the run to the swarm's sweep, follow it to its end, and land its results here;
-        (its exit status, the signal fp sent it or 0)."""
-        board, prepared, sweep = self.board, lane.swarm, lane.sweep
-        assert prepared is not None and sweep is not None
-        run_id = spec.labels[labels.RUN]
-        with board.cond:
-            if board.stopping:
-                raise _NotStarted
-            board.running[run_id] = (sweep, 0)
-        book = self.invocation.runs
-        record = replace(run_record(self.invocation, spec, lane.name), container=f"{SWEEP_RUN}{spec.name}")
-        book.save(record)
-        kept = book.log_path(run_id)
+        lane, book = host.lane, self.invocation.runs
+        assert lane is not None
+        record = run_record(self.invocation, spec, host.name)
+        kept = book.log_path(record.id)
         kept.parent.mkdir(parents=True, exist_ok=True)
+        gate = _RunGate(self.board)
         try:
             with open(kept, "ab") as log:
 
@@ -485,44 +361,24 @@ class _Scheduler:
                     log.flush()  # (`fp logs` reads it while the run goes on)
                     self.writer.write(stream, data, prefix=prefix, key=spec.name)
 
-                status = sweep.run(spec, write)
-        except Withdrawn:
-            book.discard(run_id)
-            raise _NotStarted from None
-        except FireplugError as e:
-            self.writer.note(f"{e}", key=spec.name, prefix=prefix)
-            book.save(replace(record, state="lost"))
-            return LOST, 0
+                status = lane.execute(spec, record, write, gate)
         finally:
             self.writer.flush(spec.name, prefix)
-            with board.cond:
-                signalled = board.running.pop(run_id, (sweep, 0))[1]
-        landed = self._land_swarm_run(prepared, record, status, spec.name, prefix)
+            signalled = gate.leave()
+        landed = self._land(lane, record, status, spec.name, prefix)
         for path, copy in landed.conflicts if landed else ():
             self.conflicts.append((path, copy))
             self.writer.note(f"conflict: {path} changed here meanwhile (another run?); this run's version is {copy}", key=spec.name, prefix=prefix)
         return status, signalled
 
-    def _land_swarm_run(self, prepared: swarmjob.Prepared, record: RunRecord, status: int, key: str, prefix: str) -> Landed | None:
+    def _land(self, lane: Lane, record: RunRecord, status: int, key: str, prefix: str) -> Landed | None:
         try:
             with self.local_sync:
-                return swarmjob.finish_run(self.invocation, prepared, record, status)
+                return lane.land(record, status)
         except FireplugError as e:
-            self.not_back.add(prepared.connection.host.name)
+            self.not_back.add(record.host)
             self.writer.note(f"its results could not be brought back ({e}): fp pull {record.id} tries again", key=key, prefix=prefix)
             return None
-
-    def _pump(self, attached: Attached, kept: Path, prefix: str, key: str) -> None:
-        try:
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            with open(kept, "ab") as log:
-                for stream, data in frames(attached):
-                    log.write(data)
-                    self.writer.write(stream, data, prefix=prefix, key=key)
-        except OSError:
-            pass  # the connection closed: the waiter says how the run ended
-        finally:
-            self.writer.flush(key, prefix)
 
     def _host_lost(self, lane: _Lane, item: _Pending, spec: ContainerSpec, error: FireplugError) -> None:
         self.board.lose(lane.name)
@@ -565,13 +421,14 @@ class _Scheduler:
             self.pull(host)
 
     def pull(self, host: str) -> None:
-        lane = next(lane for lane in self.lanes if lane.name == host)
-        if lane.host_side is None:
-            return  # the local host: results are in place
-        request = self.request.run
+        lane = next(lane for lane in self.lanes if lane.name == host).lane
+        if lane is None:
+            return
         try:
             with self.local_sync:
-                report = sync_data(self.invocation, lane.host_side, push=False, verbose=request.verbose)
+                report = lane.pull()
+                if report is None:
+                    return  # results in place, or landed run by run
                 self._keep_both(host, report)
             self.not_back.discard(host)
         except (FireplugError, OSError) as e:
@@ -620,7 +477,7 @@ class _Scheduler:
                 self.pull_cond.notify_all()  # the collector, waiting for a pull to want, looks again at once
             collector.join()
             console.status_line.hide()
-            if not any(lane.job or lane.swarm for lane in self.lanes):
+            if not any(lane.place for lane in self.lanes):
                 raise FireplugError("no host of the map could be prepared (see the warnings above)", hint="check them with `fp hosts`")
             self._final_pulls()
         self._fail_the_stranded()

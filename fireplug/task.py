@@ -18,7 +18,7 @@ A failure of its own (the bucket unreachable) exits 125 with one line on stderr.
 
     python3 -m fireplug.task --serve
 
-is a sweep's worker (``fp map`` on a swarm, see swarmsweep.py): the job names a map instead of
+is a sweep's worker (``fp map`` on a swarm, see backends/swarm/sweep.py): the job names a map instead of
 a run. The worker brings the data folder in once, then takes the map's runs from a queue in the
 bucket (``maps/<map>/items/<seq>``, each taken by creating ``claims/<seq>``, which only one
 worker can), one after another, until none is left for a while or it is asked to stop. Runs it
@@ -211,7 +211,8 @@ class _Background(threading.Thread):
 
     def __init__(self, work: Callable[[], None]) -> None:
         super().__init__(daemon=True)
-        self.work, self.error = work, None
+        self.work = work
+        self.error: Exception | None = None
         self.start()
 
     def run(self) -> None:

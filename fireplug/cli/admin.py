@@ -16,10 +16,10 @@ from fireplug.build import ensure_base
 from fireplug.cli.parsers import MAX_PROBE_TIMEOUT, base_parser, hosts_parser, init_parser, s3_parser
 from fireplug.cli.process import load_invocation, local_side
 from fireplug.config import user_config_path
-from fireplug.context import human_bytes
 from fireplug.errors import UsageError
 from fireplug.inventory import LOCAL
 from fireplug.invocation import LocalSide
+from fireplug.units import human_bytes
 
 if TYPE_CHECKING:
     from fireplug.sync import s3

@@ -10,10 +10,10 @@ import time
 from fireplug import console, labels
 from fireplug.cli.parsers import gc_parser, logs_parser, ps_parser, pull_parser, stop_parser
 from fireplug.cli.process import load_invocation
-from fireplug.context import human_bytes
 from fireplug.control import Hosts, Located, list_runs, locate, pull_runs, show_logs, stop_map_process, stop_runs
 from fireplug.errors import UsageError
 from fireplug.output import LineWriter
+from fireplug.units import human_bytes
 
 PS_COLUMNS = ("RUN", "HOST", "PROJECT", "PARAMS", "COMMAND", "STATE", "STARTED", "DURATION", "EXIT")
 

@@ -14,10 +14,11 @@ from dataclasses import replace
 from types import FrameType
 from typing import NoReturn
 
-from fireplug import console, job
+from fireplug import console
 from fireplug.cli.parsers import build_parser
 from fireplug.cli.process import in_foreground, load_invocation, sync_override
 from fireplug.errors import EXIT_USAGE, BuildError, FireplugError, Interrupted, UsageError
+from fireplug.request import RunRequest, Steps
 from fireplug.sync import SyncInterrupted
 
 __all__ = ["build_parser", "in_foreground", "main", "run_program", "sync_override"]
@@ -141,16 +142,14 @@ def _report(error: FireplugError) -> None:
 
 def _run_command(command: list[str], args: argparse.Namespace) -> int:
     invocation = load_invocation(sync=args.sync)
-    steps = job.Steps.from_flags(
-        no_build=args.no_build, no_sync=args.no_sync, sync_in_only=args.sync_in_only, sync_out_only=args.sync_out_only, no_run=args.no_run
-    )
+    steps = Steps.from_flags(no_build=args.no_build, no_sync=args.no_sync, sync_in_only=args.sync_in_only, sync_out_only=args.sync_out_only, no_run=args.no_run)
     if steps.run and not command:
         raise UsageError("no command given", hint="--no-run, --sync-in-only and --sync-out-only are the ones that need none")
     if args.detach and not steps.run:
         raise UsageError("-d starts a command and returns, but --no-run, --sync-in-only or --sync-out-only runs none")
     if args.detach:
         steps = replace(steps, sync_out=False)  # fp pull brings the results back
-    request = job.RunRequest(
+    request = RunRequest(
         command=tuple(command),
         env=tuple(args.env),
         host=args.host,
@@ -164,9 +163,13 @@ def _run_command(command: list[str], args: argparse.Namespace) -> int:
         detach=args.detach,
     )
     if args.dry_run:
-        print("\n".join(job.dry_run_report(invocation, request)), flush=True)
+        from fireplug.cli.dryrun import dry_run_report
+
+        print("\n".join(dry_run_report(invocation, request)), flush=True)
         return 0
-    return job.run(invocation, request)
+    from fireplug.pipeline import run
+
+    return run(invocation, request)
 
 
 def _container_flags(args: argparse.Namespace) -> dict[str, object]:

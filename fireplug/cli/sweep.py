@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fireplug import console, job
+from fireplug import console
+from fireplug import request as run_request
 from fireplug.cli.parsers import map_parser
 from fireplug.cli.process import load_invocation
 from fireplug.errors import UsageError
@@ -69,11 +70,11 @@ def _runs(options: argparse.Namespace, template: list[str]) -> list[MapRun]:
     return runs_from_params([parse_param(text) for text in options.param], template)
 
 
-def _run_request(runs: list[MapRun], options: argparse.Namespace, args: argparse.Namespace) -> job.RunRequest:
+def _run_request(runs: list[MapRun], options: argparse.Namespace, args: argparse.Namespace) -> run_request.RunRequest:
     no_sync = options.no_sync or args.no_sync
-    steps = job.Steps(build=not (options.no_build or args.no_build), sync_in=not no_sync, run=True, sync_out=not no_sync)
+    steps = run_request.Steps(build=not (options.no_build or args.no_build), sync_in=not no_sync, run=True, sync_out=not no_sync)
     given = {key: getattr(options, key) or getattr(args, key) for key in ("shm_size", "memory", "cpus", "gpus", "network")}
-    return job.RunRequest(
+    return run_request.RunRequest(
         command=runs[0].argv,
         env=tuple([*args.env, *options.env]),
         verbose=options.verbose or args.verbose,

@@ -174,7 +174,7 @@ def _write_strings(writer: Writer, key: str, values: Any, name: Any, storage: st
         raise SerializeError(writer.path, f"column {name!r} holds Python objects other than strings ({', '.join(strange)}): convert it first")
     missing = codes < 0
     first_missing = np.asarray(strings[missing][:1], dtype=object)[0] if storage == "object" and missing.any() else None
-    meta = {"type": "string", "storage": storage, "missing_as": "none" if first_missing is None else "nan"}
+    meta: dict[str, Any] = {"type": "string", "storage": storage, "missing_as": "none" if first_missing is None else "nan"}
     if len(distinct) * 2 <= len(codes):
         code_type = np.min_scalar_type(-max(len(distinct), 1))
         meta["codes"] = writer._store(f"{key}_codes", codes.astype(code_type)) | {"key": f"{key}_codes"}

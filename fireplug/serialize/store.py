@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fireplug.serialize.pipeline import Pool
 
@@ -370,7 +370,7 @@ class _Dataset:
         if chunk.packed is None:
             assert chunk.data is not None
             self.dataset.append(chunk.data)
-            self._account(memoryview(chunk.data))
+            self._account(memoryview(cast(Any, chunk.data)))  # (numpy arrays are buffers; its stubs do not say so)
         else:
             self.checksums.append((chunk.raw_sum, chunk.packed_sum))
             self.dataset.truncate(self.written + chunk.length)
@@ -472,6 +472,7 @@ class _Reader:
             return block
         # A C-ordered result, one window of chunk-aligned rows per job: the columns' chunks are
         # decompressed side by side into a reused buffer, then transposed into the result.
+        assert self.dtype is not None  # (an array's reader)
         window = max(1, datasets[0].chunkshape[0] // self.dtype.itemsize)
         stages = _Stages(self.np, (len(datasets), window), self.dtype)
         start = first
@@ -695,7 +696,8 @@ def _dtype_text(dtype: np.dtype) -> Any:
 def _dtype_from_text(text: Any) -> np.dtype:
     from numpy.lib import format as npy_format
 
-    return npy_format.descr_to_dtype(text if isinstance(text, str) else [tuple(item) for item in text])
+    descr: Any = text if isinstance(text, str) else [tuple(item) for item in text]
+    return npy_format.descr_to_dtype(descr)
 
 
 def _open_failure(path: str | os.PathLike[str], error: BaseException) -> str:

@@ -11,6 +11,7 @@ path whose parent is not a real folder inside the data folder.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import io
@@ -25,10 +26,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from fireplug import console, labels
-from fireplug.engine import Engine
+from fireplug.engine import Engine, frames
 from fireplug.errors import EngineError, EngineUnreachable
 from fireplug.locks import process_gone, this_process
-from fireplug.run import frames, made_uninterrupted
+from fireplug.signals import made_uninterrupted
 from fireplug.sync import SyncError
 from fireplug.sync.helper import STAGING_PREFIX
 from fireplug.sync.session import Moved, Transferred
@@ -150,7 +151,7 @@ class ApiHost:
         problem = f"{len(refused)} paths were refused on the host (a parent is not a real folder): {', '.join(refused[:3])}" if refused else ""
         return Transferred(files, file_bytes, sent.total, problem, digests)
 
-    def run_helper(self, arguments: list[str]) -> bytes:
+    def run_helper(self, arguments: builtins.list[str]) -> bytes:
         """The helper's output for ``arguments`` (``helper.py``'s commands), in the mounted folder.
 
         Raises:
@@ -162,7 +163,7 @@ class ApiHost:
 
     def _helper(
         self,
-        arguments: list[str],
+        arguments: builtins.list[str],
         *,
         upload: bytes | None = None,
         archive: Iterator[bytes] | None = None,

@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
     out = sys.stdout.buffer
     command, arguments = (argv[0], argv[1:]) if argv else ("", [])
     if command == "list" and len(arguments) in (2, 3):
-        list_tree(*arguments[:2], out, *arguments[2:])
+        list_tree(arguments[0], arguments[1], out, arguments[2] if len(arguments) == 3 else "-")
     elif command == "digest" and len(arguments) == 2:
         digest_files(arguments[0], _read_list(arguments[1]), out)
     elif command == "move" and len(arguments) == 4:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import re
@@ -22,11 +23,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fireplug import console, proc
-from fireplug.context import human_bytes
 from fireplug.ssh import SshConnection
 from fireplug.sync import SyncError
 from fireplug.sync.session import Moved, Transferred
 from fireplug.sync.tree import LISTING_FORMAT, PARTIAL_DIR, TRASH_DAYS, Listing, parse_digests, parse_listing, split_answer
+from fireplug.units import human_bytes
 
 IO_TIMEOUT_SECONDS = 300  # rsync gives up when no data moves for this long
 LIST_TIMEOUT_SECONDS = 600
@@ -189,11 +190,11 @@ class RsyncHost:
             "to", paths, fresh, lambda listing, progress, whole: push_argv(shell, address, local, self.remote, listing, backup, progress=progress, whole=whole)
         )
 
-    def _remote(self, words: list[str], what: str, timeout: float, input: bytes | None = None) -> proc.Completed:
+    def _remote(self, words: builtins.list[str], what: str, timeout: float, input: bytes | None = None) -> proc.Completed:
         self.shell.ensure_master()
         return self.shell.run(words, what=what, timeout=timeout, input=input)
 
-    def _copy(self, way: str, paths: Sequence[str], fresh: set[str], make_argv: Callable[[Path, bool, bool], list[str]]) -> Transferred:
+    def _copy(self, way: str, paths: Sequence[str], fresh: set[str], make_argv: Callable[[Path, bool, bool], builtins.list[str]]) -> Transferred:
         """rsync ``paths``: those the receiving side lacks (``fresh``) as whole files, in one run (no
         delta algorithm can help them, and skipping it makes rsync as fast as tar over ssh), the
         others with rsync's delta transfer, in another.
@@ -204,13 +205,17 @@ class RsyncHost:
         total = Transferred()
         for group, whole in (([path for path in paths if path in fresh], True), ([path for path in paths if path not in fresh], False)):
             if group:
-                done = self._rsync(way, group, lambda listing, progress, whole=whole: make_argv(listing, progress, whole))
+
+                def argv_for(listing: Path, progress: bool, whole: bool = whole) -> builtins.list[str]:
+                    return make_argv(listing, progress, whole)
+
+                done = self._rsync(way, group, argv_for)
                 total = Transferred(
                     total.files + done.files, total.file_bytes + done.file_bytes, total.wire_bytes + done.wire_bytes, total.problem or done.problem
                 )
         return total
 
-    def _rsync(self, way: str, paths: Sequence[str], make_argv: Callable[[Path, bool], list[str]]) -> Transferred:
+    def _rsync(self, way: str, paths: Sequence[str], make_argv: Callable[[Path, bool], builtins.list[str]]) -> Transferred:
         """Run rsync over ``paths``, showing its progress on a terminal.
 
         Raises:

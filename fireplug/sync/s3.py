@@ -560,7 +560,7 @@ class Garbage:
     manifests: tuple[str, ...] = ()
     uploads: tuple[tuple[str, str], ...] = ()  # key, upload id
     recent: int = 0  # unreachable objects spared: younger than the minimum age (a push may be under way)
-    map_keys: tuple[str, ...] = ()  # what the queues of maps that ended left (a swarm sweep's, see swarmsweep.py)
+    map_keys: tuple[str, ...] = ()  # what the queues of maps that ended left (a swarm sweep's, see backends/swarm/sweep.py)
 
 
 def find_garbage(store: Store, min_age: float) -> Garbage:

@@ -512,9 +512,9 @@ def main(argv: list[str]) -> int:
         with contextlib.suppress(OSError):  # as another user than the file's, the container's removal does it
             os.unlink("/tmp/fp-paths")  # the credentials in it are not left in the container
         if command == "fetch" and len(arguments) == 4:
-            fetch(job, *arguments, sys.stdout.buffer, sys.stderr.buffer)
+            fetch(job, arguments[0], arguments[1], arguments[2], arguments[3], sys.stdout.buffer, sys.stderr.buffer)
         elif command == "publish" and len(arguments) == 2:
-            publish(job, *arguments, sys.stdout.buffer)
+            publish(job, arguments[0], arguments[1], sys.stdout.buffer)
         else:
             print("usage: s3_helper fetch DATA STAGE BACKUP TRASH | publish DATA STATE", file=sys.stderr)
             return 2

@@ -74,8 +74,12 @@ class Transferred:
 class HostSide(Protocol):
     """What a transport does on the host; paths are relative to the host's data folder."""
 
-    host: str
-    trash_folder: str  # where the host's trash lives (beside the data folder, never inside)
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def trash_folder(self) -> str:
+        """Where the host's trash lives (beside the data folder, never inside)."""
 
     def list(self, previous: bytes = b"") -> tuple[Listing, str]:
         """The host's tree (the data folder is created when missing), and any listing problem.

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from fireplug import engine as engine_module
-from fireplug.engine import Attached, Engine, ProtocolError, Response
+from fireplug.engine import Attached, Engine, ProtocolError, Response, frames
 from fireplug.errors import EngineError, EngineUnreachable, FireplugError
-from fireplug.run import frames
 from tests.unit.fake_engine import FakeEngine
 
 

@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 
 from fireplug import labels
-from fireplug.gc import TRASH_SCRIPT, Found, Garbage, _local_trash, _parse_sizes, _unused_layers
+from fireplug.backends.base import Found, Garbage
+from fireplug.backends.docker.garbage import TRASH_SCRIPT
+from fireplug.backends.docker.garbage import parse_sizes as _parse_sizes
+from fireplug.gc import _local_trash, _unused_layers
 from fireplug.sync.helper import old_trash
 from fireplug.sync.tree import TRASH_DAYS
 

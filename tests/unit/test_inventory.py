@@ -12,9 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fireplug.backends.docker import parse_df_available
 from fireplug.config import Source, load
 from fireplug.errors import FireplugError
-from fireplug.hosts import UNREACHABLE_MEMORY_SECONDS, Choice, Probe, UnreachableMemory, _enough, choose, parse_df_available, pick_idle_host
+from fireplug.hosts import UNREACHABLE_MEMORY_SECONDS, Choice, Probe, UnreachableMemory, _enough, choose, pick_idle_host
 from fireplug.inventory import Host, Inventory, load_inventory, local_host
 from fireplug.locks import Leases
 from fireplug.ssh import SshSettings, SshTarget

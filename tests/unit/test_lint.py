@@ -21,3 +21,9 @@ def test_ruff_check() -> None:
 def test_ruff_format() -> None:
     done = ruff("format", "--check")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy() -> None:
+    """The package type-checks at the strictness pyproject.toml's [tool.mypy] sets (py.typed ships)."""
+    done = subprocess.run([sys.executable, "-m", "mypy", "fireplug"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from fireplug.backends.docker.executor import inspected_state, listed_state
+from fireplug.backends.docker.lane import slots_for
 from fireplug.engine import engine_time
 from fireplug.errors import UsageError
-from fireplug.execution import inspected_state, listed_state
 from fireplug.output import LineWriter, run_prefix
 from fireplug.runs import RunBook, RunRecord, matching, new_id
-from fireplug.scheduler import _Board, slots_for
+from fireplug.scheduler import _Board
 from fireplug.sweep import Outcome, parse_param, runs_from_params
 
 
@@ -200,7 +201,7 @@ def test_a_signal_during_a_create_request_takes_effect_once_it_is_answered_and_t
     import signal as signals
 
     from fireplug.errors import Interrupted
-    from fireplug.run import made_uninterrupted
+    from fireplug.signals import made_uninterrupted
 
     undone = []
 

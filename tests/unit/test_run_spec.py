@@ -4,16 +4,23 @@ from pathlib import Path
 
 import pytest
 
-from fireplug.config import load
+from fireplug.backends.docker.place import data_on_host
+from fireplug.config import Config, load
 from fireplug.errors import UsageError
 from fireplug.inventory import Host
 from fireplug.invocation import LocalSide
-from fireplug.job import RunRequest, container_spec, container_user, container_workdir, resolve_env
+from fireplug.request import Placement, RunRequest, container_spec, container_user, container_workdir, resolve_env
 from fireplug.spec import ContainerSpec, Mount, Stdio, container_config
 
 ROOT = Path("/home/ada/proj")
 LOCAL_HOST = Host("local", "unix:///var/run/docker.sock", "default socket", local=True)
 REMOTE_HOST = Host("aws02", "ssh://ada@aws02", "config", data_root="/scratch")
+
+
+def spec_for(config: Config, image: str, request: RunRequest, side: LocalSide, *, host: Host, owner: tuple[int, int] | None = None) -> ContainerSpec:
+    """The spec the docker backend makes for ``host`` (its placement: the data folder there, its owner)."""
+    default_owner = (side.uid, side.gid) if host.local else None
+    return container_spec(config, request, side, Placement(data_on_host(host, config), owner or default_owner), "20261205-120000-abcdef", image=image)
 
 
 def local(cwd: Path = ROOT, uid: int = 1000, stdin_tty: bool = False, stdout_tty: bool = False, stdin: int | None = 0) -> LocalSide:
@@ -59,7 +66,7 @@ def test_container_config_runs_under_init_and_is_never_auto_removed() -> None:
 
 def test_spec_mirrors_the_project_and_passes_only_asked_env() -> None:
     config = load([], {}, {"run": {"env": ["FIXED=1"]}}, root=ROOT)
-    spec = container_spec(config, "img", RunRequest(("env",), env=("TOKEN",)), local(ROOT / "src" / "pkg"), host=LOCAL_HOST)
+    spec = spec_for(config, "img", RunRequest(("env",), env=("TOKEN",)), local(ROOT / "src" / "pkg"), host=LOCAL_HOST)
     assert spec.workdir == "/home/ada/proj/src/pkg"
     assert spec.mounts == (Mount("/home/ada/proj/data", "/home/ada/proj/data"),)
     assert dict(spec.env) == {"PYTHONUNBUFFERED": "1", "HOME": "/tmp", "FIXED": "1", "TOKEN": "s3cret"}
@@ -72,14 +79,14 @@ def test_spec_mirrors_the_project_and_passes_only_asked_env() -> None:
 def test_terminal_only_when_both_ends_are_terminals() -> None:
     config = load([], {}, {}, root=ROOT)
     request = RunRequest(("bash",))
-    assert container_spec(config, "i", request, local(stdin_tty=True, stdout_tty=True), host=LOCAL_HOST).tty
-    assert not container_spec(config, "i", request, local(stdin_tty=True, stdout_tty=False), host=LOCAL_HOST).tty
-    assert not container_spec(config, "i", request, local(stdin=None), host=LOCAL_HOST).stdin
+    assert spec_for(config, "i", request, local(stdin_tty=True, stdout_tty=True), host=LOCAL_HOST).tty
+    assert not spec_for(config, "i", request, local(stdin_tty=True, stdout_tty=False), host=LOCAL_HOST).tty
+    assert not spec_for(config, "i", request, local(stdin=None), host=LOCAL_HOST).stdin
 
 
 def test_workdir_setting_moves_the_project_in_the_container() -> None:
     config = load([], {}, {"project": {"workdir": "/work/p", "data": "inputs"}}, root=ROOT)
-    spec = container_spec(config, "i", RunRequest(("x",)), local(ROOT / "inputs"), host=LOCAL_HOST)
+    spec = spec_for(config, "i", RunRequest(("x",)), local(ROOT / "inputs"), host=LOCAL_HOST)
     assert spec.workdir == "/work/p/inputs"
     assert spec.mounts[0].target == "/work/p/inputs"
 
@@ -113,15 +120,15 @@ def test_resolve_env() -> None:
 
 def test_a_remote_host_mounts_the_data_copy_under_its_data_root_as_its_ssh_user() -> None:
     config = load([], {}, {"project": {"name": "proj", "data": "inputs", "id": "abcd1234"}}, root=ROOT)
-    spec = container_spec(config, "i", RunRequest(("x",)), local(ROOT), host=REMOTE_HOST)
+    spec = spec_for(config, "i", RunRequest(("x",)), local(ROOT), host=REMOTE_HOST)
     assert spec.mounts == (Mount("/scratch/proj-abcd1234/inputs", "/home/ada/proj/inputs"),)
     assert spec.labels["io.fireplug.project-key"] == "proj-abcd1234"
     assert spec.user == ""  # not known yet: root
-    owned = container_spec(config, "i", RunRequest(("x",)), local(ROOT), host=REMOTE_HOST, owner=(1001, 1001))
+    owned = spec_for(config, "i", RunRequest(("x",)), local(ROOT), host=REMOTE_HOST, owner=(1001, 1001))
     assert owned.user == "1001:1001" and ("HOME", "/tmp") in owned.env
 
 
 def test_the_command_label_holds_the_redacted_command() -> None:
     config = load([], {}, {}, root=ROOT)
-    spec = container_spec(config, "img", RunRequest(("python", "x.py", "--password=hunter2", "--token", "t0k")), local(), host=LOCAL_HOST)
+    spec = spec_for(config, "img", RunRequest(("python", "x.py", "--password=hunter2", "--token", "t0k")), local(), host=LOCAL_HOST)
     assert spec.labels["io.fireplug.command"] == "python x.py '--password=***' --token '***'"

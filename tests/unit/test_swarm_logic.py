@@ -14,10 +14,10 @@ from typing import BinaryIO
 import pytest
 
 from fireplug import labels
+from fireplug.backends.swarm.service import GPU_RESOURCE, SwarmExecutor, newest_task, run_state, service_spec
 from fireplug.options import ContainerOptions, Gpus
 from fireplug.registry import Repository, auth_header, credentials
 from fireplug.spec import ContainerSpec, Mount
-from fireplug.swarm import GPU_RESOURCE, SwarmExecutor, newest_task, run_state, service_spec
 from fireplug.sync.results import changes, land
 from fireplug.sync.tree import DIR, FILE, LINK
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from fireplug.backends.swarm.sweep import untag, workers_for
 from fireplug.hosts import Node
 from fireplug.options import ContainerOptions
 from fireplug.spec import ContainerSpec
-from fireplug.swarmsweep import untag, workers_for
 from fireplug.sync.s3_helper import Place
 from fireplug.task import PIECE, _first_unclaimed, _pump, claim_key
 

@@ -1,79 +1,19 @@
-"""Where runs execute, behind one small interface: what the run supervisor, detached runs,
-`fp ps` / `logs` / `stop` / `pull`, and `fp map` need of a backend (as fabric's ``Remote``
-sits beneath invoke's ``Runner``). Policy (signal escalation, output, scheduling) stays
-above it. ``DockerExecutor`` is the one backend today: a run is one container on one engine.
+"""A run as one container on one engine: the primitives beneath the attached supervisor
+(``attached.py``), detached runs and fp map's lanes (as fabric's ``Remote`` sits beneath
+invoke's ``Runner``), and what the management verbs need (``base.Executor``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from fireplug.engine import Attached, Engine, engine_time
+from fireplug.backends.base import RunState
+from fireplug.engine import Attached, Engine, engine_time, mapping_of
 from fireplug.spec import ContainerSpec, container_config
 
 _EXITED_STATUS = re.compile(r"Exited \((-?\d+)\)")
-
-
-@dataclass(frozen=True)
-class RunState:
-    """A run as its backend sees it now."""
-
-    handle: str  # the backend's id for it (a container id)
-    name: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    state: str = ""  # created, running, paused, restarting, exited, dead, removing
-    exit_code: int | None = None  # once it ended
-    started_at: float | None = None  # seconds since the epoch
-    finished_at: float | None = None
-    image_id: str = ""
-
-    @property
-    def running(self) -> bool:
-        return self.state in ("running", "paused", "restarting")
-
-    @property
-    def ended(self) -> bool:
-        return self.state in ("exited", "dead")
-
-
-class Executor(Protocol):
-    """The primitives of running a command somewhere (each may raise EngineUnreachable or EngineError)."""
-
-    host: str
-
-    def create(self, spec: ContainerSpec) -> str:
-        """A run of ``spec``, not started yet; its handle."""
-
-    def attach(self, handle: str, *, stdin: bool) -> Attached:
-        """The run's stdio (before the start, so that nothing is missed)."""
-
-    def start(self, handle: str) -> None: ...
-
-    def signal(self, handle: str, signal_name: str) -> None:
-        """Send a signal to the command; one that already ended is not an error."""
-
-    def resize(self, handle: str, rows: int, columns: int) -> None: ...
-
-    def wait(self, handle: str) -> int:
-        """Block until the run ends; its exit status."""
-
-    def remove(self, handle: str) -> None:
-        """Remove the run (stopping it first if it still runs); a missing one is not an error."""
-
-    def find(self, labels: Iterable[str], *, running_only: bool = True) -> list[RunState]:
-        """The runs carrying every label in ``labels`` (``key=value``)."""
-
-    def state(self, handle: str) -> RunState | None:
-        """One run in detail (exit status, times); None when it is gone."""
-
-    def logs(self, handle: str, *, follow: bool) -> Iterator[tuple[int, bytes]]:
-        """Its output so far as (stream, bytes): 1 stdout, 2 stderr; ``follow``: until it ends."""
-
-    def published_ports(self, handle: str) -> dict[str, int]:
-        """The host port of each published port ("8888/tcp" -> 49153), once it started."""
 
 
 class DockerExecutor:
@@ -97,6 +37,9 @@ class DockerExecutor:
 
     def signal(self, handle: str, signal_name: str) -> None:
         self.engine.kill(handle, signal_name)
+
+    def signal_run(self, run_id: str, signal_name: str) -> None:
+        """Every run here has a container of its own: nothing to signal by run id."""
 
     def resize(self, handle: str, rows: int, columns: int) -> None:
         self.engine.resize(handle, rows, columns)
@@ -140,8 +83,8 @@ def listed_state(found: Mapping[str, Any]) -> RunState:
 
 def inspected_state(inspected: Mapping[str, Any]) -> RunState:
     """A run from the engine's inspection of its container."""
-    state = inspected.get("State") if isinstance(inspected.get("State"), dict) else {}
-    config = inspected.get("Config") if isinstance(inspected.get("Config"), dict) else {}
+    state = mapping_of(inspected.get("State"))
+    config = mapping_of(inspected.get("Config"))
     status = str(state.get("Status") or "")
     code = state.get("ExitCode")
     ended = status in ("exited", "dead")

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fireplug import labels
-from fireplug.engine import Engine, engine_time
+from fireplug.backends.base import Node, RunState
+from fireplug.engine import Engine, engine_time, mapping_of
 from fireplug.errors import FireplugError
-from fireplug.execution import RunState
+from fireplug.runs import SHARED_RUN
 from fireplug.spec import ContainerSpec
 from fireplug.sync.s3_helper import in_parallel
 
@@ -34,7 +35,6 @@ WAITING = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "
 POLL_SECONDS = 0.5
 NODE_CHECK_SECONDS = 2.0
 SECRET_LABEL = f"{labels.LABEL}.secret-of"  # a run's secret: the run id
-SWEEP_RUN = "sweep:"  # the container a sweep's run is recorded with: this, then its name (it has no service of its own)
 
 
 class NodeLost(FireplugError):
@@ -130,8 +130,8 @@ def newest_task(tasks: list[dict[str, Any]]) -> Task | None:
     if not tasks:
         return None
     latest = max(tasks, key=lambda task: str(task.get("CreatedAt") or ""))
-    status = latest.get("Status") if isinstance(latest.get("Status"), dict) else {}
-    container = status.get("ContainerStatus") if isinstance(status.get("ContainerStatus"), dict) else {}
+    status = mapping_of(latest.get("Status"))
+    container = mapping_of(status.get("ContainerStatus"))
     state = str(status.get("State") or "")
     code = container.get("ExitCode")
     has_code = state in ("complete", "failed") and isinstance(code, int) and not isinstance(code, bool)
@@ -147,8 +147,8 @@ def newest_task(tasks: list[dict[str, Any]]) -> Task | None:
 
 def run_state(service: Mapping[str, Any], task: Task | None) -> RunState:
     """A run as `fp ps` shows it, from its service and newest task."""
-    spec = service.get("Spec") if isinstance(service.get("Spec"), dict) else {}
-    found = spec.get("Labels") if isinstance(spec.get("Labels"), dict) else {}
+    spec = mapping_of(service.get("Spec"))
+    found = mapping_of(spec.get("Labels"))
     state = "created" if task is None or task.state in WAITING else "running" if task.state == "running" else "exited"
     return RunState(
         handle=str(service.get("ID", "")),
@@ -195,7 +195,7 @@ class SwarmExecutor:
         return [state for state in states if not running_only or not state.ended]
 
     def state(self, handle: str) -> RunState | None:
-        if handle.startswith(SWEEP_RUN):
+        if handle.startswith(SHARED_RUN):
             return None
         service = self.engine.service(handle)
         return run_state(service, self.task(handle)) if service is not None else None
@@ -314,3 +314,31 @@ def _until_ended(executor: SwarmExecutor, handle: str, skip: Mapping[int, int]) 
         seen = max(received.get(stream, 0), skip.get(stream, 0))
         if len(data) > seen:
             yield stream, data[seen:]
+
+
+def swarm_nodes(engine: Engine) -> tuple[Node, ...]:
+    running: dict[str, int] = {}
+    services = engine.services([labels.kind_is("run")]) + engine.services([labels.kind_is("sweep")])  # (a map's workers: a task each)
+    for task in engine.tasks(str(service.get("ID", "")) for service in services):
+        if (task.get("Status") or {}).get("State") == "running":
+            node = str(task.get("NodeID") or "")
+            running[node] = running.get(node, 0) + 1
+    return tuple(_node(node, running) for node in engine.nodes())
+
+
+def _node(node: Mapping[str, Any], running: Mapping[str, int]) -> Node:
+    description = node.get("Description") or {}
+    resources = description.get("Resources") or {}
+    generic = [item.get("DiscreteResourceSpec") or {} for item in resources.get("GenericResources") or []]
+    node_id = str(node.get("ID", ""))
+    return Node(
+        id=node_id,
+        hostname=str(description.get("Hostname") or "?"),
+        role=str((node.get("Spec") or {}).get("Role") or ""),
+        state=str((node.get("Status") or {}).get("State") or ""),
+        version=str((description.get("Engine") or {}).get("EngineVersion") or ""),
+        cpus=int(resources.get("NanoCPUs") or 0) / 1e9,
+        memory=int(resources.get("MemoryBytes") or 0),
+        gpus=", ".join(f"{item.get('Kind')}={item.get('Value')}" for item in generic if item),
+        tasks=running.get(node_id, 0),
+    )

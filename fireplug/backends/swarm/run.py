@@ -17,15 +17,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireplug import console, hosts, labels, registry
-from fireplug.errors import FireplugError
+from fireplug import console, labels, registry
+from fireplug.backends.base import Node
+from fireplug.backends.swarm.service import SECRET_LABEL, NodeLost, SwarmExecutor, service_spec, swarm_nodes
+from fireplug.build import own_recipe
+from fireplug.errors import FireplugError, SwarmRefused
+from fireplug.images import project_limit, ready_image, scan
 from fireplug.inventory import Host, docker_config_dir
-from fireplug.invocation import Invocation
 from fireplug.output import LineWriter
-from fireplug.run import made_uninterrupted
-from fireplug.runs import RunRecord
+from fireplug.request import Placement, container_spec
+from fireplug.runs import RunRecord, keep_output_and_remove, new_id, run_record
+from fireplug.signals import made_uninterrupted
 from fireplug.spec import ContainerSpec
-from fireplug.swarm import SECRET_LABEL, NodeLost, SwarmExecutor, service_spec
+from fireplug.sync.project import ensure_data_folder, local_data_folder
 from fireplug.sync.record import PairFiles
 from fireplug.sync.results import Landed, land
 from fireplug.sync.s3 import Store, stage_local
@@ -34,14 +38,12 @@ from fireplug.sync.tree import scan as scan_tree
 from fireplug.task import input_side, result_side, signal_key
 
 if TYPE_CHECKING:
-    from fireplug.job import RunRequest, Steps
+    from fireplug.hosts import Connection
+    from fireplug.invocation import Invocation
+    from fireplug.request import RunRequest
 
 NODE_LOSS_RESTARTS = 3
 STOP_GRACE_SECONDS = 10.0
-
-
-class SwarmRefused(FireplugError):
-    """A request a swarm host cannot serve (no S3 staging, a project image without fp's base...)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def require_staging(host: Host, store: Store | None) -> Store:
     return store
 
 
-def check_manager(connection: hosts.Connection) -> None:
+def check_manager(connection: Connection) -> None:
     """Raises: SwarmRefused: the engine is no manager of an active swarm."""
     swarm = connection.engine.info().get("Swarm") or {}
     if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
@@ -74,7 +76,7 @@ def check_manager(connection: hosts.Connection) -> None:
         )
 
 
-def check_fits(connection: hosts.Connection, spec: ContainerSpec) -> tuple[hosts.Node, ...]:
+def check_fits(connection: Connection, spec: ContainerSpec) -> tuple[Node, ...]:
     """The swarm's nodes.
 
     Raises:
@@ -83,7 +85,7 @@ def check_fits(connection: hosts.Connection, spec: ContainerSpec) -> tuple[hosts
     """
     options = spec.options
     wanted_cpus, wanted_memory = (options.nano_cpus or 0) / 1e9, options.memory or 0
-    nodes = hosts.swarm_nodes(connection.engine)
+    nodes = swarm_nodes(connection.engine)
     ready = [node for node in nodes if node.state == "ready"]
     if not any(node.cpus >= wanted_cpus and node.memory >= wanted_memory for node in ready):
         largest = max(ready, key=lambda node: (node.cpus, node.memory), default=None)
@@ -123,7 +125,7 @@ def task_job(store: Store, spec: ContainerSpec, run_id: str, input_key: str, *, 
     return json.dumps({**store.job(), "run": run_id, "input": input_key, "data": data, **({"map": map_id} if map_id else {})}).encode()
 
 
-def submit(connection: hosts.Connection, spec: ContainerSpec, image: str, job: bytes, auth: str, *, retries: int) -> tuple[str, tuple[str, str]]:
+def submit(connection: Connection, spec: ContainerSpec, image: str, job: bytes, auth: str, *, retries: int) -> tuple[str, tuple[str, str]]:
     """Create the run's secret and service; (service id, (secret id, secret name))."""
     engine = connection.engine
     run_id = spec.labels[labels.RUN]
@@ -150,7 +152,7 @@ def signaller(store: Store) -> Callable[[str, str], bool]:
     return send
 
 
-def follow(submitted: Submitted, connection: hosts.Connection, store: Store) -> tuple[str, int]:
+def follow(submitted: Submitted, connection: Connection, store: Store) -> tuple[str, int]:
     """Stream the run's output to this terminal until it ends; (its service id, its exit
     status). A first Ctrl-C is forwarded to the command (through the bucket), a second stops
     the task. A task lost with its node is started again elsewhere (up to NODE_LOSS_RESTARTS
@@ -203,54 +205,52 @@ def forget_run(store: Store, run_id: str) -> None:
     store.delete_keys([place.ref_key(input_side(run_id)), place.ref_key(result_side(run_id)), signal_key(place, run_id)])
 
 
-def report_landed(host: str, landed: Landed) -> None:
-    from fireplug.context import human_bytes
-
-    console.note(
-        f"results from swarm '{host}': {landed.files} files ({human_bytes(landed.file_bytes)}) changed, {len(landed.trashed)} deleted (to the local trash)"
-    )
-    for path, copy in landed.conflicts:
-        console.warn(f"conflict: {path} changed here while the run changed it too; the run's version is {copy}")
-    for path in landed.kept:
-        console.warn(f"kept {path}: the run deleted it, but it changed here meanwhile")
-    if landed.refused:
-        console.warn(f"{len(landed.refused)} results were refused (a parent here is not a real folder): {', '.join(landed.refused[:3])}")
-
-
-@dataclass(frozen=True)
+@dataclass
 class Prepared:
-    """A swarm ready for runs of one request: the image in the registry, the data staged."""
+    """A swarm ready for runs of one request: the image in the registry, then the data staged."""
 
-    connection: hosts.Connection
+    connection: Connection
     store: Store
     spec: ContainerSpec  # the request's run, on the pushed image (each run gets its own id)
     image: str
     registry_auth: str
-    inputs: str  # the key of the staged data folder's manifest
-    nodes: tuple[hosts.Node, ...] = ()  # the swarm's nodes, as they were
+    nodes: tuple[Node, ...] = ()  # the swarm's nodes, as they were
+    inputs: str = ""  # the key of the staged data folder's manifest (once staged)
+
+    def stage(self, invocation: Invocation) -> None:
+        """The data folder staged in the bucket, as every run of the request finds it."""
+        data = local_data_folder(invocation.config)
+        ensure_data_folder(data)
+        self.store.forget()  # what the bucket holds is listed again: a task cannot ask this machine for an object the bucket lost
+        self.inputs = stage_inputs(self.store, data)
 
 
-def bucket_soon(invocation: Invocation, host: Host, steps: Steps) -> Callable[[], Store | None]:
-    """``job.staging_store`` in a thread (boto3's import, its client and the bucket's check take
-    0.2-0.3 s, which the engine's side of the preparation overlaps); what it returns gives the
-    store, or raises what the check raised."""
-    from fireplug.job import staging_store
-
+def bucket_soon(invocation: Invocation) -> Callable[[], Store | None]:
+    """The project's bucket, made and checked in a thread (boto3's import, its client and the
+    bucket's check take 0.2-0.3 s, which the engine's side of the preparation overlaps); what it
+    returns gives the store, or raises what the check raised."""
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fp-bucket")
-    future = pool.submit(staging_store, invocation, host, steps)
+    future = pool.submit(_checked_bucket, invocation)
     pool.shutdown(wait=False)
     return future.result
 
 
-def prepare(invocation: Invocation, request: RunRequest, host: Host, bucket: Callable[[], Store | None]) -> Prepared:
-    """Build on the manager and push, then stage the data folder in ``bucket()``'s store: all
-    before any run starts.
+def _checked_bucket(invocation: Invocation) -> Store | None:
+    """Raises: S3Error: no credentials, no such bucket, or access denied."""
+    config = invocation.config
+    if config.sync.mode != "s3":
+        return None
+    store = Store.for_project(config, invocation.state)
+    store.check()
+    return store
+
+
+def prepare(invocation: Invocation, request: RunRequest, host: Host) -> Prepared:
+    """Build on the manager and push, with the bucket checked: all before any data moves.
 
     Raises:
         FireplugError: fp's own failure (staging, registry, swarm), or a request a swarm cannot serve.
     """
-    from fireplug.job import container_spec, ensure_data_folder, local_data_folder, own_recipe, project_limit, ready_image, scan
-
     steps = request.steps
     if not (steps.build and steps.sync_in and steps.run and (steps.sync_out or request.detach)):
         raise SwarmRefused(
@@ -260,6 +260,7 @@ def prepare(invocation: Invocation, request: RunRequest, host: Host, bucket: Cal
     config, local = invocation.config, invocation.local
     if config.sync.mode != "s3":
         require_staging(host, None)  # (refused before the bucket's store is even made)
+    bucket = bucket_soon(invocation)
     own = own_recipe(config)
     if own is not None and not own.needs_base:
         raise SwarmRefused(
@@ -268,18 +269,14 @@ def prepare(invocation: Invocation, request: RunRequest, host: Host, bucket: Cal
     connection = invocation.connect(host, verbose=request.verbose)
     check_manager(connection)
     repository, auth = registry_auth(invocation, host)
-    spec = replace(container_spec(config, "", request, local, host=host), tty=False, stdin=False)
+    spec = replace(container_spec(config, request, local, Placement(""), new_id()), tty=False, stdin=False)
     nodes = check_fits(connection, spec)
     context = scan(config, local, own, limit=None if request.yes else project_limit(config))
     store = require_staging(host, bucket())  # (the bucket checked before anything is built)
     image = ready_image(connection.engine, invocation, request, own, context, spec)
     assert image is not None  # (built: the steps above include the build)
     reference = registry.push(connection.engine, image.tag, repository, auth, verbose=request.verbose)
-    data = local_data_folder(config)
-    ensure_data_folder(data)
-    store.forget()  # what the bucket holds is listed again: a task cannot ask this machine for an object the bucket lost
-    inputs = stage_inputs(store, data)
-    return Prepared(connection, store, replace(spec, image=reference), reference, auth, inputs, nodes)
+    return Prepared(connection, store, replace(spec, image=reference), reference, auth, nodes)
 
 
 def start_run(invocation: Invocation, prepared: Prepared, spec: ContainerSpec, *, retries: int = 0, detached: bool = False) -> Submitted:
@@ -289,7 +286,7 @@ def start_run(invocation: Invocation, prepared: Prepared, spec: ContainerSpec, *
     handle, secret = submit(
         prepared.connection, spec, prepared.image, task_job(prepared.store, spec, run_id, prepared.inputs), prepared.registry_auth, retries=retries
     )
-    record = replace(run_record_for(invocation, spec, prepared.connection.host.name), detached=detached)
+    record = replace(run_record(invocation, spec, prepared.connection.host.name), detached=detached)
     invocation.runs.save(record)
     return Submitted(handle, record, spec, prepared.image, secret, prepared.registry_auth)
 
@@ -297,48 +294,9 @@ def start_run(invocation: Invocation, prepared: Prepared, spec: ContainerSpec, *
 def finish_run(invocation: Invocation, prepared: Prepared, record: RunRecord, status: int | None, *, handle: str = "") -> Landed | None:
     """After the run's end: its results landed here, its keys gone; ``handle``: its service too
     (its output kept first)."""
-    from fireplug.control import keep_output_and_remove
-    from fireplug.job import local_data_folder
-
     landed = collect(prepared.store, invocation, record, local_data_folder(invocation.config))
     if handle:
         keep_output_and_remove(invocation.runs, SwarmExecutor(prepared.connection.engine), handle, record.id)
     forget_run(prepared.store, record.id)
     invocation.runs.save(replace(record.with_end(status), pulled=time.time()))
     return landed
-
-
-def run(invocation: Invocation, request: RunRequest, host: Host, started: float, bucket: Callable[[], Store | None]) -> int:
-    """One run on a swarm; attached: followed, and its results brought back.
-
-    Returns the command's exit status (0 for a detached start).
-
-    Raises:
-        FireplugError: see ``prepare``.
-    """
-    prepared = prepare(invocation, request, host, bucket)
-    spec = prepared.spec
-    if request.detach:
-        spec = replace(spec, labels={**spec.labels, labels.DETACHED: "1"})
-    submitted = start_run(invocation, prepared, spec, detached=request.detach)
-    run_id = submitted.record.id
-    if request.verbose:
-        console.detail(
-            f"service {submitted.handle[:12]} ({spec.name}) on swarm '{host.name}', image {prepared.image} ({(time.perf_counter() - started) * 1000:.0f} ms)"
-        )
-    if request.detach:
-        console.note(f"started on swarm '{host.name}' and left running: fp logs -f {run_id} follows it, fp pull {run_id} brings its results; run {run_id}")
-        return 0
-    handle, status = follow(submitted, prepared.connection, prepared.store)
-    landed = finish_run(invocation, prepared, submitted.record, status, handle=handle)
-    if landed is None:
-        console.warn(f"run {run_id} published no results (stopped before it could, or its task failed: fp logs {run_id} shows why)")
-    else:
-        report_landed(host.name, landed)
-    return status
-
-
-def run_record_for(invocation: Invocation, spec: ContainerSpec, host: str) -> RunRecord:
-    from fireplug.job import run_record
-
-    return run_record(invocation, spec, host)

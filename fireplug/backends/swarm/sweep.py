@@ -24,24 +24,24 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fireplug import console, hosts, labels
+from fireplug import console, labels
+from fireplug.backends.base import Node
+from fireplug.backends.swarm.run import NODE_LOSS_RESTARTS, STOP_GRACE_SECONDS, Prepared, signaller, task_job
+from fireplug.backends.swarm.service import ENDED, SECRET_LABEL, WAITING, NodeLost, SwarmExecutor, TaskRejected, down_nodes, service_spec
 from fireplug.errors import FireplugError
-from fireplug.run import made_uninterrupted
+from fireplug.signals import made_uninterrupted
 from fireplug.spec import ContainerSpec
-from fireplug.swarm import ENDED, SECRET_LABEL, WAITING, NodeLost, SwarmExecutor, TaskRejected, down_nodes, service_spec
-from fireplug.swarmjob import NODE_LOSS_RESTARTS, STOP_GRACE_SECONDS, Prepared, signaller, task_job
 from fireplug.sync.s3_helper import put_if_absent
 from fireplug.task import OUTPUT_TAG, SERVE, TASK_ID_VARIABLE, claim_key, done_key, item_key, sweep_key
 
 POLL_SECONDS = 0.3
 TASK_CHECK_SECONDS = 2.0
-OUTPUT_LAG_SECONDS = 5.0
+OUTPUT_LAG_SECONDS = 5.0  # after a run's end, how long its last output may take to come through the log
 SETTLE_SECONDS = 15.0  # at the end, how long the workers not started yet get to start and end
-WORKERS_END_SECONDS = 5.0  # after a run's end, how long its last output may take to come through the log
 TAGGED = re.compile(re.escape(OUTPUT_TAG) + rb"([0-9a-z-]{1,64})([ +.])")  # then the line (see task.py)
 
 Write = Callable[[int, bytes], None]
@@ -170,7 +170,7 @@ class Sweep:
         keys = [str(item["Key"]) for item in self.store.listing(sweep_key(self.place, self.map_id, ""))]
         self.store.delete_keys([key for key in keys if key != done])
 
-    def _add_workers(self, workers: int, avoid: list[str]) -> None:
+    def _add_workers(self, workers: int, avoid: Sequence[str]) -> None:
         spec = self.prepared.spec
         service_labels = {**spec.labels, labels.KIND: "sweep", labels.RUN: self.map_id, labels.MAP: self.map_id}
         name = f"fp-{spec.labels.get(labels.PROJECT, 'project')[:28]}-{self.map_id}-{len(self.services)}"  # (at most 63 characters)
@@ -366,7 +366,7 @@ def untag(line: bytes) -> tuple[str, bytes | None] | None:
     return tagged.group(1).decode(), rest if kind == b" " else rest[:-1] if kind == b"+" else None
 
 
-def workers_for(nodes: Iterable[hosts.Node], spec: ContainerSpec, runs: int) -> int:
+def workers_for(nodes: Iterable[Node], spec: ContainerSpec, runs: int) -> int:
     """How many workers ``runs`` runs of ``spec`` get: as many as the ready nodes hold at once by
     the runs' reservations of CPUs and memory (more would only wait), at most one per run."""
     options = spec.options
