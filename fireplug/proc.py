@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 from fireplug import console
 from fireplug.errors import FireplugError
@@ -114,20 +114,6 @@ def run(
         stop(process)
         raise
     return Completed(tuple(argv), process.returncode, stdout, stderr, time.monotonic() - started)
-
-
-def spawn(argv: Sequence[str], *, stdin: Any, stdout: Any, stderr: Any, verbose: bool = False) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in the background (for processes that outlive one call: tunnels).
-
-    Raises:
-        ToolMissing: the program is not installed.
-    """
-    if verbose:
-        console.detail(f"$ {display(argv)} &")
-    try:
-        return subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
-    except FileNotFoundError as e:
-        raise ToolMissing(argv[0]) from e
 
 
 def _stream(process: subprocess.Popen[bytes], on_output: Callable[[bytes], None], timeout: float | None, started: float, pace: float) -> tuple[bytes, bytes]:

@@ -45,13 +45,6 @@ class SshError(FireplugError):
         self.cause = cause
 
 
-class RemoteCommandFailed(FireplugError):
-    def __init__(self, host: str, what: str, status: int, detail: str, *, hint: str = "") -> None:
-        super().__init__(f"{what} on host '{host}' failed (exit {status}): {detail or 'no message'}", hint=hint)
-        self.host = host
-        self.status = status
-
-
 @dataclass(frozen=True)
 class SshTarget:
     """Where ssh connects: a host name or ssh-config alias, and what overrides the config."""
