@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fireplug import __version__, console, labels
+from fireplug import __version__, events, labels
 from fireplug.config import Config
 from fireplug.context import Context, ScanRules, tar_stream
 from fireplug.deps import DEPS_PREFIX, STAGING, VENV, Dependencies, Redactor, install_script, layer_tag, stdin_settings
@@ -154,12 +154,12 @@ def ensure_project_image(
 def _build_project_image(engine: Engine, config: Config, context: Context, recipe: Recipe, base: Image | None, tag: str, *, verbose: bool) -> Image:
     if context.secrets:
         others = f" and {len(context.secrets) - 1} more" if len(context.secrets) > 1 else ""
-        console.note(
+        events.note(
             f"kept secret-looking {context.secrets[0]}{others} out of the image; fp never ships them "
             "(`fp --dry-run` lists them; naming them in .dockerignore silences this)"
         )
     for warning in context.size_warnings():
-        console.warn(f"{warning}; add large or generated folders to .dockerignore (`fp --dry-run` shows the largest files)")
+        events.warn(f"{warning}; add large or generated folders to .dockerignore (`fp --dry-run` shows the largest files)")
     extra = [] if not recipe.generated else [(recipe.name, recipe.text.encode()), (".dockerignore", f".dockerignore\n{recipe.name}\n".encode())]
     image_labels = {} if recipe.generated else project_labels(config, base.tag if base else "")
     buildargs = {BASE_ARG: base.tag} if base and not recipe.generated else {}
@@ -217,7 +217,7 @@ def _one_builder(locks: Path | None, engine: Engine, tag: str) -> Iterator[None]
     """The build lock of (host, tag) when fp can keep locks; without one, builds may overlap."""
 
     def waiting(holder: str) -> None:
-        console.note(f"waiting for {holder}, which is building {tag} on host '{engine.host}'")
+        events.note(f"waiting for {holder}, which is building {tag} on host '{engine.host}'")
 
     with contextlib.ExitStack() as stack:
         if locks is not None:
@@ -263,7 +263,7 @@ def _build(
 ) -> str:
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
     image_id = ""
-    with console.StepProgress(title, show_output=verbose, label=engine.host) as progress:
+    with events.steps(title, show_output=verbose, label=engine.host) as progress:
         for message in engine.build(chunks, tag=tag, dockerfile=dockerfile, buildargs=buildargs, labels=image_labels, nocache=nocache):
             if "error" in message:
                 raise BuildError(engine.host, tag, str(message["error"]).strip(), tuple(tail))
@@ -337,7 +337,7 @@ def _run_install(engine: Engine, container: str, deps: Dependencies, tag: str, *
         engine.start(container)
         attached.send_all(stdin_settings(deps))
         attached.close_stdin()
-        with console.StepProgress(title, show_output=verbose, label=engine.host) as progress:
+        with events.steps(title, show_output=verbose, label=engine.host) as progress:
             for raw in _lines(frames(attached)):
                 line = redact(raw.decode(errors="replace").rstrip())
                 if line.strip():

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -214,10 +214,14 @@ class Progress:
         _end_live(self._status, exc)
 
 
+class _Updated(Protocol):
+    def update(self, text: str) -> None: ...
+
+
 class Transfer:
     """Bytes moved of a known total, told to a Progress as "1.2 GB of 2.0 GB (60%), 45.0 MB/s, 0:00:20 left"."""
 
-    def __init__(self, progress: Progress, total: int) -> None:
+    def __init__(self, progress: _Updated, total: int) -> None:
         self.progress = progress
         self.total = total
         self.started = time.monotonic()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
-from fireplug import console, hosts, labels
+from fireplug import events, hosts, labels
 from fireplug.backends import backend_for
 from fireplug.backends.base import Executor, Pulling, RunState
 from fireplug.errors import FireplugError, UsageError
@@ -154,7 +154,7 @@ def list_runs(invocation: Invocation, peers: Hosts, *, only: str | None = None, 
     listed: dict[str, Located] = {}  # by container: one engine may be known under two host names
     for name, answer in answers.items():
         if isinstance(answer, FireplugError):
-            console.warn(f"host '{name}' did not answer ({answer.message}): its runs are not listed")
+            events.warn(f"host '{name}' did not answer ({answer.message}): its runs are not listed")
             continue
         for state in answer:
             run_id = state.labels.get(labels.RUN, "")
@@ -188,7 +188,7 @@ def locate(invocation: Invocation, peers: Hosts, wanted: str, *, only: str | Non
     found = []
     for name, answer in answers.items():
         if isinstance(answer, FireplugError):
-            console.warn(f"host '{name}' did not answer ({answer.message}): its runs were not searched")
+            events.warn(f"host '{name}' did not answer ({answer.message}): its runs were not searched")
             continue
         found += [Located(state.labels.get(labels.RUN, ""), name, None, _detailed(peers, name, state)) for state in answer]
     chosen = _matching_located(found, wanted)
@@ -304,7 +304,7 @@ def stop_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, 
     for located in running:
         code, still = _wait_for_end(invocation, peers, located, deadline)
         if still:
-            console.note(f"run {located.run_id} did not end within {grace:g} s of SIGINT: killing it")
+            events.note(f"run {located.run_id} did not end within {grace:g} s of SIGINT: killing it")
             _signal(peers, located, "SIGKILL")
             code, _ = _wait_for_end(invocation, peers, located, time.monotonic() + KILL_WAIT_SECONDS)
         if located.record is not None and not located.in_live_map:  # (a sweep's run: its map's process records its end)

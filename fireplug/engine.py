@@ -299,26 +299,14 @@ class Engine:
         if self.liveness.stalled:
             raise EngineUnreachable(self.host, self.url, self.liveness.stalled)
         url = (self._prefix if versioned else "") + path + _query(params)
-        head = {"Host": "docker", "User-Agent": USER_AGENT, **(headers or {})}
-        payload = json.dumps(json_body).encode() if json_body is not None else b""
-        if json_body is not None:
-            head["Content-Type"] = "application/json"
-        if upgrade:
-            head.update({"Connection": "Upgrade", "Upgrade": "tcp"})
-        else:
-            head["Connection"] = "close"
-        if body is not None:
-            head["Transfer-Encoding"] = "chunked"
-        else:
-            head["Content-Length"] = str(len(payload))
-        request = f"{method} {url} HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in head.items()) + "\r\n"
+        request = _request_bytes(method, url, headers or {}, json_body, streamed=body is not None, upgrade=upgrade)
         sock = None
         try:
             sock = self._connect(self.timeout if timeout in ("default", None) else timeout)  # type: ignore[arg-type]
             if timeout is None:
                 sock.settimeout(None)
                 self.liveness.watch(sock)
-            sock.sendall(request.encode("latin-1") + payload)
+            sock.sendall(request)
             if body is not None:
                 _send_chunked(sock, body)
             response = Response(sock, self.liveness.release, has_body=method != "HEAD")
@@ -831,3 +819,21 @@ def frames(attached: Attached) -> Iterator[tuple[int, bytes]]:
 def mapping_of(value: object) -> dict[str, Any]:
     """``value`` when the engine's JSON gave an object there, else an empty one."""
     return value if isinstance(value, dict) else {}
+
+
+def _request_bytes(method: str, url: str, headers: Mapping[str, str], json_body: Any, *, streamed: bool, upgrade: bool) -> bytes:
+    """An HTTP/1.1 request's head and (for a JSON body) its body; a streamed body follows chunked."""
+    head = {"Host": "docker", "User-Agent": USER_AGENT, **headers}
+    payload = json.dumps(json_body).encode() if json_body is not None else b""
+    if json_body is not None:
+        head["Content-Type"] = "application/json"
+    if upgrade:
+        head.update({"Connection": "Upgrade", "Upgrade": "tcp"})
+    else:
+        head["Connection"] = "close"
+    if streamed:
+        head["Transfer-Encoding"] = "chunked"
+    else:
+        head["Content-Length"] = str(len(payload))
+    request = f"{method} {url} HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in head.items()) + "\r\n"
+    return request.encode("latin-1") + payload

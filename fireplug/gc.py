@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from fireplug import console, labels
+from fireplug import events, labels
 from fireplug.backends import backend_for
 from fireplug.backends.base import HELPER_AGE_SECONDS, Found, Garbage
 from fireplug.control import Hosts
@@ -44,11 +44,11 @@ def find_garbage(invocation: Invocation, peers: Hosts, *, only: str | None, keep
     found: dict[str, Found] = {}
     for name, answer in answers.items():
         if isinstance(answer, FireplugError):
-            console.warn(f"host '{name}' did not answer ({answer.message}): nothing removed there")
+            events.warn(f"host '{name}' did not answer ({answer.message}): nothing removed there")
             continue
         found[name] = answer
         if answer.kept_runs:
-            console.note(
+            events.note(
                 f"host '{name}': kept {len(answer.kept_runs)} ended runs whose results were not brought back (fp pull ID): {', '.join(answer.kept_runs[:5])}"
             )
     if not only:
@@ -75,7 +75,7 @@ def remove_garbage(peers: Hosts, place: str, found: Found, base_image: str) -> i
         elif item.kind in ("run", "helper"):
             engine.remove_container(item.handle)
         elif item.kind in ("image", "dangling image") and not engine.remove_image(item.handle):
-            console.note(f"host '{place}': kept image {item.name}: something uses it now")
+            events.note(f"host '{place}': kept image {item.name}: something uses it now")
             continue
         if item.kind != "trash":
             freed += item.bytes
@@ -83,7 +83,7 @@ def remove_garbage(peers: Hosts, place: str, found: Found, base_image: str) -> i
     if trash:
         left = {path for _, path in backend.trash_left(connection, base_image)} & {item.handle for item in trash}
         for path in sorted(left):
-            console.warn(f"host '{place}': could not remove the old trash {path} (its files are not the ssh user's?)")
+            events.warn(f"host '{place}': could not remove the old trash {path} (its files are not the ssh user's?)")
         freed += sum(item.bytes for item in trash if item.handle not in left)
     return freed
 

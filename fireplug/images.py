@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from fireplug import console, labels
+from fireplug import events, labels
 from fireplug.build import (
     GENERATED_DOCKERFILE,
     Image,
@@ -86,7 +86,7 @@ def project_image(engine: Engine, invocation: Invocation, request: RunRequest, o
         return None
     latest = latest_project_image(engine, config.project.key)
     if latest.tag != current_image_tag(engine, config, invocation.local):
-        console.warn(f"--no-build: the project changed since {latest.tag} was built; running that image anyway (without --no-build, fp rebuilds)")
+        events.warn(f"--no-build: the project changed since {latest.tag} was built; running that image anyway (without --no-build, fp rebuilds)")
     return latest
 
 
@@ -105,11 +105,11 @@ def layer_dependencies(config: Config, own: Recipe | None) -> Dependencies | Non
 def _say_which_recipe(config: Config, own: Recipe | None, deps: Dependencies | None) -> None:
     """When the project's image was built: what became of its dependencies."""
     for note in deps.notes if deps else ():
-        console.note(note)
+        events.note(note)
     if own is not None and deps is not None:
-        console.note(f"the project's {own.name} builds FROM ${{FP_BASE}}: fp's dependency layer, with {deps.source} installed")
+        events.note(f"the project's {own.name} builds FROM ${{FP_BASE}}: fp's dependency layer, with {deps.source} installed")
     elif own is not None and (declared := declared_dependencies(config)):
-        console.note(f"the project's {own.name} does not build FROM ${{FP_BASE}}, so fp leaves {declared} to it")
+        events.note(f"the project's {own.name} does not build FROM ${{FP_BASE}}, so fp leaves {declared} to it")
 
 
 def declared_dependencies(config: Config) -> str:

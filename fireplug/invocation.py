@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fireplug import console, hosts
+from fireplug import events, hosts
 from fireplug.config import Config, discover
 from fireplug.engine import DEFAULT_TIMEOUT
 from fireplug.inventory import Host, Inventory, load_inventory
@@ -52,7 +52,7 @@ class Invocation:
         if self._inventory is None:
             self._inventory = load_inventory(self.config, self.local.environ, self.local.home)
             for problem in self._inventory.problems:
-                console.warn(f"skipped {problem}")
+                events.warn(f"skipped {problem}")
         return self._inventory
 
     def for_project(self, root: Path) -> Invocation:

@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Mapping
 
-from fireplug.console import status_line
+from fireplug import events
 
 COLOURS = ("36", "33", "35", "32", "34", "31", "96", "93", "95", "92", "94", "91")  # ANSI foreground colours
 
@@ -65,7 +65,7 @@ class LineWriter:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    with status_line.above():
+    with events.above_status():
         _write_through(fd, data)
 
 

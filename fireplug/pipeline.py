@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from fireplug import console, hosts
+from fireplug import events, hosts
 from fireplug.backends import backend_for
 from fireplug.errors import ConnectionLost
 from fireplug.locks import Leases
@@ -39,7 +39,7 @@ def run(invocation: Invocation, request: RunRequest) -> int:
     leases = Leases(invocation.state / "leases")
     host, why = choose_host(invocation, request, leases=leases)
     if why:
-        console.note(f"host '{host.name}' ({why})")
+        events.note(f"host '{host.name}' ({why})")
     try:
         place = backend_for(host).prepare(invocation, request, host, started)
         return drive(place, request)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from fireplug import console
+from fireplug import events
 from fireplug.errors import FireplugError
 from fireplug.secrets import redact
 
@@ -87,7 +87,7 @@ def run(
         CommandTimedOut: it ran longer than ``timeout`` seconds (it is killed).
     """
     if verbose:
-        console.detail(f"$ {display(argv)}")
+        events.detail(f"$ {display(argv)}")
     started = time.monotonic()
     try:
         process = subprocess.Popen(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fireplug import console, proc
+from fireplug import events, proc
 from fireplug.engine import Engine, mapping_of
 from fireplug.errors import FireplugError
 
@@ -107,7 +107,7 @@ def push(engine: Engine, local_tag: str, repository: Repository, registry_auth: 
     name, tag = repository.image(local_tag)
     engine.tag_image(local_tag, name, tag)
     sent, digest = False, ""
-    with console.Progress(f"pushing {name}:{tag}"):
+    with events.progress(f"pushing {name}:{tag}"):
         for message in engine.push(name, tag, registry_auth):
             if message.get("error"):
                 raise RegistryError(
@@ -119,6 +119,6 @@ def push(engine: Engine, local_tag: str, repository: Repository, registry_auth: 
             if isinstance(aux, dict) and str(aux.get("Digest", "")).startswith("sha256:"):
                 digest = str(aux["Digest"])
     if verbose:
-        console.detail(f"{name}:{tag} {'pushed' if sent else 'was already in the registry'} ({digest or 'no digest reported'})")
+        events.detail(f"{name}:{tag} {'pushed' if sent else 'was already in the registry'} ({digest or 'no digest reported'})")
     # by digest: a node that has the image starts it without asking the registry again
     return f"{name}:{tag}@{digest}" if digest else f"{name}:{tag}"

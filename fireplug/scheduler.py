@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireplug import console, labels
+from fireplug import events, labels
 from fireplug.backends import backend_for
 from fireplug.backends.base import Lane, NotStarted, Place, Signallable
 from fireplug.errors import EngineUnreachable, FireplugError
@@ -196,7 +196,7 @@ class _Lane:
         self.lane: Lane | None = None
 
     def _left_out(self, why: str) -> None:
-        console.warn(f"host '{self.name}' is left out of the map: {why}")
+        events.warn(f"host '{self.name}' is left out of the map: {why}")
         board = self.scheduler.board
         with board.cond:
             board.preparing -= 1
@@ -236,7 +236,7 @@ class _Lane:
             board.live.add(self.name)
             board.preparing -= 1
             board.cond.notify_all()
-        console.note(lane.ready_words)
+        events.note(lane.ready_words)
         workers = [threading.Thread(target=self.work, name=f"fp-map-{self.name}-{slot}", daemon=True) for slot in range(lane.slots)]
         for worker in workers:
             worker.start()
@@ -250,7 +250,7 @@ class _Lane:
             try:
                 self.scheduler.run_one(self, item)
             except Exception as e:  # a local failure (or a bug) fails this run; the map goes on and ends
-                console.warn(f"run {item.run.seq} failed on host '{self.name}' because of fp: {type(e).__name__}: {e}")
+                events.warn(f"run {item.run.seq} failed on host '{self.name}' because of fp: {type(e).__name__}: {e}")
                 if item.taken:
                     board.finish(item, Outcome(item.run.seq, self.name, time.time(), 0.0, LOST, 0, item.run.command_line))
 
@@ -310,7 +310,7 @@ class _Scheduler:
             return
         self._log(outcome)
         self.board.finish(item, outcome)
-        if not console.stderr_is_terminal():
+        if not events.interactive():
             how = f"stopped by {signal.Signals(signalled).name}" if signalled else f"exited {status}"
             self.writer.note(
                 f"run {run.seq} {how} after {outcome.runtime:.1f} s; {self.board.tally.summary()}",
@@ -395,7 +395,7 @@ class _Scheduler:
             with self.joblog_lock, open(self.request.joblog, "a", encoding="utf-8") as log:
                 log.write(outcome.line() + "\n")
         except OSError as e:
-            console.warn(f"run {outcome.seq} could not go into the joblog {self.request.joblog} ({e.strerror or e})")
+            events.warn(f"run {outcome.seq} could not go into the joblog {self.request.joblog} ({e.strerror or e})")
 
     # -- results back ---------------------------------------------------------------------
 
@@ -433,7 +433,7 @@ class _Scheduler:
             self.not_back.discard(host)
         except (FireplugError, OSError) as e:
             self.not_back.add(host)
-            console.warn(f"results of host '{host}' could not be brought back now ({e}); fp tries again at the end")
+            events.warn(f"results of host '{host}' could not be brought back now ({e}); fp tries again at the end")
 
     def _keep_both(self, host: str, report: SyncReport) -> None:
         """Two runs of the map wrote the same file on one host (the second over the first there):
@@ -449,7 +449,7 @@ class _Scheduler:
             with contextlib.suppress(OSError):
                 os.rename(Path(report.local_trash) / path, local / copy)
                 self.conflicts.append((path, copy))
-                console.warn(f"conflict: two runs of the map wrote {path}; kept the one from host '{host}', the earlier one (from host '{earlier}') is {copy}")
+                events.warn(f"conflict: two runs of the map wrote {path}; kept the one from host '{host}', the earlier one (from host '{earlier}') is {copy}")
         self.brought.update({path: host for path in report.pulled_paths})
         self.conflicts += [(path, copy) for path, copy in report.conflicts]
 
@@ -476,7 +476,7 @@ class _Scheduler:
                 done.set()
                 self.pull_cond.notify_all()  # the collector, waiting for a pull to want, looks again at once
             collector.join()
-            console.status_line.hide()
+            events.status(None)
             if not any(lane.place for lane in self.lanes):
                 raise FireplugError("no host of the map could be prepared (see the warnings above)", hint="check them with `fp hosts`")
             self._final_pulls()
@@ -501,8 +501,8 @@ class _Scheduler:
                     first = first or signum
                     self._on_signal(signum)
             prepared = not self.board.preparing  # until then, builds and syncs show their own progress
-            if prepared and console.stderr_is_terminal() and time.monotonic() - last_status >= STATUS_EVERY_SECONDS:
-                console.status_line.show(f"fp map {self.request.map_id}: {self.board.tally.summary()}")
+            if prepared and events.interactive() and time.monotonic() - last_status >= STATUS_EVERY_SECONDS:
+                events.status(f"fp map {self.request.map_id}: {self.board.tally.summary()}")
                 last_status = time.monotonic()
         return first
 
@@ -520,9 +520,9 @@ class _Scheduler:
             with contextlib.suppress(FireplugError):
                 executor.signal(handle, "SIGKILL" if again else name)
         if again:
-            console.note(f"second {name}: killing {len(running)} running runs")
+            events.note(f"second {name}: killing {len(running)} running runs")
         else:
-            console.note(f"{name}: no new run starts; forwarded to {len(running)} running runs (Ctrl-C again kills them)")
+            events.note(f"{name}: no new run starts; forwarded to {len(running)} running runs (Ctrl-C again kills them)")
 
     def _final_pulls(self) -> None:
         """The collector brought back what every ended run wrote; a host it could not reach is tried again."""
@@ -540,7 +540,7 @@ class _Scheduler:
             board.tally.outcomes[item.run.seq] = outcome
             board.tally.failed += 1
         if board.queue:
-            console.warn(f"{len(board.queue)} runs did not run: no host of the map is left")
+            events.warn(f"{len(board.queue)} runs did not run: no host of the map is left")
         board.queue.clear()
 
 

@@ -14,9 +14,10 @@ from dataclasses import replace
 from types import FrameType
 from typing import NoReturn
 
-from fireplug import console
+from fireplug import console, events
 from fireplug.cli.parsers import build_parser
 from fireplug.cli.process import in_foreground, load_invocation, sync_override
+from fireplug.cli.render import ConsoleSink
 from fireplug.errors import EXIT_USAGE, BuildError, FireplugError, Interrupted, UsageError
 from fireplug.request import RunRequest, Steps
 from fireplug.sync import SyncInterrupted
@@ -68,6 +69,7 @@ def main(argv: Sequence[str] | None = None, *, final: bool = False, held: Sequen
     ``held``: blocked signals, let through here, where an interruption is answered (one that
     came meanwhile is taken now).
     """
+    events.use(ConsoleSink())  # the library's events become fp's lines on stderr
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)} if on_main_thread else {}
     if on_main_thread and (sigint := signal.getsignal(signal.SIGINT)) is not None:

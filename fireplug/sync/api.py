@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fireplug import console, labels
+from fireplug import events, labels
 from fireplug.engine import Engine, frames
 from fireplug.errors import EngineError, EngineUnreachable
 from fireplug.locks import process_gone, this_process
@@ -124,8 +124,8 @@ class ApiHost:
         listed = parse_listing(self.listed) if isinstance(self.listed, bytes) else self.listed
         total = sum(entry.size for path in wanted if (entry := listed.get(path)) is not None and entry.kind == FILE)
         try:
-            with console.Progress(f"syncing data from host '{self.host}'") as progress:
-                into = _Extraction(local, set(wanted), backup, f"{stage}/", listed, transfer=console.Transfer(progress, total))
+            with events.progress(f"syncing data from host '{self.host}'") as progress:
+                into = _Extraction(local, set(wanted), backup, f"{stage}/", listed, transfer=events.transfer(progress, total))
                 result = self._helper(["stage", self.data, f"{MOUNT}/{stage}", "/tmp/fp-paths"], upload=_nul_list(wanted), fetch=(f"{MOUNT}/{stage}", into))
         except Exception:
             self._remove_staging(stage)
@@ -142,8 +142,8 @@ class ApiHost:
         stage = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         files, file_bytes = _count_files(local, paths)
         digests: dict[str, str] = {}
-        with console.Progress(f"syncing data to host '{self.host}'") as progress:
-            sent = _Counter(console.Transfer(progress, file_bytes))
+        with events.progress(f"syncing data to host '{self.host}'") as progress:
+            sent = _Counter(events.transfer(progress, file_bytes))
             chunks = sent.count(_coalesced(_tar_chunks(local, sorted(paths), f"{stage}/", self.host, digests)))
             result = self._helper(["install", self.data, f"{MOUNT}/{stage}", f"{self.trash}/{batch}", self.trash], archive=chunks)
         self.after_push = self._parse_listing(result.stdout)
@@ -278,7 +278,7 @@ class _Extraction:
     prefix: str  # the archive's names start with it (the staging folder)
     listed: Tree  # the host's entries as listed: their exact mtimes
     digests: dict[str, str] = field(default_factory=dict)  # filled in: SHA-256 of each file written
-    transfer: console.Transfer | None = None  # told the bytes written so far
+    transfer: events.Transfer | None = None  # told the bytes written so far
 
 
 def extract(stream: io.RawIOBase, into: _Extraction, result: _HelperResult) -> None:
@@ -444,7 +444,7 @@ def _coalesced(chunks: Iterator[bytes], size: int = TAR_CHUNK) -> Iterator[bytes
 
 
 class _Counter:
-    def __init__(self, transfer: console.Transfer) -> None:
+    def __init__(self, transfer: events.Transfer) -> None:
         self.total = 0
         self.transfer = transfer
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireplug import console
+from fireplug import events
 from fireplug.config import Config, project_key_at
 from fireplug.sync import SyncReport
 from fireplug.sync.record import PairFiles
@@ -38,7 +38,7 @@ def sync_data(
         accept_deletions=accept_deletions,
         pull_scope=pull_scope(config),
         push=push,
-        on_wait=lambda holder: console.note(f"waiting for {holder}, which is syncing this project with host '{host}'"),
+        on_wait=lambda holder: events.note(f"waiting for {holder}, which is syncing this project with host '{host}'"),
         owner=project_owner(config),
     )
     report = sync(request, host_side)
@@ -62,7 +62,7 @@ def pull_scope(config: Config) -> tuple[str, ...]:
 def report_sync(host: str, report: SyncReport, *, verbose: bool = False) -> None:
     """One summary line (and one line per conflict, removal and refusal, or the count of them)."""
     if verbose:
-        console.detail(f"sync with '{host}': {report.wire_bytes} bytes over the wire")
+        events.detail(f"sync with '{host}': {report.wire_bytes} bytes over the wire")
     parts = []
     if report.pushed:
         parts.append(f"{report.pushed} files ({human_bytes(report.pushed_bytes)}) to host '{host}'")
@@ -76,16 +76,16 @@ def report_sync(host: str, report: SyncReport, *, verbose: bool = False) -> None
     if report.conflicts:
         parts.append(f"{len(report.conflicts)} conflicts")
     if parts:
-        console.note(f"synced {', '.join(parts)} in {report.seconds:.1f} s")
+        events.note(f"synced {', '.join(parts)} in {report.seconds:.1f} s")
     else:
-        console.note(f"data and host '{host}' in sync: nothing changed ({report.seconds:.1f} s)")
+        events.note(f"data and host '{host}' in sync: nothing changed ({report.seconds:.1f} s)")
     for path, copy in report.conflicts:
-        console.warn(f"conflict: {path} changed here and on host '{host}'; kept yours, the host's version is {copy}")
+        events.warn(f"conflict: {path} changed here and on host '{host}'; kept yours, the host's version is {copy}")
     _list_some(f"moved to the host's trash ({report.host_trash}), deleted here:", report.trashed_there, verbose)
     _list_some(f"moved to the local trash ({report.local_trash}), deleted on host '{host}':", report.trashed_here, verbose)
     _list_some("kept, changed on one side though deleted on the other:", report.kept, True)
     if report.restored:
-        console.warn(
+        events.warn(
             f"host '{host}' lacks {len(report.restored)} files it had at the last sync (lost or cleaned up?): sent them again, "
             "nothing was deleted here; to delete them here too, pass --accept-deletions"
         )
@@ -96,7 +96,7 @@ def report_sync(host: str, report: SyncReport, *, verbose: bool = False) -> None
 
 def _list_some(title: str, paths: Sequence[str], show: bool, *, warn: bool = True) -> None:
     if paths and show:
-        (console.warn if warn else console.note)(f"{title} {first_few(paths)}")
+        (events.warn if warn else events.note)(f"{title} {first_few(paths)}")
 
 
 def first_few(paths: Sequence[str], limit: int = 5) -> str:
@@ -107,7 +107,7 @@ def ensure_data_folder(folder: Path) -> None:
     """Create a missing data folder here, so that it is the user's and not made by the engine as root."""
     if not folder.is_dir():
         folder.mkdir(parents=True)
-        console.note(f"created the data folder {folder} (mounted into the container)")
+        events.note(f"created the data folder {folder} (mounted into the container)")
 
 
 def local_data_folder(config: Config) -> Path:

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fireplug import console, proc
+from fireplug import events, proc
 from fireplug.ssh import SshConnection
 from fireplug.sync import SyncError
 from fireplug.sync.session import Moved, Transferred
@@ -156,7 +156,7 @@ class RsyncHost:
             raise SyncError(self.host, f"cannot list {self.remote}: {completed.stderr_tail() or 'no answer'}", hint=hint) from None
         problem = completed.stderr_tail() if completed.returncode != 0 else ""
         if self.verbose:
-            console.detail(f"host listing: {len(completed.stdout)} bytes" + (" (unchanged since the last sync)" if answer == b"same" else ""))
+            events.detail(f"host listing: {len(completed.stdout)} bytes" + (" (unchanged since the last sync)" if answer == b"same" else ""))
         if answer == b"same":
             return Listing({}, clock, previous, same=True, racy_ns=racy_ns), problem
         try:
@@ -226,7 +226,7 @@ class RsyncHost:
         with tempfile.NamedTemporaryFile(prefix="fp-sync-", suffix=".list") as listing:
             listing.write(b"".join(os.fsencode(path) + b"\0" for path in paths))
             listing.flush()
-            with console.Progress(f"syncing data {way} host '{self.host}'") as progress:
+            with events.progress(f"syncing data {way} host '{self.host}'") as progress:
 
                 def collect(block: bytes) -> None:
                     output.extend(block)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fireplug import console
+from fireplug import events
 from fireplug.config import Config, SyncSettings
 from fireplug.engine import Engine
 from fireplug.errors import S3Error
@@ -251,7 +251,7 @@ class Store:
 
     # -- transfers --------------------------------------------------------------------------
 
-    def upload(self, root: Path, uploads: list[Upload], transfer: console.Transfer) -> Uploaded:
+    def upload(self, root: Path, uploads: list[Upload], transfer: events.Transfer) -> Uploaded:
         """Stage ``uploads`` (see ``s3_helper.upload_objects``); what the bucket now holds is remembered."""
         with self.translated("uploading"):
             done = upload_objects(self.client, self.place, str(root), uploads, set(self.known()), transfer.moved, checked=self.checked)
@@ -389,7 +389,7 @@ class S3Host(ApiHost):
             if e.status != MISSING_OBJECT:
                 raise
             # (a gc from elsewhere, a bucket made again): the push lists the bucket and sends them again, once
-            console.note(f"{self.store.staging.url} lacks objects fp thought it had: listing it and sending them again")
+            events.note(f"{self.store.staging.url} lacks objects fp thought it had: listing it and sending them again")
             return self._push_once(local, paths, batch, tree)
 
     def _push_once(self, local: Path, paths: Sequence[str], batch: str, tree: Mapping[str, Entry]) -> Transferred:
@@ -423,13 +423,13 @@ class S3Host(ApiHost):
             raise SyncError(self.host, f"the S3 helper's manifest is damaged ({e})", hint="run fp again") from e
         unstaged = sorted(set(paths) - set(manifest))
         if unstaged:  # changed while it was uploaded, or gone: its record stays as it was
-            console.warn(f"{len(unstaged)} entries on host '{self.host}' changed while they were staged; the next sync brings them: {', '.join(unstaged[:3])}")
+            events.warn(f"{len(unstaged)} entries on host '{self.host}' changed while they were staged; the next sync brings them: {', '.join(unstaged[:3])}")
         self.store.learn({entry["digest"] for entry in manifest.values() if entry["kind"] == FILE})
         total = sum(entry["size"] for entry in manifest.values() if entry["kind"] == FILE)
-        with console.Progress(f"downloading data from {self.store.staging.url}") as progress:
-            return self._land_all(manifest, local, backup, console.Transfer(progress, total))
+        with events.progress(f"downloading data from {self.store.staging.url}") as progress:
+            return self._land_all(manifest, local, backup, events.transfer(progress, total))
 
-    def _land_all(self, manifest: Manifest, local: Path, backup: Path, transfer: console.Transfer) -> Transferred:
+    def _land_all(self, manifest: Manifest, local: Path, backup: Path, transfer: events.Transfer) -> Transferred:
         transferred = Transferred()
         counting = threading.Lock()
         scratch = scratch_folder(local)
@@ -497,8 +497,8 @@ def stage_local(store: Store, local: Path, tree: Mapping[str, Entry], paths: Seq
     known = store.known()
     uploads = [Upload(path, tree[path], digests.get(path, "")) for path in sorted(sending) if path in later or (path in digests and digests[path] not in known)]
     total = sum(upload.entry.size for upload in uploads)
-    with console.Progress(f"uploading data to {store.staging.url}") as progress:
-        done = store.upload(local, uploads, console.Transfer(progress, total))
+    with events.progress(f"uploading data to {store.staging.url}") as progress:
+        done = store.upload(local, uploads, events.transfer(progress, total))
     digests.update(done.digests)
     for path in done.changed:
         digests.pop(path, None)

@@ -185,61 +185,70 @@ def upload_objects(
     staged (a large one's object is removed again: its bytes may not be the ones named).
     ``checked``: small files carry their SHA-256 for S3 to verify (off for stores that reject
     checksum headers: ``request_checksum_calculation = "when_required"``)."""
-    done = Uploaded()
-    lock = threading.Lock()
+    uploader = _Uploader(client, place, root, known, on_bytes, checked)
+    by_size(uploader.send, uploads, lambda upload: upload.entry.size)
+    return uploader.done
 
-    def claim(digest: str) -> bool:
-        with lock:
-            fresh = digest not in known
-            known.add(digest)
+
+class _Uploader:
+    """``upload_objects``' workers' shared state: what is known to the bucket, what was sent."""
+
+    def __init__(self, client: Any, place: Place, root: str, known: set[str], on_bytes: Callable[[int], None], checked: bool) -> None:
+        self.client, self.place, self.root = client, place, root
+        self.known, self.on_bytes, self.checked = known, on_bytes, checked
+        self.done = Uploaded()
+        self.lock = threading.Lock()
+
+    def send(self, upload: Upload) -> None:
+        (self._send_small if upload.entry.size < LARGE else self._send_large)(upload)
+
+    def _claim(self, digest: str) -> bool:
+        """Whether this worker sends ``digest`` (no other has, and the bucket lacks it)."""
+        with self.lock:
+            fresh = digest not in self.known
+            self.known.add(digest)
             return fresh
 
-    def finish(upload: Upload, digest: str, sent: int) -> None:
-        with lock:
-            done.digests[upload.path] = digest
-            done.sent_bytes += sent
-            on_bytes(done.sent_bytes)
+    def _finish(self, upload: Upload, digest: str, sent: int) -> None:
+        with self.lock:
+            self.done.digests[upload.path] = digest
+            self.done.sent_bytes += sent
+            self.on_bytes(self.done.sent_bytes)
 
-    def send_small(upload: Upload) -> None:
+    def _send_small(self, upload: Upload) -> None:
         try:
-            with open(os.path.join(root, upload.path), "rb") as source:
+            with open(os.path.join(self.root, upload.path), "rb") as source:
                 body = source.read()
         except OSError:
-            with lock:
-                done.unreadable.append(upload.path)
+            with self.lock:
+                self.done.unreadable.append(upload.path)
             return
         digest = upload.digest or hashlib.sha256(body).hexdigest()
-        if lstat_entry(root, upload.path) != upload.entry:
-            with lock:
-                done.changed.append(upload.path)
+        if lstat_entry(self.root, upload.path) != upload.entry:
+            with self.lock:
+                self.done.changed.append(upload.path)
             return
-        fresh = claim(digest)
-        if fresh:
-            put_bytes(client, place.bucket, place.object_key(digest), body, checked=checked, digest=digest)  # S3 checks the bytes against the name
-        finish(upload, digest, len(body) if fresh else 0)
+        fresh = self._claim(digest)
+        if fresh:  # S3 checks the bytes against the name
+            put_bytes(self.client, self.place.bucket, self.place.object_key(digest), body, checked=self.checked, digest=digest)
+        self._finish(upload, digest, len(body) if fresh else 0)
 
-    def send_large(upload: Upload) -> None:
+    def _send_large(self, upload: Upload) -> None:
         if not upload.digest:  # unreadable when it was to be hashed
             return
-        if not claim(upload.digest):
-            finish(upload, upload.digest, 0)
+        if not self._claim(upload.digest):
+            self._finish(upload, upload.digest, 0)
             return
-        key = place.object_key(upload.digest)
-        with open(os.path.join(root, upload.path), "rb") as source:
-            client.upload_fileobj(source, place.bucket, key, Config=transfer_config())
-        if lstat_entry(root, upload.path) != upload.entry:  # written to while it was hashed or sent
-            client.delete_object(Bucket=place.bucket, Key=key)
-            with lock:
-                known.discard(upload.digest)
-                done.changed.append(upload.path)
+        key = self.place.object_key(upload.digest)
+        with open(os.path.join(self.root, upload.path), "rb") as source:
+            self.client.upload_fileobj(source, self.place.bucket, key, Config=transfer_config())
+        if lstat_entry(self.root, upload.path) != upload.entry:  # written to while it was hashed or sent
+            self.client.delete_object(Bucket=self.place.bucket, Key=key)
+            with self.lock:
+                self.known.discard(upload.digest)
+                self.done.changed.append(upload.path)
             return
-        finish(upload, upload.digest, upload.entry.size)
-
-    def send(upload: Upload) -> None:
-        (send_small if upload.entry.size < LARGE else send_large)(upload)
-
-    by_size(send, uploads, lambda upload: upload.entry.size)
-    return done
+        self._finish(upload, upload.digest, upload.entry.size)
 
 
 def download_object(client: Any, place: Place, digest: str, size: int, out: IO[bytes]) -> None:

@@ -223,25 +223,52 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
     new_record = _new_record(record, plan, local_after, host_after, request.local, {**progress.pulled.digests, **progress.pushed.digests})
     problem = listing_problem or progress.pulled.problem or progress.pushed.problem
     still_under_way = under_way & set(plan.skipped)  # the record keeps their old entries, and so their note
+    _save_state(request.pair, host_side.host, State(new_record, "", still_under_way, made_for), host_after.raw, agreed=not problem)
+    report = _report(plan, progress, unsafe, local_trash, f"{host_side.trash_folder}/{batch}", moved.failed, trashed_here.failed, started)
+    if problem:
+        raise SyncError(host_side.host, problem, report=report)
+    return report
+
+
+def _save_state(pair: PairFiles, host: str, state: State, host_listing: bytes, *, agreed: bool) -> None:
+    """The record after a sync. One that did not agree (a problem) keeps the record's time and
+    no listing: the host is listed in full next time.
+
+    Raises:
+        SyncError: the state folder cannot be written (the copies are done; the next sync
+        compares everything again).
+    """
     try:
-        if problem:  # not a sync that agreed: the listing is read in full next time, and the record's time stays
-            _save_without_agreeing(request.pair, State(new_record, "", still_under_way, made_for))
+        if not agreed:
+            _save_without_agreeing(pair, state)
         else:
-            save_bytes(request.pair.host_listing, host_after.raw)
-            listing_sha256 = hashlib.sha256(host_after.raw).hexdigest() if host_after.raw else ""
-            save_record(request.pair.record, State(new_record, listing_sha256, still_under_way, made_for))
-    except OSError as e:  # the copies are done; without a record the next sync compares everything again
-        raise _state_unusable(host_side.host, request.pair, e) from e
-    report = SyncReport(
+            save_bytes(pair.host_listing, host_listing)
+            listing_sha256 = hashlib.sha256(host_listing).hexdigest() if host_listing else ""
+            save_record(pair.record, replace(state, host_listing=listing_sha256))
+    except OSError as e:
+        raise _state_unusable(host, pair, e) from e
+
+
+def _report(
+    plan: Plan,
+    progress: _Progress,
+    unsafe: list[str],
+    local_trash: Path,
+    host_trash: str,
+    not_moved: frozenset[str],
+    not_trashed: frozenset[str],
+    started: float,
+) -> SyncReport:
+    return SyncReport(
         pushed=progress.pushed.files,
         pushed_bytes=progress.pushed.file_bytes,
         pulled=progress.pulled.files,
         pulled_bytes=progress.pulled.file_bytes,
         wire_bytes=progress.pushed.wire_bytes + progress.pulled.wire_bytes,
-        trashed_here=tuple(sorted(set(plan.local_trash) - trashed_here.failed)),
-        trashed_there=tuple(sorted(set(plan.host_trash) - moved.failed)),
+        trashed_here=tuple(sorted(set(plan.local_trash) - not_trashed)),
+        trashed_there=tuple(sorted(set(plan.host_trash) - not_moved)),
         local_trash=str(local_trash),
-        host_trash=f"{host_side.trash_folder}/{batch}",
+        host_trash=host_trash,
         conflicts=tuple(plan.conflicts),
         kept=tuple(plan.kept),
         outside_links=tuple(sorted(plan.outside_links)),
@@ -252,9 +279,6 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
         replaced_here=tuple(path for path in plan.pull if (local_trash / path).is_file() and path not in plan.local_trash),
         seconds=time.monotonic() - started,
     )
-    if problem:
-        raise SyncError(host_side.host, problem, report=report)
-    return report
 
 
 def _note_copies_under_way(pair: PairFiles, state: State, plan: Plan, host: str) -> frozenset[str]:

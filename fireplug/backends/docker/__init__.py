@@ -39,7 +39,7 @@ class DockerBackend:
     def prepare(self, invocation: Invocation, request: RunRequest, host: Host, started: float) -> DockerPlace:
         """Connect to ``host``, check the container options against it, and make the image to run
         (built as needed) with the command checked to be in it: all before any data moves."""
-        from fireplug import console
+        from fireplug import events
 
         config, local = invocation.config, invocation.local
         store = staging_store(invocation, host, request.steps)
@@ -47,7 +47,7 @@ class DockerBackend:
         context = scan(config, local, own, limit=None if request.yes else project_limit(config)) if request.steps.build else None
         if request.verbose and context is not None:
             how = "unchanged files known from the last scan" if context.from_record else "scanned"
-            console.detail(f"context: {context.file_count} files, {human_bytes(context.total_bytes)}, hash {context.digest[:12]}, {how} ({elapsed(started)})")
+            events.detail(f"context: {context.file_count} files, {human_bytes(context.total_bytes)}, hash {context.digest[:12]}, {how} ({elapsed(started)})")
         connection = invocation.connect(host, verbose=request.verbose)
         placement = self.placement(invocation, host)
         if connection.shell is not None and not host.local:  # files written there must stay the ssh user's, for rsync
@@ -110,13 +110,13 @@ def staging_store(invocation: Invocation, host: Host, steps: Steps) -> Store | N
     Raises:
         S3Error: no credentials, no such bucket, or access denied.
     """
-    from fireplug import console
+    from fireplug import events
 
     config = invocation.config
     if config.sync.mode != "s3" or not (steps.sync_in or steps.sync_out):
         return None
     if host.local:
-        console.note(f"host 'local' uses the data folder in place: {config.sync.s3} is not used")
+        events.note(f"host 'local' uses the data folder in place: {config.sync.s3} is not used")
         return None
     from fireplug.sync.s3 import Store
 

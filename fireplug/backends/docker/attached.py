@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from fireplug import console, labels
+from fireplug import events, labels
 from fireplug.backends.docker.executor import DockerExecutor
 from fireplug.engine import Attached, frames
 from fireplug.errors import ConnectionLost, EngineUnreachable, FireplugError, Interrupted
@@ -68,7 +68,7 @@ def run_container(
         _remove(executor, container, spec.name)
         if late := held.take():
             name = signal.Signals(late[0]).name
-            console.note(f"{name} came after the command had exited (status {status}); its results are still brought back")
+            events.note(f"{name} came after the command had exited (status {status}); its results are still brought back")
         return status
 
 
@@ -76,7 +76,7 @@ def _remove(executor: DockerExecutor, container: str, name: str) -> bool:
     try:
         executor.remove(container)
     except FireplugError as e:
-        console.warn(f"container {name} could not be removed ({e}); remove it with: docker rm -f {name}")
+        events.warn(f"container {name} could not be removed ({e}); remove it with: docker rm -f {name}")
         return False
     return True
 
@@ -158,7 +158,7 @@ class _Supervisor:
                     self._on_signal(byte)
                 elif byte in FORWARDED_SIGNALS:
                     self.held.seen.append(byte)
-                    console.note(f"{signal.Signals(byte).name} came after the command had exited (status {self.status})")
+                    events.note(f"{signal.Signals(byte).name} came after the command had exited (status {self.status})")
 
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGWINCH:
@@ -170,10 +170,10 @@ class _Supervisor:
         if len(self.signals_received) == 1:
             self.executor.signal(self.container, name)
             again = "Ctrl-C" if signum == signal.SIGINT else name
-            console.note(f"{name} forwarded to the command; {again} again stops the container")
+            events.note(f"{name} forwarded to the command; {again} again stops the container")
         elif not self.killed:
             self.killed = True
-            console.note(f"second {name}: stopping container {self.spec.name}")
+            events.note(f"second {name}: stopping container {self.spec.name}")
             self.executor.signal(self.container, "SIGKILL")
 
     def _wait(self) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from fireplug import console, labels
+from fireplug import events, labels
 from fireplug.backends.base import Gate, Write
 from fireplug.backends.docker.executor import DockerExecutor
 from fireplug.engine import Attached, frames
@@ -104,7 +104,7 @@ class DockerLane:
             try:
                 self.executor.remove(handle)
             except FireplugError as e:
-                console.warn(f"container {handle[:12]} on host '{host}' could not be removed ({e}): fp gc removes it")
+                events.warn(f"container {handle[:12]} on host '{host}' could not be removed ({e}): fp gc removes it")
 
     def _start_anchor(self, map_id: str) -> str:
         """The anchor container of a host whose runs are on the default network; "" when they are

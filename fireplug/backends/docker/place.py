@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireplug import console, labels
+from fireplug import events, labels
 from fireplug.backends.docker.attached import run_container
 from fireplug.backends.docker.executor import DockerExecutor
 from fireplug.build import ensure_base
@@ -80,7 +80,7 @@ class DockerPlace:
     def sync_in(self) -> None:
         if self.in_place:
             if not self.request.steps.run and not self.request.steps.build:
-                console.note(f"host '{self.host}' uses the data folder in place: nothing to sync")
+                events.note(f"host '{self.host}' uses the data folder in place: nothing to sync")
             return
         remember_host(self.invocation.state, self.config.project.key, self.host)
         ensure_data_folder(local_data_folder(self.config))
@@ -96,7 +96,7 @@ class DockerPlace:
     def collect_left(self) -> None:
         if self.in_place:
             if not self.request.steps.build:
-                console.note(f"host '{self.host}' uses the data folder in place: nothing to sync")
+                events.note(f"host '{self.host}' uses the data folder in place: nothing to sync")
             return
         remember_host(self.invocation.state, self.config.project.key, self.host)
         ensure_data_folder(local_data_folder(self.config))
@@ -125,7 +125,7 @@ class DockerPlace:
             self._sync()
         except FireplugError as e:
             if status is None:
-                console.warn(f"results could not be brought back: {e}")
+                events.warn(f"results could not be brought back: {e}")
                 return
             raise FireplugError(f"{e.message} (the command itself exited with status {status})", hint=e.hint) from e
         except SyncInterrupted as e:
@@ -151,9 +151,9 @@ class DockerPlace:
         record = replace(run_record(self.invocation, spec, self.host), detached=True)
         self.invocation.runs.save(record)
         if container_options(self.config, self.request).publish and self.connection.shell is not None:
-            console.note(f"published ports stay on host '{self.host}' (its loopback): a detached run has no forward here")
+            events.note(f"published ports stay on host '{self.host}' (its loopback): a detached run has no forward here")
         pull = "its results are written in place" if self.in_place else f"fp pull {record.id}"
-        console.note(f"started on host '{self.host}' and left running: fp logs -f {record.id} follows it, {pull}; run {record.id}")
+        events.note(f"started on host '{self.host}' and left running: fp logs -f {record.id} follows it, {pull}; run {record.id}")
         return record.id
 
     def check_command(self, program: str) -> None:
@@ -185,7 +185,7 @@ class DockerPlace:
         for found in engine.containers(wanted, running_only=False):
             container, name = str(found.get("Id", "")), str((found.get("Names") or ["?"])[0]).lstrip("/")
             if found.get("State") == "running":
-                console.warn(f"{name} of this project is still running on host '{self.host}': what it wrote so far comes back now")
+                events.warn(f"{name} of this project is still running on host '{self.host}': what it wrote so far comes back now")
                 continue
             since = engine.seconds_since_exit(container) if container else None
             if since is not None and since > FINISHED_RUN_GRACE_SECONDS:
@@ -220,8 +220,8 @@ class DockerPlace:
 
     def _say_starting(self) -> None:
         if self.request.verbose:
-            console.detail(f"image {self.spec.image} on host '{self.host}'; starting {self.spec.name} ({elapsed(self.started)})")
-            console.detail(f"$ {display(docker_run_argv(self.spec))}")
+            events.detail(f"image {self.spec.image} on host '{self.host}'; starting {self.spec.name} ({elapsed(self.started)})")
+            events.detail(f"$ {display(docker_run_argv(self.spec))}")
 
 
 def fit_to_host(spec: ContainerSpec, connection: Connection) -> ContainerSpec:
@@ -239,7 +239,7 @@ def fit_to_host(spec: ContainerSpec, connection: Connection) -> ContainerSpec:
         options = through_ssh(options, host.name)
     elif options.publish and not host.local:
         ports = ", ".join(str(local_port(port)) for port in options.publish)
-        console.note(f"ports are published on host '{host.name}' itself (no ssh to forward them here): {ports}")
+        events.note(f"ports are published on host '{host.name}' itself (no ssh to forward them here): {ports}")
     return replace(spec, options=options, host_memory=int(info.get("MemTotal") or 0))
 
 
@@ -263,7 +263,7 @@ class _PortForwards:
                 continue
             shell.forward_port(address, here, there)
             self.opened.append((address, here, there))
-            console.note(f"port {port.container_port} of the container is at {address}:{here} here (forwarded over ssh)")
+            events.note(f"port {port.container_port} of the container is at {address}:{here} here (forwarded over ssh)")
 
     def close(self) -> None:
         shell = self.connection.shell
@@ -277,9 +277,9 @@ def _remove_quietly(engine: Engine, container: str, name: str) -> None:
     try:
         engine.remove_container(container)
     except FireplugError as e:
-        console.warn(f"finished run {name} could not be removed ({e})")
+        events.warn(f"finished run {name} could not be removed ({e})")
     else:
-        console.note(f"removed {name}, a run of this project that ended on host '{engine.host}' without fp")
+        events.note(f"removed {name}, a run of this project that ended on host '{engine.host}' without fp")
 
 
 def make_host_side(connection: Connection, config: Config, *, verbose: bool, locks: Path | None = None, store: Store | None = None) -> HostSide:

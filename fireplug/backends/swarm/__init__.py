@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fireplug import console, labels
+from fireplug import events, labels
 from fireplug.backends.base import Found, Garbage, Gate, NotStarted, Pulling, Reading, Write
 from fireplug.backends.docker.executor import DockerExecutor
 from fireplug.backends.docker.garbage import helpers
@@ -56,7 +56,7 @@ class SwarmBackend:
             landed = collect(store, project, record, data)
             if landed is None:
                 why = f"stopped before it could, or its task failed: fp logs {record.id} shows why; or they were pulled already"
-                console.warn(f"run {record.id} published no results ({why})")
+                events.warn(f"run {record.id} published no results ({why})")
             else:
                 report_landed(host.name, landed)
             pulling.done_with(handle, record)
@@ -143,7 +143,7 @@ class SwarmPlace:
         submitted = start_run(self.invocation, self.prepared, spec, detached=True)
         self._say_started(submitted.handle)
         run_id = submitted.record.id
-        console.note(f"started on swarm '{self.host}' and left running: fp logs -f {run_id} follows it, fp pull {run_id} brings its results; run {run_id}")
+        events.note(f"started on swarm '{self.host}' and left running: fp logs -f {run_id} follows it, fp pull {run_id} brings its results; run {run_id}")
         return run_id
 
     def sync_out(self, status: int | None) -> None:
@@ -151,7 +151,7 @@ class SwarmPlace:
             return  # it was not followed to its end: its results stay in the bucket (fp pull)
         landed = finish_run(self.invocation, self.prepared, self._record, status, handle=self._handle)
         if landed is None:
-            console.warn(f"run {self._record.id} published no results (stopped before it could, or its task failed: fp logs {self._record.id} shows why)")
+            events.warn(f"run {self._record.id} published no results (stopped before it could, or its task failed: fp logs {self._record.id} shows why)")
         else:
             report_landed(self.host, landed)
 
@@ -163,7 +163,7 @@ class SwarmPlace:
     def _say_started(self, handle: str) -> None:
         if self.request.verbose:
             ms = (time.perf_counter() - self.started) * 1000
-            console.detail(f"service {handle[:12]} ({self.spec.name}) on swarm '{self.host}', image {self.prepared.image} ({ms:.0f} ms)")
+            events.detail(f"service {handle[:12]} ({self.spec.name}) on swarm '{self.host}', image {self.prepared.image} ({ms:.0f} ms)")
 
 
 class SwarmLane:
@@ -201,7 +201,7 @@ class SwarmLane:
         try:
             self.sweep.close()
         except FireplugError as e:
-            console.warn(f"swarm '{self.place.host}': fp could not remove the map's service ({e}): `fp gc --host {self.place.host}` does")
+            events.warn(f"swarm '{self.place.host}': fp could not remove the map's service ({e}): `fp gc --host {self.place.host}` does")
         return []
 
 
@@ -229,15 +229,15 @@ def _signaller_of_records(invocation: Invocation) -> Callable[[str, str], bool]:
 def report_landed(host: str, landed: Landed) -> None:
     from fireplug.units import human_bytes
 
-    console.note(
+    events.note(
         f"results from swarm '{host}': {landed.files} files ({human_bytes(landed.file_bytes)}) changed, {len(landed.trashed)} deleted (to the local trash)"
     )
     for path, copy in landed.conflicts:
-        console.warn(f"conflict: {path} changed here while the run changed it too; the run's version is {copy}")
+        events.warn(f"conflict: {path} changed here while the run changed it too; the run's version is {copy}")
     for path in landed.kept:
-        console.warn(f"kept {path}: the run deleted it, but it changed here meanwhile")
+        events.warn(f"kept {path}: the run deleted it, but it changed here meanwhile")
     if landed.refused:
-        console.warn(f"{len(landed.refused)} results were refused (a parent here is not a real folder): {', '.join(landed.refused[:3])}")
+        events.warn(f"{len(landed.refused)} results were refused (a parent here is not a real folder): {', '.join(landed.refused[:3])}")
 
 
 def ended_services(executor: SwarmExecutor, found: Found) -> None:

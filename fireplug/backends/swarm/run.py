@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireplug import console, labels, registry
+from fireplug import events, labels, registry
 from fireplug.backends.base import Node
 from fireplug.backends.swarm.service import SECRET_LABEL, NodeLost, SwarmExecutor, service_spec, swarm_nodes
 from fireplug.build import own_recipe
@@ -112,7 +112,7 @@ def stage_inputs(store: Store, data: Path) -> str:
     tree = scan_tree(str(data))
     staged = stage_local(store, data, tree, sorted(tree))
     if staged.changed:
-        console.warn(
+        events.warn(
             f"{len(staged.changed)} files changed while they were uploaded; the run sees them as they were before: {', '.join(sorted(staged.changed)[:3])}"
         )
     return store.put_side(f"{CLIENT_SIDE}-swarm", staged.manifest)
@@ -172,7 +172,7 @@ def follow(submitted: Submitted, connection: Connection, store: Store) -> tuple[
             lost_nodes.append(e.node)
             if len(lost_nodes) > NODE_LOSS_RESTARTS:
                 raise
-            console.warn(f"{e.message}: starting run {submitted.record.id} again on another node")
+            events.warn(f"{e.message}: starting run {submitted.record.id} again on another node")
             connection.engine.remove_service(handle)
             spec = service_spec(submitted.spec, submitted.image, submitted.secret, stop_grace_seconds=STOP_GRACE_SECONDS, avoid_nodes=lost_nodes)
             handle = connection.engine.create_service(spec, submitted.registry_auth)
@@ -180,10 +180,10 @@ def follow(submitted: Submitted, connection: Connection, store: Store) -> tuple[
         except KeyboardInterrupt:
             interrupts += 1
             if interrupts == 1:
-                console.note("Ctrl-C: passed to the command (again: stop it at once)")
+                events.note("Ctrl-C: passed to the command (again: stop it at once)")
                 executor.signal(handle, "SIGINT")
             else:
-                console.note("stopping the task; what it wrote so far may not come back")
+                events.note("stopping the task; what it wrote so far may not come back")
                 connection.engine.remove_service(handle)
                 raise
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fireplug import console, labels
+from fireplug import events, labels
 from fireplug.backends.base import Node
 from fireplug.backends.swarm.run import NODE_LOSS_RESTARTS, STOP_GRACE_SECONDS, Prepared, signaller, task_job
 from fireplug.backends.swarm.service import ENDED, SECRET_LABEL, WAITING, NodeLost, SwarmExecutor, TaskRejected, down_nodes, service_spec
@@ -263,7 +263,7 @@ class Sweep:
         tagged = untag(line)
         run = self.runs.get(tagged[0]) if tagged else None
         if tagged is None or run is None:
-            console.warn(f"swarm '{self.host}': {line.decode(errors='replace').rstrip()}")
+            events.warn(f"swarm '{self.host}': {line.decode(errors='replace').rstrip()}")
             return
         _, output = tagged
         if output is not None:
@@ -288,9 +288,9 @@ class Sweep:
                     next_task_check = time.monotonic() + TASK_CHECK_SECONDS
                     self._look_at_tasks()
             except FireplugError as e:
-                console.warn(f"swarm '{self.host}': fp could not look at its runs ({e}); trying again")
+                events.warn(f"swarm '{self.host}': fp could not look at its runs ({e}); trying again")
             except Exception as e:  # fp's own failure: this thread must go on, or the runs would wait forever
-                console.warn(f"swarm '{self.host}': fp failed looking at its runs ({type(e).__name__}: {e}); trying again")
+                events.warn(f"swarm '{self.host}': fp failed looking at its runs ({type(e).__name__}: {e}); trying again")
 
     def _take_ended(self) -> None:
         for item in self.store.listing(sweep_key(self.place, self.map_id, "ended/")):
@@ -350,7 +350,7 @@ class Sweep:
         if len(run.lost_nodes) > NODE_LOSS_RESTARTS:
             run.fail(lost)
             return []
-        console.warn(f"{lost.message}: starting run {run.run_id} again on another node")
+        events.warn(f"{lost.message}: starting run {run.run_id} again on another node")
         run.marked.clear()
         self._queue(run)
         return [node]

@@ -1,0 +1,44 @@
+"""The command line's sink for the library's events (``events.py``): fp's lines on stderr,
+spinners and the status line on a terminal (``console.py``)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from fireplug import console
+
+if TYPE_CHECKING:
+    from fireplug.events import Progress, Steps, Transfer
+
+
+class ConsoleSink:
+    def note(self, message: str) -> None:
+        console.note(message)
+
+    def warn(self, message: str) -> None:
+        console.warn(message)
+
+    def detail(self, message: str) -> None:
+        console.detail(message)
+
+    def progress(self, title: str) -> Progress:
+        return console.Progress(title)
+
+    def steps(self, title: str, *, show_output: bool, label: str) -> Steps:
+        return console.StepProgress(title, show_output=show_output, label=label)
+
+    def transfer(self, progress: Progress, total: int) -> Transfer:
+        return console.Transfer(progress, total)
+
+    def status(self, text: str | None) -> None:
+        if text is None:
+            console.status_line.hide()
+        else:
+            console.status_line.show(text)
+
+    def above_status(self) -> contextlib.AbstractContextManager[None]:
+        return console.status_line.above()
+
+    def interactive(self) -> bool:
+        return console.stderr_is_terminal()
