@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import re
-import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -315,6 +314,8 @@ def _install_deps(engine: Engine, deps: Dependencies, base: Image, tag: str, *, 
         "AttachStderr": True,
         "HostConfig": {"NetworkMode": deps.network} if deps.network else {},
     }
+    import uuid
+
     container = made_uninterrupted(lambda: engine.create_container(config, f"fp-deps-build-{uuid.uuid4().hex[:12]}"), engine.remove_container)
     try:
         engine.put_archive(container, "/", [_staging_tar(deps)])

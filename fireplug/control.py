@@ -113,7 +113,8 @@ class Hosts:
         with self._lock:
             if name in self._connections:
                 return self._connections[name]
-        connection = self.invocation.connect(self.invocation.host(name), verbose=self.verbose, timeout=hosts.DEFAULT_PROBE_TIMEOUT * 2)
+        host = self.invocation.host(name)
+        connection = backend_for(host).connect(self.invocation, host, timeout=hosts.DEFAULT_PROBE_TIMEOUT * 2, verbose=self.verbose)
         with self._lock:
             return self._connections.setdefault(name, connection)
 

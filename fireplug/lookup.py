@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import posixpath
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,8 @@ def ensure_command(engine: Engine, image: str, image_id: str, name: str, labels:
         return
     search = search_path(config.get("Env"))
     probe_config = {"Image": image_id, "Cmd": [name], "Labels": dict(labels), "NetworkDisabled": True}
+    import uuid
+
     probe = made_uninterrupted(lambda: engine.create_container(probe_config, f"fp-lookup-{uuid.uuid4().hex[:12]}"), engine.remove_container)
     try:
         found = any(_runnable(engine.path_kind(probe, posixpath.join(folder, name))) for folder in search.split(":") if folder.startswith("/"))

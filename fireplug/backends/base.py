@@ -242,6 +242,13 @@ class Backend(Protocol):
             FireplugError: fp's own failure, or a request this kind of place cannot serve.
         """
 
+    def connect(self, invocation: Invocation, host: Host, *, timeout: float, verbose: bool = False) -> Connection:
+        """Reach the place (its engine, its shell), for the management verbs.
+
+        Raises:
+            FireplugError: it cannot be reached.
+        """
+
     def executor(self, invocation: Invocation, connection: Connection) -> Executor: ...
 
     def pull(self, pulling: Pulling, *, verbose: bool) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from fireplug.errors import FireplugError, Interrupted
 
+FILE, DIR, LINK, OTHER = "f", "d", "l", "o"  # the kinds of a side's entries (tree.py), as records and listings spell them
+
 
 @dataclass(frozen=True)
 class SyncReport:

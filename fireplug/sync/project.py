@@ -13,11 +13,11 @@ from fireplug import events
 from fireplug.config import Config, project_key_at
 from fireplug.sync import SyncReport
 from fireplug.sync.record import PairFiles
-from fireplug.sync.session import HostSide, Owner, SyncRequest, sync
 from fireplug.units import human_bytes
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (the session is imported when a sync happens: a run on the local engine has none)
     from fireplug.invocation import Invocation
+    from fireplug.sync.session import HostSide, Owner
 
 
 def sync_data(
@@ -30,6 +30,8 @@ def sync_data(
         SyncError, SyncInterrupted: see ``sync.session.sync``.
     """
     config, host = invocation.config, host_side.host
+    from fireplug.sync.session import SyncRequest, sync
+
     request = SyncRequest(
         local=local_data_folder(config),
         pair=PairFiles.of(invocation.state, config.project.key, host),
@@ -50,6 +52,8 @@ def project_owner(config: Config) -> Owner:
     """This project folder, as the sync record's owner: another folder whose fireplug.toml gives
     the same project key (a copied project keeps its id) is a copy, not this project moved."""
     root = str(config.root)
+    from fireplug.sync.session import Owner
+
     return Owner(root, lambda folder: folder != root and project_key_at(Path(folder)) == config.project.key)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fireplug.sync.tree import DIR, FILE, LINK
+from fireplug.sync import DIR, FILE, LINK
 
 RECORD_FORMAT = 2
 RECORD_MAGIC = b"fireplug sync record 2\n"  # then the SHA-256 of the marshal payload, then the payload

@@ -20,8 +20,8 @@ from collections.abc import Iterator, Set
 from dataclasses import dataclass
 
 from fireplug.signature import RACY_NS
+from fireplug.sync import DIR, FILE, LINK, OTHER
 
-FILE, DIR, LINK, OTHER = "f", "d", "l", "o"
 TRASH_DAYS = 7  # trash batches older than this are removed, on both sides
 READ_SIZE = 1 << 20
 # rsync keeps an interrupted file here (one per folder) to resume it; fp's API path keeps

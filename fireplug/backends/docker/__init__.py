@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from fireplug import labels
 from fireplug.backends.base import Found, Garbage, Pulling, Reading
 from fireplug.backends.docker.executor import DockerExecutor
-from fireplug.backends.docker.garbage import TRASH_DAYS, ended_runs, helpers, host_trash
 from fireplug.backends.docker.place import DockerPlace, data_on_host, elapsed, fit_to_host, make_host_side
 from fireplug.build import own_recipe, project_dockerfile
 from fireplug.images import project_limit, ready_image, scan
@@ -60,6 +59,9 @@ class DockerBackend:
             spec = in_image_workdir(spec, config, local, connection.engine.image_config(image.id))
         return DockerPlace(invocation, request, connection, replace(spec, image=image.tag if image else ""), started, store)
 
+    def connect(self, invocation: Invocation, host: Host, *, timeout: float, verbose: bool = False) -> Connection:
+        return invocation.connect(host, timeout=timeout, verbose=verbose)
+
     def executor(self, invocation: Invocation, connection: Connection) -> DockerExecutor:
         return DockerExecutor(connection.engine)
 
@@ -72,6 +74,8 @@ class DockerBackend:
             pulling.done_with(handle, record)
 
     def garbage(self, invocation: Invocation, connection: Connection, records: Mapping[str, RunRecord], keep: int) -> Found:
+        from fireplug.backends.docker.garbage import TRASH_DAYS, ended_runs, helpers, host_trash
+
         found = Found()
         executor = DockerExecutor(connection.engine)
         ended_runs(invocation, executor, records, found)
@@ -84,6 +88,8 @@ class DockerBackend:
         return False  # (its kinds are the engine's: containers, images, trash)
 
     def trash_left(self, connection: Connection, base_image: str) -> list[tuple[int, str]]:
+        from fireplug.backends.docker.garbage import host_trash
+
         return host_trash(connection, base_image, remove=True)
 
     def read(self, connection: Connection, info: Mapping[str, Any], local_folder: str | None, timeout: float) -> Reading:

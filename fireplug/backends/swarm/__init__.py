@@ -40,6 +40,9 @@ class SwarmBackend:
     def prepare(self, invocation: Invocation, request: RunRequest, host: Host, started: float) -> SwarmPlace:
         return SwarmPlace(invocation, request, prepare(invocation, request, host), started)
 
+    def connect(self, invocation: Invocation, host: Host, *, timeout: float, verbose: bool = False) -> Connection:
+        return invocation.connect(host, timeout=timeout, verbose=verbose)
+
     def executor(self, invocation: Invocation, connection: Connection) -> SwarmExecutor:
         return SwarmExecutor(connection.engine, _signaller_of_records(invocation))
 
