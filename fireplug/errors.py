@@ -7,9 +7,14 @@ exit code is never one of these: it passes through unchanged.
 from __future__ import annotations
 
 import signal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fireplug.sync import SyncReport
 
 EXIT_FAILURE = 125  # fp itself failed (docker run's convention)
 EXIT_USAGE = 2  # bad command line
+EXIT_NOT_FOUND = 127  # the shell's status for a command that is not there, kept by fp
 # An interruption fp had to act on exits 128 + the signal's number (130 for Ctrl-C).
 
 
@@ -135,3 +140,91 @@ class S3Error(FireplugError):
 
 class SwarmRefused(FireplugError):
     """A request a swarm host cannot serve (no S3 staging, a project image without fp's base...)."""
+
+
+class ToolMissing(FireplugError):
+    """A program fp needs is not installed on this machine."""
+
+    def __init__(self, tool: str) -> None:
+        super().__init__(f"'{tool}' is not installed on this machine", hint=f"install it (Debian/Ubuntu: apt-get install {tool})")
+        self.tool = tool
+
+
+class CommandTimedOut(FireplugError):
+    def __init__(self, what: str, seconds: float) -> None:
+        super().__init__(f"{what} did not finish within {seconds:g} s")
+        self.seconds = seconds
+
+
+class SshError(FireplugError):
+    """ssh could not reach or log in to a host."""
+
+    def __init__(self, host: str, target: str, cause: str, *, hint: str = "") -> None:
+        super().__init__(f"ssh to host '{host}' ({target}) failed: {cause}", hint=hint)
+        self.host = host
+        self.cause = cause
+
+
+class TlsSetupError(FireplugError):
+    def __init__(self, host: str, detail: str) -> None:
+        super().__init__(f"TLS settings of host '{host}' are unusable: {detail}", hint="check its ca.pem, cert.pem and key.pem")
+
+
+class CommandNotFound(FireplugError):
+    exit_code = EXIT_NOT_FOUND
+
+    def __init__(self, name: str, image: str, path: str) -> None:
+        super().__init__(
+            f"command '{name}' is not in the image {image} (looked in its PATH: {path})",
+            hint="check the spelling, or install it in the image (its Dockerfile, or fp's base image's packages)",
+        )
+
+
+class RegistryError(FireplugError):
+    """A push failed, or the registry's credentials could not be read."""
+
+
+class SyncError(FireplugError):
+    def __init__(self, host: str, detail: str, *, hint: str = "", report: SyncReport | None = None) -> None:
+        super().__init__(f"syncing data with host '{host}' failed: {detail}", hint=hint)
+        self.host = host
+        self.report = report
+
+
+class SyncInterrupted(Interrupted):
+    """A signal stopped a sync; ``story`` says how far it got (the transport is already stopped)."""
+
+    def __init__(self, host: str, story: str, cause: KeyboardInterrupt) -> None:
+        super().__init__(cause.signum if isinstance(cause, Interrupted) else 2)
+        self.host = host
+        self.story = story
+
+
+class HelperFailed(SyncError):
+    def __init__(self, host: str, status: int, detail: str) -> None:
+        super().__init__(host, f"the sync helper exited with status {status}: {detail}")
+        self.status = status
+
+
+class BackendError(FireplugError):
+    """A host of a kind no backend serves."""
+
+
+class NodeLost(FireplugError):
+    """The node running a run's task went down (the swarm does not start a job's task again)."""
+
+    def __init__(self, host: str, node: str) -> None:
+        super().__init__(f"node {node[:12]} of swarm '{host}' went down while it ran the task")
+        self.node = node
+
+
+class TaskRejected(FireplugError):
+    """The swarm could not start the task (an image it could not pull, a mount, a resource)."""
+
+
+class NotStarted(Exception):
+    """The map stopped between a run's creation and its start (it goes back to the queue)."""
+
+
+class Withdrawn(Exception):
+    """The map stopped before any worker took the run: it did not run."""

@@ -17,10 +17,10 @@ import hashlib
 import json
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fireplug.config import Config, HostSettings
 from fireplug.errors import FireplugError
@@ -78,11 +78,33 @@ class Inventory:
         return [host for host in self.hosts if host.pool]
 
 
-def load_inventory(config: Config, env: Mapping[str, str], home: Path) -> Inventory:
-    """Every known host, merged by name; ``local`` last."""
+class HostSource(Protocol):
+    """One provider of hosts (docker-machine's store, Docker contexts; a cloud provider's
+    created hosts would be one more): it reads its own files, and says what it could not read
+    in ``problems`` instead of failing."""
+
+    def hosts(self, env: Mapping[str, str], home: Path, problems: list[str]) -> list[Host]: ...
+
+
+class MachineStore:
+    def hosts(self, env: Mapping[str, str], home: Path, problems: list[str]) -> list[Host]:
+        return machine_hosts(machine_store(env, home), problems)
+
+
+class DockerContexts:
+    def hosts(self, env: Mapping[str, str], home: Path, problems: list[str]) -> list[Host]:
+        return context_hosts(docker_config_dir(env, home), problems)
+
+
+SOURCES: tuple[HostSource, ...] = (MachineStore(), DockerContexts())  # earlier ones win a name; fp's config goes on top
+
+
+def load_inventory(config: Config, env: Mapping[str, str], home: Path, sources: Sequence[HostSource] = SOURCES) -> Inventory:
+    """Every known host, merged by name (``sources`` in order, then fp's config on top, field
+    by field); ``local`` last."""
     problems: list[str] = []
     found: dict[str, Host] = {}
-    for host in [*machine_hosts(machine_store(env, home), problems), *context_hosts(docker_config_dir(env, home), problems)]:
+    for host in [host for source in sources for host in source.hosts(env, home, problems)]:
         if host.name != LOCAL:
             found.setdefault(host.name, host)
     for settings in config.hosts.values():

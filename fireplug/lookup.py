@@ -18,23 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from fireplug.engine import Engine
+from fireplug.errors import CommandNotFound as CommandNotFound
 from fireplug.errors import FireplugError
 from fireplug.signals import made_uninterrupted
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-EXIT_NOT_FOUND = 127  # the shell's status for a command that is not there, kept by fp
 _GO_DIR = 1 << 31  # the engine reports Go's file mode bits
 _GO_SYMLINK = 1 << 27
-
-
-class CommandNotFound(FireplugError):
-    exit_code = EXIT_NOT_FOUND
-
-    def __init__(self, name: str, image: str, path: str) -> None:
-        super().__init__(
-            f"command '{name}' is not in the image {image} (looked in its PATH: {path})",
-            hint="check the spelling, or install it in the image (its Dockerfile, or fp's base image's packages)",
-        )
 
 
 def ensure_command(engine: Engine, image: str, image_id: str, name: str, labels: Mapping[str, str], remembered: Path) -> None:

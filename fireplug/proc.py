@@ -18,22 +18,9 @@ from dataclasses import dataclass
 from typing import IO
 
 from fireplug import events
-from fireplug.errors import FireplugError
+from fireplug.errors import CommandTimedOut as CommandTimedOut
+from fireplug.errors import ToolMissing as ToolMissing
 from fireplug.secrets import redact
-
-
-class ToolMissing(FireplugError):
-    """A program fp needs is not installed on this machine."""
-
-    def __init__(self, tool: str) -> None:
-        super().__init__(f"'{tool}' is not installed on this machine", hint=f"install it (Debian/Ubuntu: apt-get install {tool})")
-        self.tool = tool
-
-
-class CommandTimedOut(FireplugError):
-    def __init__(self, what: str, seconds: float) -> None:
-        super().__init__(f"{what} did not finish within {seconds:g} s")
-        self.seconds = seconds
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,7 @@ from typing import Any
 
 from fireplug import events, proc
 from fireplug.engine import Engine, mapping_of
-from fireplug.errors import FireplugError
-
-
-class RegistryError(FireplugError):
-    """A push failed, or the registry's credentials could not be read."""
+from fireplug.errors import RegistryError as RegistryError
 
 
 @dataclass(frozen=True)

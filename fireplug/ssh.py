@@ -27,6 +27,7 @@ from pathlib import Path
 
 from fireplug import proc
 from fireplug.errors import FireplugError
+from fireplug.errors import SshError as SshError
 from fireplug.transport import Connector, unix_connector
 
 PERSIST_SECONDS = 60
@@ -34,15 +35,6 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_REMOTE_DOCKER_SOCKET = "/var/run/docker.sock"
 SSH_FAILED = 255  # ssh's own exit status when the connection (not the remote command) failed
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-
-
-class SshError(FireplugError):
-    """ssh could not reach or log in to a host."""
-
-    def __init__(self, host: str, target: str, cause: str, *, hint: str = "") -> None:
-        super().__init__(f"ssh to host '{host}' ({target}) failed: {cause}", hint=hint)
-        self.host = host
-        self.cause = cause
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fireplug.errors import FireplugError
+from fireplug.errors import TlsSetupError as TlsSetupError
 
 if TYPE_CHECKING:
     import ssl
@@ -40,11 +41,6 @@ class TlsFiles:
 
     def missing(self) -> list[str]:
         return [path for path in (self.ca, self.cert, self.key) if not Path(path).is_file()]
-
-
-class TlsSetupError(FireplugError):
-    def __init__(self, host: str, detail: str) -> None:
-        super().__init__(f"TLS settings of host '{host}' are unusable: {detail}", hint="check its ca.pem, cert.pem and key.pem")
 
 
 def unix_connector(path: str) -> Connector:

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fireplug.errors import FireplugError
+from fireplug.errors import BackendError as BackendError
+from fireplug.errors import NotStarted as NotStarted
 from fireplug.units import human_bytes
 
 if TYPE_CHECKING:
@@ -98,10 +99,6 @@ class Gate(Protocol):
         Raises:
             NotStarted: the map is stopping: the run must not start.
         """
-
-
-class NotStarted(Exception):
-    """The map stopped between a run's creation and its start (it goes back to the queue)."""
 
 
 class Place(Protocol):
@@ -273,7 +270,3 @@ class Backend(Protocol):
     def placement(self, invocation: Invocation, host: Host) -> Placement:
         """Where the data folder is as the place mounts it, and who owns what a run writes there
         (as known without connecting)."""
-
-
-class BackendError(FireplugError):
-    """A host of a kind no backend serves."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fireplug.errors import FireplugError, Interrupted
+from fireplug.errors import SyncError as SyncError
+from fireplug.errors import SyncInterrupted as SyncInterrupted
 
 FILE, DIR, LINK, OTHER = "f", "d", "l", "o"  # the kinds of a side's entries (tree.py), as records and listings spell them
 
@@ -41,19 +42,3 @@ class SyncReport:
     @property
     def changed_anything(self) -> bool:
         return bool(self.pushed or self.pulled or self.trashed_here or self.trashed_there or self.conflicts)
-
-
-class SyncError(FireplugError):
-    def __init__(self, host: str, detail: str, *, hint: str = "", report: SyncReport | None = None) -> None:
-        super().__init__(f"syncing data with host '{host}' failed: {detail}", hint=hint)
-        self.host = host
-        self.report = report
-
-
-class SyncInterrupted(Interrupted):
-    """A signal stopped a sync; ``story`` says how far it got (the transport is already stopped)."""
-
-    def __init__(self, host: str, story: str, cause: KeyboardInterrupt) -> None:
-        super().__init__(cause.signum if isinstance(cause, Interrupted) else 2)
-        self.host = host
-        self.story = story

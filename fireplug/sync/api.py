@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 from fireplug import events, labels
 from fireplug.engine import Engine, frames
 from fireplug.errors import EngineError, EngineUnreachable
+from fireplug.errors import HelperFailed as HelperFailed
 from fireplug.locks import process_gone, this_process
 from fireplug.signals import made_uninterrupted
 from fireplug.sync import SyncError
@@ -231,12 +232,6 @@ class ApiHost:
         finally:
             attached.close()
         return result, self.engine.wait(container)
-
-
-class HelperFailed(SyncError):
-    def __init__(self, host: str, status: int, detail: str) -> None:
-        super().__init__(host, f"the sync helper exited with status {status}: {detail}")
-        self.status = status
 
 
 class _HelperResult:

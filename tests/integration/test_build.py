@@ -10,8 +10,12 @@ import tarfile
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import Project, docker, error_lines, images_of
 from tests.unit.test_secrets import SECRET_FILES, TOKEN_FILES, notebook_with_output
+
+pytestmark = pytest.mark.engine  # needs the test bench (tests/run sets it up)
 
 
 def test_second_run_builds_nothing(project: Project, fp) -> None:  # type: ignore[no-untyped-def]

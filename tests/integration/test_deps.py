@@ -17,6 +17,8 @@ import pytest
 from tests.integration.conftest import ENGINE_FLAGS, Project, RemoteBench, containers_of, docker, finish, images_of, run_fp, start_in_group, wait_for
 from tests.package_index import PackageIndex
 
+pytestmark = pytest.mark.engine  # needs the test bench (tests/run sets it up)
+
 PASSWORD = "fpIDXsecret7741"
 
 

@@ -43,6 +43,8 @@ from tests.integration.conftest import (
     wait_for,
 )
 
+pytestmark = pytest.mark.engine  # needs the test bench (tests/run sets it up)
+
 STALL_BOUND = PING_INTERVAL + STALL_SECONDS + 10  # the documented bound, plus fp's own start and exit
 
 

@@ -13,6 +13,8 @@ import pytest
 
 from tests.integration.conftest import Project, fp_command, run_fp
 
+pytestmark = pytest.mark.engine  # needs the test bench (tests/run sets it up)
+
 
 def test_output_keeps_stdout_and_stderr_apart(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
     result = fp(project.root, "sh", "-c", "echo to-out; echo to-err >&2; echo more-out")

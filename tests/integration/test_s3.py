@@ -22,6 +22,8 @@ import pytest
 from tests import testbed
 from tests.integration.conftest import Project, RemoteBench, docker, images_of, run_fp, start_in_group
 
+pytestmark = pytest.mark.engine  # needs the test bench (tests/run sets it up)
+
 BUCKET = "fp-test-bucket"
 SECRET = "fpSECRETnotinanyimage0123456789"  # moto takes any key: this one is grepped for
 MOTO = Path(sys.executable).with_name("moto_server")

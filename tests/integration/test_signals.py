@@ -9,7 +9,11 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.integration.conftest import Project, containers_of, docker, fp_command, run_fp, start_in_group
+
+pytestmark = pytest.mark.engine  # needs the test bench (tests/run sets it up)
 
 
 def start_fp(project: Project, *argv: str) -> subprocess.Popen[bytes]:

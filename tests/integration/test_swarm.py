@@ -20,6 +20,8 @@ from tests.integration.conftest import Project, RemoteBench, containers_of, fp_c
 from tests.integration.test_runs import started_id
 from tests.integration.test_s3 import BUCKET, SECRET, S3Server, s3  # noqa: F401  (the s3 fixture)
 
+pytestmark = pytest.mark.engine  # needs the test bench (tests/run sets it up)
+
 
 def swarm(*argv: str) -> str:
     return subprocess.run(["docker", *swarmbed.MANAGER_FLAGS, *argv], check=True, capture_output=True, text=True).stdout

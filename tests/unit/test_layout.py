@@ -120,3 +120,9 @@ def test_a_new_backend_is_one_registry_line() -> None:
 
     assert tuple(REGISTRY) == HOST_KINDS  # the settings accept exactly the kinds a backend serves
     assert all(MODULES.get(where.partition(":")[0]) for where in REGISTRY.values())
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE.parent / "tests" / "integration").glob("test_*.py")), ids=lambda path: path.name)
+def test_every_integration_file_needs_the_bench_by_its_marker(path: Path) -> None:
+    """`pytest -m "not engine"` runs exactly what needs no test bench."""
+    assert "pytestmark = pytest.mark.engine" in path.read_text()

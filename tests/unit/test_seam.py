@@ -102,3 +102,14 @@ def test_ps_logs_stop_and_pull_through_the_protocol(invocation: Invocation, worl
     assert world.removed == [running.state.handle] and pulled.still_running == ()  # type: ignore[union-attr]
     record = invocation.runs.load(running.run_id)
     assert record is not None and record.exit_code == 130 and record.pulled is not None
+
+
+def test_a_new_source_of_hosts_is_one_more_source(tmp_path: Path) -> None:
+    from fireplug.inventory import SOURCES, Host, load_inventory
+
+    class Cloud:
+        def hosts(self, env: object, home: Path, problems: list[str]) -> list[Host]:
+            return [Host("gpu1", "ssh://ada@gpu1.example", "cloud", pool=True)]
+
+    found = load_inventory(load([], {}, {}, root=tmp_path), {}, tmp_path, sources=(*SOURCES, Cloud()))
+    assert [(host.name, host.source) for host in found.hosts] == [("gpu1", "cloud"), ("local", "default socket")]

@@ -22,7 +22,8 @@ from typing import Any
 from fireplug import labels
 from fireplug.backends.base import Node, RunState
 from fireplug.engine import Engine, engine_time, mapping_of
-from fireplug.errors import FireplugError
+from fireplug.errors import NodeLost as NodeLost
+from fireplug.errors import TaskRejected as TaskRejected
 from fireplug.runs import SHARED_RUN
 from fireplug.spec import ContainerSpec
 from fireplug.sync.s3_helper import in_parallel
@@ -35,18 +36,6 @@ WAITING = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "
 POLL_SECONDS = 0.5
 NODE_CHECK_SECONDS = 2.0
 SECRET_LABEL = f"{labels.LABEL}.secret-of"  # a run's secret: the run id
-
-
-class NodeLost(FireplugError):
-    """The node running a run's task went down (the swarm does not start a job's task again)."""
-
-    def __init__(self, host: str, node: str) -> None:
-        super().__init__(f"node {node[:12]} of swarm '{host}' went down while it ran the task")
-        self.node = node
-
-
-class TaskRejected(FireplugError):
-    """The swarm could not start the task (an image it could not pull, a mount, a resource)."""
 
 
 @dataclass(frozen=True)

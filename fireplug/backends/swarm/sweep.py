@@ -33,6 +33,7 @@ from fireplug.backends.base import Node
 from fireplug.backends.swarm.run import NODE_LOSS_RESTARTS, STOP_GRACE_SECONDS, Prepared, signaller, task_job
 from fireplug.backends.swarm.service import ENDED, SECRET_LABEL, WAITING, NodeLost, SwarmExecutor, TaskRejected, down_nodes, service_spec
 from fireplug.errors import FireplugError
+from fireplug.errors import Withdrawn as Withdrawn
 from fireplug.signals import made_uninterrupted
 from fireplug.spec import ContainerSpec
 from fireplug.sync.s3_helper import put_if_absent
@@ -45,10 +46,6 @@ SETTLE_SECONDS = 15.0  # at the end, how long the workers not started yet get to
 TAGGED = re.compile(re.escape(OUTPUT_TAG) + rb"([0-9a-z-]{1,64})([ +.])")  # then the line (see task.py)
 
 Write = Callable[[int, bytes], None]
-
-
-class Withdrawn(Exception):
-    """The map stopped before any worker took the run: it did not run."""
 
 
 @dataclass
