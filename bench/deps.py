@@ -85,7 +85,7 @@ def label(image: str, name: str) -> str:
 def base_under(project: str) -> str:
     """fp's base image, as the project's dependency layer names it (the one fp really used)."""
     image = subprocess.run(["docker", "images", "-q", "--filter", f"label=io.fireplug.project={project}"], capture_output=True, text=True).stdout.split()[0]
-    return label(label(image, "io.fireplug.deps"), "io.fireplug.from")
+    return label(label(image, "io.fireplug.image.deps"), "io.fireplug.from")
 
 
 def warm(with_deps: Path, without: Path, runs: int) -> tuple[float, float]:

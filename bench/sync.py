@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fireplug.config import derived_id
-from fireplug.ssh import FAST_CIPHERS
+from fireplug.hosts.ssh import FAST_CIPHERS
 from tests import testbed  # the bench's ports, key and paths
 
 FP = str(Path(sys.executable).with_name("fp"))

@@ -12,13 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fireplug import events, hosts
+from fireplug import hosts
 from fireplug.config import Config, discover
-from fireplug.engine import DEFAULT_TIMEOUT
-from fireplug.inventory import Host, Inventory, load_inventory
-from fireplug.runs import RunBook
-from fireplug.spec import Stdio
-from fireplug.ssh import DEFAULT_CONNECT_TIMEOUT, SshSettings
+from fireplug.hosts.engine import DEFAULT_TIMEOUT
+from fireplug.hosts.inventory import Host, Inventory, load_inventory
+from fireplug.hosts.ssh import DEFAULT_CONNECT_TIMEOUT, SshSettings
+from fireplug.run.records import RunBook
+from fireplug.run.spec import Stdio
+from fireplug.support import events
 from fireplug.sync.record import state_home
 
 

@@ -14,7 +14,7 @@ from fireplug.backends.base import BackendError
 
 if TYPE_CHECKING:
     from fireplug.backends.base import Backend
-    from fireplug.inventory import Host
+    from fireplug.hosts.inventory import Host
 
 REGISTRY = {
     "docker": "fireplug.backends.docker:DockerBackend",

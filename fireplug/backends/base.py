@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fireplug.errors import BackendError as BackendError
 from fireplug.errors import NotStarted as NotStarted
-from fireplug.units import human_bytes
+from fireplug.support.units import human_bytes
 
 if TYPE_CHECKING:
     from fireplug.hosts import Connection
-    from fireplug.inventory import Host
+    from fireplug.hosts.inventory import Host
     from fireplug.invocation import Invocation
-    from fireplug.request import Placement, RunRequest
-    from fireplug.runs import RunRecord
-    from fireplug.spec import ContainerSpec
+    from fireplug.run.records import RunRecord
+    from fireplug.run.request import Placement, RunRequest
+    from fireplug.run.spec import ContainerSpec
     from fireplug.sync import SyncReport
     from fireplug.sync.results import Landed
 

@@ -11,15 +11,17 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireplug import console, hosts, scaffold, userconfig
-from fireplug.build import ensure_base
+from fireplug import hosts
+from fireplug.cli import console
 from fireplug.cli.parsers import MAX_PROBE_TIMEOUT, base_parser, hosts_parser, init_parser, s3_parser
 from fireplug.cli.process import load_invocation, local_side
-from fireplug.config import user_config_path
+from fireplug.config import scaffold, user_config_path
+from fireplug.config import user as userconfig
 from fireplug.errors import UsageError
-from fireplug.inventory import LOCAL
+from fireplug.hosts.inventory import LOCAL
+from fireplug.image.build import ensure_base
 from fireplug.invocation import LocalSide
-from fireplug.units import human_bytes
+from fireplug.support.units import human_bytes
 
 if TYPE_CHECKING:
     from fireplug.sync import s3

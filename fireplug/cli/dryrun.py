@@ -6,22 +6,22 @@ import shlex
 from typing import TYPE_CHECKING
 
 from fireplug.backends import backend_for
-from fireplug.build import base_files, base_image_tag, generated_recipe, own_recipe
-from fireplug.images import declared_dependencies, layer_dependencies, project_limit, scan
-from fireplug.pipeline import choose_host
-from fireplug.request import container_spec
+from fireplug.image.build import base_files, base_image_tag, generated_recipe, own_recipe
+from fireplug.image.ready import declared_dependencies, layer_dependencies, project_limit, scan
+from fireplug.run.pipeline import choose_host
+from fireplug.run.request import container_spec
+from fireplug.support.units import human_bytes
 from fireplug.sync.project import first_few, local_data_folder, pull_scope
 from fireplug.sync.record import PairFiles
 from fireplug.sync.session import SyncRequest, preview
-from fireplug.units import human_bytes
 
 if TYPE_CHECKING:
-    from fireplug.build import Recipe
     from fireplug.config import Config
-    from fireplug.deps import Dependencies
-    from fireplug.inventory import Host
+    from fireplug.hosts.inventory import Host
+    from fireplug.image.build import Recipe
+    from fireplug.image.deps import Dependencies
     from fireplug.invocation import Invocation
-    from fireplug.request import RunRequest
+    from fireplug.run.request import RunRequest
 
 
 def dry_run_report(invocation: Invocation, request: RunRequest) -> list[str]:

@@ -7,13 +7,14 @@ import contextlib
 import json
 import time
 
-from fireplug import console, labels
+from fireplug.cli import console
 from fireplug.cli.parsers import gc_parser, logs_parser, ps_parser, pull_parser, stop_parser
 from fireplug.cli.process import load_invocation
-from fireplug.control import Hosts, Located, list_runs, locate, pull_runs, show_logs, stop_map_process, stop_runs
 from fireplug.errors import UsageError
-from fireplug.output import LineWriter
-from fireplug.units import human_bytes
+from fireplug.manage.control import Hosts, Located, list_runs, locate, pull_runs, show_logs, stop_map_process, stop_runs
+from fireplug.support import labels
+from fireplug.support.output import LineWriter
+from fireplug.support.units import human_bytes
 
 PS_COLUMNS = ("RUN", "HOST", "PROJECT", "PARAMS", "COMMAND", "STATE", "STARTED", "DURATION", "EXIT")
 
@@ -78,7 +79,7 @@ def stop(words: list[str], args: argparse.Namespace) -> int:
 
 def gc(words: list[str], args: argparse.Namespace) -> int:
     """fp gc: remove what fp left on hosts and no longer needs."""
-    from fireplug import gc as cleanup
+    from fireplug.manage import gc as cleanup
 
     options = gc_parser().parse_args(words)
     if options.keep < 1:

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 from fireplug.config import discover
+from fireplug.hosts.ssh import DEFAULT_CONNECT_TIMEOUT
 from fireplug.invocation import Invocation, LocalSide
-from fireplug.spec import Stdio
-from fireplug.ssh import DEFAULT_CONNECT_TIMEOUT
+from fireplug.run.spec import Stdio
 
 
 def local_side() -> LocalSide:

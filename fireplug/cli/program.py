@@ -14,12 +14,13 @@ from dataclasses import replace
 from types import FrameType
 from typing import NoReturn
 
-from fireplug import console, events
+from fireplug.cli import console
 from fireplug.cli.parsers import build_parser
 from fireplug.cli.process import in_foreground, load_invocation, sync_override
 from fireplug.cli.render import ConsoleSink
 from fireplug.errors import EXIT_USAGE, BuildError, FireplugError, Interrupted, UsageError
-from fireplug.request import RunRequest, Steps
+from fireplug.run.request import RunRequest, Steps
+from fireplug.support import events
 from fireplug.sync import SyncInterrupted
 
 __all__ = ["build_parser", "in_foreground", "main", "run_program", "sync_override"]
@@ -169,7 +170,7 @@ def _run_command(command: list[str], args: argparse.Namespace) -> int:
 
         print("\n".join(dry_run_report(invocation, request)), flush=True)
         return 0
-    from fireplug.pipeline import run
+    from fireplug.run.pipeline import run
 
     return run(invocation, request)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from fireplug import console
+from fireplug.cli import console
 
 if TYPE_CHECKING:
-    from fireplug.events import Progress, Steps, Transfer
+    from fireplug.support.events import Progress, Steps, Transfer
 
 
 class ConsoleSink:

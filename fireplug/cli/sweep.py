@@ -8,14 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fireplug import console
-from fireplug import request as run_request
+from fireplug.cli import console
 from fireplug.cli.parsers import map_parser
 from fireplug.cli.process import load_invocation
 from fireplug.errors import UsageError
 from fireplug.invocation import Invocation
-from fireplug.scheduler import MapRequest, MapResult, map_hosts, map_id_from, run_map
-from fireplug.sweep import MapRun, parse_param, read_joblog, runs_from_lines, runs_from_params, to_rerun
+from fireplug.map.params import MapRun, parse_param, read_joblog, runs_from_lines, runs_from_params, to_rerun
+from fireplug.map.scheduler import MapRequest, MapResult, map_hosts, map_id_from, run_map
+from fireplug.run import request as run_request
 
 EXIT_SOME_FAILED = 1
 DETACH_FLAGS = ("-d", "--detach")

@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fireplug import events, labels
-from fireplug.engine import Engine, frames
 from fireplug.errors import EngineError, EngineUnreachable
 from fireplug.errors import HelperFailed as HelperFailed
-from fireplug.locks import process_gone, this_process
-from fireplug.signals import made_uninterrupted
+from fireplug.hosts.engine import Engine, frames
+from fireplug.remote.sync_helper import STAGING_PREFIX
+from fireplug.support import events, labels
+from fireplug.support.locks import process_gone, this_process
+from fireplug.support.signals import made_uninterrupted
 from fireplug.sync import SyncError
-from fireplug.sync.helper import STAGING_PREFIX
 from fireplug.sync.session import Moved, Transferred
 from fireplug.sync.tree import (
     DIR,
@@ -169,7 +169,7 @@ class ApiHost:
         upload: bytes | None = None,
         archive: Iterator[bytes] | None = None,
         fetch: tuple[str, _Extraction] | None = None,
-        module: str = "fireplug.sync.helper",
+        module: str = "fireplug.remote.sync_helper",
         host_network: bool = False,
     ) -> _HelperResult:
         """Run the helper to completion: ``upload`` becomes /tmp/fp-paths, ``archive`` is unpacked

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireplug import events
 from fireplug.config import Config, project_key_at
+from fireplug.support import events
+from fireplug.support.units import human_bytes
 from fireplug.sync import SyncReport
 from fireplug.sync.record import PairFiles
-from fireplug.units import human_bytes
 
 if TYPE_CHECKING:  # (the session is imported when a sync happens: a run on the local engine has none)
     from fireplug.invocation import Invocation

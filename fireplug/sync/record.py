@@ -27,7 +27,7 @@ from fireplug.sync import DIR, FILE, LINK
 RECORD_FORMAT = 2
 RECORD_MAGIC = b"fireplug sync record 2\n"  # then the SHA-256 of the marshal payload, then the payload
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-RACY = -1  # a signature's ctime when it was too recent to trust (see fireplug.signature)
+RACY = -1  # a signature's ctime when it was too recent to trust (see fireplug.support.signature)
 
 Signature = tuple[int, int, int]  # mtime_ns, ctime_ns (RACY when untrusted), inode
 

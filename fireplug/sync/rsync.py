@@ -22,12 +22,12 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fireplug import events, proc
-from fireplug.ssh import SshConnection
+from fireplug.hosts.ssh import SshConnection
+from fireplug.support import events, proc
+from fireplug.support.units import human_bytes
 from fireplug.sync import SyncError
 from fireplug.sync.session import Moved, Transferred
 from fireplug.sync.tree import LISTING_FORMAT, PARTIAL_DIR, TRASH_DAYS, Listing, parse_digests, parse_listing, split_answer
-from fireplug.units import human_bytes
 
 IO_TIMEOUT_SECONDS = 300  # rsync gives up when no data moves for this long
 LIST_TIMEOUT_SECONDS = 600

@@ -29,15 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fireplug import events
 from fireplug.config import Config, SyncSettings
-from fireplug.engine import Engine
 from fireplug.errors import S3Error
-from fireplug.sync import SyncError
-from fireplug.sync.api import MOUNT, ApiHost, HelperFailed, land_entry, remove_if_empty, scratch_folder
-from fireplug.sync.helper import STAGING_PREFIX
-from fireplug.sync.record import save_bytes
-from fireplug.sync.s3_helper import (
+from fireplug.hosts.engine import Engine
+from fireplug.remote.s3_objects import (
     CLIENT_SIDE,
     LARGE,
     MISSING_OBJECT,
@@ -60,10 +55,15 @@ from fireplug.sync.s3_helper import (
     put_ref,
     upload_objects,
 )
+from fireplug.remote.sync_helper import STAGING_PREFIX
+from fireplug.support import events
+from fireplug.sync import SyncError
+from fireplug.sync.api import MOUNT, ApiHost, HelperFailed, land_entry, remove_if_empty, scratch_folder
+from fireplug.sync.record import save_bytes
 from fireplug.sync.session import Transferred
 from fireplug.sync.tree import DIR, FILE, LINK, Entry, file_sha256, scan
 
-S3_HELPER = "fireplug.sync.s3_helper"
+S3_HELPER = "fireplug.remote.s3_objects"
 CHECK_SECONDS = 3600  # a bucket found usable with a key is not asked again for this long
 _CONNECTION_FAILURES = {
     "EndpointConnectionError": "no connection",

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from fireplug.locks import exclusive
-from fireplug.signature import is_racy
+from fireplug.support.locks import exclusive
+from fireplug.support.signature import is_racy
 from fireplug.sync import SyncError, SyncInterrupted, SyncReport
 from fireplug.sync.plan import Plan, Sides, all_unchanged, digests_needed, make_plan, side_unchanged
 from fireplug.sync.record import RACY, Common, PairFiles, Record, Signature, State, load_state, save_bytes, save_record

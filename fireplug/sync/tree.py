@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Set
 from dataclasses import dataclass
 
-from fireplug.signature import RACY_NS
+from fireplug.support.signature import RACY_NS
 from fireplug.sync import DIR, FILE, LINK, OTHER
 
 TRASH_DAYS = 7  # trash batches older than this are removed, on both sides

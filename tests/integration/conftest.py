@@ -24,8 +24,8 @@ import pytest
 
 from fireplug import cli
 from fireplug.config import derived_id
-from fireplug.engine import Engine
 from fireplug.errors import FireplugError
+from fireplug.hosts.engine import Engine
 from tests import testbed
 
 SOCKET_URL = "unix:///var/run/docker.sock"

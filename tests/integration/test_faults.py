@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from fireplug.engine import PING_INTERVAL, STALL_SECONDS, Engine
-from fireplug.signature import RACY_NS
+from fireplug.hosts.engine import PING_INTERVAL, STALL_SECONDS, Engine
+from fireplug.support.signature import RACY_NS
 from tests import testbed
 from tests.integration.conftest import (
     Project,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fireplug.sweep import read_joblog
+from fireplug.map.params import read_joblog
 from tests import testbed
 from tests.integration.conftest import (
     Project,

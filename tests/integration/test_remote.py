@@ -290,10 +290,10 @@ def test_results_that_cannot_come_back_fail_with_125_and_the_commands_status(fp,
 
 
 def test_a_failing_sync_helper_is_one_error_and_leaves_no_container(tmp_path: Path, remote_engines: None) -> None:
-    from fireplug.engine import Engine
     from fireplug.errors import FireplugError
+    from fireplug.hosts.engine import Engine
+    from fireplug.hosts.transport import TlsFiles, connector_for
     from fireplug.sync.api import ApiHost
-    from fireplug.transport import TlsFiles, connector_for
 
     url = f"tcp://127.0.0.1:{testbed.TLS_PORT}"
     engine = Engine("tlsapi", url, connector=connector_for("tlsapi", url, TlsFiles.in_folder(str(testbed.CERTS))))

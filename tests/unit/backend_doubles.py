@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any, cast
 
 from fireplug.backends.base import Found, Garbage, Gate, Pulling, Reading, RunState, Write
-from fireplug.engine import Engine
 from fireplug.errors import EngineUnreachable
 from fireplug.hosts import Connection
-from fireplug.inventory import Host
+from fireplug.hosts.engine import Engine
+from fireplug.hosts.inventory import Host
 from fireplug.invocation import Invocation
-from fireplug.request import Placement, RunRequest, container_spec
-from fireplug.runs import RunRecord, new_id, run_record
-from fireplug.spec import ContainerSpec
+from fireplug.run.records import RunRecord, new_id, run_record
+from fireplug.run.request import Placement, RunRequest, container_spec
+from fireplug.run.spec import ContainerSpec
 from fireplug.sync import SyncReport
 from fireplug.sync.results import Landed
 

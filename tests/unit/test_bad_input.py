@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 
 from fireplug.cli import main
 from fireplug.config import Config, Source, load, project_key_at
-from fireplug.context import ScanRules, scan
-from fireplug.engine import Engine
 from fireplug.errors import ConfigError, FireplugError
-from fireplug.inventory import LOCAL, load_inventory
-from fireplug.scancache import load_context, record_file
+from fireplug.hosts.engine import Engine
+from fireplug.hosts.inventory import LOCAL, load_inventory
+from fireplug.image.context import ScanRules, scan
+from fireplug.image.scancache import load_context, record_file
 from fireplug.sync import SyncError
 from fireplug.sync.record import RECORD_MAGIC, Common, State, last_host, last_host_path, load_state, remember_host, save_record
 from tests.unit.fake_engine import FakeEngine

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fireplug.build import base_files, base_image_tag, generated_recipe, image_hash, project_image_tag
 from fireplug.config import load
-from fireplug.context import Context, Entry, context_digest
+from fireplug.image.build import base_files, base_image_tag, generated_recipe, image_hash, project_image_tag
+from fireplug.image.context import Context, Entry, context_digest
 
 
 def context_with(*entries: Entry) -> Context:

@@ -150,7 +150,7 @@ def test_init_refuses_invalid_answers_and_writes_nothing(tmp_path: Path, monkeyp
 
 def test_init_template_is_valid_and_documented() -> None:
     from fireplug.config import Source, load
-    from fireplug.scaffold import default_answers, render_project_file
+    from fireplug.config.scaffold import default_answers, render_project_file
 
     text = render_project_file(default_answers(Path("/x/proj")))
     config = load([Source("fireplug.toml", text)], {}, {}, root=Path("/x/proj"))
@@ -159,7 +159,7 @@ def test_init_template_is_valid_and_documented() -> None:
 
 
 def test_init_asks_only_what_no_flag_answered() -> None:
-    from fireplug.scaffold import ask_missing, default_answers
+    from fireplug.config.scaffold import ask_missing, default_answers
 
     asked: list[str] = []
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from docker.utils.build import PatternMatcher
 
-from fireplug.context import IgnoreRules, ScanLimit, ScanRules, builtin_reason, scan, tar_stream
 from fireplug.errors import ContextChanged, ProjectError
+from fireplug.image.context import IgnoreRules, ScanLimit, ScanRules, builtin_reason, scan, tar_stream
 
 
 def make_tree(root: Path, paths: list[str]) -> None:
@@ -160,8 +160,8 @@ def test_builtin_reasons(tmp_path: Path, name: str, secret: bool | None) -> None
 
 
 def test_project_dockerfile_and_ignore_file_are_always_shipped(tmp_path: Path) -> None:
-    from fireplug.build import scan_rules
     from fireplug.config import load
+    from fireplug.image.build import scan_rules
 
     make_tree(tmp_path, ["docker/Dockerfile", "docker/notes.txt", "app.py"])
     (tmp_path / ".dockerignore").write_text("docker\n.dockerignore\n")

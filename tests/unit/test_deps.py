@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from fireplug.build import install_failure
 from fireplug.config import Source, load
-from fireplug.deps import GENERATED, Dependencies, find_dependencies, install_script, layer_tag, redact_url, stdin_settings
 from fireplug.errors import ConfigError
+from fireplug.image.build import install_failure
+from fireplug.image.deps import GENERATED, Dependencies, find_dependencies, install_script, layer_tag, redact_url, stdin_settings
 
 
 def found(root: Path, build: str = "", env: dict[str, str] | None = None) -> Dependencies | None:
@@ -131,7 +131,7 @@ def test_a_failed_install_is_said_in_pip_s_or_apt_s_last_error_line() -> None:
 
 
 def test_install_output_is_cut_in_lines_per_stream_and_keeps_a_last_line_without_newline() -> None:
-    from fireplug.build import _lines
+    from fireplug.image.build import _lines
 
     frames = iter([(1, b"Collecting six\nColl"), (2, b"E: Unable to "), (1, b"ecting tqdm\n"), (2, b"locate package nosuch")])
     assert list(_lines(frames)) == [b"Collecting six", b"Collecting tqdm", b"E: Unable to locate package nosuch"]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fireplug import engine as engine_module
-from fireplug.engine import Attached, Engine, ProtocolError, Response, frames
 from fireplug.errors import EngineError, EngineUnreachable, FireplugError
+from fireplug.hosts import engine as engine_module
+from fireplug.hosts.engine import Attached, Engine, ProtocolError, Response, frames
 from tests.unit.fake_engine import FakeEngine
 
 

@@ -9,12 +9,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from fireplug import labels
 from fireplug.backends.base import Found, Garbage
 from fireplug.backends.docker.garbage import TRASH_SCRIPT
 from fireplug.backends.docker.garbage import parse_sizes as _parse_sizes
-from fireplug.gc import _local_trash, _unused_layers
-from fireplug.sync.helper import old_trash
+from fireplug.manage.gc import _local_trash, _unused_layers
+from fireplug.remote.sync_helper import old_trash
+from fireplug.support import labels
 from fireplug.sync.tree import TRASH_DAYS
 
 OLD = time.time() - (TRASH_DAYS + 2) * 86400

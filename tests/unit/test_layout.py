@@ -40,8 +40,10 @@ def imports_of(name: str) -> set[str]:
             base = node.module or ""
             if node.level:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+            submodules = {f"{base}.{alias.name}" for alias in node.names} & MODULES.keys()
+            found.update(submodules)  # (a package whose submodules are imported by name: only they count)
+            if len(submodules) < len(node.names):
+                found.add(base)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -98,7 +100,7 @@ def test_only_backends_know_a_kind_of_host(name: str) -> None:
     Named exceptions, where a kind is read from what the user wrote: inventory.py (a host's
     kind from the settings), config.py (a swarm's settings need a registry) and cli/admin.py
     (`fp hosts add --swarm`)."""
-    if name in ("fireplug.inventory", "fireplug.config", "fireplug.cli.admin"):
+    if name in ("fireplug.hosts.inventory", "fireplug.config", "fireplug.cli.admin"):
         return
     source = MODULES[name].read_text()
     code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#"))
@@ -109,7 +111,7 @@ def test_only_backends_know_a_kind_of_host(name: str) -> None:
 def test_a_host_being_local_is_the_transports_business(name: str) -> None:
     """``host.local`` (the engine sees this machine's files) is read where fp connects (hosts.py)
     and inside backends/ only."""
-    if name in ("fireplug.inventory", "fireplug.hosts"):
+    if name in ("fireplug.hosts.inventory", "fireplug.hosts"):
         return
     assert not re.search(r"\bhost\.local\b", MODULES[name].read_text()), f"{name} branches on a local host"
 

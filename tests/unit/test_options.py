@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from fireplug.config import Source, load
 from fireplug.errors import FireplugError, UsageError
-from fireplug.options import MAX_SIZE_BYTES, ContainerOptions, Gpus, Publish, check_against_host, default_shm_size, parse_options, through_ssh
-from fireplug.spec import ContainerSpec, container_config, docker_run_argv
+from fireplug.run.options import MAX_SIZE_BYTES, ContainerOptions, Gpus, Publish, check_against_host, default_shm_size, parse_options, through_ssh
+from fireplug.run.spec import ContainerSpec, container_config, docker_run_argv
 
 GIB = 1 << 30
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fireplug import console
+from fireplug.cli import console
 from fireplug.config import Source, load
+from fireplug.config.user import add_host, remove_host
 from fireplug.errors import UsageError
-from fireplug.proc import Completed, run
-from fireplug.secrets import redact
-from fireplug.ssh import (
+from fireplug.hosts.ssh import (
     SshConnection,
     SshError,
     SshSettings,
@@ -25,9 +24,10 @@ from fireplug.ssh import (
     parse_ssh_url,
     ssh_options,
 )
+from fireplug.support.proc import Completed, run
+from fireplug.support.secrets import redact
 from fireplug.sync.rsync import _latest_progress, move_script, parse_stats, pull_argv, push_argv, rsync_failure
 from fireplug.sync.tree import parse_digests
-from fireplug.userconfig import add_host, remove_host
 
 
 @pytest.mark.parametrize(
@@ -145,11 +145,11 @@ def helper(*argv: str) -> bytes:
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "fireplug.sync.helper", *argv], capture_output=True, check=True).stdout
+    return subprocess.run([sys.executable, "-m", "fireplug.remote.sync_helper", *argv], capture_output=True, check=True).stdout
 
 
 def test_api_sync_helper_stages_files_folders_and_links_but_nothing_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fireplug.sync import helper as helper_module
+    from fireplug.remote import sync_helper as helper_module
 
     data, staging = tmp_path / "data", tmp_path / ".fp-staging-1"
     (data / "empty").mkdir(parents=True)
@@ -185,7 +185,7 @@ def test_api_sync_helper_install_never_writes_through_a_symlink(tmp_path: Path) 
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "fireplug.sync.helper", "install", str(data), str(stage), str(tmp_path / "trash/B"), str(tmp_path / "trash")],
+        [sys.executable, "-m", "fireplug.remote.sync_helper", "install", str(data), str(stage), str(tmp_path / "trash/B"), str(tmp_path / "trash")],
         capture_output=True,
         check=True,
     )

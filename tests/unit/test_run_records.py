@@ -13,12 +13,12 @@ import pytest
 
 from fireplug.backends.docker.executor import inspected_state, listed_state
 from fireplug.backends.docker.lane import slots_for
-from fireplug.engine import engine_time
 from fireplug.errors import UsageError
-from fireplug.output import LineWriter, run_prefix
-from fireplug.runs import RunBook, RunRecord, matching, new_id
-from fireplug.scheduler import _Board
-from fireplug.sweep import Outcome, parse_param, runs_from_params
+from fireplug.hosts.engine import engine_time
+from fireplug.map.params import Outcome, parse_param, runs_from_params
+from fireplug.map.scheduler import _Board
+from fireplug.run.records import RunBook, RunRecord, matching, new_id
+from fireplug.support.output import LineWriter, run_prefix
 
 
 def record(run_id: str, *, map_id: str = "", host: str = "aws02", started: float = 1000.0, ended: float | None = None) -> RunRecord:
@@ -172,7 +172,7 @@ def test_ids_are_unique_and_well_formed() -> None:
 def test_a_processs_start_time_is_psutils_without_importing_it() -> None:
     import psutil
 
-    from fireplug.locks import process_gone, start_time, this_process
+    from fireplug.support.locks import process_gone, start_time, this_process
 
     for pid in (os.getpid(), 1, os.getppid()):
         assert start_time(pid) == int(psutil.Process(pid).create_time())
@@ -180,7 +180,7 @@ def test_a_processs_start_time_is_psutils_without_importing_it() -> None:
 
 
 def test_a_run_fp_itself_fails_is_a_failed_run_and_the_map_still_ends() -> None:
-    from fireplug.scheduler import LOST, _Lane
+    from fireplug.map.scheduler import LOST, _Lane
 
     board = board_of(2, {"a"})
 
@@ -201,7 +201,7 @@ def test_a_signal_during_a_create_request_takes_effect_once_it_is_answered_and_t
     import signal as signals
 
     from fireplug.errors import Interrupted
-    from fireplug.signals import made_uninterrupted
+    from fireplug.support.signals import made_uninterrupted
 
     undone = []
 

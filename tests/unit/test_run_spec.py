@@ -7,10 +7,10 @@ import pytest
 from fireplug.backends.docker.place import data_on_host
 from fireplug.config import Config, load
 from fireplug.errors import UsageError
-from fireplug.inventory import Host
+from fireplug.hosts.inventory import Host
 from fireplug.invocation import LocalSide
-from fireplug.request import Placement, RunRequest, container_spec, container_user, container_workdir, resolve_env
-from fireplug.spec import ContainerSpec, Mount, Stdio, container_config
+from fireplug.run.request import Placement, RunRequest, container_spec, container_user, container_workdir, resolve_env
+from fireplug.run.spec import ContainerSpec, Mount, Stdio, container_config
 
 ROOT = Path("/home/ada/proj")
 LOCAL_HOST = Host("local", "unix:///var/run/docker.sock", "default socket", local=True)

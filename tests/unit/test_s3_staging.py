@@ -11,8 +11,8 @@ import pytest
 from fireplug.cli import sync_override as _sync_override
 from fireplug.config import Source, load
 from fireplug.errors import ConfigError
+from fireplug.remote.s3_objects import DigestCache, Place, decode_manifest, encode_manifest, in_parallel, is_plain_path, manifest_entry
 from fireplug.sync.s3 import Staging, _well_formed
-from fireplug.sync.s3_helper import DigestCache, Place, decode_manifest, encode_manifest, in_parallel, is_plain_path, manifest_entry
 from fireplug.sync.tree import DIR, FILE, LINK, Entry
 
 ROOT = Path("/work/proj")

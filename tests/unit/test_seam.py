@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from fireplug import control, pipeline
 from fireplug.backends import REGISTRY, backend_for
 from fireplug.config import load
-from fireplug.inventory import Inventory
+from fireplug.hosts.inventory import Inventory
 from fireplug.invocation import Invocation, LocalSide
-from fireplug.output import LineWriter
-from fireplug.request import RunRequest
-from fireplug.scheduler import MapRequest, MapResult, run_map
-from fireplug.spec import Stdio
-from fireplug.sweep import MapRun
+from fireplug.manage import control
+from fireplug.map.params import MapRun
+from fireplug.map.scheduler import MapRequest, MapResult, run_map
+from fireplug.run import pipeline
+from fireplug.run.request import RunRequest
+from fireplug.run.spec import Stdio
+from fireplug.support.output import LineWriter
 from tests.unit.backend_doubles import FakeBackend, World, fake_hosts
 
 
@@ -105,7 +106,7 @@ def test_ps_logs_stop_and_pull_through_the_protocol(invocation: Invocation, worl
 
 
 def test_a_new_source_of_hosts_is_one_more_source(tmp_path: Path) -> None:
-    from fireplug.inventory import SOURCES, Host, load_inventory
+    from fireplug.hosts.inventory import SOURCES, Host, load_inventory
 
     class Cloud:
         def hosts(self, env: object, home: Path, problems: list[str]) -> list[Host]:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fireplug.context import ScanRules, scan
-from fireplug.scancache import load_context
-from fireplug.secrets import credential_in, redact, secret_variable
+from fireplug.image.context import ScanRules, scan
+from fireplug.image.scancache import load_context
+from fireplug.support.secrets import credential_in, redact, secret_variable
 
 PRIVATE_KEY = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
 SECRET_FILES = {

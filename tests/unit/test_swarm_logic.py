@@ -13,11 +13,11 @@ from typing import BinaryIO
 
 import pytest
 
-from fireplug import labels
 from fireplug.backends.swarm.service import GPU_RESOURCE, SwarmExecutor, newest_task, run_state, service_spec
-from fireplug.options import ContainerOptions, Gpus
-from fireplug.registry import Repository, auth_header, credentials
-from fireplug.spec import ContainerSpec, Mount
+from fireplug.image.registry import Repository, auth_header, credentials
+from fireplug.run.options import ContainerOptions, Gpus
+from fireplug.run.spec import ContainerSpec, Mount
+from fireplug.support import labels
 from fireplug.sync.results import changes, land
 from fireplug.sync.tree import DIR, FILE, LINK
 
@@ -38,7 +38,7 @@ def test_a_run_is_a_one_off_job_with_its_reservations_and_no_restart_of_a_failin
     task = body["TaskTemplate"]
     assert body["Mode"] == {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}}
     assert task["RestartPolicy"]["Condition"] == "none"
-    assert task["ContainerSpec"]["Command"] == ["python3", "-m", "fireplug.task"] and task["ContainerSpec"]["Args"] == ["python", "model.py", "-f0"]
+    assert task["ContainerSpec"]["Command"] == ["python3", "-m", "fireplug.remote.task"] and task["ContainerSpec"]["Args"] == ["python", "model.py", "-f0"]
     assert task["Resources"]["Reservations"]["NanoCPUs"] == 1_500_000_000 and task["Resources"]["Limits"]["MemoryBytes"] == 2 << 30
     assert task["Resources"]["Reservations"]["GenericResources"] == [{"DiscreteResourceSpec": {"Kind": GPU_RESOURCE, "Value": 2}}]
     assert task["ContainerSpec"]["Secrets"][0]["SecretID"] == "sid" and task["Networks"] == [{"Target": "host"}]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fireplug.errors import UsageError
-from fireplug.sweep import MapRun, Outcome, fill, joblog_header, parse_param, read_joblog, runs_from_lines, runs_from_params, to_rerun
+from fireplug.map.params import MapRun, Outcome, fill, joblog_header, parse_param, read_joblog, runs_from_lines, runs_from_params, to_rerun
 
 TEMPLATE = ["python", "model.py", "-v", "-f{fold}", "--seed", "{seed}"]
 

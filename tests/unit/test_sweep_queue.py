@@ -10,10 +10,10 @@ import pytest
 
 from fireplug.backends.swarm.sweep import untag, workers_for
 from fireplug.hosts import Node
-from fireplug.options import ContainerOptions
-from fireplug.spec import ContainerSpec
-from fireplug.sync.s3_helper import Place
-from fireplug.task import PIECE, _first_unclaimed, _pump, claim_key
+from fireplug.remote.s3_objects import Place
+from fireplug.remote.task import PIECE, _first_unclaimed, _pump, claim_key
+from fireplug.run.options import ContainerOptions
+from fireplug.run.spec import ContainerSpec
 
 RUN = "20261203-150715-bf84c3"
 OTHER = "20261203-150715-c491dc"

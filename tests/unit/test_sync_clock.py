@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fireplug.signature import RACY_NS
+from fireplug.support.signature import RACY_NS
 from fireplug.sync.record import RACY, PairFiles, load_record
 from fireplug.sync.rsync import LIST_SCRIPT
 from fireplug.sync.session import SyncRequest, sync

@@ -10,25 +10,25 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from fireplug import labels
 from fireplug.backends.base import Found, Garbage, Pulling, Reading
 from fireplug.backends.docker.executor import DockerExecutor
 from fireplug.backends.docker.place import DockerPlace, data_on_host, elapsed, fit_to_host, make_host_side
-from fireplug.build import own_recipe, project_dockerfile
-from fireplug.images import project_limit, ready_image, scan
-from fireplug.options import has_gpus
-from fireplug.request import Placement, container_spec, in_image_workdir
-from fireplug.runs import new_id
+from fireplug.image.build import own_recipe, project_dockerfile
+from fireplug.image.ready import project_limit, ready_image, scan
+from fireplug.run.options import has_gpus
+from fireplug.run.records import new_id
+from fireplug.run.request import Placement, container_spec, in_image_workdir
+from fireplug.support import labels
+from fireplug.support.units import human_bytes
 from fireplug.sync.project import ensure_data_folder, local_data_folder, sync_data
-from fireplug.units import human_bytes
 
 if TYPE_CHECKING:
-    from fireplug.engine import Engine
     from fireplug.hosts import Connection
-    from fireplug.inventory import Host
+    from fireplug.hosts.engine import Engine
+    from fireplug.hosts.inventory import Host
     from fireplug.invocation import Invocation
-    from fireplug.request import RunRequest, Steps
-    from fireplug.runs import RunRecord
+    from fireplug.run.records import RunRecord
+    from fireplug.run.request import RunRequest, Steps
     from fireplug.sync.s3 import Store
 
 
@@ -38,7 +38,7 @@ class DockerBackend:
     def prepare(self, invocation: Invocation, request: RunRequest, host: Host, started: float) -> DockerPlace:
         """Connect to ``host``, check the container options against it, and make the image to run
         (built as needed) with the command checked to be in it: all before any data moves."""
-        from fireplug import events
+        from fireplug.support import events
 
         config, local = invocation.config, invocation.local
         store = staging_store(invocation, host, request.steps)
@@ -116,7 +116,7 @@ def staging_store(invocation: Invocation, host: Host, steps: Steps) -> Store | N
     Raises:
         S3Error: no credentials, no such bucket, or access denied.
     """
-    from fireplug import events
+    from fireplug.support import events
 
     config = invocation.config
     if config.sync.mode != "s3" or not (steps.sync_in or steps.sync_out):

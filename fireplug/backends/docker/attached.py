@@ -17,12 +17,12 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from fireplug import events, labels
 from fireplug.backends.docker.executor import DockerExecutor
-from fireplug.engine import Attached, frames
 from fireplug.errors import ConnectionLost, EngineUnreachable, FireplugError, Interrupted
-from fireplug.signals import EXITED, FORWARDED_SIGNALS, HeldSignals
-from fireplug.spec import ContainerSpec, Stdio
+from fireplug.hosts.engine import Attached, frames
+from fireplug.run.spec import ContainerSpec, Stdio
+from fireplug.support import events, labels
+from fireplug.support.signals import EXITED, FORWARDED_SIGNALS, HeldSignals
 
 OUTPUT_DRAIN_SECONDS = 10.0
 

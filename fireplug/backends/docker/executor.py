@@ -10,8 +10,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from fireplug.backends.base import RunState
-from fireplug.engine import Attached, Engine, engine_time, mapping_of
-from fireplug.spec import ContainerSpec, container_config
+from fireplug.hosts.engine import Attached, Engine, engine_time, mapping_of
+from fireplug.run.spec import ContainerSpec, container_config
 
 _EXITED_STATUS = re.compile(r"Exited \((-?\d+)\)")
 

@@ -9,18 +9,18 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from fireplug import labels
 from fireplug.backends.base import HELPER_AGE_SECONDS, Found, Garbage, RunState
 from fireplug.backends.docker.executor import DockerExecutor
-from fireplug.locks import process_gone
+from fireplug.support import labels
+from fireplug.support.locks import process_gone
 from fireplug.sync.record import PairFiles
 from fireplug.sync.tree import TRASH_DAYS, TRASH_FOLDER
 
 if TYPE_CHECKING:
-    from fireplug.engine import Engine
     from fireplug.hosts import Connection
+    from fireplug.hosts.engine import Engine
     from fireplug.invocation import Invocation
-    from fireplug.runs import RunRecord
+    from fireplug.run.records import RunRecord
 
 HERE = "this machine"
 # $3 "remove": remove them first, so that what is printed is what is left (could not be removed)
@@ -91,7 +91,7 @@ def host_trash(connection: Connection, base_image: str, *, remove: bool) -> list
         words = ["sh", "-c", TRASH_SCRIPT, "sh", host.data_root, str(TRASH_DAYS), "remove" if remove else "list"]
         completed = connection.shell.run(words, what="looking for old trash", timeout=600)
         return parse_sizes(completed.stdout, b"\0", b"\t")
-    from fireplug.build import ensure_base
+    from fireplug.image.build import ensure_base
     from fireplug.sync.api import MOUNT, ApiHost
 
     base = ensure_base(connection.engine, base_image, verbose=False)

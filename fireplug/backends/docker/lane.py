@@ -16,18 +16,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from fireplug import events, labels
 from fireplug.backends.base import Gate, Write
 from fireplug.backends.docker.executor import DockerExecutor
-from fireplug.engine import Attached, frames
 from fireplug.errors import EngineError, EngineUnreachable, FireplugError
-from fireplug.locks import this_process
-from fireplug.ssh import SshError
+from fireplug.hosts.engine import Attached, frames
+from fireplug.hosts.ssh import SshError
+from fireplug.support import events, labels
+from fireplug.support.locks import this_process
 
 if TYPE_CHECKING:
     from fireplug.backends.docker.place import DockerPlace
-    from fireplug.runs import RunRecord
-    from fireplug.spec import ContainerSpec
+    from fireplug.run.records import RunRecord
+    from fireplug.run.spec import ContainerSpec
     from fireplug.sync import SyncReport
     from fireplug.sync.results import Landed
 

@@ -13,18 +13,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireplug import events, labels
 from fireplug.backends.docker.attached import run_container
 from fireplug.backends.docker.executor import DockerExecutor
-from fireplug.build import ensure_base
 from fireplug.errors import ConfigError, ConnectionLost, FireplugError
-from fireplug.images import check_command
-from fireplug.options import Publish, check_against_host, local_port, through_ssh
-from fireplug.proc import display
-from fireplug.request import container_options, container_user
-from fireplug.runs import run_record
-from fireplug.signals import made_uninterrupted
-from fireplug.spec import ContainerSpec, docker_run_argv
+from fireplug.image.build import ensure_base
+from fireplug.image.ready import check_command
+from fireplug.run.options import Publish, check_against_host, local_port, through_ssh
+from fireplug.run.records import run_record
+from fireplug.run.request import container_options, container_user
+from fireplug.run.spec import ContainerSpec, docker_run_argv
+from fireplug.support import events, labels
+from fireplug.support.proc import display
+from fireplug.support.signals import made_uninterrupted
 from fireplug.sync import SyncInterrupted, SyncReport
 from fireplug.sync.project import ensure_data_folder, local_data_folder, sync_data
 from fireplug.sync.record import remember_host
@@ -33,11 +33,11 @@ from fireplug.sync.tree import TRASH_FOLDER
 if TYPE_CHECKING:
     from fireplug.backends.base import Lane
     from fireplug.config import Config
-    from fireplug.engine import Engine
     from fireplug.hosts import Connection
-    from fireplug.inventory import Host
+    from fireplug.hosts.engine import Engine
+    from fireplug.hosts.inventory import Host
     from fireplug.invocation import Invocation
-    from fireplug.request import RunRequest
+    from fireplug.run.request import RunRequest
     from fireplug.sync.s3 import Store
     from fireplug.sync.session import HostSide
 

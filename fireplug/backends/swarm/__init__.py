@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fireplug import events, labels
 from fireplug.backends.base import Found, Garbage, Gate, NotStarted, Pulling, Reading, Write
 from fireplug.backends.docker.executor import DockerExecutor
 from fireplug.backends.docker.garbage import helpers
@@ -19,17 +18,18 @@ from fireplug.backends.swarm.run import Prepared, collect, finish_run, follow, f
 from fireplug.backends.swarm.service import SECRET_LABEL, SwarmExecutor, swarm_nodes
 from fireplug.backends.swarm.sweep import Sweep, Withdrawn
 from fireplug.errors import FireplugError
-from fireplug.request import Placement
-from fireplug.runs import SHARED_RUN, keep_output_and_remove
+from fireplug.run.records import SHARED_RUN, keep_output_and_remove
+from fireplug.run.request import Placement
+from fireplug.support import events, labels
 from fireplug.sync.project import ensure_data_folder, local_data_folder
 
 if TYPE_CHECKING:
     from fireplug.hosts import Connection
-    from fireplug.inventory import Host
+    from fireplug.hosts.inventory import Host
     from fireplug.invocation import Invocation
-    from fireplug.request import RunRequest
-    from fireplug.runs import RunRecord
-    from fireplug.spec import ContainerSpec
+    from fireplug.run.records import RunRecord
+    from fireplug.run.request import RunRequest
+    from fireplug.run.spec import ContainerSpec
     from fireplug.sync import SyncReport
     from fireplug.sync.results import Landed
 
@@ -230,7 +230,7 @@ def _signaller_of_records(invocation: Invocation) -> Callable[[str, str], bool]:
 
 
 def report_landed(host: str, landed: Landed) -> None:
-    from fireplug.units import human_bytes
+    from fireplug.support.units import human_bytes
 
     events.note(
         f"results from swarm '{host}': {landed.files} files ({human_bytes(landed.file_bytes)}) changed, {len(landed.trashed)} deleted (to the local trash)"

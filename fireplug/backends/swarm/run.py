@@ -17,30 +17,31 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireplug import events, labels, registry
 from fireplug.backends.base import Node
 from fireplug.backends.swarm.service import SECRET_LABEL, NodeLost, SwarmExecutor, service_spec, swarm_nodes
-from fireplug.build import own_recipe
 from fireplug.errors import FireplugError, SwarmRefused
-from fireplug.images import project_limit, ready_image, scan
-from fireplug.inventory import Host, docker_config_dir
-from fireplug.output import LineWriter
-from fireplug.request import Placement, container_spec
-from fireplug.runs import RunRecord, keep_output_and_remove, new_id, run_record
-from fireplug.signals import made_uninterrupted
-from fireplug.spec import ContainerSpec
+from fireplug.hosts.inventory import Host, docker_config_dir
+from fireplug.image import registry
+from fireplug.image.build import own_recipe
+from fireplug.image.ready import project_limit, ready_image, scan
+from fireplug.remote.s3_objects import CLIENT_SIDE
+from fireplug.remote.task import input_side, result_side, signal_key
+from fireplug.run.records import RunRecord, keep_output_and_remove, new_id, run_record
+from fireplug.run.request import Placement, container_spec
+from fireplug.run.spec import ContainerSpec
+from fireplug.support import events, labels
+from fireplug.support.output import LineWriter
+from fireplug.support.signals import made_uninterrupted
 from fireplug.sync.project import ensure_data_folder, local_data_folder
 from fireplug.sync.record import PairFiles
 from fireplug.sync.results import Landed, land
 from fireplug.sync.s3 import Store, stage_local
-from fireplug.sync.s3_helper import CLIENT_SIDE
 from fireplug.sync.tree import scan as scan_tree
-from fireplug.task import input_side, result_side, signal_key
 
 if TYPE_CHECKING:
     from fireplug.hosts import Connection
     from fireplug.invocation import Invocation
-    from fireplug.request import RunRequest
+    from fireplug.run.request import RunRequest
 
 NODE_LOSS_RESTARTS = 3
 STOP_GRACE_SECONDS = 10.0
@@ -264,7 +265,7 @@ def prepare(invocation: Invocation, request: RunRequest, host: Host) -> Prepared
     own = own_recipe(config)
     if own is not None and not own.needs_base:
         raise SwarmRefused(
-            f"the project's {own.name} does not build FROM ${{FP_BASE}}: a swarm task needs fp's base image (its data goes in and out through fireplug.task)"
+            f"the project's {own.name} does not build FROM ${{FP_BASE}}: a swarm task needs fp's base image (its data goes in and out through its task)"
         )
     connection = invocation.connect(host, verbose=request.verbose)
     check_manager(connection)

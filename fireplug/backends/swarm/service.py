@@ -1,7 +1,7 @@
 """Runs on a Docker Swarm: one ``replicated-job`` service per run, placed by the swarm.
 
 A run's service carries fp's labels (run id, project, map), reserves what ``--cpus``,
-``--memory`` and ``--gpus`` ask, and runs ``python3 -m fireplug.task`` (``task.py``) in front
+``--memory`` and ``--gpus`` ask, and runs ``python3 -m fireplug.remote.task`` (``task.py``) in front
 of the command: the task brings its data in from S3 and its results out, since no data folder
 follows it to whichever node it lands on. Its job (credentials included) is a Docker secret.
 
@@ -19,16 +19,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fireplug import labels
 from fireplug.backends.base import Node, RunState
-from fireplug.engine import Engine, engine_time, mapping_of
 from fireplug.errors import NodeLost as NodeLost
 from fireplug.errors import TaskRejected as TaskRejected
-from fireplug.runs import SHARED_RUN
-from fireplug.spec import ContainerSpec
-from fireplug.sync.s3_helper import in_parallel
+from fireplug.hosts.engine import Engine, engine_time, mapping_of
+from fireplug.remote.s3_objects import in_parallel
+from fireplug.run.records import SHARED_RUN
+from fireplug.run.spec import ContainerSpec
+from fireplug.support import labels
 
-TASK_ENTRYPOINT = ("python3", "-m", "fireplug.task")
+TASK_ENTRYPOINT = ("python3", "-m", "fireplug.remote.task")
 SECRET_FILE = "fp-task"  # /run/secrets/fp-task in the task (task.JOB_FILE)
 GPU_RESOURCE = "NVIDIA-GPU"  # the generic resource kind nodes advertise GPUs as (dockerd --node-generic-resource)
 ENDED = ("complete", "failed", "rejected", "shutdown", "orphaned", "remove")

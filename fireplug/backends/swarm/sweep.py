@@ -1,10 +1,10 @@
 """``fp map`` on a swarm: one service per sweep, whose tasks stay and take the map's runs.
 
 A service per run pays a task's start for every run: the swarm's scheduling, a container,
-``fireplug.task``'s Python and boto3, the data folder brought in. A sweep pays it once per
+``fireplug.remote.task``'s Python and boto3, the data folder brought in. A sweep pays it once per
 worker: its service is a ``replicated-job`` with as many tasks as the map has runs (the swarm
 starts those its nodes' free resources fit, by the runs' reservations, and the rest when room
-frees), each running ``python3 -m fireplug.task --serve`` (see task.py), which takes the runs one
+frees), each running ``python3 -m fireplug.remote.task --serve`` (see task.py), which takes the runs one
 after another from a queue in the bucket:
 
 - ``maps/<map>/items/<seq>``: a run (its id, command and own environment), written here;
@@ -28,16 +28,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fireplug import events, labels
 from fireplug.backends.base import Node
 from fireplug.backends.swarm.run import NODE_LOSS_RESTARTS, STOP_GRACE_SECONDS, Prepared, signaller, task_job
 from fireplug.backends.swarm.service import ENDED, SECRET_LABEL, WAITING, NodeLost, SwarmExecutor, TaskRejected, down_nodes, service_spec
 from fireplug.errors import FireplugError
 from fireplug.errors import Withdrawn as Withdrawn
-from fireplug.signals import made_uninterrupted
-from fireplug.spec import ContainerSpec
-from fireplug.sync.s3_helper import put_if_absent
-from fireplug.task import OUTPUT_TAG, SERVE, TASK_ID_VARIABLE, claim_key, done_key, item_key, sweep_key
+from fireplug.remote.s3_objects import put_if_absent
+from fireplug.remote.task import OUTPUT_TAG, SERVE, TASK_ID_VARIABLE, claim_key, done_key, item_key, sweep_key
+from fireplug.run.spec import ContainerSpec
+from fireplug.support import events, labels
+from fireplug.support.signals import made_uninterrupted
 
 POLL_SECONDS = 0.3
 TASK_CHECK_SECONDS = 2.0

@@ -20,16 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fireplug import __version__, events, labels
+from fireplug import __version__
 from fireplug.config import Config
-from fireplug.context import Context, ScanRules, tar_stream
-from fireplug.deps import DEPS_PREFIX, STAGING, VENV, Dependencies, Redactor, install_script, layer_tag, stdin_settings
-from fireplug.engine import Engine, frames
 from fireplug.errors import BaseImageMissing, BuildError, ConfigError, FireplugError
-from fireplug.locks import build_lock_path, exclusive
-from fireplug.lookup import search_path
-from fireplug.signals import made_uninterrupted
-from fireplug.units import human_bytes
+from fireplug.hosts.engine import Engine, frames
+from fireplug.image.context import Context, ScanRules, tar_stream
+from fireplug.image.deps import DEPS_PREFIX, STAGING, VENV, Dependencies, Redactor, install_script, layer_tag, stdin_settings
+from fireplug.image.lookup import search_path
+from fireplug.support import events, labels
+from fireplug.support.locks import build_lock_path, exclusive
+from fireplug.support.signals import made_uninterrupted
+from fireplug.support.units import human_bytes
 
 BASE_REPOSITORY = "fireplug-base"
 GENERATED_DOCKERFILE = ".fireplug.Dockerfile"
@@ -173,7 +174,7 @@ def _build_project_image(engine: Engine, config: Config, context: Context, recip
 
 def base_files() -> list[tuple[str, bytes]]:
     """The base image's build context: Dockerfile.base and the fireplug package's sources."""
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]  # the fireplug package
     files = [("Dockerfile", (root / "Dockerfile.base").read_bytes())]
     for path in sorted(root.rglob("*.py")):
         relative = PurePosixPath(path.relative_to(root).as_posix())

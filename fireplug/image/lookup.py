@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fireplug.engine import Engine
 from fireplug.errors import CommandNotFound as CommandNotFound
 from fireplug.errors import FireplugError
-from fireplug.signals import made_uninterrupted
+from fireplug.hosts.engine import Engine
+from fireplug.support.signals import made_uninterrupted
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _GO_DIR = 1 << 31  # the engine reports Go's file mode bits

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from fireplug.backends.base import Node
-from fireplug.engine import DEFAULT_TIMEOUT, Engine
 from fireplug.errors import FireplugError
-from fireplug.inventory import LOCAL, Host, Inventory
-from fireplug.locks import Leases
-from fireplug.ssh import SshConnection, SshSettings
-from fireplug.transport import connector_for
+from fireplug.hosts.engine import DEFAULT_TIMEOUT, Engine
+from fireplug.hosts.inventory import LOCAL, Host, Inventory
+from fireplug.hosts.ssh import SshConnection, SshSettings
+from fireplug.hosts.transport import connector_for
+from fireplug.support.locks import Leases
 
 LOCAL_START_HINT = "start it (`sudo systemctl start docker`, or `sudo dockerd &`) or point DOCKER_HOST at a running engine"
 DEFAULT_PROBE_TIMEOUT = 5.0

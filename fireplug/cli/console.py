@@ -229,7 +229,7 @@ class Transfer:
 
     def moved(self, done: int) -> None:
         """``done``: bytes moved so far (a tar stream's headers may take it a little past the total)."""
-        from fireplug.units import human_bytes
+        from fireplug.support.units import human_bytes
 
         now = time.monotonic()
         if now - self._shown < 0.25:

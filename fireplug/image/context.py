@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fireplug.errors import ContextChanged, ProjectError
-from fireplug.secrets import SNIFF_RULES, ContentSniffer, secret_name
-from fireplug.signature import stat_signature
-from fireplug.units import human_bytes
+from fireplug.support.secrets import SNIFF_RULES, ContentSniffer, secret_name
+from fireplug.support.signature import stat_signature
+from fireplug.support.units import human_bytes
 
 if TYPE_CHECKING:
     from docker.utils.build import Pattern

@@ -35,25 +35,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireplug import events, labels
 from fireplug.backends import backend_for
 from fireplug.backends.base import Lane, NotStarted, Place, Signallable
 from fireplug.errors import EngineUnreachable, FireplugError
+from fireplug.hosts.ssh import SshError
 from fireplug.invocation import Invocation
-from fireplug.output import LineWriter, run_prefix
-from fireplug.proc import display
-from fireplug.request import RunRequest
-from fireplug.runs import RUN_ID, new_id, run_record
-from fireplug.signals import HeldSignals
-from fireplug.spec import ContainerSpec
-from fireplug.ssh import SshError
-from fireplug.sweep import MapRun, Outcome, Tally, joblog_header
+from fireplug.map.params import MapRun, Outcome, Tally, joblog_header
+from fireplug.run.records import RUN_ID, new_id, run_record
+from fireplug.run.request import RunRequest
+from fireplug.run.spec import ContainerSpec
+from fireplug.support import events, labels
+from fireplug.support.output import LineWriter, run_prefix
+from fireplug.support.proc import display
+from fireplug.support.signals import HeldSignals
 from fireplug.sync import SyncInterrupted, SyncReport
 from fireplug.sync.plan import conflict_name
 from fireplug.sync.project import local_data_folder
 
 if TYPE_CHECKING:
-    from fireplug.runs import RunRecord
+    from fireplug.run.records import RunRecord
     from fireplug.sync.results import Landed
 
 LOST = -1  # a run's exit code when it never reported one

@@ -8,8 +8,9 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from fireplug import events, labels
-from fireplug.build import (
+from fireplug.config import PROJECT_FILE, Config
+from fireplug.errors import ConfigError, ContextChanged
+from fireplug.image.build import (
     GENERATED_DOCKERFILE,
     Image,
     Recipe,
@@ -25,19 +26,18 @@ from fireplug.build import (
     project_image_tag,
     scan_rules,
 )
-from fireplug.config import PROJECT_FILE, Config
-from fireplug.context import Context, ScanLimit
-from fireplug.deps import Dependencies, find_dependencies, layer_tag
-from fireplug.errors import ConfigError, ContextChanged
-from fireplug.lookup import ensure_command
-from fireplug.scancache import cache_dir, load_context
-from fireplug.scancache import forget as forget_scan
+from fireplug.image.context import Context, ScanLimit
+from fireplug.image.deps import Dependencies, find_dependencies, layer_tag
+from fireplug.image.lookup import ensure_command
+from fireplug.image.scancache import cache_dir, load_context
+from fireplug.image.scancache import forget as forget_scan
+from fireplug.support import events, labels
 
 if TYPE_CHECKING:
-    from fireplug.engine import Engine
+    from fireplug.hosts.engine import Engine
     from fireplug.invocation import Invocation, LocalSide
-    from fireplug.request import RunRequest
-    from fireplug.spec import ContainerSpec
+    from fireplug.run.request import RunRequest
+    from fireplug.run.spec import ContainerSpec
 
 
 def ready_image(engine: Engine, invocation: Invocation, request: RunRequest, own: Recipe | None, context: Context | None, spec: ContainerSpec) -> Image | None:

@@ -11,7 +11,7 @@ An object is written before any manifest naming it, and a manifest before the re
 so a reader never meets a name whose bytes are not there. Every file is written to a
 temporary name, checked against its digest, then renamed.
 
-On a Docker host this runs as ``python3 -m fireplug.sync.s3_helper`` in a short-lived
+On a Docker host this runs as ``python3 -m fireplug.remote.s3_objects`` in a short-lived
 container on fp's base image (host networking; the job, credentials included, arrives as
 the file /tmp/fp-paths, never in the container's environment or labels):
 
@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from fireplug.signature import is_racy
-from fireplug.sync.helper import install, list_tree
+from fireplug.remote.sync_helper import install, list_tree
+from fireplug.support.signature import is_racy
 from fireplug.sync.record import save_bytes
 from fireplug.sync.tree import DIR, FILE, LINK, READ_SIZE, Entry, file_sha256, lstat_entry, safe_parent
 

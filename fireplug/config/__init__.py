@@ -20,7 +20,7 @@ from typing import Any
 
 from fireplug.backends import REGISTRY
 from fireplug.errors import ConfigError, ProjectError
-from fireplug.secrets import credential_in
+from fireplug.support.secrets import credential_in
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from fireplug.config import Config, HostSettings
 from fireplug.errors import FireplugError
-from fireplug.ssh import SshTarget, parse_ssh_url
-from fireplug.transport import TlsFiles
+from fireplug.hosts.ssh import SshTarget, parse_ssh_url
+from fireplug.hosts.transport import TlsFiles
 
 LOCAL = "local"
 DEFAULT_LOCAL_URL = "unix:///var/run/docker.sock"

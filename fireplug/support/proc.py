@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from fireplug import events
 from fireplug.errors import CommandTimedOut as CommandTimedOut
 from fireplug.errors import ToolMissing as ToolMissing
-from fireplug.secrets import redact
+from fireplug.support import events
+from fireplug.support.secrets import redact
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The host side of a sync through the Docker API; runs as `python3 -m fireplug.sync.helper`.
+"""The host side of a sync through the Docker API; runs as `python3 -m fireplug.remote.sync_helper`.
 
 It runs in a short-lived container on fp's base image with the host's project folder mounted
 (the data folder, the trash and the staging folders side by side in it), using nothing but

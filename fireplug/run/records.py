@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fireplug import labels
 from fireplug.errors import UsageError
+from fireplug.support import labels
 from fireplug.sync.record import save_bytes
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from fireplug.backends.base import Executor
     from fireplug.invocation import Invocation
-    from fireplug.spec import ContainerSpec
+    from fireplug.run.spec import ContainerSpec
 
 RUN_ID = re.compile(r"(map-)?\d{8}-\d{6}-[0-9a-f]{6}")
 RECORD_LIMIT = 64 * 1024  # bytes: a record is a few hundred

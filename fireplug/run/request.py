@@ -13,12 +13,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fireplug import labels
 from fireplug.errors import ProjectError, UsageError
-from fireplug.locks import this_process
-from fireplug.options import ContainerOptions, parse_options
-from fireplug.proc import display
-from fireplug.spec import ContainerSpec, Mount
+from fireplug.run.options import ContainerOptions, parse_options
+from fireplug.run.spec import ContainerSpec, Mount
+from fireplug.support import labels
+from fireplug.support.locks import this_process
+from fireplug.support.proc import display
 
 if TYPE_CHECKING:
     from fireplug.config import Config

@@ -19,14 +19,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
-from fireplug import events, hosts, labels
+from fireplug import hosts
 from fireplug.backends import backend_for
 from fireplug.backends.base import Executor, Pulling, RunState
 from fireplug.errors import FireplugError, UsageError
 from fireplug.invocation import Invocation
-from fireplug.output import LineWriter, run_prefix
-from fireplug.proc import alive
-from fireplug.runs import SHARED_RUN, RunBook, RunRecord, keep_output_and_remove, matching
+from fireplug.run.records import SHARED_RUN, RunBook, RunRecord, keep_output_and_remove, matching
+from fireplug.support import events, labels
+from fireplug.support.output import LineWriter, run_prefix
+from fireplug.support.proc import alive
 
 STOP_GRACE_SECONDS = 10.0
 KILL_WAIT_SECONDS = 10.0

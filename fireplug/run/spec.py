@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fireplug.options import ContainerOptions
+from fireplug.run.options import ContainerOptions
 
 
 @dataclass(frozen=True)

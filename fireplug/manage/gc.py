@@ -22,15 +22,15 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from fireplug import events, labels
 from fireplug.backends import backend_for
 from fireplug.backends.base import HELPER_AGE_SECONDS, Found, Garbage
-from fireplug.control import Hosts
-from fireplug.engine import Engine
 from fireplug.errors import FireplugError
 from fireplug.hosts import Connection
+from fireplug.hosts.engine import Engine
 from fireplug.invocation import Invocation
-from fireplug.runs import RunRecord
+from fireplug.manage.control import Hosts
+from fireplug.run.records import RunRecord
+from fireplug.support import events, labels
 from fireplug.sync.tree import TRASH_DAYS, old_batches, tree_bytes
 
 HERE = "this machine"

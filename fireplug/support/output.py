@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Mapping
 
-from fireplug import events
+from fireplug.support import events
 
 COLOURS = ("36", "33", "35", "32", "34", "31", "96", "93", "95", "92", "94", "91")  # ANSI foreground colours
 

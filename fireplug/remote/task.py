@@ -1,6 +1,6 @@
 """A swarm task's own sync: the entrypoint wrapper of fp's runs on a swarm (in fp's base image).
 
-    python3 -m fireplug.task COMMAND [ARGS...]
+    python3 -m fireplug.remote.task COMMAND [ARGS...]
 
 A task may land on any node, where no data folder waits for it, so it brings its own: the job
 (the bucket, its credentials, the run's input manifest) arrives as the Docker secret
@@ -16,7 +16,7 @@ shows). The wrapper
 
 A failure of its own (the bucket unreachable) exits 125 with one line on stderr.
 
-    python3 -m fireplug.task --serve
+    python3 -m fireplug.remote.task --serve
 
 is a sweep's worker (``fp map`` on a swarm, see backends/swarm/sweep.py): the job names a map instead of
 a run. The worker brings the data folder in once, then takes the map's runs from a queue in the
@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import IO, Any
 
-from fireplug.sync.s3_helper import (
+from fireplug.remote.s3_objects import (
     DigestCache,
     Manifest,
     Place,
@@ -107,7 +107,7 @@ def done_key(place: Place, map_id: str) -> str:
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: python3 -m fireplug.task COMMAND [ARGS...] | --serve", file=sys.stderr)
+        print("usage: python3 -m fireplug.remote.task COMMAND [ARGS...] | --serve", file=sys.stderr)
         return 2
     try:
         with open(JOB_FILE, "rb") as source:

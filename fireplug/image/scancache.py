@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fireplug.context import Context, Entry, ScanLimit, ScanRules, context_digest, read_file, scan
-from fireplug.signature import RACY_NS, is_racy, stat_signature
+from fireplug.image.context import Context, Entry, ScanLimit, ScanRules, context_digest, read_file, scan
+from fireplug.support.signature import RACY_NS, is_racy, stat_signature
 
 RECORD_FORMAT = 1
 _KINDS = {"file": stat.S_ISREG, "dir": stat.S_ISDIR, "symlink": stat.S_ISLNK}

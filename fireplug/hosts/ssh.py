@@ -25,10 +25,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fireplug import proc
 from fireplug.errors import FireplugError
 from fireplug.errors import SshError as SshError
-from fireplug.transport import Connector, unix_connector
+from fireplug.hosts.transport import Connector, unix_connector
+from fireplug.support import proc
 
 PERSIST_SECONDS = 60
 DEFAULT_CONNECT_TIMEOUT = 10.0

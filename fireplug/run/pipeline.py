@@ -8,20 +8,21 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from fireplug import events, hosts
+from fireplug import hosts
 from fireplug.backends import backend_for
 from fireplug.errors import ConnectionLost
-from fireplug.locks import Leases
-from fireplug.request import container_options, resolve_env
-from fireplug.scancache import cache_dir
-from fireplug.signals import ignore_late_signals
+from fireplug.image.scancache import cache_dir
+from fireplug.run.request import container_options, resolve_env
+from fireplug.support import events
+from fireplug.support.locks import Leases
+from fireplug.support.signals import ignore_late_signals
 from fireplug.sync.record import PairFiles, last_host
 
 if TYPE_CHECKING:
     from fireplug.backends.base import Place
-    from fireplug.inventory import Host
+    from fireplug.hosts.inventory import Host
     from fireplug.invocation import Invocation
-    from fireplug.request import RunRequest
+    from fireplug.run.request import RunRequest
 
 
 def run(invocation: Invocation, request: RunRequest) -> int:

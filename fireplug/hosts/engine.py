@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fireplug.errors import EngineError, EngineUnreachable, FireplugError
-from fireplug.transport import Connector, TlsStream, connector_for
+from fireplug.hosts.transport import Connector, TlsStream, connector_for
 
 CLIENT_API_VERSION = (1, 45)  # the newest API version fp speaks; lowered to the engine's
 MIN_API_VERSION = (1, 25)  # HostConfig.Init appeared in 1.25

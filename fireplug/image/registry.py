@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fireplug import events, proc
-from fireplug.engine import Engine, mapping_of
 from fireplug.errors import RegistryError as RegistryError
+from fireplug.hosts.engine import Engine, mapping_of
+from fireplug.support import events, proc
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""`fp map`: parameters and joblog (params.py, pure), the scheduler over hosts' lanes (scheduler.py)."""

@@ -1,0 +1,1 @@
+"""One run: the request and container spec (pure), the pipeline (choose -> prepare -> sync in -> run -> sync out), records."""
