@@ -20,6 +20,11 @@ REGISTRY = {
     "docker": "fireplug.backends.docker:DockerBackend",
     "swarm": "fireplug.backends.swarm:SwarmBackend",
 }
+# What a kind's [hosts.NAME] table must hold, and why (checked when the settings are read,
+# without importing the backend): setting -> the hint when it is missing.
+REQUIRED_SETTINGS = {
+    "swarm": {"registry": ("its nodes pull one-time images from a registry", 'add registry = "registry.example:5000/team"')},
+}
 
 
 def backend_for(host: Host) -> Backend:

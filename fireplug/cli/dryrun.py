@@ -6,12 +6,13 @@ import shlex
 from typing import TYPE_CHECKING
 
 from fireplug.backends import backend_for
+from fireplug.cli.reports import first_few
 from fireplug.image.build import base_files, base_image_tag, generated_recipe, own_recipe
 from fireplug.image.ready import declared_dependencies, layer_dependencies, project_limit, scan
 from fireplug.run.pipeline import choose_host
 from fireplug.run.request import container_spec
 from fireplug.support.units import human_bytes
-from fireplug.sync.project import first_few, local_data_folder, pull_scope
+from fireplug.sync.project import local_data_folder, pull_scope
 from fireplug.sync.record import PairFiles
 from fireplug.sync.session import SyncRequest, preview
 

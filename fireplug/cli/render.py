@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from fireplug.cli import console
+from fireplug.cli import console, reports
 
 if TYPE_CHECKING:
     from fireplug.support.events import Progress, Steps, Transfer
+    from fireplug.sync import SyncReport
+    from fireplug.sync.results import Landed
 
 
 class ConsoleSink:
@@ -42,3 +44,9 @@ class ConsoleSink:
 
     def interactive(self) -> bool:
         return console.stderr_is_terminal()
+
+    def synced(self, host: str, report: SyncReport, *, verbose: bool) -> None:
+        reports.report_sync(host, report, verbose=verbose)
+
+    def landed(self, host: str, landed: Landed) -> None:
+        reports.report_landed(host, landed)

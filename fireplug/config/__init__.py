@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fireplug.backends import REGISTRY
+from fireplug.backends import REGISTRY, REQUIRED_SETTINGS
 from fireplug.errors import ConfigError, ProjectError
 from fireplug.support.secrets import credential_in
 
@@ -488,12 +488,9 @@ def _host_settings(name: str, table: dict[str, Any]) -> HostSettings:
     kind = table.get("kind", "")
     if kind and kind not in HOST_KINDS:
         raise ConfigError(f"hosts.{name}.kind {kind!r} is not one of {', '.join(HOST_KINDS)}", key=f"hosts.{name}.kind")
-    if kind == "swarm" and not table.get("registry"):
-        raise ConfigError(
-            f"[hosts.{name}] is a swarm: its nodes pull one-time images from a registry",
-            hint='add registry = "registry.example:5000/team"',
-            key=f"hosts.{name}.registry",
-        )
+    for setting, (why, hint) in REQUIRED_SETTINGS.get(kind, {}).items():
+        if not table.get(setting):
+            raise ConfigError(f"[hosts.{name}] is a {kind}: {why}", hint=hint, key=f"hosts.{name}.{setting}")
     labels = {str(key): str(value) for key, value in table.get("labels", {}).items()}
     return HostSettings(name=name, **{key: value for key, value in table.items() if key != "labels"}, labels=labels)
 

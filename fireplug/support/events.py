@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from fireplug.sync import SyncReport
+    from fireplug.sync.results import Landed
 
 
 class Progress(Protocol):
@@ -62,6 +66,12 @@ class Sink(Protocol):
 
     def interactive(self) -> bool:
         """Whether a person watches (fp's stderr is a terminal)."""
+
+    def synced(self, host: str, report: SyncReport, *, verbose: bool) -> None:
+        """A sync of the data folder with ``host`` ended (``verbose``: every path may be named)."""
+
+    def landed(self, host: str, landed: Landed) -> None:
+        """A run's results came back from ``host`` (a swarm's, through the bucket)."""
 
 
 class _Quiet:
@@ -116,6 +126,14 @@ class LoggingSink:
     def interactive(self) -> bool:
         return False
 
+    def synced(self, host: str, report: SyncReport, *, verbose: bool) -> None:
+        self.note(f"synced with host '{host}': {report.pushed} files sent, {report.pulled} brought back, {len(report.conflicts)} conflicts")
+        for path, copy in report.conflicts:
+            self.warn(f"conflict: {path} changed here and on host '{host}'; kept yours, the host's version is {copy}")
+
+    def landed(self, host: str, landed: Landed) -> None:
+        self.note(f"results from '{host}': {landed.files} files changed, {len(landed.trashed)} deleted, {len(landed.conflicts)} conflicts")
+
 
 _sink: list[Sink] = [LoggingSink()]
 
@@ -163,3 +181,11 @@ def above_status() -> Iterator[None]:
 
 def interactive() -> bool:
     return _sink[0].interactive()
+
+
+def synced(host: str, report: SyncReport, *, verbose: bool = False) -> None:
+    _sink[0].synced(host, report, verbose=verbose)
+
+
+def landed(host: str, landed: Landed) -> None:
+    _sink[0].landed(host, landed)

@@ -61,7 +61,7 @@ class SwarmBackend:
                 why = f"stopped before it could, or its task failed: fp logs {record.id} shows why; or they were pulled already"
                 events.warn(f"run {record.id} published no results ({why})")
             else:
-                report_landed(host.name, landed)
+                events.landed(host.name, landed)
             pulling.done_with(handle, record)
             forget_run(store, record.id)
 
@@ -156,7 +156,7 @@ class SwarmPlace:
         if landed is None:
             events.warn(f"run {self._record.id} published no results (stopped before it could, or its task failed: fp logs {self._record.id} shows why)")
         else:
-            report_landed(self.host, landed)
+            events.landed(self.host, landed)
 
     def open_lane(self, map_id: str, runs: int, *, per_host: int, retries: int, live: Callable[[], bool]) -> SwarmLane:
         sweep = Sweep(self.prepared, map_id, runs, retries=retries)  # all at once: the swarm places them where their reservations fit
@@ -227,20 +227,6 @@ def _signaller_of_records(invocation: Invocation) -> Callable[[str, str], bool]:
         return signaller(Store.for_project(project.config, project.state))(run_id, signal_name)
 
     return send
-
-
-def report_landed(host: str, landed: Landed) -> None:
-    from fireplug.support.units import human_bytes
-
-    events.note(
-        f"results from swarm '{host}': {landed.files} files ({human_bytes(landed.file_bytes)}) changed, {len(landed.trashed)} deleted (to the local trash)"
-    )
-    for path, copy in landed.conflicts:
-        events.warn(f"conflict: {path} changed here while the run changed it too; the run's version is {copy}")
-    for path in landed.kept:
-        events.warn(f"kept {path}: the run deleted it, but it changed here meanwhile")
-    if landed.refused:
-        events.warn(f"{len(landed.refused)} results were refused (a parent here is not a real folder): {', '.join(landed.refused[:3])}")
 
 
 def ended_services(executor: SwarmExecutor, found: Found) -> None:
