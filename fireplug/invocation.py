@@ -72,9 +72,9 @@ class Invocation:
         """Raises: FireplugError: no host has that name."""
         return hosts.resolve(name, self.inventory)
 
-    def connect(self, host: Host, *, verbose: bool = False, timeout: float = DEFAULT_TIMEOUT) -> hosts.Connection:
+    def connect(self, host: Host, *, timeout: float = DEFAULT_TIMEOUT) -> hosts.Connection:
         """Raises: EngineUnreachable, SshError, TlsSetupError: see ``hosts.connect``."""
-        return hosts.connect(host, self.settings, timeout=timeout, verbose=verbose)
+        return hosts.connect(host, self.settings, timeout=timeout)
 
     @property
     def state(self) -> Path:

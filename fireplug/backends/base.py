@@ -239,7 +239,7 @@ class Backend(Protocol):
             FireplugError: fp's own failure, or a request this kind of place cannot serve.
         """
 
-    def connect(self, invocation: Invocation, host: Host, *, timeout: float, verbose: bool = False) -> Connection:
+    def connect(self, invocation: Invocation, host: Host, *, timeout: float) -> Connection:
         """Reach the place (its engine, its shell), for the management verbs.
 
         Raises:
@@ -248,7 +248,7 @@ class Backend(Protocol):
 
     def executor(self, invocation: Invocation, connection: Connection) -> Executor: ...
 
-    def pull(self, pulling: Pulling, *, verbose: bool) -> None:
+    def pull(self, pulling: Pulling) -> None:
         """Bring the results of ended (and running) runs back; then done_with each ended one."""
 
     def garbage(self, invocation: Invocation, connection: Connection, records: Mapping[str, RunRecord], keep: int) -> Found:

@@ -15,6 +15,7 @@ from fireplug import hosts
 from fireplug.cli import console
 from fireplug.cli.parsers import MAX_PROBE_TIMEOUT, base_parser, hosts_parser, init_parser, s3_parser
 from fireplug.cli.process import load_invocation, local_side
+from fireplug.cli.render import verbose_from
 from fireplug.config import scaffold, user_config_path
 from fireplug.config import user as userconfig
 from fireplug.errors import UsageError
@@ -50,10 +51,10 @@ def _ask(question: str, default: str) -> str:
 def base(words: list[str], args: argparse.Namespace) -> int:
     """fp base build: fp's base image on a host, now."""
     options = base_parser().parse_args(words)
-    verbose = options.verbose or args.verbose
+    verbose_from(options)
     invocation = load_invocation(project_optional=True)
-    engine = invocation.connect(invocation.host(options.host or args.host or LOCAL), verbose=verbose).engine
-    image = ensure_base(engine, invocation.config.build.base_image, verbose=verbose, rebuild=options.rebuild)
+    engine = invocation.connect(invocation.host(options.host or args.host or LOCAL)).engine
+    image = ensure_base(engine, invocation.config.build.base_image, rebuild=options.rebuild)
     state = "built" if image.built else "already present"
     console.note(f"base image {image.tag} ({image.id[:19]}) {state} on host '{engine.host}'")
     return 0

@@ -10,6 +10,7 @@ import time
 from fireplug.cli import console
 from fireplug.cli.parsers import gc_parser, logs_parser, ps_parser, pull_parser, stop_parser
 from fireplug.cli.process import load_invocation
+from fireplug.cli.render import verbose_from
 from fireplug.errors import UsageError
 from fireplug.manage.control import Hosts, Located, list_runs, locate, pull_runs, show_logs, stop_map_process, stop_runs
 from fireplug.support import labels
@@ -23,7 +24,7 @@ def ps(words: list[str], args: argparse.Namespace) -> int:
     """fp ps: fp's runs across hosts, from their labels and this machine's records."""
     options = ps_parser().parse_args(words)
     invocation = load_invocation(project_optional=True)
-    found = list_runs(invocation, Hosts(invocation, verbose=args.verbose), only=options.host or args.host, everything=options.all)
+    found = list_runs(invocation, Hosts(invocation), only=options.host or args.host, everything=options.all)
     if options.json:
         print(json.dumps([_as_json(located) for located in found], indent=2), flush=True)
     else:
@@ -35,7 +36,7 @@ def logs(words: list[str], args: argparse.Namespace) -> int:
     """fp logs [-f] ID: a run's output (each run of a map, prefixed)."""
     options = logs_parser().parse_args(words)
     invocation = load_invocation(project_optional=True)
-    peers = Hosts(invocation, verbose=args.verbose)
+    peers = Hosts(invocation)
     show_logs(invocation, peers, locate(invocation, peers, options.id, only=options.host or args.host), follow=options.follow, out=LineWriter())
     return 0
 
@@ -43,10 +44,11 @@ def logs(words: list[str], args: argparse.Namespace) -> int:
 def pull(words: list[str], args: argparse.Namespace) -> int:
     """fp pull ID: bring the results of a run (every run of a map) back."""
     options = pull_parser().parse_args(words)
+    verbose_from(options)
     invocation = load_invocation(project_optional=True, sync=args.sync)
-    peers = Hosts(invocation, verbose=args.verbose or options.verbose)
+    peers = Hosts(invocation)
     runs = locate(invocation, peers, options.id, only=options.host or args.host)
-    for pulled in pull_runs(invocation, peers, runs, verbose=args.verbose or options.verbose):
+    for pulled in pull_runs(invocation, peers, runs):
         for run_id in pulled.still_running:
             console.note(f"run {run_id} is still running on host '{pulled.host}': what it wrote so far came back; fp pull {run_id} again once it ended")
         ended = len(pulled.runs) - len(pulled.still_running)
@@ -61,7 +63,7 @@ def stop(words: list[str], args: argparse.Namespace) -> int:
     if not 0 <= options.time <= 3600:
         raise UsageError(f"-t {options.time:g}: expected seconds from 0 to 3600")
     invocation = load_invocation(project_optional=True)
-    peers = Hosts(invocation, verbose=args.verbose)
+    peers = Hosts(invocation)
     map_id = stop_map_process(invocation.runs, options.id, grace=options.time)
     if map_id:
         console.note(f"map {map_id} in the background was told to stop: no new run starts, and its running runs were stopped")
@@ -85,7 +87,7 @@ def gc(words: list[str], args: argparse.Namespace) -> int:
     if options.keep < 1:
         raise UsageError(f"--keep {options.keep}: keep at least the newest image of each project (1 or more)")
     invocation = load_invocation(project_optional=True)
-    peers = Hosts(invocation, verbose=args.verbose)
+    peers = Hosts(invocation)
     total = 0
     for host, found in cleanup.find_garbage(invocation, peers, only=options.host or args.host, keep=options.keep).items():
         if not found.items:

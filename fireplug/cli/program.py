@@ -96,6 +96,7 @@ def main(argv: Sequence[str] | None = None, *, final: bool = False, held: Sequen
 def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+        events.use(ConsoleSink(verbose=args.verbose))  # (a verb's own -v turns it on too)
         command, explicit = _split_command(args.command)
         if args.sync_in_only or args.sync_out_only or args.no_run:
             if command:

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 
 class ConsoleSink:
+    def __init__(self, *, verbose: bool = False) -> None:
+        self.verbose = verbose  # -v: details, every build line, every path a sync names
+
     def note(self, message: str) -> None:
         console.note(message)
 
@@ -22,13 +25,14 @@ class ConsoleSink:
         console.warn(message)
 
     def detail(self, message: str) -> None:
-        console.detail(message)
+        if self.verbose:
+            console.detail(message)
 
     def progress(self, title: str) -> Progress:
         return console.Progress(title)
 
-    def steps(self, title: str, *, show_output: bool, label: str) -> Steps:
-        return console.StepProgress(title, show_output=show_output, label=label)
+    def steps(self, title: str, *, label: str) -> Steps:
+        return console.StepProgress(title, show_output=self.verbose, label=label)
 
     def transfer(self, progress: Progress, total: int) -> Transfer:
         return console.Transfer(progress, total)
@@ -45,8 +49,16 @@ class ConsoleSink:
     def interactive(self) -> bool:
         return console.stderr_is_terminal()
 
-    def synced(self, host: str, report: SyncReport, *, verbose: bool) -> None:
-        reports.report_sync(host, report, verbose=verbose)
+    def synced(self, host: str, report: SyncReport) -> None:
+        reports.report_sync(host, report, verbose=self.verbose)
 
     def landed(self, host: str, landed: Landed) -> None:
         reports.report_landed(host, landed)
+
+
+def verbose_from(options: object) -> None:
+    """A verb's own -v (``fp pull -v``, ``fp map -v``, ``fp base build -v``) turns details on."""
+    if getattr(options, "verbose", False):
+        from fireplug.support import events
+
+        events.use(ConsoleSink(verbose=True))

@@ -11,6 +11,7 @@ from pathlib import Path
 from fireplug.cli import console
 from fireplug.cli.parsers import map_parser
 from fireplug.cli.process import load_invocation
+from fireplug.cli.render import verbose_from
 from fireplug.errors import UsageError
 from fireplug.invocation import Invocation
 from fireplug.map.params import MapRun, parse_param, read_joblog, runs_from_lines, runs_from_params, to_rerun
@@ -25,6 +26,7 @@ MAP_COLUMNS = ("SEQ", "PARAMS", "HOST", "DURATION", "EXIT")
 def map_verb(words: list[str], args: argparse.Namespace) -> int:
     """fp map: the runs a sweep makes, run over the hosts; 0 only when every run succeeded."""
     options = map_parser().parse_args(words)
+    verbose_from(options)
     template = options.command[1:] if options.command[:1] == ["--"] else options.command
     if not template:
         raise UsageError("no command given: put it after --, with placeholders (fp map -p fold=0,1 -- python model.py -f{fold})")

@@ -88,7 +88,7 @@ def resolve(name: str, inventory: Inventory) -> Host:
     return host
 
 
-def connect(host: Host, settings: SshSettings, *, timeout: float = DEFAULT_TIMEOUT, verbose: bool = False) -> Connection:
+def connect(host: Host, settings: SshSettings, *, timeout: float = DEFAULT_TIMEOUT) -> Connection:
     """Open ``host``: an engine client that has answered, and the ssh connection if any.
 
     Raises:
@@ -96,7 +96,7 @@ def connect(host: Host, settings: SshSettings, *, timeout: float = DEFAULT_TIMEO
         SshError: ssh to the host failed.
         TlsSetupError: its TLS files are missing or unusable.
     """
-    shell = SshConnection(host.name, host.ssh, settings, verbose=verbose) if host.ssh is not None and not host.local else None
+    shell = SshConnection(host.name, host.ssh, settings) if host.ssh is not None and not host.local else None
     connector = shell.engine_connector() if host.engine_over_ssh and shell is not None else connector_for(host.name, host.url, host.tls)
     hint = LOCAL_START_HINT if host.local else ""
     engine = Engine(host.name, host.url, connector=connector, timeout=timeout, unreachable_hint=hint)

@@ -123,11 +123,10 @@ def remote_command(words: Sequence[str]) -> str:
 class SshConnection:
     """The master connection to one host, and everything that runs through it."""
 
-    def __init__(self, host: str, target: SshTarget, settings: SshSettings, *, verbose: bool = False) -> None:
+    def __init__(self, host: str, target: SshTarget, settings: SshSettings) -> None:
         self.host = host
         self.target = target
         self.settings = settings
-        self.verbose = verbose
         self.control_path = control_path(target, settings)
         self._options = ssh_options(target, settings, self.control_path)
         self._master_seen = False  # the forwarded engine socket answered: the master is up
@@ -173,7 +172,7 @@ class SshConnection:
         argv = [*self._options, *master, "-E", str(log), "-f", "-N", self.target.address]
         timeout = self.settings.connect_timeout + 5
         try:
-            completed = proc.run(argv, timeout=timeout, what=f"ssh to {self.target}", verbose=self.verbose, capture=False)
+            completed = proc.run(argv, timeout=timeout, what=f"ssh to {self.target}", capture=False)
         except proc.CommandTimedOut as e:
             raise SshError(self.host, str(self.target), f"no answer within {timeout:g} s") from e
         if completed.returncode != 0:
@@ -241,7 +240,7 @@ class SshConnection:
         """
         argv = [*self.client_argv(), self.target.address, "--", remote_command(words)]
         try:
-            completed = proc.run(argv, timeout=timeout, what=f"{what} on host '{self.host}'", verbose=self.verbose, input=input, own_group=True)
+            completed = proc.run(argv, timeout=timeout, what=f"{what} on host '{self.host}'", input=input, own_group=True)
         except proc.CommandTimedOut as e:
             raise SshError(self.host, str(self.target), f"{what} did not finish within {timeout:g} s") from e
         if completed.returncode == SSH_FAILED:
@@ -288,7 +287,7 @@ class SshConnection:
 
     def _control(self, action: str, forward: str) -> proc.Completed:
         """Ask the master to ``action`` (forward, cancel) the local forward ``forward`` (ssh -L syntax)."""
-        return proc.run([*self.client_argv(), "-O", action, "-L", forward, self.target.address], timeout=10, what=f"ssh -O {action}", verbose=self.verbose)
+        return proc.run([*self.client_argv(), "-O", action, "-L", forward, self.target.address], timeout=10, what=f"ssh -O {action}")
 
     def forward_port(self, local_ip: str, port: int, remote_port: int, *, cancel: bool = False) -> None:
         """Listen on ``local_ip:port`` here and forward to the host's 127.0.0.1:``remote_port`` (through the master).

@@ -130,9 +130,7 @@ def project_image_tag(project: str, digest: str) -> str:
     return f"fp-{project}:{digest[:16]}"
 
 
-def ensure_project_image(
-    engine: Engine, config: Config, context: Context, recipe: Recipe, base: Image | None, *, verbose: bool, locks: Path | None = None
-) -> Image:
+def ensure_project_image(engine: Engine, config: Config, context: Context, recipe: Recipe, base: Image | None, *, locks: Path | None = None) -> Image:
     """The project's one-time image on ``engine``, built only when its tag is absent; with
     ``locks`` (a folder), by one fp of this machine at a time: the others wait and use it.
 
@@ -148,10 +146,10 @@ def ensure_project_image(
         existing = engine.image_id(tag)  # built meanwhile by the fp we waited for
         if existing:
             return Image(tag, existing, built=False)
-        return _build_project_image(engine, config, context, recipe, base, tag, verbose=verbose)
+        return _build_project_image(engine, config, context, recipe, base, tag)
 
 
-def _build_project_image(engine: Engine, config: Config, context: Context, recipe: Recipe, base: Image | None, tag: str, *, verbose: bool) -> Image:
+def _build_project_image(engine: Engine, config: Config, context: Context, recipe: Recipe, base: Image | None, tag: str) -> Image:
     if context.secrets:
         others = f" and {len(context.secrets) - 1} more" if len(context.secrets) > 1 else ""
         events.note(
@@ -166,9 +164,7 @@ def _build_project_image(engine: Engine, config: Config, context: Context, recip
     recipe_name = "" if recipe.generated else f" from the project's {recipe.name} (build.dockerfile = false ignores it)"
     kept_out = f"; {len(context.secrets)} kept out as secrets" if context.secrets else ""
     title = f"building image {tag}{recipe_name} on host '{engine.host}' ({context.file_count} files, {human_bytes(context.total_bytes)}{kept_out})"
-    image_id = _build(
-        engine, tar_stream(context, extra), tag=tag, dockerfile=recipe.name, buildargs=buildargs, image_labels=image_labels, title=title, verbose=verbose
-    )
+    image_id = _build(engine, tar_stream(context, extra), tag=tag, dockerfile=recipe.name, buildargs=buildargs, image_labels=image_labels, title=title)
     return Image(tag, image_id, built=True)
 
 
@@ -191,7 +187,7 @@ def base_image_tag(base_image: str, files: list[tuple[str, bytes]]) -> str:
     return f"{BASE_REPOSITORY}:{digest.hexdigest()[:16]}"
 
 
-def ensure_base(engine: Engine, base_image: str, *, verbose: bool, rebuild: bool = False, locks: Path | None = None) -> Image:
+def ensure_base(engine: Engine, base_image: str, *, rebuild: bool = False, locks: Path | None = None) -> Image:
     """fp's base image on ``engine``, built from Dockerfile.base when absent.
 
     ``rebuild`` builds it again without the engine's layer cache (fresh Debian packages).
@@ -209,7 +205,7 @@ def ensure_base(engine: Engine, base_image: str, *, verbose: bool, rebuild: bool
         existing = None if rebuild else engine.image_id(tag)
         if existing:
             return Image(tag, existing, built=False)
-        return _build_base(engine, base_image, files, tag, verbose=verbose, rebuild=rebuild)
+        return _build_base(engine, base_image, files, tag, rebuild=rebuild)
 
 
 @contextlib.contextmanager
@@ -226,7 +222,7 @@ def _one_builder(locks: Path | None, engine: Engine, tag: str) -> Iterator[None]
         yield
 
 
-def _build_base(engine: Engine, base_image: str, files: list[tuple[str, bytes]], tag: str, *, verbose: bool, rebuild: bool) -> Image:
+def _build_base(engine: Engine, base_image: str, files: list[tuple[str, bytes]], tag: str, *, rebuild: bool) -> Image:
     context = Context(root=Path("."), entries=())
     image_labels = {labels.KIND: "base", labels.FROM: base_image, labels.VERSION: __version__}
     title = f"building the base image {tag} from {base_image} on host '{engine.host}' (once per host and fp version)"
@@ -239,7 +235,6 @@ def _build_base(engine: Engine, base_image: str, files: list[tuple[str, bytes]],
             buildargs={"BASE_IMAGE": base_image},
             image_labels=image_labels,
             title=title,
-            verbose=verbose,
             nocache=rebuild,
         )
     except BuildError as e:
@@ -258,12 +253,11 @@ def _build(
     buildargs: Mapping[str, str],
     image_labels: Mapping[str, str],
     title: str,
-    verbose: bool,
     nocache: bool = False,
 ) -> str:
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
     image_id = ""
-    with events.steps(title, show_output=verbose, label=engine.host) as progress:
+    with events.steps(title, label=engine.host) as progress:
         for message in engine.build(chunks, tag=tag, dockerfile=dockerfile, buildargs=buildargs, labels=image_labels, nocache=nocache):
             if "error" in message:
                 raise BuildError(engine.host, tag, str(message["error"]).strip(), tuple(tail))
@@ -278,7 +272,7 @@ def _build(
     return image_id
 
 
-def ensure_deps_image(engine: Engine, deps: Dependencies, base: Image, *, verbose: bool, locks: Path | None = None) -> Image:
+def ensure_deps_image(engine: Engine, deps: Dependencies, base: Image, *, locks: Path | None = None) -> Image:
     """The project's dependency layer on ``engine`` (image fp-deps-<hash> on fp's base image),
     installed only when absent; with ``locks``, by one fp of this machine at a time.
 
@@ -294,10 +288,10 @@ def ensure_deps_image(engine: Engine, deps: Dependencies, base: Image, *, verbos
         existing = engine.image_id(tag)
         if existing:
             return Image(tag, existing, built=False)
-        return _install_deps(engine, deps, base, tag, verbose=verbose)
+        return _install_deps(engine, deps, base, tag)
 
 
-def _install_deps(engine: Engine, deps: Dependencies, base: Image, tag: str, *, verbose: bool) -> Image:
+def _install_deps(engine: Engine, deps: Dependencies, base: Image, tag: str) -> Image:
     """Install in a container of the base image and keep its filesystem as the layer.
 
     A container, not a Dockerfile build: pip's settings (an index URL may hold a password) reach
@@ -320,7 +314,7 @@ def _install_deps(engine: Engine, deps: Dependencies, base: Image, tag: str, *, 
     container = made_uninterrupted(lambda: engine.create_container(config, f"fp-deps-build-{uuid.uuid4().hex[:12]}"), engine.remove_container)
     try:
         engine.put_archive(container, "/", [_staging_tar(deps)])
-        status, tail = _run_install(engine, container, deps, tag, verbose=verbose)
+        status, tail = _run_install(engine, container, deps, tag)
         if status != 0:
             raise BuildError(engine.host, tag, f"{install_failure(tail)} (exit status {status})", tuple(tail))
         image_id = engine.commit(container, tag, _layer_config(engine.image_config(base.id), deps, base), f"fp dependency layer: {deps.summary()}")
@@ -330,7 +324,7 @@ def _install_deps(engine: Engine, deps: Dependencies, base: Image, tag: str, *, 
     return Image(tag, image_id, built=True)
 
 
-def _run_install(engine: Engine, container: str, deps: Dependencies, tag: str, *, verbose: bool) -> tuple[int, list[str]]:
+def _run_install(engine: Engine, container: str, deps: Dependencies, tag: str) -> tuple[int, list[str]]:
     redact = Redactor(deps.index.secrets())
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
     title = f"installing the project's dependencies ({deps.summary()}) as {tag} on host '{engine.host}' (once per host until they change)"
@@ -339,7 +333,7 @@ def _run_install(engine: Engine, container: str, deps: Dependencies, tag: str, *
         engine.start(container)
         attached.send_all(stdin_settings(deps))
         attached.close_stdin()
-        with events.steps(title, show_output=verbose, label=engine.host) as progress:
+        with events.steps(title, label=engine.host) as progress:
             for raw in _lines(frames(attached)):
                 line = redact(raw.decode(errors="replace").rstrip())
                 if line.strip():

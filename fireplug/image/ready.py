@@ -73,12 +73,12 @@ def project_image(engine: Engine, invocation: Invocation, request: RunRequest, o
     """The image to run: built as needed, the newest one with --no-build, none when nothing runs."""
     config, locks = invocation.config, invocation.locks
     if context is not None:
-        base = ensure_base(engine, config.build.base_image, verbose=request.verbose, locks=locks) if own is None or own.needs_base else None
+        base = ensure_base(engine, config.build.base_image, locks=locks) if own is None or own.needs_base else None
         deps = layer_dependencies(config, own)
         if deps is not None and base is not None:
-            base = ensure_deps_image(engine, deps, base, verbose=request.verbose, locks=locks)
+            base = ensure_deps_image(engine, deps, base, locks=locks)
         chosen = own or generated_recipe(config, base.tag if base else "")
-        image = ensure_project_image(engine, config, context, chosen, base, verbose=request.verbose, locks=locks)
+        image = ensure_project_image(engine, config, context, chosen, base, locks=locks)
         if image.built:
             _say_which_recipe(config, own, deps)
         return image

@@ -93,7 +93,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def push(engine: Engine, local_tag: str, repository: Repository, registry_auth: str, *, verbose: bool) -> str:
+def push(engine: Engine, local_tag: str, repository: Repository, registry_auth: str) -> str:
     """``local_tag`` pushed to ``repository``; the reference the nodes pull. Layers the registry
     has are not sent again: an unchanged project pushes nothing.
 
@@ -114,7 +114,6 @@ def push(engine: Engine, local_tag: str, repository: Repository, registry_auth: 
             aux = message.get("aux")
             if isinstance(aux, dict) and str(aux.get("Digest", "")).startswith("sha256:"):
                 digest = str(aux["Digest"])
-    if verbose:
-        events.detail(f"{name}:{tag} {'pushed' if sent else 'was already in the registry'} ({digest or 'no digest reported'})")
+    events.detail(f"{name}:{tag} {'pushed' if sent else 'was already in the registry'} ({digest or 'no digest reported'})")
     # by digest: a node that has the image starts it without asking the registry again
     return f"{name}:{tag}@{digest}" if digest else f"{name}:{tag}"

@@ -99,9 +99,8 @@ class Located:
 class Hosts:
     """The hosts one command talks to: connected once each, asked in parallel."""
 
-    def __init__(self, invocation: Invocation, *, verbose: bool = False) -> None:
+    def __init__(self, invocation: Invocation) -> None:
         self.invocation = invocation
-        self.verbose = verbose
         self._connections: dict[str, hosts.Connection] = {}
         self._lock = threading.Lock()
 
@@ -115,7 +114,7 @@ class Hosts:
             if name in self._connections:
                 return self._connections[name]
         host = self.invocation.host(name)
-        connection = backend_for(host).connect(self.invocation, host, timeout=hosts.DEFAULT_PROBE_TIMEOUT * 2, verbose=self.verbose)
+        connection = backend_for(host).connect(self.invocation, host, timeout=hosts.DEFAULT_PROBE_TIMEOUT * 2)
         with self._lock:
             return self._connections.setdefault(name, connection)
 
@@ -386,7 +385,7 @@ class Pulled:
     still_running: tuple[str, ...]
 
 
-def pull_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, verbose: bool = False) -> list[Pulled]:
+def pull_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located]) -> list[Pulled]:
     """Bring the results of ``runs`` back, one sync (changes made on the host only) per project
     and host; then each run that has ended is done with: its output is kept here, its
     container removed, its record marked pulled.
@@ -413,7 +412,7 @@ def pull_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, 
                 _done_with(book, peers, located)
 
         pulling = Pulling(project, connection, peers.executor(host), ended, done_with)
-        backend_for(connection.host).pull(pulling, verbose=verbose)
+        backend_for(connection.host).pull(pulling)
         still = tuple(located.run_id for located in members if located.running)
         done.append(Pulled(host, root, tuple(members), still))
     return done

@@ -54,7 +54,8 @@ class Sink(Protocol):
 
     def progress(self, title: str) -> Progress: ...
 
-    def steps(self, title: str, *, show_output: bool, label: str) -> Steps: ...
+    def steps(self, title: str, *, label: str) -> Steps:
+        """Its milestones shown; its other lines too in verbose mode."""
 
     def transfer(self, progress: Progress, total: int) -> Transfer: ...
 
@@ -67,7 +68,7 @@ class Sink(Protocol):
     def interactive(self) -> bool:
         """Whether a person watches (fp's stderr is a terminal)."""
 
-    def synced(self, host: str, report: SyncReport, *, verbose: bool) -> None:
+    def synced(self, host: str, report: SyncReport) -> None:
         """A sync of the data folder with ``host`` ended (``verbose``: every path may be named)."""
 
     def landed(self, host: str, landed: Landed) -> None:
@@ -110,7 +111,7 @@ class LoggingSink:
     def progress(self, title: str) -> Progress:
         return _Quiet()
 
-    def steps(self, title: str, *, show_output: bool, label: str) -> Steps:
+    def steps(self, title: str, *, label: str) -> Steps:
         self.note(title)
         return _Quiet()
 
@@ -126,7 +127,7 @@ class LoggingSink:
     def interactive(self) -> bool:
         return False
 
-    def synced(self, host: str, report: SyncReport, *, verbose: bool) -> None:
+    def synced(self, host: str, report: SyncReport) -> None:
         self.note(f"synced with host '{host}': {report.pushed} files sent, {report.pulled} brought back, {len(report.conflicts)} conflicts")
         for path, copy in report.conflicts:
             self.warn(f"conflict: {path} changed here and on host '{host}'; kept yours, the host's version is {copy}")
@@ -153,7 +154,7 @@ def warn(message: str) -> None:
 
 
 def detail(message: str) -> None:
-    """A line for verbose mode (the caller decides, for now, whether verbose was asked)."""
+    """A line for verbose mode (the sink shows it only then: the caller need not know)."""
     _sink[0].detail(message)
 
 
@@ -161,8 +162,8 @@ def progress(title: str) -> Progress:
     return _sink[0].progress(title)
 
 
-def steps(title: str, *, show_output: bool, label: str = "") -> Steps:
-    return _sink[0].steps(title, show_output=show_output, label=label)
+def steps(title: str, *, label: str = "") -> Steps:
+    return _sink[0].steps(title, label=label)
 
 
 def transfer(progress: Progress, total: int) -> Transfer:
@@ -183,8 +184,8 @@ def interactive() -> bool:
     return _sink[0].interactive()
 
 
-def synced(host: str, report: SyncReport, *, verbose: bool = False) -> None:
-    _sink[0].synced(host, report, verbose=verbose)
+def synced(host: str, report: SyncReport) -> None:
+    _sink[0].synced(host, report)
 
 
 def landed(host: str, landed: Landed) -> None:

@@ -53,7 +53,6 @@ def run(
     what: str,
     input: bytes | None = None,
     env: Mapping[str, str] | None = None,
-    verbose: bool = False,
     on_output: Callable[[bytes], None] | None = None,
     capture: bool = True,
     own_group: bool = False,
@@ -73,8 +72,7 @@ def run(
         ToolMissing: the program is not installed.
         CommandTimedOut: it ran longer than ``timeout`` seconds (it is killed).
     """
-    if verbose:
-        events.detail(f"$ {display(argv)}")
+    events.detail(f"$ {display(argv)}")
     started = time.monotonic()
     try:
         process = subprocess.Popen(

@@ -18,9 +18,7 @@ if TYPE_CHECKING:  # (the session is imported when a sync happens: a run on the 
     from fireplug.sync.session import HostSide, Owner
 
 
-def sync_data(
-    invocation: Invocation, host_side: HostSide, *, full: bool = False, accept_deletions: bool = False, push: bool = True, verbose: bool = False
-) -> SyncReport:
+def sync_data(invocation: Invocation, host_side: HostSide, *, full: bool = False, accept_deletions: bool = False, push: bool = True) -> SyncReport:
     """One sync of the project's data folder with the host of ``host_side`` (two-way, or with
     ``push`` False only bringing changes back), said in one summary line.
 
@@ -42,7 +40,7 @@ def sync_data(
         owner=project_owner(config),
     )
     report = sync(request, host_side)
-    events.synced(host, report, verbose=verbose)
+    events.synced(host, report)
     return report
 
 

@@ -130,11 +130,10 @@ def parse_stats(output: bytes) -> Transferred:
 class RsyncHost:
     """The host side of a sync over ssh (``session.HostSide``)."""
 
-    def __init__(self, shell: SshConnection, remote: str, trash_folder: str, *, verbose: bool = False) -> None:
+    def __init__(self, shell: SshConnection, remote: str, trash_folder: str) -> None:
         self.shell = shell
         self.remote = remote
         self.trash_folder = trash_folder
-        self.verbose = verbose
 
     @property
     def host(self) -> str:
@@ -155,8 +154,7 @@ class RsyncHost:
             )
             raise SyncError(self.host, f"cannot list {self.remote}: {completed.stderr_tail() or 'no answer'}", hint=hint) from None
         problem = completed.stderr_tail() if completed.returncode != 0 else ""
-        if self.verbose:
-            events.detail(f"host listing: {len(completed.stdout)} bytes" + (" (unchanged since the last sync)" if answer == b"same" else ""))
+        events.detail(f"host listing: {len(completed.stdout)} bytes" + (" (unchanged since the last sync)" if answer == b"same" else ""))
         if answer == b"same":
             return Listing({}, clock, previous, same=True, racy_ns=racy_ns), problem
         try:
@@ -234,7 +232,7 @@ class RsyncHost:
                         progress.update(latest)
 
                 argv = make_argv(Path(listing.name), True)
-                completed = proc.run(argv, timeout=None, what="rsync", verbose=self.verbose, on_output=collect, own_group=True, output_pace=OUTPUT_PACE)
+                completed = proc.run(argv, timeout=None, what="rsync", on_output=collect, own_group=True, output_pace=OUTPUT_PACE)
         result = parse_stats(bytes(output))
         if completed.returncode in (0, VANISHED):
             return result

@@ -112,7 +112,7 @@ class FakeBackend:
         spec = container_spec(invocation.config, request, invocation.local, Placement(f"/fake/{host.name}"), new_id(), image="fake-image")
         return FakePlace(self.world, invocation, host, spec)
 
-    def connect(self, invocation: Invocation, host: Host, *, timeout: float, verbose: bool = False) -> Connection:
+    def connect(self, invocation: Invocation, host: Host, *, timeout: float) -> Connection:
         if self.world.lost(host.name):
             raise EngineUnreachable(host.name, host.url, "lost (the fake world says so)")
         return Connection(host, cast(Engine, None), None)  # (no engine: the fake executor stands for it)
@@ -120,7 +120,7 @@ class FakeBackend:
     def executor(self, invocation: Invocation, connection: Connection) -> FakeExecutor:
         return FakeExecutor(self.world, connection.host.name)
 
-    def pull(self, pulling: Pulling, *, verbose: bool) -> None:
+    def pull(self, pulling: Pulling) -> None:
         data = pulling.project.config.root / pulling.project.config.project.data
         for path, body in self.world.results.get(pulling.connection.host.name, {}).items():
             (data / path).parent.mkdir(parents=True, exist_ok=True)

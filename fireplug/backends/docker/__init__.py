@@ -44,10 +44,10 @@ class DockerBackend:
         store = staging_store(invocation, host, request.steps)
         own = own_recipe(config) if request.steps.build else None
         context = scan(config, local, own, limit=None if request.yes else project_limit(config)) if request.steps.build else None
-        if request.verbose and context is not None:
+        if context is not None:
             how = "unchanged files known from the last scan" if context.from_record else "scanned"
             events.detail(f"context: {context.file_count} files, {human_bytes(context.total_bytes)}, hash {context.digest[:12]}, {how} ({elapsed(started)})")
-        connection = invocation.connect(host, verbose=request.verbose)
+        connection = invocation.connect(host)
         placement = self.placement(invocation, host)
         if connection.shell is not None and not host.local:  # files written there must stay the ssh user's, for rsync
             placement = replace(placement, owner=connection.shell.identity())
@@ -59,17 +59,17 @@ class DockerBackend:
             spec = in_image_workdir(spec, config, local, connection.engine.image_config(image.id))
         return DockerPlace(invocation, request, connection, replace(spec, image=image.tag if image else ""), started, store)
 
-    def connect(self, invocation: Invocation, host: Host, *, timeout: float, verbose: bool = False) -> Connection:
-        return invocation.connect(host, timeout=timeout, verbose=verbose)
+    def connect(self, invocation: Invocation, host: Host, *, timeout: float) -> Connection:
+        return invocation.connect(host, timeout=timeout)
 
     def executor(self, invocation: Invocation, connection: Connection) -> DockerExecutor:
         return DockerExecutor(connection.engine)
 
-    def pull(self, pulling: Pulling, *, verbose: bool) -> None:
+    def pull(self, pulling: Pulling) -> None:
         project = pulling.project
         ensure_data_folder(local_data_folder(project.config))
-        host_side = make_host_side(pulling.connection, project.config, verbose=verbose, locks=project.locks)
-        sync_data(project, host_side, push=False, verbose=verbose)
+        host_side = make_host_side(pulling.connection, project.config, locks=project.locks)
+        sync_data(project, host_side, push=False)
         for handle, record in pulling.ended:
             pulling.done_with(handle, record)
 

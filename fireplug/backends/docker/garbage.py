@@ -94,7 +94,7 @@ def host_trash(connection: Connection, base_image: str, *, remove: bool) -> list
     from fireplug.image.build import ensure_base
     from fireplug.sync.api import MOUNT, ApiHost
 
-    base = ensure_base(connection.engine, base_image, verbose=False)
+    base = ensure_base(connection.engine, base_image)
     helper = ApiHost(connection.engine, base.tag, {}, host.data_root, ".")
     output = helper.run_helper(["trash", MOUNT, str(TRASH_DAYS), *(["remove"] if remove else [])])
     inside = parse_sizes(output, b"\n", b" ")

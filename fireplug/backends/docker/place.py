@@ -72,7 +72,7 @@ class DockerPlace:
     @property
     def host_side(self) -> HostSide:
         if self._host_side is None:
-            self._host_side = make_host_side(self.connection, self.config, verbose=self.request.verbose, locks=self.invocation.locks, store=self.store)
+            self._host_side = make_host_side(self.connection, self.config, locks=self.invocation.locks, store=self.store)
         return self._host_side
 
     # -- the steps of one run ---------------------------------------------------------------
@@ -170,11 +170,11 @@ class DockerPlace:
         """Bring back what the host changed (nothing is sent); None on the local engine."""
         if self.in_place:
             return None
-        return sync_data(self.invocation, self.host_side, push=False, verbose=self.request.verbose)
+        return sync_data(self.invocation, self.host_side, push=False)
 
     def _sync(self) -> SyncReport:
         full, deletions = self.request.full_sync, self.request.accept_deletions
-        return sync_data(self.invocation, self.host_side, full=full, accept_deletions=deletions, verbose=self.request.verbose)
+        return sync_data(self.invocation, self.host_side, full=full, accept_deletions=deletions)
 
     def _sweep_runs(self) -> None:
         """Before a --sync-out-only: name the project's runs still going on the host, and remove
@@ -219,9 +219,8 @@ class DockerPlace:
         return status
 
     def _say_starting(self) -> None:
-        if self.request.verbose:
-            events.detail(f"image {self.spec.image} on host '{self.host}'; starting {self.spec.name} ({elapsed(self.started)})")
-            events.detail(f"$ {display(docker_run_argv(self.spec))}")
+        events.detail(f"image {self.spec.image} on host '{self.host}'; starting {self.spec.name} ({elapsed(self.started)})")
+        events.detail(f"$ {display(docker_run_argv(self.spec))}")
 
 
 def fit_to_host(spec: ContainerSpec, connection: Connection) -> ContainerSpec:
@@ -282,7 +281,7 @@ def _remove_quietly(engine: Engine, container: str, name: str) -> None:
         events.note(f"removed {name}, a run of this project that ended on host '{engine.host}' without fp")
 
 
-def make_host_side(connection: Connection, config: Config, *, verbose: bool, locks: Path | None = None, store: Store | None = None) -> HostSide:
+def make_host_side(connection: Connection, config: Config, *, locks: Path | None = None, store: Store | None = None) -> HostSide:
     """Through ``store`` (a bucket) when given; else rsync over the host's ssh when it has one
     (unless [sync] mode is api), else the Docker API (on fp's base image).
 
@@ -294,12 +293,12 @@ def make_host_side(connection: Connection, config: Config, *, verbose: bool, loc
     if store is None and connection.shell is not None and mode != "api":
         from fireplug.sync.rsync import RsyncHost
 
-        return RsyncHost(connection.shell, posixpath.join(folder, config.project.data), posixpath.join(folder, TRASH_FOLDER), verbose=verbose)
+        return RsyncHost(connection.shell, posixpath.join(folder, config.project.data), posixpath.join(folder, TRASH_FOLDER))
     if store is None and mode == "rsync":
         raise ConfigError(f"host '{connection.host.name}' has no ssh, so rsync cannot reach it", hint="use --sync api or --sync s3", key="sync.mode")
     from fireplug.sync.api import ApiHost
 
-    base = ensure_base(connection.engine, config.build.base_image, verbose=verbose, locks=locks)
+    base = ensure_base(connection.engine, config.build.base_image, locks=locks)
     helper_labels = {labels.PROJECT: config.project.name, labels.PROJECT_KEY: config.project.key}
     user = ""
     if connection.shell is not None:  # the helpers write as the runs do, so that the ssh user owns the files

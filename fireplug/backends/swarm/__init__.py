@@ -40,13 +40,13 @@ class SwarmBackend:
     def prepare(self, invocation: Invocation, request: RunRequest, host: Host, started: float) -> SwarmPlace:
         return SwarmPlace(invocation, request, prepare(invocation, request, host), started)
 
-    def connect(self, invocation: Invocation, host: Host, *, timeout: float, verbose: bool = False) -> Connection:
-        return invocation.connect(host, timeout=timeout, verbose=verbose)
+    def connect(self, invocation: Invocation, host: Host, *, timeout: float) -> Connection:
+        return invocation.connect(host, timeout=timeout)
 
     def executor(self, invocation: Invocation, connection: Connection) -> SwarmExecutor:
         return SwarmExecutor(connection.engine, _signaller_of_records(invocation))
 
-    def pull(self, pulling: Pulling, *, verbose: bool) -> None:
+    def pull(self, pulling: Pulling) -> None:
         """A swarm run's results come from the bucket, once its task ended and published them."""
         from fireplug.sync.s3 import Store
 
@@ -164,9 +164,8 @@ class SwarmPlace:
         return SwarmLane(self, sweep, runs)
 
     def _say_started(self, handle: str) -> None:
-        if self.request.verbose:
-            ms = (time.perf_counter() - self.started) * 1000
-            events.detail(f"service {handle[:12]} ({self.spec.name}) on swarm '{self.host}', image {self.prepared.image} ({ms:.0f} ms)")
+        ms = (time.perf_counter() - self.started) * 1000
+        events.detail(f"service {handle[:12]} ({self.spec.name}) on swarm '{self.host}', image {self.prepared.image} ({ms:.0f} ms)")
 
 
 class SwarmLane:

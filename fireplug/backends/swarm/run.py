@@ -267,7 +267,7 @@ def prepare(invocation: Invocation, request: RunRequest, host: Host) -> Prepared
         raise SwarmRefused(
             f"the project's {own.name} does not build FROM ${{FP_BASE}}: a swarm task needs fp's base image (its data goes in and out through its task)"
         )
-    connection = invocation.connect(host, verbose=request.verbose)
+    connection = invocation.connect(host)
     check_manager(connection)
     repository, auth = registry_auth(invocation, host)
     spec = replace(container_spec(config, request, local, Placement(""), new_id()), tty=False, stdin=False)
@@ -276,7 +276,7 @@ def prepare(invocation: Invocation, request: RunRequest, host: Host) -> Prepared
     store = require_staging(host, bucket())  # (the bucket checked before anything is built)
     image = ready_image(connection.engine, invocation, request, own, context, spec)
     assert image is not None  # (built: the steps above include the build)
-    reference = registry.push(connection.engine, image.tag, repository, auth, verbose=request.verbose)
+    reference = registry.push(connection.engine, image.tag, repository, auth)
     return Prepared(connection, store, replace(spec, image=reference), reference, auth, nodes)
 
 
