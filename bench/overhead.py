@@ -81,14 +81,16 @@ def by_hand(project: Path, base: str, tag: str) -> float:
 def slowest_imports(project: Path, count: int = 12) -> list[str]:
     """The imports of a warm `fp true` that took longest, cumulative (``-X importtime``)."""
     done = subprocess.run([FP, "true"], cwd=project, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}, capture_output=True, text=True)
-    rows = []
+    rows, top_level = [], 0
     for line in done.stderr.splitlines():
         if line.startswith("import time:") and "|" in line and "cumulative" not in line:
-            _, cumulative, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
+            _, cumulative, raw = line.removeprefix("import time:").split("|")
+            name = raw.strip()
             rows.append((int(cumulative), name))
-    total = max((cumulative for cumulative, name in rows if not name.startswith(" ")), default=0)
+            if raw.startswith(" fireplug") and not raw.startswith("  "):  # a top-level import of fp's own
+                top_level += int(cumulative)
     top = sorted(rows, reverse=True)[:count]
-    return [f"{cumulative / 1000:7.1f} ms  {name}" for cumulative, name in top] + [f"(all imports: the largest top-level one {total / 1000:.1f} ms)"]
+    return [f"{cumulative / 1000:7.1f} ms  {name}" for cumulative, name in top] + [f"(fp's own imports in all: {top_level / 1000:.1f} ms)"]
 
 
 def remove_project_images(names: list[str]) -> None:

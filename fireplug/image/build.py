@@ -16,7 +16,7 @@ import json
 import re
 from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -43,6 +43,7 @@ class Image:
     tag: str
     id: str
     built: bool
+    same_commands_as: str = ""  # an image whose PATH holds the same programs (what fp's generated recipe builds FROM)
 
 
 @dataclass(frozen=True)
@@ -139,14 +140,15 @@ def ensure_project_image(engine: Engine, config: Config, context: Context, recip
     """
     digest = image_hash(context, recipe, base.id if base else "")
     tag = project_image_tag(config.project.key, digest)
+    parent = base.id if base and recipe.generated else ""  # (the generated recipe only copies the project into its folder)
     existing = engine.image_id(tag)
     if existing:
-        return Image(tag, existing, built=False)
+        return Image(tag, existing, built=False, same_commands_as=parent)
     with _one_builder(locks, engine, tag):
         existing = engine.image_id(tag)  # built meanwhile by the fp we waited for
         if existing:
-            return Image(tag, existing, built=False)
-        return _build_project_image(engine, config, context, recipe, base, tag)
+            return Image(tag, existing, built=False, same_commands_as=parent)
+        return replace(_build_project_image(engine, config, context, recipe, base, tag), same_commands_as=parent)
 
 
 def _build_project_image(engine: Engine, config: Config, context: Context, recipe: Recipe, base: Image | None, tag: str) -> Image:

@@ -27,8 +27,13 @@ _GO_DIR = 1 << 31  # the engine reports Go's file mode bits
 _GO_SYMLINK = 1 << 27
 
 
-def ensure_command(engine: Engine, image: str, image_id: str, name: str, labels: Mapping[str, str], remembered: Path) -> None:
+def ensure_command(engine: Engine, image: str, image_id: str, name: str, labels: Mapping[str, str], remembered: Path, *, apart_from: str = "") -> None:
     """Raise unless ``name`` can be run in ``image``.
+
+    ``apart_from``: ``image_id`` is the image a one-time image was built FROM, whose only change
+    is this folder (the project's): its answer holds for both, so a code change costs no new
+    lookup, unless a folder of its PATH lies in that folder (then nothing is checked, as for a
+    name with a '/').
 
     Raises:
         CommandNotFound: no folder of the image's PATH holds an executable ``name``.
@@ -36,13 +41,15 @@ def ensure_command(engine: Engine, image: str, image_id: str, name: str, labels:
     """
     if not name or "/" in name:
         return
-    mark = remembered / hashlib.sha256(f"{image_id}\0{name}".encode(errors="surrogateescape")).hexdigest()[:32]
+    mark = remembered / hashlib.sha256(f"{image_id}\0{name}\0{apart_from}".encode(errors="surrogateescape")).hexdigest()[:32]
     if mark.exists():
         return
     config = engine.image_config(image_id)
     if config.get("Entrypoint"):
         return
     search = search_path(config.get("Env"))
+    if apart_from and any(folder == apart_from or folder.startswith(apart_from.rstrip("/") + "/") for folder in search.split(":")):
+        return
     probe_config = {"Image": image_id, "Cmd": [name], "Labels": dict(labels), "NetworkDisabled": True}
     import uuid
 

@@ -50,7 +50,8 @@ def ready_image(engine: Engine, invocation: Invocation, request: RunRequest, own
         forget_scan(invocation.config.root, cache)  # a digest it trusted was wrong, or the file changed
         raise
     if image is not None and request.steps.run:
-        _command_in_image(engine, image.tag, image.id, request.command[0], spec, local)
+        apart_from = invocation.config.container_root() if image.same_commands_as else ""
+        _command_in_image(engine, image.tag, image.same_commands_as or image.id, request.command[0], spec, local, apart_from=apart_from)
     return image
 
 
@@ -63,10 +64,11 @@ def check_command(engine: Engine, spec: ContainerSpec, local: LocalSide, program
     _command_in_image(engine, spec.image, engine.image_id(spec.image) or "", program, spec, local)
 
 
-def _command_in_image(engine: Engine, tag: str, image_id: str, program: str, spec: ContainerSpec, local: LocalSide) -> None:
+def _command_in_image(engine: Engine, tag: str, image_id: str, program: str, spec: ContainerSpec, local: LocalSide, *, apart_from: str = "") -> None:
     """Raises: CommandNotFound: ``program`` is not in the image's PATH (found names are remembered per image)."""
     lookup_labels = {**spec.labels, labels.KIND: "lookup"}
-    ensure_command(engine, tag, image_id, program, lookup_labels, cache_dir(local.environ, local.home).parent / "commands")
+    remembered = cache_dir(local.environ, local.home).parent / "commands"
+    ensure_command(engine, tag, image_id, program, lookup_labels, remembered, apart_from=apart_from)
 
 
 def project_image(engine: Engine, invocation: Invocation, request: RunRequest, own: Recipe | None, context: Context | None) -> Image | None:
