@@ -138,5 +138,5 @@ def _pump(attached: Attached, write: Write) -> None:
     try:
         for stream, data in frames(attached):
             write(stream, data)
-    except OSError:
-        pass  # the connection closed: the waiter says how the run ended
+    except (OSError, ValueError):
+        pass  # the connection closed (the waiter says how the run ended), or the run's log did after the drain's wait
