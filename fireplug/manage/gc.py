@@ -70,15 +70,16 @@ def remove_garbage(peers: Hosts, place: str, found: Found, base_image: str) -> i
     backend = backend_for(connection.host)
     engine, freed = connection.engine, 0
     for item in found.items:
-        if item.kind == "trash" or backend.remove_garbage(peers.invocation, connection, item):
-            pass
+        if item.kind == "trash":
+            continue  # (all at once, below)
+        if backend.remove_garbage(peers.invocation, connection, item):
+            pass  # one of the backend's own kinds (a swarm's services and secrets)
         elif item.kind in ("run", "helper"):
             engine.remove_container(item.handle)
         elif item.kind in ("image", "dangling image") and not engine.remove_image(item.handle):
             events.note(f"host '{place}': kept image {item.name}: something uses it now")
             continue
-        if item.kind != "trash":
-            freed += item.bytes
+        freed += item.bytes
     trash = [item for item in found.items if item.kind == "trash"]
     if trash:
         left = {path for _, path in backend.trash_left(connection, base_image)} & {item.handle for item in trash}

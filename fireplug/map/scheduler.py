@@ -7,10 +7,8 @@
   next goes to the first host that frees up; a run whose host is lost goes back to the front
   of the queue (for another host), and a run whose command failed is run again with
   ``--retries``, on another host when there is one.
-- On the engine's default network, the runs of a host join the network namespace of one
-  container the map starts there first (an "anchor", removed at the end): a run then starts
-  without a bridge interface of its own, which took half of a container's start here
-  (0.19-0.25 s against 0.39-0.45 s). Runs on other networks (--network) get their own.
+- How a run starts, streams and ends there is its host's backend's (``Lane``: on a Docker
+  engine, containers sharing one network anchor; on a swarm, a sweep's workers).
 - A run's output goes to the screen line by line with its parameters and host in front, and
   to ``runs/RUN_ID.log`` under fp's state folder (for `fp logs`); its container is removed
   when it ends; its results come back as it ends (changes made on its host only, one host at a

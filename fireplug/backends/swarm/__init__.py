@@ -181,7 +181,7 @@ class SwarmLane:
         run_id = spec.labels[labels.RUN]
         gate.enter(run_id, self.sweep)
         book = self.place.invocation.runs
-        record = replace(record, container=f"{SHARED_RUN}{spec.name}")
+        record = _sweep_run(record)
         book.save(record)
         try:
             return self.sweep.run(spec, write)
@@ -193,7 +193,7 @@ class SwarmLane:
             raise
 
     def land(self, record: RunRecord, status: int) -> Landed | None:
-        record = replace(record, container=f"{SHARED_RUN}{record.container}")
+        record = _sweep_run(record)
         return finish_run(self.place.invocation, self.place.prepared, record, status)
 
     def pull(self) -> SyncReport | None:
@@ -205,6 +205,11 @@ class SwarmLane:
         except FireplugError as e:
             events.warn(f"swarm '{self.place.host}': fp could not remove the map's service ({e}): `fp gc --host {self.place.host}` does")
         return []
+
+
+def _sweep_run(record: RunRecord) -> RunRecord:
+    """A sweep's run as recorded: it has no service of its own (``fp ps`` asks its map's fp)."""
+    return replace(record, container=f"{SHARED_RUN}{record.container}")
 
 
 def _signaller_of_records(invocation: Invocation) -> Callable[[str, str], bool]:
