@@ -20,7 +20,7 @@ from fireplug.config import scaffold, user_config_path
 from fireplug.config import user as userconfig
 from fireplug.errors import UsageError
 from fireplug.hosts.inventory import LOCAL
-from fireplug.image.build import ensure_base
+from fireplug.image.base import ensure_base, record_file
 from fireplug.invocation import LocalSide
 from fireplug.support.units import human_bytes
 
@@ -54,7 +54,8 @@ def base(words: list[str], args: argparse.Namespace) -> int:
     verbose_from(options)
     invocation = load_invocation(project_optional=True)
     engine = invocation.connect(invocation.host(options.host or args.host or LOCAL)).engine
-    image = ensure_base(engine, invocation.config.build.base_image, rebuild=options.rebuild)
+    local = invocation.local
+    image = ensure_base(engine, invocation.config.build.base_image, rebuild=options.rebuild, record=record_file(local.environ, local.home))
     state = "built" if image.built else "already present"
     console.note(f"base image {image.tag} ({image.id[:19]}) {state} on host '{engine.host}'")
     return 0

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from fireplug.backends import backend_for
 from fireplug.cli.reports import first_few
-from fireplug.image.build import base_files, base_image_tag, generated_recipe, own_recipe
+from fireplug.image.base import base_image_tag, record_file, remembered_digest
+from fireplug.image.build import generated_recipe, own_recipe
 from fireplug.image.ready import declared_dependencies, layer_dependencies, project_limit, scan
 from fireplug.run.pipeline import choose_host
 from fireplug.run.request import container_spec
@@ -31,7 +32,7 @@ def dry_run_report(invocation: Invocation, request: RunRequest) -> list[str]:
     config, local = invocation.config, invocation.local
     own = own_recipe(config)
     context = scan(config, local, own, full=True, limit=None if request.yes else project_limit(config))
-    base_tag = base_image_tag(config.build.base_image, base_files())
+    base_tag = base_image_tag(config.build.base_image, remembered_digest(record_file(local.environ, local.home)))
     host, why = choose_host(invocation, request)
     backend = backend_for(host)
     spec = container_spec(config, request, local, backend.placement(invocation, host), "(run id)", image="(one-time image)")

@@ -22,7 +22,7 @@ from typing import Any
 
 from fireplug import __version__
 from fireplug.config import Config
-from fireplug.errors import BaseImageMissing, BuildError, ConfigError, FireplugError
+from fireplug.errors import BuildError, ConfigError, FireplugError
 from fireplug.hosts.engine import Engine, frames
 from fireplug.image.context import Context, ScanRules, tar_stream
 from fireplug.image.deps import DEPS_PREFIX, STAGING, VENV, Dependencies, Redactor, install_script, layer_tag, stdin_settings
@@ -32,7 +32,6 @@ from fireplug.support.locks import build_lock_path, exclusive
 from fireplug.support.signals import made_uninterrupted
 from fireplug.support.units import human_bytes
 
-BASE_REPOSITORY = "fireplug-base"
 GENERATED_DOCKERFILE = ".fireplug.Dockerfile"
 BASE_ARG = "FP_BASE"  # build argument naming the base image, for a project's own Dockerfile
 OUTPUT_TAIL_LINES = 25
@@ -144,7 +143,7 @@ def ensure_project_image(engine: Engine, config: Config, context: Context, recip
     existing = engine.image_id(tag)
     if existing:
         return Image(tag, existing, built=False, same_commands_as=parent)
-    with _one_builder(locks, engine, tag):
+    with one_builder(locks, engine, tag):
         existing = engine.image_id(tag)  # built meanwhile by the fp we waited for
         if existing:
             return Image(tag, existing, built=False, same_commands_as=parent)
@@ -166,52 +165,12 @@ def _build_project_image(engine: Engine, config: Config, context: Context, recip
     recipe_name = "" if recipe.generated else f" from the project's {recipe.name} (build.dockerfile = false ignores it)"
     kept_out = f"; {len(context.secrets)} kept out as secrets" if context.secrets else ""
     title = f"building image {tag}{recipe_name} on host '{engine.host}' ({context.file_count} files, {human_bytes(context.total_bytes)}{kept_out})"
-    image_id = _build(engine, tar_stream(context, extra), tag=tag, dockerfile=recipe.name, buildargs=buildargs, image_labels=image_labels, title=title)
+    image_id = build_image(engine, tar_stream(context, extra), tag=tag, dockerfile=recipe.name, buildargs=buildargs, image_labels=image_labels, title=title)
     return Image(tag, image_id, built=True)
 
 
-def base_files() -> list[tuple[str, bytes]]:
-    """The base image's build context: Dockerfile.base and the fireplug package's sources."""
-    root = Path(__file__).resolve().parents[1]  # the fireplug package
-    files = [("Dockerfile", (root / "Dockerfile.base").read_bytes())]
-    for path in sorted(root.rglob("*.py")):
-        relative = PurePosixPath(path.relative_to(root).as_posix())
-        if "__pycache__" not in relative.parts:
-            files.append((f"fireplug/{relative}", path.read_bytes()))
-    files.append(("fireplug/py.typed", b""))
-    return files
-
-
-def base_image_tag(base_image: str, files: list[tuple[str, bytes]]) -> str:
-    digest = hashlib.sha256(b"fireplug-base-1\0" + base_image.encode())
-    for name, data in files:
-        digest.update(b"\0" + name.encode() + b"\0" + hashlib.sha256(data).digest())
-    return f"{BASE_REPOSITORY}:{digest.hexdigest()[:16]}"
-
-
-def ensure_base(engine: Engine, base_image: str, *, rebuild: bool = False, locks: Path | None = None) -> Image:
-    """fp's base image on ``engine``, built from Dockerfile.base when absent.
-
-    ``rebuild`` builds it again without the engine's layer cache (fresh Debian packages).
-
-    Raises:
-        BaseImageMissing: ``base_image`` is not on the host and cannot be pulled.
-        BuildError, EngineError, EngineUnreachable.
-    """
-    files = base_files()
-    tag = base_image_tag(base_image, files)
-    existing = None if rebuild else engine.image_id(tag)
-    if existing:
-        return Image(tag, existing, built=False)
-    with _one_builder(locks, engine, tag):
-        existing = None if rebuild else engine.image_id(tag)
-        if existing:
-            return Image(tag, existing, built=False)
-        return _build_base(engine, base_image, files, tag, rebuild=rebuild)
-
-
 @contextlib.contextmanager
-def _one_builder(locks: Path | None, engine: Engine, tag: str) -> Iterator[None]:
+def one_builder(locks: Path | None, engine: Engine, tag: str) -> Iterator[None]:
     """The build lock of (host, tag) when fp can keep locks; without one, builds may overlap."""
 
     def waiting(holder: str) -> None:
@@ -224,29 +183,7 @@ def _one_builder(locks: Path | None, engine: Engine, tag: str) -> Iterator[None]
         yield
 
 
-def _build_base(engine: Engine, base_image: str, files: list[tuple[str, bytes]], tag: str, *, rebuild: bool) -> Image:
-    context = Context(root=Path("."), entries=())
-    image_labels = {labels.KIND: "base", labels.FROM: base_image, labels.VERSION: __version__}
-    title = f"building the base image {tag} from {base_image} on host '{engine.host}' (once per host and fp version)"
-    try:
-        image_id = _build(
-            engine,
-            tar_stream(context, files),
-            tag=tag,
-            dockerfile="Dockerfile",
-            buildargs={"BASE_IMAGE": base_image},
-            image_labels=image_labels,
-            title=title,
-            nocache=rebuild,
-        )
-    except BuildError as e:
-        if engine.image_id(base_image) is None:
-            raise BaseImageMissing(engine.host, base_image, e.detail) from e
-        raise
-    return Image(tag, image_id, built=True)
-
-
-def _build(
+def build_image(
     engine: Engine,
     chunks: Iterator[bytes],
     *,
@@ -286,7 +223,7 @@ def ensure_deps_image(engine: Engine, deps: Dependencies, base: Image, *, locks:
     existing = engine.image_id(tag)
     if existing:
         return Image(tag, existing, built=False)
-    with _one_builder(locks, engine, tag):
+    with one_builder(locks, engine, tag):
         existing = engine.image_id(tag)
         if existing:
             return Image(tag, existing, built=False)

@@ -1,7 +1,7 @@
 """The build context: which project files are shipped, their content hash, and the tar stream.
 
 The context is the project folder minus the data folder, minus ``.dockerignore`` matches
-(docker-py's implementation of Docker's rules), minus fp's built-in exclusions that keep
+(Docker's rules, dockerignore.py), minus fp's built-in exclusions that keep
 secrets, version control, virtualenvs and caches out. Every exclusion can be explained.
 """
 
@@ -24,7 +24,7 @@ from fireplug.support.signature import stat_signature
 from fireplug.support.units import human_bytes
 
 if TYPE_CHECKING:
-    from docker.utils.build import Pattern
+    from fireplug.image.dockerignore import Pattern
 
 DOCKERIGNORE = ".dockerignore"
 READ_SIZE = 1 << 20
@@ -86,7 +86,7 @@ class ScanRules:
     allow: tuple[str, ...] = ()  # [build] allow: paths (or globs) of secret-looking files to ship anyway
 
     def key(self) -> str:
-        text = "\0".join([SCAN_FORMAT, SNIFF_RULES, self.data_folder, self.ignore_text, str(self.ship_dockerignore), *self.allow])
+        text = "\0".join([SCAN_FORMAT, SNIFF_RULES, IGNORE_MATCHER, self.data_folder, self.ignore_text, str(self.ship_dockerignore), *self.allow])
         return hashlib.sha256(text.encode()).hexdigest()
 
     def allows(self, path: str) -> bool:
@@ -129,6 +129,7 @@ class Context:
 
 
 SCAN_FORMAT = "fireplug-context-2"  # 2: secret rules by content and hard link, [build] allow
+IGNORE_MATCHER = "fp-1"  # which .dockerignore matcher decided: a scan record made by another is not trusted
 
 # Name-based built-in exclusions that are not secrets, at any depth: (regex on the name, reason).
 _BUILTIN_NAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
@@ -153,35 +154,40 @@ class IgnoreRule:
 
 
 class IgnoreRules:
-    """A ``.dockerignore`` file, matched with docker-py's own implementation of Docker's rules."""
+    """A ``.dockerignore`` file, matched by Docker's rules (dockerignore.py)."""
 
     def __init__(self, text: str) -> None:
-        from docker.utils.build import Pattern, PatternMatcher
+        """Raises: ProjectError: a pattern Docker refuses too."""
+        from fireplug.image.dockerignore import IGNORE_FILE_KEPT, Pattern
 
         lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1)]
         kept = [(number, line) for number, line in lines if line and not line.startswith("#")]
-        self._matcher = PatternMatcher([line for _, line in kept])
-        self._rules = [IgnoreRule(number, line, Pattern(line)) for number, line in kept]
+        self._rules = [IgnoreRule(number, line, _pattern(Pattern, number, line)) for number, line in kept]
         self._rules = [rule for rule in self._rules if rule.pattern.dirs]
+        self._patterns = [rule.pattern for rule in self._rules] + [IGNORE_FILE_KEPT]
 
     def excludes(self, path: str) -> bool:
-        return bool(self._matcher.matches(path))
+        from fireplug.image.dockerignore import excludes
+
+        return excludes(self._patterns, path)
 
     def may_include_below(self, folder: str) -> bool:
         """Whether an exception rule (``!``) may re-include something under an excluded folder."""
-        return any(rule.pattern.exclusion and rule.pattern.cleaned_pattern.startswith(folder) for rule in self._rules)
+        return any(rule.pattern.exclusion and rule.pattern.cleaned.startswith(folder) for rule in self._rules)
 
     def explain(self, path: str) -> IgnoreRule | None:
         """The rule that decided ``path``: the last one matching it or one of its parents."""
-        decided = None
-        parents = [part for part in path.split("/")[:-1] if part]
-        for rule in self._rules:
-            hit = rule.pattern.match(path)
-            if not hit and parents and len(rule.pattern.dirs) <= len(parents):
-                hit = rule.pattern.match("/".join(parents[: len(rule.pattern.dirs)]))
-            if hit:
-                decided = rule
-        return decided
+        from fireplug.image.dockerignore import deciding
+
+        decided = deciding([rule.pattern for rule in self._rules], path)
+        return next((rule for rule in self._rules if rule.pattern is decided), None)
+
+
+def _pattern(make: type[Pattern], number: int, line: str) -> Pattern:
+    try:
+        return make(line)
+    except re.error as e:
+        raise ProjectError(f"{DOCKERIGNORE} line {number}: {line!r} is no pattern ({e.msg})", hint="Docker refuses it too; fix or remove the line") from e
 
 
 def builtin_reason(name: str, full_path: str, is_dir: bool) -> tuple[str, bool] | None:

@@ -10,13 +10,11 @@ from typing import TYPE_CHECKING
 
 from fireplug.config import PROJECT_FILE, Config
 from fireplug.errors import ConfigError, ContextChanged
+from fireplug.image.base import base_image_tag, ensure_base, record_file, remembered_digest
 from fireplug.image.build import (
     GENERATED_DOCKERFILE,
     Image,
     Recipe,
-    base_files,
-    base_image_tag,
-    ensure_base,
     ensure_deps_image,
     ensure_project_image,
     generated_recipe,
@@ -75,7 +73,8 @@ def project_image(engine: Engine, invocation: Invocation, request: RunRequest, o
     """The image to run: built as needed, the newest one with --no-build, none when nothing runs."""
     config, locks = invocation.config, invocation.locks
     if context is not None:
-        base = ensure_base(engine, config.build.base_image, locks=locks) if own is None or own.needs_base else None
+        record = record_file(invocation.local.environ, invocation.local.home)
+        base = ensure_base(engine, config.build.base_image, locks=locks, record=record) if own is None or own.needs_base else None
         deps = layer_dependencies(config, own)
         if deps is not None and base is not None:
             base = ensure_deps_image(engine, deps, base, locks=locks)
@@ -125,7 +124,7 @@ def declared_dependencies(config: Config) -> str:
 def current_image_tag(engine: Engine, config: Config, local: LocalSide) -> str:
     """The tag a build of the project as it is now would have (its scan is cached: cheap)."""
     own = own_recipe(config)
-    base_tag = base_image_tag(config.build.base_image, base_files())
+    base_tag = base_image_tag(config.build.base_image, remembered_digest(record_file(local.environ, local.home)))
     base_id = (engine.image_id(base_tag) or "") if own is None or own.needs_base else ""
     deps = layer_dependencies(config, own)
     if deps is not None and base_id:

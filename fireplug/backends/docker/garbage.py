@@ -91,7 +91,7 @@ def host_trash(connection: Connection, base_image: str, *, remove: bool) -> list
         words = ["sh", "-c", TRASH_SCRIPT, "sh", host.data_root, str(TRASH_DAYS), "remove" if remove else "list"]
         completed = connection.shell.run(words, what="looking for old trash", timeout=600)
         return parse_sizes(completed.stdout, b"\0", b"\t")
-    from fireplug.image.build import ensure_base
+    from fireplug.image.base import ensure_base
     from fireplug.sync.api import MOUNT, ApiHost
 
     base = ensure_base(connection.engine, base_image)

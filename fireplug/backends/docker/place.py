@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from fireplug.backends.docker.attached import run_container
 from fireplug.backends.docker.executor import DockerExecutor
 from fireplug.errors import ConfigError, ConnectionLost, FireplugError
-from fireplug.image.build import ensure_base
+from fireplug.image.base import ensure_base
 from fireplug.image.ready import check_command
 from fireplug.run.options import Publish, check_against_host, local_port, through_ssh
 from fireplug.run.records import run_record
