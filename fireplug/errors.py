@@ -10,7 +10,7 @@ import signal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fireplug.sync import SyncReport
+    from fireplug.sync.report import SyncReport
 
 EXIT_FAILURE = 125  # fp itself failed (docker run's convention)
 EXIT_USAGE = 2  # bad command line

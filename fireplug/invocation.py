@@ -14,13 +14,13 @@ from pathlib import Path
 
 from fireplug import hosts
 from fireplug.config import Config, discover
+from fireplug.hosts.address import DEFAULT_CONNECT_TIMEOUT, SshSettings
 from fireplug.hosts.engine import DEFAULT_TIMEOUT
 from fireplug.hosts.inventory import Host, Inventory, load_inventory
-from fireplug.hosts.ssh import DEFAULT_CONNECT_TIMEOUT, SshSettings
 from fireplug.run.records import RunBook
 from fireplug.run.spec import Stdio
 from fireplug.support import events
-from fireplug.sync.record import state_home
+from fireplug.support.state import state_home
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Invocation:
         self.config = config
         self.settings = SshSettings.from_env(local.environ, local.uid, connect_timeout=connect_timeout)
         self._inventory: Inventory | None = None
+        self._opening: dict[str, hosts.Opening] = {}
 
     @property
     def inventory(self) -> Inventory:
@@ -72,8 +73,17 @@ class Invocation:
         """Raises: FireplugError: no host has that name."""
         return hosts.resolve(name, self.inventory)
 
+    def open_soon(self, host: Host) -> None:
+        """Begin opening ``host``'s engine (when it has one) while this process goes on; the
+        next ``connect`` to it takes that connection."""
+        if host.url and host.name not in self._opening:
+            self._opening[host.name] = hosts.Opening(host, self.settings)
+
     def connect(self, host: Host, *, timeout: float = DEFAULT_TIMEOUT) -> hosts.Connection:
         """Raises: EngineUnreachable, SshError, TlsSetupError: see ``hosts.connect``."""
+        opening = self._opening.pop(host.name, None)
+        if opening is not None and timeout == DEFAULT_TIMEOUT:
+            return opening.connection()
         return hosts.connect(host, self.settings, timeout=timeout)
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from fireplug.backends.base import BackendError
+from fireplug.errors import BackendError
 
 if TYPE_CHECKING:
     from fireplug.backends.base import Backend

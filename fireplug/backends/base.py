@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from fireplug.run.records import RunRecord
     from fireplug.run.request import Placement, RunRequest
     from fireplug.run.spec import ContainerSpec
-    from fireplug.sync import SyncReport
+    from fireplug.sync.report import SyncReport
     from fireplug.sync.results import Landed
 
 HELPER_AGE_SECONDS = 3600  # fp gc leaves a younger helper alone: it may belong to an fp that is running now

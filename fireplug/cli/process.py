@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from fireplug.config import discover
-from fireplug.hosts.ssh import DEFAULT_CONNECT_TIMEOUT
+from fireplug.hosts.address import DEFAULT_CONNECT_TIMEOUT
 from fireplug.invocation import Invocation, LocalSide
 from fireplug.run.spec import Stdio
 

@@ -4,8 +4,10 @@ interruptions turned into one line and an exit status (see the package's docstri
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -18,10 +20,9 @@ from fireplug.cli import console
 from fireplug.cli.parsers import build_parser
 from fireplug.cli.process import in_foreground, load_invocation, sync_override
 from fireplug.cli.render import ConsoleSink
-from fireplug.errors import EXIT_USAGE, BuildError, FireplugError, Interrupted, UsageError
+from fireplug.errors import EXIT_USAGE, BuildError, FireplugError, Interrupted, SyncInterrupted, UsageError
 from fireplug.run.request import RunRequest, Steps
 from fireplug.support import events
-from fireplug.sync import SyncInterrupted
 
 __all__ = ["build_parser", "in_foreground", "main", "run_program", "sync_override"]
 
@@ -58,7 +59,23 @@ def run_program(held: Sequence[int]) -> NoReturn:
     ``held``: signals blocked since the process began (see ``fireplug.cli.entry``)."""
     status = main(final=True, held=held)
     gc.freeze()  # the interpreter's last collection would walk every object of boto3's models (0.15 s at each exit); they are freed all the same
+    if _nothing_left_at_exit():
+        os._exit(status)  # without tearing down every module: ~10 ms, a tenth of fp's own time in a warm run
     sys.exit(status)
+
+
+def _nothing_left_at_exit() -> bool:
+    """Whether the interpreter's exit would only tear down: no exit callback, no thread to wait
+    for, fp's output flushed (a closed pipe is left to the interpreter's own report)."""
+    others = [thread for thread in threading.enumerate() if thread is not threading.main_thread() and not thread.daemon]
+    if atexit._ncallbacks() or others:
+        return False
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None, *, final: bool = False, held: Sequence[int] = ()) -> int:

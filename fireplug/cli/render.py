@@ -10,7 +10,7 @@ from fireplug.cli import console, reports
 
 if TYPE_CHECKING:
     from fireplug.support.events import Progress, Steps, Transfer
-    from fireplug.sync import SyncReport
+    from fireplug.sync.report import SyncReport
     from fireplug.sync.results import Landed
 
 

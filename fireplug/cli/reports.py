@@ -9,7 +9,7 @@ from fireplug.cli import console
 from fireplug.support.units import human_bytes
 
 if TYPE_CHECKING:
-    from fireplug.sync import SyncReport
+    from fireplug.sync.report import SyncReport
     from fireplug.sync.results import Landed
 
 

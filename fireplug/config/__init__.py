@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 import sys
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,11 +20,6 @@ from typing import Any
 from fireplug.backends import REGISTRY, REQUIRED_SETTINGS
 from fireplug.errors import ConfigError, ProjectError
 from fireplug.support.secrets import credential_in
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 PROJECT_FILE = "fireplug.toml"
 DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
@@ -206,13 +200,14 @@ _TYPE_NAMES: dict[Any, str] = {
     list: "a list of strings",
     dict: "a table",
 }
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_ID_RE = re.compile(r"^[a-z0-9]{4,32}$")
-_HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_IMAGE_RE = re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]{1,5})?/)?[a-z0-9][a-z0-9._/-]{0,254}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
-_APT_PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?")
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_TOML_LINE_RE = re.compile(r"\(at line (\d+), column \d+\)")
+# Patterns compiled when first used (re caches them): most runs use few of them.
+_NAME_RE = r"^[a-z0-9][a-z0-9_.-]*$"
+_ID_RE = r"^[a-z0-9]{4,32}$"
+_HOST_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_IMAGE_RE = r"(?:[A-Za-z0-9.-]+(?::[0-9]{1,5})?/)?[a-z0-9][a-z0-9._/-]{0,254}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+_APT_PACKAGE_RE = r"[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?"
+_BUCKET_RE = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+_TOML_LINE_RE = r"\(at line (\d+), column \d+\)"
 
 
 def load(
@@ -245,14 +240,25 @@ def load(
     return _build_config(root, merged, hosts)
 
 
+def toml_library() -> Any:
+    """tomllib (tomli before Python 3.11), imported when a TOML file is read: ~3 ms that a run
+    of a project without one never pays."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10 only
+        import tomli as tomllib
+    return tomllib
+
+
 def _parse(source: Source) -> dict[str, Any]:
+    tomllib = toml_library()
     try:
         document = tomllib.loads(source.text)
     except RecursionError:
         raise ConfigError("invalid TOML: nested too deeply", path=source.path) from None
     except tomllib.TOMLDecodeError as e:
-        found = _TOML_LINE_RE.search(str(e))
-        message = _TOML_LINE_RE.sub("", str(e)).strip()
+        found = re.search(_TOML_LINE_RE, str(e))
+        message = re.sub(_TOML_LINE_RE, "", str(e)).strip()
         raise ConfigError(f"invalid TOML: {message}", path=source.path, line=int(found.group(1)) if found else None) from e
     for section, values in document.items():
         if section == "hosts":
@@ -383,14 +389,14 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 def _build_config(root: Path, merged: dict[str, dict[str, Any]], hosts: dict[str, dict[str, Any]]) -> Config:
     project = merged["project"]
     name = project.get("name") or sanitize_name(root.name)
-    if not _NAME_RE.match(name):
+    if not re.match(_NAME_RE, name):
         raise ConfigError(
             f"project name {name!r} is not usable as an image name",
             hint="use lowercase letters, digits, '.', '_' and '-'",
             key="project.name",
         )
     project_id = project.get("id") or derived_id(root)
-    if not _ID_RE.match(project_id):
+    if not re.match(_ID_RE, project_id):
         raise ConfigError(f"project id {project_id!r} must be 4 to 32 lowercase letters and digits", key="project.id")
     data = _relative_folder(project.get("data", "data"), "project.data")
     results = tuple(_relative_folder(item, "project.results") for item in project.get("results", ()))
@@ -401,7 +407,7 @@ def _build_config(root: Path, merged: dict[str, dict[str, Any]], hosts: dict[str
     if workdir and not PurePosixPath(workdir).is_absolute():
         raise ConfigError(f"project.workdir {workdir!r} must be an absolute path inside the container", key="project.workdir")
     base_image = merged["build"].get("base_image", DEFAULT_BASE_IMAGE)
-    if not _IMAGE_RE.fullmatch(base_image):
+    if not re.fullmatch(_IMAGE_RE, base_image):
         raise ConfigError(f"build.base_image {base_image!r} is not an image reference", hint="e.g. debian:bookworm-slim", key="build.base_image")
     user = merged["run"].get("user", "auto")
     if not re.match(r"^(auto|root|\d+(:\d+)?)$", user):
@@ -428,7 +434,7 @@ def _sync_settings(table: dict[str, Any]) -> SyncSettings:
         raise ConfigError(f"sync.mode {settings.mode!r} must be one of {', '.join(SYNC_MODES)}", key="sync.mode")
     if settings.s3:
         bucket, prefix = settings.bucket_and_prefix
-        if not settings.s3.startswith("s3://") or not _BUCKET_RE.match(bucket) or ".." in prefix.split("/"):
+        if not settings.s3.startswith("s3://") or not re.match(_BUCKET_RE, bucket) or ".." in prefix.split("/"):
             raise ConfigError(f"sync.s3 {settings.s3!r} is not an S3 location", hint="e.g. s3://my-bucket/fireplug", key="sync.s3")
     elif settings.mode == "s3":
         raise ConfigError("sync mode s3 needs a bucket", hint='set s3 = "s3://bucket/prefix" in [sync], or pass --sync s3://bucket/prefix', key="sync.s3")
@@ -448,7 +454,7 @@ def _build_settings(table: dict[str, Any]) -> BuildSettings:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*|", network):
         raise ConfigError(f"build.network {network!r} is not a network name", hint='use "host" to reach an index on the host\'s loopback', key="build.network")
     for package in table.get("apt", ()):
-        if not _APT_PACKAGE_RE.fullmatch(package):
+        if not re.fullmatch(_APT_PACKAGE_RE, package):
             raise ConfigError(f"build.apt: {package!r} is not a Debian package name", hint="e.g. libgomp1, or libgomp1=12.2.0-14", key="build.apt")
     lists = ("allow", "extras", "pip", "apt", "pip_extra_index_url", "pip_find_links", "pip_trusted_host")
     return BuildSettings(
@@ -471,13 +477,13 @@ def _is_relative_path(value: str) -> bool:
 def _pool_settings(table: dict[str, Any]) -> PoolSettings:
     names = table.get("hosts")
     for name in [*(names or ()), table.get("default_host") or "local"]:
-        if not _HOST_NAME_RE.match(name):
+        if not re.match(_HOST_NAME_RE, name):
             raise ConfigError(f"pool: {name!r} is not a host name", key="pool")
     return PoolSettings(hosts=None if names is None else tuple(names), default_host=table.get("default_host", ""))
 
 
 def _host_settings(name: str, table: dict[str, Any]) -> HostSettings:
-    if not _HOST_NAME_RE.match(name) or name == "local":
+    if not re.match(_HOST_NAME_RE, name) or name == "local":
         raise ConfigError(f"host name {name!r} is not usable", hint="use letters, digits, '.', '_' and '-'; 'local' is reserved", key=f"hosts.{name}")
     data_root = table.get("data_root", "")
     if data_root and not PurePosixPath(data_root).is_absolute():
@@ -523,6 +529,8 @@ def derived_id(root: Path) -> str:
 
 
 def new_id() -> str:
+    import secrets
+
     return secrets.token_hex(4)
 
 

@@ -10,15 +10,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fireplug.backends.base import Node
 from fireplug.errors import FireplugError
+from fireplug.hosts.address import SshSettings
 from fireplug.hosts.engine import DEFAULT_TIMEOUT, Engine
 from fireplug.hosts.inventory import LOCAL, Host, Inventory
-from fireplug.hosts.ssh import SshConnection, SshSettings
 from fireplug.hosts.transport import connector_for
 from fireplug.support.locks import Leases
+
+if TYPE_CHECKING:
+    from fireplug.backends.base import Node
+    from fireplug.hosts.ssh import SshConnection
 
 LOCAL_START_HINT = "start it (`sudo systemctl start docker`, or `sudo dockerd &`) or point DOCKER_HOST at a running engine"
 DEFAULT_PROBE_TIMEOUT = 5.0
@@ -32,6 +35,46 @@ class Connection:
     host: Host
     engine: Engine
     shell: SshConnection | None
+    _info: dict[str, Any] | None = field(default=None, repr=False)
+
+    def info(self) -> dict[str, Any]:
+        """The engine's /info (resources, runtimes, swarm state), read once per connection.
+
+        Raises:
+            EngineUnreachable, EngineError.
+        """
+        if self._info is None:
+            self._info = self.engine.info()
+        return self._info
+
+
+class Opening:
+    """A connection being opened (and the engine's /info read) on a thread of its own, while
+    this process does its local work: imports, the project's scan (~10-20 ms of a warm run).
+    ``connection`` waits for it and raises what opening it raised."""
+
+    def __init__(self, host: Host, settings: SshSettings, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._result: Connection | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._open, args=(host, settings, timeout), name=f"fp-open-{host.name}", daemon=True)
+        self._thread.start()
+
+    def _open(self, host: Host, settings: SshSettings, timeout: float) -> None:
+        try:
+            self._result = connect(host, settings, timeout=timeout)
+        except BaseException as e:  # handed to the thread that asks for the connection
+            self._error = e
+            return
+        with contextlib.suppress(FireplugError):  # asked again when needed, and then its error is raised
+            self._result.info()
+
+    def connection(self) -> Connection:
+        """Raises: what ``connect`` raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
 @dataclass(frozen=True)
@@ -96,7 +139,11 @@ def connect(host: Host, settings: SshSettings, *, timeout: float = DEFAULT_TIMEO
         SshError: ssh to the host failed.
         TlsSetupError: its TLS files are missing or unusable.
     """
-    shell = SshConnection(host.name, host.ssh, settings) if host.ssh is not None and not host.local else None
+    shell = None
+    if host.ssh is not None and not host.local:
+        from fireplug.hosts.ssh import SshConnection
+
+        shell = SshConnection(host.name, host.ssh, settings)
     connector = shell.engine_connector() if host.engine_over_ssh and shell is not None else connector_for(host.name, host.url, host.tls)
     hint = LOCAL_START_HINT if host.local else ""
     engine = Engine(host.name, host.url, connector=connector, timeout=timeout, unreachable_hint=hint)
@@ -113,7 +160,7 @@ def probe(host: Host, settings: SshSettings, *, timeout: float, local_folder: st
 
     try:
         connection = connect(host, settings, timeout=timeout)
-        info = connection.engine.info()
+        info = connection.info()
         reading = backend_for(host).read(connection, info, local_folder, timeout)
     except FireplugError as e:
         return Probe(host, False, reason=_short_reason(e))

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from fireplug.config import Config, HostSettings
 from fireplug.errors import FireplugError
-from fireplug.hosts.ssh import SshTarget, parse_ssh_url
+from fireplug.hosts.address import SshTarget, parse_ssh_url
 from fireplug.hosts.transport import TlsFiles
 
 LOCAL = "local"

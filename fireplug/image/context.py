@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import hashlib
 import os
 import re
@@ -131,14 +132,19 @@ class Context:
 SCAN_FORMAT = "fireplug-context-2"  # 2: secret rules by content and hard link, [build] allow
 IGNORE_MATCHER = "fp-1"  # which .dockerignore matcher decided: a scan record made by another is not trusted
 
-# Name-based built-in exclusions that are not secrets, at any depth: (regex on the name, reason).
-_BUILTIN_NAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), reason)
-    for pattern, reason in (
-        (r"\.git|\.hg|\.svn", "version control"),
-        (r"__pycache__|\.pytest_cache|\.mypy_cache|\.ruff_cache|\.ipynb_checkpoints", "cache"),
+
+@functools.cache
+def _builtin_names() -> tuple[tuple[re.Pattern[str], str], ...]:
+    """Name-based built-in exclusions that are not secrets, at any depth: (regex on the name, reason)."""
+    return tuple(
+        (re.compile(pattern), reason)
+        for pattern, reason in (
+            (r"\.git|\.hg|\.svn", "version control"),
+            (r"__pycache__|\.pytest_cache|\.mypy_cache|\.ruff_cache|\.ipynb_checkpoints", "cache"),
+        )
     )
-)
+
+
 # The usual credential files and folders in a home folder (hard links to them stay out).
 HOME_CREDENTIALS: tuple[str, ...] = (".aws", ".ssh", ".gnupg", ".docker", ".kube", ".azure", ".kaggle", ".config/gcloud")
 HOME_CREDENTIALS += (".netrc", ".pgpass", ".pypirc", ".git-credentials", ".npmrc", ".s3cfg")
@@ -192,7 +198,7 @@ def _pattern(make: type[Pattern], number: int, line: str) -> Pattern:
 
 def builtin_reason(name: str, full_path: str, is_dir: bool) -> tuple[str, bool] | None:
     """Why fp never ships this path whatever .dockerignore says, and whether it is a secret; or None."""
-    for pattern, reason in _BUILTIN_NAMES:
+    for pattern, reason in _builtin_names():
         if pattern.fullmatch(name):
             return reason, False
     if secret := secret_name(name, is_dir):

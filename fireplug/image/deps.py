@@ -14,19 +14,13 @@ import hashlib
 import os
 import re
 import shlex
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
 
-from fireplug.config import Config
+from fireplug.config import Config, toml_library
 from fireplug.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 REQUIREMENTS = "requirements.txt"
 PYPROJECT = "pyproject.toml"
@@ -169,6 +163,7 @@ def pyproject_requirements(path: Path, extras: tuple[str, ...]) -> tuple[list[st
     Raises:
         ConfigError: not valid TOML, or a named group is missing.
     """
+    tomllib = toml_library()
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8")).get("project", {})
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING
 
 from fireplug.backends import backend_for
 from fireplug.backends.base import Lane, NotStarted, Place, Signallable
-from fireplug.errors import EngineUnreachable, FireplugError
-from fireplug.hosts.ssh import SshError
+from fireplug.errors import EngineUnreachable, FireplugError, SshError
 from fireplug.invocation import Invocation
 from fireplug.map.params import MapRun, Outcome, Tally, joblog_header
 from fireplug.run.records import RUN_ID, new_id, run_record
@@ -44,11 +43,12 @@ from fireplug.run.request import RunRequest
 from fireplug.run.spec import ContainerSpec
 from fireplug.support import events, labels
 from fireplug.support.output import LineWriter, run_prefix
-from fireplug.support.proc import display
+from fireplug.support.secrets import display
 from fireplug.support.signals import HeldSignals
-from fireplug.sync import SyncInterrupted, SyncReport
+from fireplug.sync import SyncInterrupted
 from fireplug.sync.plan import conflict_name
 from fireplug.sync.project import local_data_folder
+from fireplug.sync.report import SyncReport
 
 if TYPE_CHECKING:
     from fireplug.run.records import RunRecord

@@ -43,7 +43,7 @@ from typing import IO, Any
 
 from fireplug.remote.sync_helper import install, list_tree
 from fireplug.support.signature import is_racy
-from fireplug.sync.record import save_bytes
+from fireplug.support.state import save_bytes
 from fireplug.sync.tree import DIR, FILE, LINK, READ_SIZE, Entry, file_sha256, lstat_entry, safe_parent
 
 LARGE = 64 << 20  # from this size a file goes as a multipart upload / ranged download

@@ -18,10 +18,11 @@ SHM_CAP_BYTES = 8 << 30  # the default /dev/shm: half the host's memory (or of -
 MIN_MEMORY_BYTES = 6 << 20  # the engine refuses less
 MAX_SIZE_BYTES = (1 << 63) - 1  # the engine's sizes are 64-bit signed numbers: more is refused as JSON it cannot read
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE_RE = re.compile(r"(\d{1,30}(?:\.\d{1,30})?)\s*([bkmgt]?)(?:i?b)?", re.IGNORECASE)
-_PUBLISH_RE = re.compile(r"(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}):)?(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?")
-_NETWORK_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_DEVICE_RE = re.compile(r"[A-Za-z0-9:_-]{1,64}")
+# Patterns compiled when first used (re caches them): a run uses them only for the options given.
+_SIZE_RE = r"(\d{1,30}(?:\.\d{1,30})?)\s*([bkmgt]?)(?:i?b)?"
+_PUBLISH_RE = r"(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}):)?(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?"
+_NETWORK_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+_DEVICE_RE = r"[A-Za-z0-9:_-]{1,64}"
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def _size(option: str, text: str) -> int | None:
     """
     if not text:
         return None
-    found = _SIZE_RE.fullmatch(text.strip())
+    found = re.fullmatch(_SIZE_RE, text.strip(), re.IGNORECASE)
     if not found:
         raise UsageError(f"{option} {text!r}: expected a size such as 512m or 2g (units b, k, m, g, t)")
     whole, _, fraction = found.group(1).partition(".")
@@ -183,13 +184,13 @@ def _gpus(text: str) -> Gpus | None:
     if text.isdigit() and int(text) > 0:
         return Gpus(count=int(text))
     ids = text.removeprefix('"').removesuffix('"').removeprefix("device=").split(",")
-    if text.strip('"').startswith("device=") and all(_DEVICE_RE.fullmatch(device) for device in ids):
+    if text.strip('"').startswith("device=") and all(re.fullmatch(_DEVICE_RE, device) for device in ids):
         return Gpus(device_ids=tuple(ids))
     raise UsageError(f"--gpus {text!r}: expected all, a number, or device=ID[,ID...]")
 
 
 def _publish(text: str) -> Publish:
-    found = _PUBLISH_RE.fullmatch(text)
+    found = re.fullmatch(_PUBLISH_RE, text)
     ports = [int(found.group(name)) for name in ("host", "container") if found and found.group(name)] if found else []
     if not found or not all(0 < port < 65536 for port in ports) or (found.group("ip") and not found.group("host")):
         raise UsageError(f"-p {text!r}: expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp] or CONTAINER_PORT, ports 1 to 65535")
@@ -197,7 +198,7 @@ def _publish(text: str) -> Publish:
 
 
 def _network(text: str) -> str:
-    if text and not _NETWORK_RE.fullmatch(text):
+    if text and not re.fullmatch(_NETWORK_RE, text):
         raise UsageError(f"--network {text!r}: expected bridge, host, none or a network's name")
     return text
 

@@ -16,9 +16,11 @@ from fireplug.run.request import container_options, resolve_env
 from fireplug.support import events
 from fireplug.support.locks import Leases
 from fireplug.support.signals import ignore_late_signals
-from fireplug.sync.record import PairFiles, last_host
+from fireplug.support.state import last_host
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from fireplug.backends.base import Place
     from fireplug.hosts.inventory import Host
     from fireplug.invocation import Invocation
@@ -41,6 +43,7 @@ def run(invocation: Invocation, request: RunRequest) -> int:
     host, why = choose_host(invocation, request, leases=leases)
     if why:
         events.note(f"host '{host.name}' ({why})")
+    invocation.open_soon(host)  # while the backend is imported and the project scanned
     try:
         place = backend_for(host).prepare(invocation, request, host, started)
         return drive(place, request)
@@ -97,10 +100,17 @@ def choose_host(invocation: Invocation, request: RunRequest, *, leases: Leases |
         wanted, why = last_host(state, config.project.key), "where this project last ran; --host picks another"
     choice = hosts.Choice(
         leases=leases,
-        holds_data=lambda name: PairFiles.of(state, config.project.key, name).record.exists(),
+        holds_data=lambda name: _holds_data(state, config.project.key, name),
         memory=hosts.UnreachableMemory(cache_dir(local.environ, local.home).parent / "unreachable-hosts.json"),
     )
     host, chosen_why = hosts.choose(wanted, inventory, invocation.settings, choice=choice)
     if wanted is None:
         return host, chosen_why if inventory.pool or request.verbose else ""
     return host, why
+
+
+def _holds_data(state: Path, project_key: str, host: str) -> bool:
+    """Whether the project's data was synced with ``host`` (its sync record exists)."""
+    from fireplug.sync.record import PairFiles
+
+    return PairFiles.of(state, project_key, host).record.exists()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from fireplug.errors import UsageError
 from fireplug.support import labels
-from fireplug.sync.record import save_bytes
+from fireplug.support.state import save_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -18,7 +18,7 @@ from fireplug.run.options import ContainerOptions, parse_options
 from fireplug.run.spec import ContainerSpec, Mount
 from fireplug.support import labels
 from fireplug.support.locks import this_process
-from fireplug.support.proc import display
+from fireplug.support.secrets import display
 
 if TYPE_CHECKING:
     from fireplug.config import Config

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from fireplug.sync import SyncReport
+    from fireplug.sync.report import SyncReport
     from fireplug.sync.results import Landed
 
 

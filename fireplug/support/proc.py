@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
 import time
@@ -20,7 +19,7 @@ from typing import IO
 from fireplug.errors import CommandTimedOut as CommandTimedOut
 from fireplug.errors import ToolMissing as ToolMissing
 from fireplug.support import events
-from fireplug.support.secrets import redact
+from fireplug.support.secrets import display
 
 
 @dataclass(frozen=True)
@@ -40,10 +39,6 @@ def last_lines(text: str, count: int) -> str:
     """The last ``count`` non-empty lines of a tool's messages on one line (ssh's host-key notices left out)."""
     kept = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Warning: Permanently added")]
     return " / ".join(kept[-count:])
-
-
-def display(argv: Sequence[str]) -> str:
-    return shlex.join(redact(argv))
 
 
 def run(

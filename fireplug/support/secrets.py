@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,14 +36,18 @@ SECRET_FILES = (
     (r".*service[-_]?account.*\.json|application_default_credentials\.json|client_secrets?.*\.json", "cloud service-account key"),
     (r"kaggle\.json|kubeconfig|.*\.kubeconfig|terraform\.tfstate(\.backup)?|.*\.tfstate|.*\.tfvars", "cloud or cluster credentials"),
 )
-_FOLDER_RULES = tuple((re.compile(pattern, re.IGNORECASE), reason) for pattern, reason in SECRET_FOLDERS)
-_FILE_RULES = tuple((re.compile(pattern, re.IGNORECASE), reason) for pattern, reason in SECRET_FILES)
+
+
+@functools.cache
+def _name_rules(is_dir: bool) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """The rules for a folder's or a file's name, compiled when a scan first needs them."""
+    return tuple((re.compile(pattern, re.IGNORECASE), reason) for pattern, reason in (SECRET_FOLDERS if is_dir else SECRET_FOLDERS + SECRET_FILES))
 
 
 def secret_name(name: str, is_dir: bool) -> str:
     """Why a file or folder called ``name`` is a secret ("" when it is not); the file rules
     are for files only (a package folder may well be called ``auth``)."""
-    for pattern, reason in _FOLDER_RULES if is_dir else (*_FOLDER_RULES, *_FILE_RULES):
+    for pattern, reason in _name_rules(is_dir):
         if pattern.fullmatch(name):
             return reason
     return ""
@@ -343,3 +348,8 @@ def redact(argv: Sequence[str]) -> list[str]:
             hide_next = True
         shown.append(_URL_PASSWORD.sub(lambda found: found["head"] + REDACTED, word))
     return shown
+
+
+def display(argv: Sequence[str]) -> str:
+    """A command line as shown to a person (a message, a label): its secrets redacted."""
+    return shlex.join(redact(argv))

@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING
 
 from fireplug.config import Config, project_key_at
 from fireplug.support import events
-from fireplug.sync import SyncReport
-from fireplug.sync.record import PairFiles
 
 if TYPE_CHECKING:  # (the session is imported when a sync happens: a run on the local engine has none)
     from fireplug.invocation import Invocation
+    from fireplug.sync.report import SyncReport
     from fireplug.sync.session import HostSide, Owner
 
 
@@ -26,6 +25,7 @@ def sync_data(invocation: Invocation, host_side: HostSide, *, full: bool = False
         SyncError, SyncInterrupted: see ``sync.session.sync``.
     """
     config, host = invocation.config, host_side.host
+    from fireplug.sync.record import PairFiles
     from fireplug.sync.session import SyncRequest, sync
 
     request = SyncRequest(

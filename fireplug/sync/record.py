@@ -11,22 +11,17 @@ Kept under fp's state folder (``$XDG_STATE_HOME/fireplug``), never inside the da
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import marshal
-import os
-import re
-import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fireplug.support.state import save_bytes
 from fireplug.sync import DIR, FILE, LINK
 
 RECORD_FORMAT = 2
 RECORD_MAGIC = b"fireplug sync record 2\n"  # then the SHA-256 of the marshal payload, then the payload
-HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 RACY = -1  # a signature's ctime when it was too recent to trust (see fireplug.support.signature)
 
 Signature = tuple[int, int, int]  # mtime_ns, ctime_ns (RACY when untrusted), inode
@@ -58,10 +53,6 @@ class State:
     # has not received it yet.
     unconfirmed: frozenset[str] = frozenset()
     made_for: str = ""  # the project folder whose data the record describes ("" when not known)
-
-
-def state_home(env: Mapping[str, str], home: Path) -> Path:
-    return Path(env.get("XDG_STATE_HOME") or home / ".local" / "state") / "fireplug"
 
 
 @dataclass(frozen=True)
@@ -154,32 +145,3 @@ def _checked(data: bytes) -> bytes:
     if not data.startswith(RECORD_MAGIC) or hashlib.sha256(payload).digest() != data[len(RECORD_MAGIC) : header]:
         raise ValueError("not a sync record, or a damaged one")
     return payload
-
-
-def save_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary name of this process's own, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    try:
-        partial.write_bytes(data)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def last_host_path(state: Path, project_key: str) -> Path:
-    return state / "sync" / project_key / "last-host"
-
-
-def remember_host(state: Path, project_key: str, host: str) -> None:
-    """Best effort: without it, a later --sync-out-only just needs --host."""
-    with contextlib.suppress(OSError):
-        save_bytes(last_host_path(state, project_key), f"{host}\n".encode())
-
-
-def last_host(state: Path, project_key: str) -> str | None:
-    try:
-        name = last_host_path(state, project_key).read_text().strip()
-    except (OSError, ValueError):
-        return None
-    return name if HOST_NAME.fullmatch(name) else None

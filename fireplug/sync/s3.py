@@ -57,9 +57,9 @@ from fireplug.remote.s3_objects import (
 )
 from fireplug.remote.sync_helper import STAGING_PREFIX
 from fireplug.support import events
+from fireplug.support.state import save_bytes
 from fireplug.sync import SyncError
 from fireplug.sync.api import MOUNT, ApiHost, HelperFailed, land_entry, remove_if_empty, scratch_folder
-from fireplug.sync.record import save_bytes
 from fireplug.sync.session import Transferred
 from fireplug.sync.tree import DIR, FILE, LINK, Entry, file_sha256, scan
 

@@ -34,9 +34,11 @@ from typing import Protocol
 
 from fireplug.support.locks import exclusive
 from fireplug.support.signature import is_racy
-from fireplug.sync import SyncError, SyncInterrupted, SyncReport
+from fireplug.support.state import save_bytes
+from fireplug.sync import SyncError, SyncInterrupted
 from fireplug.sync.plan import Plan, Sides, all_unchanged, digests_needed, make_plan, side_unchanged
-from fireplug.sync.record import RACY, Common, PairFiles, Record, Signature, State, load_state, save_bytes, save_record
+from fireplug.sync.record import RACY, Common, PairFiles, Record, Signature, State, load_state, save_record
+from fireplug.sync.report import SyncReport
 from fireplug.sync.tree import (
     DIR,
     FILE,

@@ -25,7 +25,7 @@ from fireplug.invocation import Invocation
 from fireplug.run.records import RunRecord, new_id, run_record
 from fireplug.run.request import Placement, RunRequest, container_spec
 from fireplug.run.spec import ContainerSpec
-from fireplug.sync import SyncReport
+from fireplug.sync.report import SyncReport
 from fireplug.sync.results import Landed
 
 

@@ -30,8 +30,9 @@ from fireplug.hosts.engine import Engine
 from fireplug.hosts.inventory import LOCAL, load_inventory
 from fireplug.image.context import ScanRules, scan
 from fireplug.image.scancache import load_context, record_file
+from fireplug.support.state import last_host, last_host_path, remember_host
 from fireplug.sync import SyncError
-from fireplug.sync.record import RECORD_MAGIC, Common, State, last_host, last_host_path, load_state, remember_host, save_record
+from fireplug.sync.record import RECORD_MAGIC, Common, State, load_state, save_record
 from tests.unit.fake_engine import FakeEngine
 from tests.unit.test_sync_plan import Bench
 

@@ -16,8 +16,8 @@ from fireplug.backends.docker import parse_df_available
 from fireplug.config import Source, load
 from fireplug.errors import FireplugError
 from fireplug.hosts import UNREACHABLE_MEMORY_SECONDS, Choice, Probe, UnreachableMemory, _enough, choose, pick_idle_host
+from fireplug.hosts.address import SshSettings, SshTarget
 from fireplug.hosts.inventory import Host, Inventory, load_inventory, local_host
-from fireplug.hosts.ssh import SshSettings, SshTarget
 from fireplug.hosts.transport import TlsFiles
 from fireplug.support.locks import Leases
 

@@ -12,16 +12,14 @@ from fireplug.cli import console
 from fireplug.config import Source, load
 from fireplug.config.user import add_host, remove_host
 from fireplug.errors import UsageError
+from fireplug.hosts.address import SshSettings, SshTarget, parse_ssh_url
 from fireplug.hosts.ssh import (
     SshConnection,
     SshError,
-    SshSettings,
-    SshTarget,
     cipher_preference,
     control_path,
     cpu_has_aes,
     engine_endpoint,
-    parse_ssh_url,
     ssh_options,
 )
 from fireplug.support.proc import Completed, run

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from fireplug.backends.base import Node
 from fireplug.backends.swarm.sweep import untag, workers_for
-from fireplug.hosts import Node
 from fireplug.remote.s3_objects import Place
 from fireplug.remote.task import PIECE, _first_unclaimed, _pump, claim_key
 from fireplug.run.options import ContainerOptions

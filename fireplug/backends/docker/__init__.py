@@ -5,12 +5,10 @@ TLS (docker-machine) or a unix socket. The transports stay behind ``hosts.connec
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from fireplug.backends.base import Found, Garbage, Pulling, Reading
 from fireplug.backends.docker.executor import DockerExecutor
 from fireplug.backends.docker.place import DockerPlace, data_on_host, elapsed, fit_to_host, make_host_side
 from fireplug.image.build import own_recipe, project_dockerfile
@@ -23,6 +21,7 @@ from fireplug.support.units import human_bytes
 from fireplug.sync.project import ensure_data_folder, local_data_folder, sync_data
 
 if TYPE_CHECKING:
+    from fireplug.backends.base import Found, Garbage, Pulling, Reading
     from fireplug.hosts import Connection
     from fireplug.hosts.engine import Engine
     from fireplug.hosts.inventory import Host
@@ -74,6 +73,7 @@ class DockerBackend:
             pulling.done_with(handle, record)
 
     def garbage(self, invocation: Invocation, connection: Connection, records: Mapping[str, RunRecord], keep: int) -> Found:
+        from fireplug.backends.base import Found, Garbage
         from fireplug.backends.docker.garbage import TRASH_DAYS, ended_runs, helpers, host_trash
 
         found = Found()
@@ -95,6 +95,8 @@ class DockerBackend:
     def read(self, connection: Connection, info: Mapping[str, Any], local_folder: str | None, timeout: float) -> Reading:
         jobs = running_jobs(connection.engine)
         free = free_space(connection, local_folder, timeout) if local_folder is not None else None
+        from fireplug.backends.base import Reading
+
         return Reading(cpus=int(info.get("NCPU") or 0), memory=int(info.get("MemTotal") or 0), jobs=jobs, gpus=has_gpus(info), free_bytes=free)
 
     def data_words(self, invocation: Invocation, host: Host) -> str | None:
@@ -140,6 +142,8 @@ def running_jobs(engine: Engine) -> frozenset[str]:
 def free_space(connection: Connection, local_folder: str, timeout: float) -> int | None:
     """Free bytes where the host keeps fp's data (its data root; here: the local folder)."""
     if connection.host.local:
+        import shutil
+
         return shutil.disk_usage(local_folder).free
     if connection.shell is None:
         return None  # only the Docker API reaches this host

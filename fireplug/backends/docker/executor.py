@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fireplug.backends.base import RunState
 from fireplug.hosts.engine import Attached, Engine, engine_time, mapping_of
 from fireplug.run.spec import ContainerSpec, container_config
+
+if TYPE_CHECKING:
+    from fireplug.backends.base import RunState
 
 _EXITED_STATUS = re.compile(r"Exited \((-?\d+)\)")
 
@@ -66,6 +68,8 @@ class DockerExecutor:
 
 def listed_state(found: Mapping[str, Any]) -> RunState:
     """A run from the engine's container list (exit status from its status text)."""
+    from fireplug.backends.base import RunState
+
     names = found.get("Names") or ["?"]
     status = str(found.get("Status") or "")
     exited = _EXITED_STATUS.match(status)
@@ -83,6 +87,8 @@ def listed_state(found: Mapping[str, Any]) -> RunState:
 
 def inspected_state(inspected: Mapping[str, Any]) -> RunState:
     """A run from the engine's inspection of its container."""
+    from fireplug.backends.base import RunState
+
     state = mapping_of(inspected.get("State"))
     config = mapping_of(inspected.get("Config"))
     status = str(state.get("Status") or "")

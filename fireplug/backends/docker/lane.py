@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING
 
 from fireplug.backends.base import Gate, Write
 from fireplug.backends.docker.executor import DockerExecutor
-from fireplug.errors import EngineError, EngineUnreachable, FireplugError
+from fireplug.errors import EngineError, EngineUnreachable, FireplugError, SshError
 from fireplug.hosts.engine import Attached, frames
-from fireplug.hosts.ssh import SshError
 from fireplug.support import events, labels
 from fireplug.support.locks import this_process
 
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     from fireplug.backends.docker.place import DockerPlace
     from fireplug.run.records import RunRecord
     from fireplug.run.spec import ContainerSpec
-    from fireplug.sync import SyncReport
+    from fireplug.sync.report import SyncReport
     from fireplug.sync.results import Landed
 
 ANCHOR_SECONDS = 7 * 86400  # an anchor a killed fp left ends by itself (and fp gc removes it sooner)
@@ -47,7 +46,7 @@ class DockerLane:
         self.place = place
         self.executor = DockerExecutor(place.connection.engine)
         self.live = live
-        self.slots = per_host if per_host > 0 else slots_for(int(place.connection.engine.info().get("NCPU") or 1), place.spec.options.nano_cpus)
+        self.slots = per_host if per_host > 0 else slots_for(int(place.connection.info().get("NCPU") or 1), place.spec.options.nano_cpus)
         self.ready_words = f"host '{place.host}' ready: {self.slots} run{'s' if self.slots > 1 else ''} at a time"
         self.anchor = self._start_anchor(map_id)
         self.removals: queue.Queue[str | None] = queue.Queue()  # containers of ended runs, then the anchor

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from fireplug.backends.docker.attached import run_container
 from fireplug.backends.docker.executor import DockerExecutor
-from fireplug.errors import ConfigError, ConnectionLost, FireplugError
+from fireplug.errors import ConfigError, ConnectionLost, FireplugError, SyncInterrupted
 from fireplug.image.base import ensure_base
 from fireplug.image.ready import check_command
 from fireplug.run.options import Publish, check_against_host, local_port, through_ssh
@@ -23,12 +23,10 @@ from fireplug.run.records import run_record
 from fireplug.run.request import container_options, container_user
 from fireplug.run.spec import ContainerSpec, docker_run_argv
 from fireplug.support import events, labels
-from fireplug.support.proc import display
+from fireplug.support.secrets import display
 from fireplug.support.signals import made_uninterrupted
-from fireplug.sync import SyncInterrupted, SyncReport
+from fireplug.support.state import remember_host
 from fireplug.sync.project import ensure_data_folder, local_data_folder, sync_data
-from fireplug.sync.record import remember_host
-from fireplug.sync.tree import TRASH_FOLDER
 
 if TYPE_CHECKING:
     from fireplug.backends.base import Lane
@@ -38,6 +36,7 @@ if TYPE_CHECKING:
     from fireplug.hosts.inventory import Host
     from fireplug.invocation import Invocation
     from fireplug.run.request import RunRequest
+    from fireplug.sync.report import SyncReport
     from fireplug.sync.s3 import Store
     from fireplug.sync.session import HostSide
 
@@ -231,7 +230,7 @@ def fit_to_host(spec: ContainerSpec, connection: Connection) -> ContainerSpec:
         FireplugError: an option the host cannot honour (see options.check_against_host).
     """
     engine, host = connection.engine, connection.host
-    info = engine.info()
+    info = connection.info()
     check_against_host(spec.options, host.name, info, engine.network_names() if spec.options.network else ())
     options = spec.options
     if options.publish and connection.shell is not None and not host.local:
@@ -292,6 +291,7 @@ def make_host_side(connection: Connection, config: Config, *, locks: Path | None
     mode = config.sync.mode
     if store is None and connection.shell is not None and mode != "api":
         from fireplug.sync.rsync import RsyncHost
+        from fireplug.sync.tree import TRASH_FOLDER
 
         return RsyncHost(connection.shell, posixpath.join(folder, config.project.data), posixpath.join(folder, TRASH_FOLDER))
     if store is None and mode == "rsync":

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from fireplug.run.records import RunRecord
     from fireplug.run.request import RunRequest
     from fireplug.run.spec import ContainerSpec
-    from fireplug.sync import SyncReport
+    from fireplug.sync.report import SyncReport
     from fireplug.sync.results import Landed
 
 

@@ -69,7 +69,7 @@ def require_staging(host: Host, store: Store | None) -> Store:
 
 def check_manager(connection: Connection) -> None:
     """Raises: SwarmRefused: the engine is no manager of an active swarm."""
-    swarm = connection.engine.info().get("Swarm") or {}
+    swarm = connection.info().get("Swarm") or {}
     if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
         raise SwarmRefused(
             f"host '{connection.host.name}' is configured as a swarm, but its engine is not a manager of an active swarm",
