@@ -611,10 +611,10 @@ class Engine:
         params = {"h": rows, "w": columns}
         self._call("POST", f"/containers/{container}/resize", params=params, action="resizing the terminal", allowed=(404, 409))
 
-    def commit(self, container: str, repository: str, config: Mapping[str, Any], comment: str) -> str:
-        """Keep a stopped container's filesystem as image ``repository`` (tag latest), with the
-        run configuration ``config`` (the engine fills what it leaves out from the container's); its id."""
-        params = {"container": container, "repo": repository, "tag": "latest", "comment": comment, "pause": 0}
+    def commit(self, container: str, repository: str, config: Mapping[str, Any], comment: str, *, tag: str = "latest") -> str:
+        """Keep a stopped container's filesystem as image ``repository:tag``, with the run
+        configuration ``config`` (the engine fills what it leaves out from the container's); its id."""
+        params = {"container": container, "repo": repository, "tag": tag, "comment": comment, "pause": 0}
         committed = self._json("POST", "/commit", params=params, json_body=dict(config), timeout=None, action=f"keeping image {repository}")
         return self._field(committed, "Id", str, "POST /commit")
 

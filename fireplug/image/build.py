@@ -5,7 +5,9 @@ The base image is Dockerfile.base built FROM ``build.base_image`` with the firep
 bundled; its tag hashes exactly that input. The dependency layer (deps.py says what it holds)
 installs the project's packages on the base. The one-time image layers the project's code on
 the layer, or on the base; its tag hashes the shipped files, the Dockerfile text and the ID of
-the image below, so an unchanged project is never rebuilt and a changed byte always is.
+the image below, so an unchanged project is never rebuilt and a changed byte always is. fp's
+generated recipe is assembled (``_assemble``) rather than built; a project's own Dockerfile is
+built by the engine.
 """
 
 from __future__ import annotations
@@ -96,10 +98,9 @@ def own_recipe(config: Config) -> Recipe | None:
 
 
 def generated_recipe(config: Config, base_tag: str) -> Recipe:
-    """FROM fp's base, COPY the context to the project's folder in the container, WORKDIR there.
-
-    The labels sit in one LABEL line: passed through the API, the classic builder would
-    add one step (and one container) per label.
+    """FROM fp's base, COPY the context to the project's folder in the container, WORKDIR there,
+    one LABEL line: the image's identity (its text is hashed into the tag) and what ``_assemble``
+    makes without a build.
     """
     target = config.container_root()
     label_line = " ".join(f"{key}={json.dumps(value)}" for key, value in project_labels(config, base_tag).items())
@@ -159,14 +160,56 @@ def _build_project_image(engine: Engine, config: Config, context: Context, recip
         )
     for warning in context.size_warnings():
         events.warn(f"{warning}; add large or generated folders to .dockerignore (`fp --dry-run` shows the largest files)")
-    extra = [] if not recipe.generated else [(recipe.name, recipe.text.encode()), (".dockerignore", f".dockerignore\n{recipe.name}\n".encode())]
-    image_labels = {} if recipe.generated else project_labels(config, base.tag if base else "")
-    buildargs = {BASE_ARG: base.tag} if base and not recipe.generated else {}
     recipe_name = "" if recipe.generated else f" from the project's {recipe.name} (build.dockerfile = false ignores it)"
     kept_out = f"; {len(context.secrets)} kept out as secrets" if context.secrets else ""
     title = f"building image {tag}{recipe_name} on host '{engine.host}' ({context.file_count} files, {human_bytes(context.total_bytes)}{kept_out})"
-    image_id = build_image(engine, tar_stream(context, extra), tag=tag, dockerfile=recipe.name, buildargs=buildargs, image_labels=image_labels, title=title)
+    if recipe.generated:
+        if base is None:
+            raise BuildError(engine.host, tag, "fp's generated recipe builds on fp's base image, and there is none", ())
+        return Image(tag, _assemble(engine, config, context, base, tag, title), built=True)
+    image_labels = project_labels(config, base.tag if base else "")
+    buildargs = {BASE_ARG: base.tag} if base else {}
+    image_id = build_image(engine, tar_stream(context), tag=tag, dockerfile=recipe.name, buildargs=buildargs, image_labels=image_labels, title=title)
     return Image(tag, image_id, built=True)
+
+
+def _assemble(engine: Engine, config: Config, context: Context, base: Image, tag: str, title: str) -> str:
+    """What the generated recipe describes, made without a Dockerfile build: the context unpacked
+    at the project's folder in a created (never started) container of ``base``, committed with
+    that folder as working directory and fp's labels; the image's id.
+
+    The same files, folder, configuration and labels as the recipe's build (its text stays the
+    image's identity; tests compare the two), in one step where the classic builder takes three
+    (COPY, WORKDIR, LABEL: each a container and a commit), ~150 ms of every code change's run.
+
+    Raises:
+        ContextChanged: a file changed since the scan (nothing is kept).
+        EngineError, EngineUnreachable.
+    """
+    import uuid
+
+    root = config.container_root()
+    repository, _, version = tag.rpartition(":")
+    image_config = assembled_config(engine.image_config(base.id), root, project_labels(config, base.tag))
+    with events.steps(title, label=engine.host) as progress:
+        create = {"Image": base.id, "Labels": {labels.KIND: "assembly"}}
+        container = made_uninterrupted(lambda: engine.create_container(create, f"fp-assembly-{uuid.uuid4().hex[:12]}"), engine.remove_container)
+        try:
+            progress.update(f"copying the project's files to {root}", milestone=True)
+            engine.put_archive(container, "/", tar_stream(context, prefix=root.strip("/")))
+            progress.update(f"keeping them as image {tag}", milestone=True)
+            return engine.commit(container, repository, image_config, f"fp: the project's files in {root}", tag=version)
+        finally:
+            with contextlib.suppress(FireplugError):  # the failure or interruption is what to report
+                engine.remove_container(container)
+
+
+def assembled_config(base_config: Mapping[str, Any], root: str, image_labels: Mapping[str, str]) -> dict[str, Any]:
+    """An image's configuration as a Dockerfile ``FROM`` the base, ``WORKDIR root`` and ``LABEL``
+    would leave it: the base's, minus what belongs to one container (and ONBUILD triggers,
+    which fp's own base images never hold)."""
+    kept = {key: value for key, value in base_config.items() if key not in ("Hostname", "Domainname", "Image", "OnBuild")}
+    return {**kept, "WorkingDir": root, "Labels": {**(base_config.get("Labels") or {}), **image_labels}}
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -397,8 +397,9 @@ def context_digest(entries: Iterable[Entry]) -> str:
     return digest.hexdigest()
 
 
-def tar_stream(context: Context, extra_files: Sequence[tuple[str, bytes]] = (), chunk_size: int = 256 * 1024) -> Iterator[bytes]:
-    """The context as an uncompressed tar, in chunks: memory stays bounded whatever the size.
+def tar_stream(context: Context, extra_files: Sequence[tuple[str, bytes]] = (), chunk_size: int = 256 * 1024, *, prefix: str = "") -> Iterator[bytes]:
+    """The context as an uncompressed tar, in chunks: memory stays bounded whatever the size;
+    ``prefix``: a folder its paths are placed in (relative, without a trailing slash).
 
     Each file is hashed again while it is read; bytes that differ from the scan raise,
     so an image never carries content other than what its tag's hash covers.
@@ -408,7 +409,7 @@ def tar_stream(context: Context, extra_files: Sequence[tuple[str, bytes]] = (), 
     """
     buffer = bytearray()
     for entry in context.entries:
-        buffer += _tar_header(entry)
+        buffer += _tar_header(replace(entry, path=f"{prefix}/{entry.path}") if prefix else entry)
         if entry.kind == "file":
             for block in _verified_blocks(context.root / entry.path, entry, chunk_size):
                 buffer += block

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 LABEL = "io.fireplug"
-KIND = f"{LABEL}.kind"  # run, lookup, sync, deps-build (containers); base, deps, project (images)
+KIND = f"{LABEL}.kind"  # run, lookup, sync, deps-build, assembly (containers); base, deps, project (images)
 PROJECT = f"{LABEL}.project"
 PROJECT_KEY = f"{LABEL}.project-key"
 VERSION = f"{LABEL}.version"

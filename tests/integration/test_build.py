@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from fireplug.config import discover
+from fireplug.image.base import base_image_tag, remembered_digest
+from fireplug.image.build import generated_recipe, scan_rules
+from fireplug.image.context import scan, tar_stream
 from tests.integration.conftest import Project, docker, error_lines, images_of
 from tests.unit.test_secrets import SECRET_FILES, TOKEN_FILES, notebook_with_output
 
@@ -216,3 +220,39 @@ def test_an_index_password_in_fireplug_toml_is_refused_even_without_dependencies
         assert result.code == 125 and len(error_lines(result.err)) == 1 and "shipped with the code" in result.err, result.err
         assert "PW-FP-MARK" not in result.err
         assert images_of(project.name) == []
+
+
+def test_the_assembled_image_is_what_its_recipe_builds(project: Project, fp) -> None:  # type: ignore[no-untyped-def]
+    """fp makes the generated recipe's image by unpacking the context into a container of the base
+    and committing it; a Dockerfile build of the same recipe and context must give the same image."""
+    project.write("bin/tool.sh", "#!/bin/sh\necho tool\n", mode=0o755)
+    project.write("notes/private.txt", "mine\n", mode=0o600)
+    project.write("name with spaces.txt", "x\n")
+    (project.root / "empty").mkdir()
+    (project.root / "link.py").symlink_to("src/app.py")
+    assert fp(project.root, "true").code == 0
+    assembled = images_of(project.name)[0]
+    config = discover(project.root, os.environ, Path.home(), {})
+    recipe = generated_recipe(config, base_image_tag(config.build.base_image, remembered_digest(None)))
+    context = scan(project.root, scan_rules(config, recipe.name, generated=True))
+    built = f"fp-recipe-check-{uuid.uuid4().hex[:8]}:latest"
+    ignore = f".dockerignore\n{recipe.name}\n"  # what fp sent with the recipe when it built it
+    stream = b"".join(tar_stream(context, [(recipe.name, recipe.text.encode()), (".dockerignore", ignore.encode())]))
+    subprocess.run(["docker", "build", "-q", "-f", recipe.name, "-t", built, "-"], input=stream, check=True, capture_output=True)
+    try:
+        assert image_config(assembled) == image_config(built)
+        ancestors = " ".join(str(parent) for parent in reversed(project.root.parents))
+        listing = 'cd "$1" && find . -printf "%p %y %m %u %g %s %l\\n" | sort && find . -type f -exec sha256sum {} + | sort'
+        script = f'{listing} && stat -c "%n %a %U" {ancestors} "$1"'
+        seen = [docker("run", "--rm", image, "sh", "-c", script, "sh", str(project.root)) for image in (assembled, built)]
+        assert seen[0] == seen[1]
+        assert "./bin/tool.sh f 755 root root" in seen[0] and "./notes/private.txt f 600 root root" in seen[0] and "./link.py l 777" in seen[0]
+        assert "./empty d 755" in seen[0] and "./name with spaces.txt f 644" in seen[0]
+    finally:
+        docker("rmi", built)
+
+
+def image_config(image: str) -> dict[str, object]:
+    """What a container of ``image`` starts with (what belongs to one container left out)."""
+    config = json.loads(docker("inspect", "--format", "{{json .Config}}", image))
+    return {key: value for key, value in config.items() if key not in ("Hostname", "Domainname", "Image", "OnBuild")}

@@ -64,7 +64,7 @@ def _results_came_back(invocation: Invocation, host: str, state: RunState, recor
 
 def helpers(executor: DockerExecutor, found: Found) -> None:
     now = time.time()
-    for kind in ("sync", "lookup", "deps-build"):
+    for kind in ("sync", "lookup", "deps-build", "assembly"):
         for state in executor.find([labels.kind_is(kind)], running_only=False):
             if not state.running and state.started_at is not None and now - state.started_at > HELPER_AGE_SECONDS:
                 found.items.append(Garbage("helper", state.handle, state.name, 0, f"a {kind} helper an interrupted fp left"))
