@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fireplug.image.context import Context, Entry, ScanLimit, ScanRules, context_digest, read_file, scan
+from fireplug.image.context import Context, Entry, ScanLimit, ScanRules, context_digest
 from fireplug.support.signature import RACY_NS, is_racy, stat_signature
 
 RECORD_FORMAT = 1
@@ -40,7 +40,7 @@ def load_context(
 
     ``full`` forces a scan (which also explains every exclusion). Paths changed less than
     ``racy_ns`` before the scan are recorded as unknown. ``home``: the user's home folder, whose
-    credential files no hard link may bring in. ``limit``: see ``context.scan``.
+    credential files no hard link may bring in. ``limit``: see ``scan.scan``.
 
     Raises:
         ProjectError: a shipped file cannot be read, or the context is over ``limit``.
@@ -57,6 +57,8 @@ def load_context(
                 _write(record_path, context, rules, started_ns, racy_ns)
             return context
     known = _known_digests(record) if usable else {}
+    from fireplug.image.scan import scan  # (a warm run needs no walk)
+
     context = scan(root, rules, known, home=home, limit=limit)
     _write(record_path, context, rules, started_ns, racy_ns)
     return context
@@ -101,6 +103,8 @@ def _refresh(root: Path, path: str, kind: str, info: os.stat_result, signature: 
             return Entry(path, kind, mode, info.st_size, info.st_mtime_ns, digest)
         if info.st_nlink > 1:
             return None
+        from fireplug.image.scan import read_file
+
         fresh, secret = read_file(str(root / path))
         return None if secret else Entry(path, kind, mode, info.st_size, info.st_mtime_ns, fresh)
     if kind == "symlink":

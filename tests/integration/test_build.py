@@ -15,7 +15,8 @@ import pytest
 from fireplug.config import discover
 from fireplug.image.base import base_image_tag, remembered_digest
 from fireplug.image.build import generated_recipe, scan_rules
-from fireplug.image.context import scan, tar_stream
+from fireplug.image.context import tar_stream
+from fireplug.image.scan import scan
 from tests.integration.conftest import Project, docker, error_lines, images_of
 from tests.unit.test_secrets import SECRET_FILES, TOKEN_FILES, notebook_with_output
 

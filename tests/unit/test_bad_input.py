@@ -28,7 +28,8 @@ from fireplug.config import Config, Source, load, project_key_at
 from fireplug.errors import ConfigError, FireplugError
 from fireplug.hosts.engine import Engine
 from fireplug.hosts.inventory import LOCAL, load_inventory
-from fireplug.image.context import ScanRules, scan
+from fireplug.image.context import ScanRules
+from fireplug.image.scan import scan
 from fireplug.image.scancache import load_context, record_file
 from fireplug.support.state import last_host, last_host_path, remember_host
 from fireplug.sync import SyncError

@@ -9,7 +9,8 @@ import pytest
 from docker.utils.build import PatternMatcher
 
 from fireplug.errors import ContextChanged, ProjectError
-from fireplug.image.context import IgnoreRules, ScanLimit, ScanRules, builtin_reason, scan, tar_stream
+from fireplug.image.context import ScanLimit, ScanRules, tar_stream
+from fireplug.image.scan import IgnoreRules, builtin_reason, scan
 
 
 def make_tree(root: Path, paths: list[str]) -> None:

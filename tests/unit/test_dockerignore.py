@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fireplug.errors import ProjectError
-from fireplug.image.context import ScanRules, scan
+from fireplug.image.context import ScanRules
 from fireplug.image.dockerignore import IGNORE_FILE_KEPT, Pattern, clean_parts, deciding, excludes
+from fireplug.image.scan import scan
 
 # docker-py lowercases names and patterns (Docker does not): the generated ones are lowercase.
 NAME = st.text(alphabet="ab.-_", min_size=1, max_size=4).filter(lambda name: name not in (".", ".."))

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from fireplug.image.context import ScanRules, scan
+from fireplug.image.context import ScanRules
+from fireplug.image.scan import scan
 from fireplug.image.scancache import load_context
 
 RULES = ScanRules(data_folder="data", ignore_text="*.log\n")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fireplug.image.context import ScanRules, scan
+from fireplug.image.context import ScanRules
+from fireplug.image.scan import scan
 from fireplug.image.scancache import load_context
 from fireplug.support.secrets import credential_in, redact, secret_variable
 
