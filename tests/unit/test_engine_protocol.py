@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from fireplug.errors import EngineError, EngineUnreachable, FireplugError
-from fireplug.hosts import engine as engine_module
 from fireplug.hosts.engine import Attached, Engine, ProtocolError, Response, frames
+from fireplug.hosts.engine import wire as engine_module
 from tests.unit.fake_engine import FakeEngine
 
 
