@@ -1,4 +1,4 @@
-"""Settings: frozen dataclasses and one pure merge of every source.
+"""Settings: one pure merge of every source into the frozen ``Config`` (settings.py).
 
 Priority, lowest first: defaults < user config < project ``fireplug.toml`` < ``FP_*``
 environment variables < command-line overrides. ``load`` does no I/O; ``discover``
@@ -7,199 +7,55 @@ finds and reads the files.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import sys
-import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fireplug.backends import REGISTRY, REQUIRED_SETTINGS
+from fireplug.backends import REQUIRED_SETTINGS
+from fireplug.config.names import derived_id, new_id, sanitize_name
+from fireplug.config.schema import HOST_KINDS, SCHEMA, check_table, parse_source, toml_library
+from fireplug.config.settings import (
+    CHECKSUM_WHEN,
+    CONTAINER_OPTIONS,
+    DEFAULT_BASE_IMAGE,
+    PROJECT_FILE,
+    SYNC_MODES,
+    BuildSettings,
+    Config,
+    HostSettings,
+    PoolSettings,
+    ProjectSettings,
+    RunSettings,
+    Source,
+    SyncSettings,
+)
 from fireplug.errors import ConfigError, ProjectError
-from fireplug.support.secrets import credential_in
 
-PROJECT_FILE = "fireplug.toml"
-DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
-
-
-@dataclass(frozen=True)
-class Source:
-    """A configuration file's path and text, read by the caller so that ``load`` stays pure."""
-
-    path: str
-    text: str
-    shipped: bool = False  # the project's fireplug.toml: it goes into the image with the code, so no value may hold a credential
-
-
-@dataclass(frozen=True)
-class ProjectSettings:
-    name: str
-    data: str = "data"
-    results: tuple[str, ...] = ()
-    workdir: str = ""
-    id: str = ""  # from fireplug.toml (`fp init` writes one), else derived from the project's path
-
-    @property
-    def key(self) -> str:
-        """What no two projects share: names its host folder, images and sync records."""
-        return f"{self.name}-{self.id}"
-
-    @property
-    def result_folders(self) -> tuple[str, ...]:
-        """Folders that come back after a run; the whole data folder unless configured."""
-        return self.results or (self.data,)
+__all__ = [  # the package's face: the settings (settings.py), names (names.py), and the merge here
+    "DEFAULT_BASE_IMAGE",
+    "HOST_KINDS",
+    "PROJECT_FILE",
+    "BuildSettings",
+    "Config",
+    "HostSettings",
+    "PoolSettings",
+    "ProjectSettings",
+    "RunSettings",
+    "Source",
+    "SyncSettings",
+    "derived_id",
+    "discover",
+    "find_project_root",
+    "load",
+    "new_id",
+    "project_key_at",
+    "sanitize_name",
+    "toml_library",
+    "user_config_path",
+]
 
 
-@dataclass(frozen=True)
-class BuildSettings:
-    base_image: str = DEFAULT_BASE_IMAGE
-    dockerfile: str = ""
-    use_dockerfile: bool = True  # false: a project Dockerfile is ignored, fp generates its own
-    allow: tuple[str, ...] = ()  # secret-looking paths to ship anyway (globs, relative to the project)
-    requirements: str = ""  # the pip requirements file; "" finds one (see deps.find_dependencies)
-    use_requirements: bool = True  # false: no dependency layer at all
-    extras: tuple[str, ...] = ()  # [project.optional-dependencies] groups of pyproject.toml to install
-    pip: tuple[str, ...] = ()  # more pip requirements
-    apt: tuple[str, ...] = ()  # Debian packages
-    pip_index_url: str = ""
-    pip_extra_index_url: tuple[str, ...] = ()
-    pip_find_links: tuple[str, ...] = ()
-    pip_trusted_host: tuple[str, ...] = ()
-    network: str = ""  # the dependency install's network: "" (the engine's default) or "host"
-
-
-CONTAINER_OPTIONS = ("shm_size", "memory", "cpus", "gpus", "network", "publish")  # [run] keys with docker's names
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    env: tuple[str, ...] = ()
-    user: str = "auto"
-    container: Mapping[str, Any] = field(default_factory=dict)  # CONTAINER_OPTIONS given (see options.parse_options)
-
-
-@dataclass(frozen=True)
-class HostSettings:
-    """A ``[hosts.NAME]`` table. Empty values are unset: they leave the docker-machine or
-    docker-context value of a host with the same name (or fp's default) in place."""
-
-    name: str
-    url: str = ""
-    ssh_user: str = ""
-    ssh_port: int = 0
-    ssh_key: str = ""
-    cert_path: str = ""  # folder with ca.pem, cert.pem, key.pem for a tcp:// engine with TLS
-    data_root: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict)
-    pool: bool | None = None  # whether fp may choose it without --host; None: by its source (see inventory)
-    kind: str = ""  # "swarm": the engine is a swarm manager, runs are services (see swarm.py); "": docker
-    registry: str = ""  # a swarm's registry for one-time images: "registry.example:5000/team"
-
-
-@dataclass(frozen=True)
-class PoolSettings:
-    """``[pool]``: the hosts fp may choose by itself, and the one it takes without --host."""
-
-    hosts: tuple[str, ...] | None = None  # None: config hosts and docker-machine machines
-    default_host: str = ""
-
-
-SYNC_MODES = ("auto", "rsync", "api", "s3")
-CHECKSUM_WHEN = ("when_supported", "when_required")
-
-
-@dataclass(frozen=True)
-class SyncSettings:
-    """``[sync]``: how the data folder reaches a remote host.
-
-    ``auto``: rsync over the host's ssh, else the Docker API; ``s3``: staged in the bucket
-    ``s3`` names, which the host pulls from and pushes to. Region, profile and endpoint
-    follow boto3's own chain (AWS_PROFILE, AWS_ENDPOINT_URL_S3, ~/.aws/config) unless set."""
-
-    mode: str = "auto"
-    s3: str = ""  # s3://bucket[/prefix]
-    region: str = ""
-    profile: str = ""
-    endpoint: str = ""
-    # botocore >= 1.36 adds CRC checksums to every PUT, which many S3-compatible stores reject
-    request_checksum_calculation: str = ""
-    response_checksum_validation: str = ""
-
-    @property
-    def bucket_and_prefix(self) -> tuple[str, str]:
-        rest = self.s3.removeprefix("s3://")
-        bucket, _, prefix = rest.partition("/")
-        return bucket, prefix.strip("/")
-
-
-@dataclass(frozen=True)
-class Config:
-    root: Path
-    project: ProjectSettings
-    build: BuildSettings
-    run: RunSettings
-    hosts: Mapping[str, HostSettings] = field(default_factory=dict)
-    pool: PoolSettings = PoolSettings()
-    sync: SyncSettings = SyncSettings()
-
-    def container_root(self) -> str:
-        """Where the project lives inside the container: the same absolute path by default."""
-        return self.project.workdir or self.root.as_posix()
-
-
-# section -> key -> type; list means a list of strings.
-SCHEMA: dict[str, dict[str, Any]] = {
-    "project": {"name": str, "id": str, "data": str, "results": list, "workdir": str},
-    "build": {
-        "base_image": str,
-        "dockerfile": (str, bool),
-        "allow": list,
-        "requirements": (str, bool),
-        "extras": list,
-        "pip": list,
-        "apt": list,
-        "pip_index_url": str,
-        "pip_extra_index_url": list,
-        "pip_find_links": list,
-        "pip_trusted_host": list,
-        "network": str,
-    },
-    "run": {"env": list, "user": str, "shm_size": str, "memory": str, "cpus": str, "gpus": str, "network": str, "publish": list},
-    "pool": {"hosts": list, "default_host": str},
-    "sync": {
-        "mode": str,
-        "s3": str,
-        "region": str,
-        "profile": str,
-        "endpoint": str,
-        "request_checksum_calculation": str,
-        "response_checksum_validation": str,
-    },
-}
-HOST_SCHEMA: dict[str, type] = {
-    "url": str,
-    "ssh_user": str,
-    "ssh_port": int,
-    "ssh_key": str,
-    "cert_path": str,
-    "data_root": str,
-    "labels": dict,
-    "pool": bool,
-    "kind": str,
-    "registry": str,
-}
-HOST_KINDS = tuple(REGISTRY)  # the kinds a backend serves (backends/__init__.py)
-_TYPE_NAMES: dict[Any, str] = {
-    (str, bool): "a path or false",
-    bool: "true or false",
-    str: "a string",
-    int: "an integer",
-    list: "a list of strings",
-    dict: "a table",
-}
 # Patterns compiled when first used (re caches them): most runs use few of them.
 _NAME_RE = r"^[a-z0-9][a-z0-9_.-]*$"
 _ID_RE = r"^[a-z0-9]{4,32}$"
@@ -207,7 +63,6 @@ _HOST_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _IMAGE_RE = r"(?:[A-Za-z0-9.-]+(?::[0-9]{1,5})?/)?[a-z0-9][a-z0-9._/-]{0,254}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
 _APT_PACKAGE_RE = r"[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?"
 _BUCKET_RE = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-_TOML_LINE_RE = r"\(at line (\d+), column \d+\)"
 
 
 def load(
@@ -225,7 +80,7 @@ def load(
     merged: dict[str, dict[str, Any]] = {section: {} for section in SCHEMA}
     hosts: dict[str, dict[str, Any]] = {}
     for source in sources:
-        parsed = _parse(source)
+        parsed = parse_source(source)
         for section, values in parsed.items():
             if section == "hosts":
                 for name, table in values.items():
@@ -235,142 +90,9 @@ def load(
     for section, values in _from_env(env).items():
         merged[section].update(values)
     for section, values in overrides.items():
-        _check_table(section, values, Source("command line", ""))
+        check_table(section, values, Source("command line", ""))
         merged[section].update(values)
     return _build_config(root, merged, hosts)
-
-
-def toml_library() -> Any:
-    """tomllib (tomli before Python 3.11), imported when a TOML file is read: ~3 ms that a run
-    of a project without one never pays."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10 only
-        import tomli as tomllib
-    return tomllib
-
-
-def _parse(source: Source) -> dict[str, Any]:
-    tomllib = toml_library()
-    try:
-        document = tomllib.loads(source.text)
-    except RecursionError:
-        raise ConfigError("invalid TOML: nested too deeply", path=source.path) from None
-    except tomllib.TOMLDecodeError as e:
-        found = re.search(_TOML_LINE_RE, str(e))
-        message = re.sub(_TOML_LINE_RE, "", str(e)).strip()
-        raise ConfigError(f"invalid TOML: {message}", path=source.path, line=int(found.group(1)) if found else None) from e
-    for section, values in document.items():
-        if section == "hosts":
-            _check_hosts(values, source)
-        elif section in SCHEMA:
-            _check_table(section, values, source)
-        else:
-            raise ConfigError(
-                f"unknown section [{section}] (known: {', '.join([*SCHEMA, 'hosts'])})",
-                path=source.path,
-                line=_locate(source.text, "", section),
-                key=section,
-            )
-    if source.shipped:
-        _refuse_credentials(document, source)
-    return document
-
-
-def _refuse_credentials(document: dict[str, Any], source: Source) -> None:
-    """The project's fireplug.toml is shipped with the code: a credential written in any of its
-    values (an index URL's password, a token) would be in the image.
-
-    Raises:
-        ConfigError: a value holds one (said without showing it).
-    """
-    for key, value in _values(document):
-        reason = credential_in(value)
-        if reason:
-            section, _, name = key.rpartition(".")
-            raise ConfigError(
-                f"'{key}' holds {reason}, and {PROJECT_FILE} is shipped with the code",
-                path=source.path,
-                line=_locate(source.text, section, name),
-                key=key,
-                hint="move the setting to ~/.config/fireplug/config.toml or an FP_* variable (FP_BUILD_PIP_INDEX_URL...), which stay on this machine",
-            )
-
-
-def _values(table: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
-    """Every string in ``table`` (in lists and sub-tables too), with its dotted key."""
-    for name, value in table.items():
-        key = f"{prefix}{name}"
-        items = value if isinstance(value, list) else [value]
-        for item in items:
-            if isinstance(item, str):
-                yield key, item
-            elif isinstance(item, dict):
-                yield from _values(item, f"{key}.")
-
-
-def _check_table(section: str, values: Any, source: Source) -> None:
-    if not isinstance(values, dict):
-        raise ConfigError(f"[{section}] must be a table", path=source.path, line=_locate(source.text, "", section))
-    for key, value in values.items():
-        expected = SCHEMA[section].get(key)
-        if expected is None:
-            raise ConfigError(
-                f"unknown key '{key}' in [{section}] (known: {', '.join(SCHEMA[section])})",
-                path=source.path,
-                line=_locate(source.text, section, key),
-                key=f"{section}.{key}",
-            )
-        _check_type(f"{section}.{key}", value, expected, source, _locate(source.text, section, key))
-
-
-def _check_hosts(values: Any, source: Source) -> None:
-    if not isinstance(values, dict):
-        raise ConfigError("[hosts] must hold [hosts.NAME] tables", path=source.path, line=_locate(source.text, "", "hosts"))
-    for name, table in values.items():
-        section = f"hosts.{name}"
-        if not isinstance(table, dict):
-            raise ConfigError(f"[{section}] must be a table", path=source.path, line=_locate(source.text, "hosts", name))
-        for key, value in table.items():
-            line = _locate(source.text, section, key)
-            if key not in HOST_SCHEMA:
-                raise ConfigError(
-                    f"unknown key '{key}' in [{section}] (known: {', '.join(HOST_SCHEMA)})",
-                    path=source.path,
-                    line=line,
-                    key=f"{section}.{key}",
-                )
-            _check_type(f"{section}.{key}", value, HOST_SCHEMA[key], source, line)
-
-
-def _check_type(key: str, value: Any, expected: Any, source: Source, line: int | None) -> None:
-    valid = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-    if expected is list:
-        valid = valid and all(isinstance(item, str) for item in value)
-    if not valid:
-        raise ConfigError(
-            f"'{key}' must be {_TYPE_NAMES[expected]}, not {type(value).__name__} {value!r}",
-            path=source.path,
-            line=line,
-            key=key,
-        )
-
-
-def _locate(text: str, section: str, key: str) -> int | None:
-    """Best-effort line number of ``key`` inside ``[section]`` ("" = top level)."""
-    current = ""
-    key_re = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*[=.]""")
-    header_re = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
-    for number, line in enumerate(text.splitlines(), start=1):
-        header = header_re.match(line)
-        if header:
-            current = header.group(1).replace(" ", "").replace('"', "")
-            if (section and current == f"{section}.{key}") or (not section and current.split(".")[0] == key):
-                return number
-            continue
-        if current == section and key_re.match(line):
-            return number
-    return None
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -521,95 +243,6 @@ def project_key_at(root: Path) -> str:
         return load([Source(str(path), path.read_text(encoding="utf-8"))], {}, {}, root=root).project.key
     except (OSError, UnicodeDecodeError, ConfigError):
         return ""
-
-
-def derived_id(root: Path) -> str:
-    """A project's id when fireplug.toml names none: from its absolute path (moving it makes a new project)."""
-    return hashlib.sha256(os.fsencode(root)).hexdigest()[:8]
-
-
-def new_id() -> str:
-    import secrets
-
-    return secrets.token_hex(4)
-
-
-def sanitize_name(folder_name: str) -> str:
-    """An image-name-safe project name derived from a folder name, transliterated to ASCII."""
-    ascii_name = transliterate(folder_name).lower()
-    cleaned = re.sub(r"[^a-z0-9_.-]+", "-", ascii_name).strip("-._")
-    return cleaned or "project"
-
-
-_CYRILLIC = dict(
-    zip(
-        "абвгдеёжзийклмнопрстуфхцчшщъыьэюяєіїґ",
-        [
-            "a",
-            "b",
-            "v",
-            "g",
-            "d",
-            "e",
-            "e",
-            "zh",
-            "z",
-            "i",
-            "y",
-            "k",
-            "l",
-            "m",
-            "n",
-            "o",
-            "p",
-            "r",
-            "s",
-            "t",
-            "u",
-            "f",
-            "kh",
-            "ts",
-            "ch",
-            "sh",
-            "shch",
-            "-",
-            "y",
-            "-",
-            "e",
-            "yu",
-            "ya",
-            "ye",
-            "i",
-            "yi",
-            "g",
-        ],
-        strict=True,
-    )
-)
-_GREEK = dict(
-    zip(
-        "αβγδεζηθικλμνξοπρσςτυφχψω",
-        ["a", "v", "g", "d", "e", "z", "i", "th", "i", "k", "l", "m", "n", "x", "o", "p", "r", "s", "s", "t", "y", "f", "ch", "ps", "o"],
-        strict=True,
-    )
-)
-_LATIN = {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ı": "i"}
-
-
-def transliterate(text: str) -> str:
-    """A readable ASCII rendering: accents dropped, Cyrillic and Greek spelled out, the rest left out."""
-    out = []
-    for character in text:
-        for part in (character,) if _spelled(character) is not None else unicodedata.normalize("NFKD", character):
-            spelled = _spelled(part)
-            out.append(spelled if spelled is not None else part if part.isascii() else "")
-    return "".join(out)
-
-
-def _spelled(character: str) -> str | None:
-    lower = character.lower()
-    spelled = _CYRILLIC.get(lower) or _GREEK.get(lower) or _LATIN.get(lower)
-    return None if spelled is None else "" if spelled == "-" else spelled
 
 
 def find_project_root(cwd: Path, home: Path) -> Path:
