@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import os
@@ -34,10 +33,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fireplug.backends import backend_for
-from fireplug.backends.base import Lane, NotStarted, Place, Signallable
+from fireplug.backends.base import Lane, NotStarted, Place
 from fireplug.errors import EngineUnreachable, FireplugError, SshError
 from fireplug.invocation import Invocation
-from fireplug.map.params import MapRun, Outcome, Tally, joblog_header
+from fireplug.map.board import Board, Pending, RunGate
+from fireplug.map.params import MapRun, Outcome, joblog_header
 from fireplug.run.records import RUN_ID, new_id, run_record
 from fireplug.run.request import RunRequest
 from fireplug.run.spec import ContainerSpec
@@ -88,100 +88,6 @@ class MapResult:
     @property
     def not_run(self) -> list[MapRun]:
         return [run for run in self.runs if run.seq not in self.outcomes]
-
-
-@dataclass
-class _Pending:
-    run: MapRun
-    tries: int = 0
-    avoid: set[str] = field(default_factory=set)  # hosts it failed on (tried elsewhere when possible)
-    taken: bool = False  # a worker has it (until it finishes it or gives it back)
-
-
-class _Board:
-    """The queue, the hosts still usable, the running runs, and the tally, behind one lock."""
-
-    def __init__(self, runs: Sequence[MapRun]) -> None:
-        self.cond = threading.Condition()
-        self.queue: collections.deque[_Pending] = collections.deque(_Pending(run) for run in runs)
-        self.live: set[str] = set()
-        self.preparing = 0
-        self.in_flight = 0
-        self.stopping = False
-        # container (a sweep's run: its id) -> (what signals it, the signal sent)
-        self.running: dict[str, tuple[Signallable, int]] = {}
-        self.tally = Tally(queued=len(runs))
-
-    def take(self, host: str) -> _Pending | None:
-        """The next run for ``host``; None when there is none left for it (or the map stops)."""
-        with self.cond:
-            while True:
-                if self.stopping or host not in self.live:
-                    return None
-                chosen = next((item for item in self.queue if host not in item.avoid), None)
-                if chosen is None and self.queue and not (self.live - set().union(*(item.avoid for item in self.queue))):
-                    chosen = self.queue[0]  # it failed everywhere still usable: here again
-                if chosen is not None:
-                    self.queue.remove(chosen)
-                    chosen.taken = True
-                    self.in_flight += 1
-                    self.tally.queued -= 1
-                    self.tally.running += 1
-                    return chosen
-                if not self.queue and self.in_flight == 0:
-                    return None
-                self.cond.wait()
-
-    def give_back(self, item: _Pending, *, front: bool) -> None:
-        with self.cond:
-            item.taken = False
-            self.in_flight -= 1
-            self.tally.running -= 1
-            self.tally.queued += 1
-            (self.queue.appendleft if front else self.queue.append)(item)
-            self.cond.notify_all()
-
-    def finish(self, item: _Pending, outcome: Outcome) -> None:
-        with self.cond:
-            item.taken = False
-            self.in_flight -= 1
-            self.tally.running -= 1
-            self.tally.outcomes[outcome.seq] = outcome
-            if outcome.succeeded:
-                self.tally.done += 1
-            else:
-                self.tally.failed += 1
-            self.cond.notify_all()
-
-    def lose(self, host: str) -> None:
-        with self.cond:
-            self.live.discard(host)
-            self.cond.notify_all()
-
-    def finished(self) -> bool:
-        with self.cond:
-            return self.preparing == 0 and self.in_flight == 0 and (not self.queue or not self.live or self.stopping)
-
-
-class _RunGate:
-    """One run's entry on the board: registered as running just before its start (so that a
-    signal reaches it), refused once the map stops."""
-
-    def __init__(self, board: _Board) -> None:
-        self.board = board
-        self.key = ""
-
-    def enter(self, key: str, signaller: Signallable) -> None:
-        with self.board.cond:
-            if self.board.stopping:
-                raise NotStarted
-            self.board.running[key] = (signaller, 0)
-            self.key = key
-
-    def leave(self) -> int:
-        """The signal fp sent the run (0: none)."""
-        with self.board.cond:
-            return self.board.running.pop(self.key, (None, 0))[1] if self.key else 0
 
 
 class _Lane:
@@ -258,7 +164,7 @@ class _Scheduler:
         self.invocation = invocation
         self.request = request
         self.writer = writer
-        self.board = _Board(request.runs)
+        self.board = Board(request.runs)
         self.lanes = [_Lane(self, name) for name in request.hosts]
         self.local_sync = threading.Lock()  # one sync of the local data folder at a time
         self.pulls_wanted: set[str] = set()
@@ -278,7 +184,7 @@ class _Scheduler:
 
     # -- one run ---------------------------------------------------------------------------
 
-    def run_one(self, lane: _Lane, item: _Pending) -> None:
+    def run_one(self, lane: _Lane, item: Pending) -> None:
         assert lane.place is not None and lane.lane is not None
         run, host = item.run, lane.name
         item.tries += 1
@@ -350,7 +256,7 @@ class _Scheduler:
         record = run_record(self.invocation, spec, host.name)
         kept = book.log_path(record.id)
         kept.parent.mkdir(parents=True, exist_ok=True)
-        gate = _RunGate(self.board)
+        gate = RunGate(self.board)
         try:
             with open(kept, "ab") as log:
 
@@ -378,7 +284,7 @@ class _Scheduler:
             self.writer.note(f"its results could not be brought back ({e}): fp pull {record.id} tries again", key=key, prefix=prefix)
             return None
 
-    def _host_lost(self, lane: _Lane, item: _Pending, spec: ContainerSpec, error: FireplugError) -> None:
+    def _host_lost(self, lane: _Lane, item: Pending, spec: ContainerSpec, error: FireplugError) -> None:
         self.board.lose(lane.name)
         run_id = spec.labels[labels.RUN]
         self.left.append(f"run {run_id} may still run on lost host '{lane.name}' (container {spec.name}): fp pull {run_id} once the host is back")

@@ -15,8 +15,8 @@ from fireplug.backends.docker.executor import inspected_state, listed_state
 from fireplug.backends.docker.lane import slots_for
 from fireplug.errors import UsageError
 from fireplug.hosts.engine import engine_time
+from fireplug.map.board import Board
 from fireplug.map.params import Outcome, parse_param, runs_from_params
-from fireplug.map.scheduler import _Board
 from fireplug.run.records import RunBook, RunRecord, matching, new_id
 from fireplug.support.output import LineWriter, run_prefix
 
@@ -109,8 +109,8 @@ def test_a_single_runs_output_without_a_prefix_is_written_as_it_comes(tmp_path: 
     assert (tmp_path / "out").read_bytes() == b"\x00no newline"
 
 
-def board_of(count: int, hosts: set[str]) -> _Board:
-    board = _Board(runs_from_params([parse_param("i=" + ",".join(str(index) for index in range(count)))], ["x", "{i}"]))
+def board_of(count: int, hosts: set[str]) -> Board:
+    board = Board(runs_from_params([parse_param("i=" + ",".join(str(index) for index in range(count)))], ["x", "{i}"]))
     board.live = set(hosts)
     return board
 
