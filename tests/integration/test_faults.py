@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from fireplug.hosts.engine import PING_INTERVAL, STALL_SECONDS, Engine
+from fireplug.hosts.engine import Engine
+from fireplug.hosts.engine.wire import PING_INTERVAL, STALL_SECONDS
 from fireplug.support.signature import RACY_NS
 from tests import testbed
 from tests.integration.conftest import (
