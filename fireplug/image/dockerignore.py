@@ -86,7 +86,7 @@ def _character_class(pattern: str, start: int) -> tuple[str, int]:
     end = pattern.find("]", end)
     if end < 0:
         return r"\[", start
-    members = pattern[start:end].replace("\\", "\\\\")
+    members = pattern[start:end].replace("\\", "\\\\").replace("[", "\\[")  # a "[" inside is a member, never a nested set
     if members.startswith("!"):
         members = "^" + members[1:]
     elif members.startswith("^"):

@@ -18,15 +18,12 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fireplug.errors import ProjectError
 from fireplug.image.context import DOCKERIGNORE, Context, Entry, ScanLimit, ScanRules, context_digest
+from fireplug.image.dockerignore import IGNORE_FILE_KEPT, Pattern, deciding, excludes
 from fireplug.support.secrets import ContentSniffer, secret_name
 from fireplug.support.signature import stat_signature
-
-if TYPE_CHECKING:
-    from fireplug.image.dockerignore import Pattern
 
 READ_SIZE = 1 << 20
 
@@ -70,17 +67,13 @@ class IgnoreRules:
 
     def __init__(self, text: str) -> None:
         """Raises: ProjectError: a pattern Docker refuses too."""
-        from fireplug.image.dockerignore import IGNORE_FILE_KEPT, Pattern
-
         lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1)]
         kept = [(number, line) for number, line in lines if line and not line.startswith("#")]
-        self._rules = [IgnoreRule(number, line, _pattern(Pattern, number, line)) for number, line in kept]
+        self._rules = [IgnoreRule(number, line, _pattern(number, line)) for number, line in kept]
         self._rules = [rule for rule in self._rules if rule.pattern.dirs]
         self._patterns = [rule.pattern for rule in self._rules] + [IGNORE_FILE_KEPT]
 
     def excludes(self, path: str) -> bool:
-        from fireplug.image.dockerignore import excludes
-
         return excludes(self._patterns, path)
 
     def may_include_below(self, folder: str) -> bool:
@@ -89,15 +82,13 @@ class IgnoreRules:
 
     def explain(self, path: str) -> IgnoreRule | None:
         """The rule that decided ``path``: the last one matching it or one of its parents."""
-        from fireplug.image.dockerignore import deciding
-
         decided = deciding([rule.pattern for rule in self._rules], path)
         return next((rule for rule in self._rules if rule.pattern is decided), None)
 
 
-def _pattern(make: type[Pattern], number: int, line: str) -> Pattern:
+def _pattern(number: int, line: str) -> Pattern:
     try:
-        return make(line)
+        return Pattern(line)
     except re.error as e:
         raise ProjectError(f"{DOCKERIGNORE} line {number}: {line!r} is no pattern ({e.msg})", hint="Docker refuses it too; fix or remove the line") from e
 
