@@ -1,14 +1,16 @@
 """Where runs execute: one backend per kind of host, found by ``backend_for``.
 
-The registry maps a host's ``kind`` (``[hosts.NAME] kind``) to the class serving it, imported
-only when a host of that kind is used (a run on the local engine never imports the swarm's).
-A new kind is one folder here and one line below.
+The registry (``KINDS``) maps a host's ``kind`` (``[hosts.NAME] kind``) to the class serving
+it, imported only when a host of that kind is used (a run on the local engine never imports the
+swarm's), and to the few traits the settings, the inventory and `fp hosts add` read without
+importing it. A new kind is one folder here and one entry below.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, NamedTuple
 
 from fireplug.errors import BackendError
 
@@ -16,15 +18,39 @@ if TYPE_CHECKING:
     from fireplug.backends.base import Backend
     from fireplug.hosts.inventory import Host
 
-REGISTRY = {
-    "docker": "fireplug.backends.docker:DockerBackend",
-    "swarm": "fireplug.backends.swarm:SwarmBackend",
+
+class Kind(NamedTuple):
+    """What fp knows of a kind of host without importing its backend."""
+
+    backend: str  # "module:Class" of the backend serving it
+    sees_local_files: bool = True  # a unix:// engine of this kind runs on this machine's files
+    pooled: bool = True  # in fp's pool of idle hosts unless its [hosts.NAME] says otherwise
+    url_scheme: str = ""  # `fp hosts add NAME SCHEME://[user@]host`: an ssh:// host of this kind
+    required: Mapping[str, tuple[str, str]] = {}  # a setting its table must hold -> (why, the hint when missing)
+
+
+KINDS = {
+    "docker": Kind("fireplug.backends.docker:DockerBackend"),
+    "swarm": Kind(
+        "fireplug.backends.swarm:SwarmBackend",
+        sees_local_files=False,  # (its nodes do not)
+        pooled=False,  # (a run there is a deliberate choice)
+        url_scheme="swarm",
+        required={"registry": ("its nodes pull one-time images from a registry", 'add registry = "registry.example:5000/team"')},
+    ),
 }
-# What a kind's [hosts.NAME] table must hold, and why (checked when the settings are read,
-# without importing the backend): setting -> the hint when it is missing.
-REQUIRED_SETTINGS = {
-    "swarm": {"registry": ("its nodes pull one-time images from a registry", 'add registry = "registry.example:5000/team"')},
-}
+DEFAULT_KIND = "docker"
+
+
+def kind_of(name: str) -> Kind:
+    """The kind ``name`` ("" for the default); an unknown one has the default's traits (the
+    settings refuse it, and ``backend_for`` says so)."""
+    return KINDS.get(name or DEFAULT_KIND) or KINDS[DEFAULT_KIND]
+
+
+def kind_of_url_scheme(scheme: str) -> str:
+    """The kind whose `fp hosts add` alias ``scheme`` is ("" for none)."""
+    return next((name for name, kind in KINDS.items() if kind.url_scheme and kind.url_scheme == scheme), "")
 
 
 def backend_for(host: Host) -> Backend:
@@ -33,9 +59,9 @@ def backend_for(host: Host) -> Backend:
     Raises:
         BackendError: no backend serves its kind.
     """
-    where = REGISTRY.get(host.kind)
-    if where is None:
-        raise BackendError(f"host '{host.name}' is of kind {host.kind!r}, which this fp cannot run on", hint=f"kinds: {', '.join(REGISTRY)}")
-    module, _, name = where.partition(":")
+    kind = KINDS.get(host.kind)
+    if kind is None:
+        raise BackendError(f"host '{host.name}' is of kind {host.kind!r}, which this fp cannot run on", hint=f"kinds: {', '.join(KINDS)}")
+    module, _, name = kind.backend.partition(":")
     backend: Backend = getattr(importlib.import_module(module), name)()
     return backend

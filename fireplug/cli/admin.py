@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fireplug import hosts
+from fireplug.backends import kind_of, kind_of_url_scheme
 from fireplug.cli import console
 from fireplug.cli.parsers import MAX_PROBE_TIMEOUT, base_parser, hosts_parser, init_parser, s3_parser
 from fireplug.cli.process import load_invocation, local_side
@@ -102,25 +103,34 @@ def _staged_row(side: s3.StagedSide) -> tuple[str, ...]:
     return (side.side, str(side.files), human_bytes(side.total_bytes), when, side.manifest.rsplit("/", 1)[-1][:12])
 
 
+def _add_host(options: argparse.Namespace, local: LocalSide) -> int:
+    """fp hosts add NAME URL: the host in the user's config file (a URL of a kind's own scheme
+    is an ssh:// host of that kind)."""
+    scheme, _, rest = options.url.partition("://")
+    aliased = kind_of_url_scheme(scheme)
+    url = f"ssh://{rest}" if aliased else options.url
+    kind = options.kind or aliased
+    _check_new_host(options.name, url)
+    for setting, (why, _) in kind_of(kind).required.items():
+        if not getattr(options, setting, None):
+            raise UsageError(f"host '{options.name}' is a {kind}: {why}: add --{setting.replace('_', '-')} to fp hosts add {options.name}")
+    key, cert_path = (_absolute(local, given) for given in (options.key, options.cert_path))
+    values = {"url": url, "kind": kind, "ssh_key": key, "data_root": options.data_root, "cert_path": cert_path}
+    values |= {"ssh_user": options.ssh_user, "registry": options.registry}
+    path = user_config_path(local.environ, local.home)
+    userconfig.add_host(path, options.name, {name: value for name, value in values.items() if value})
+    console.note(f"added host '{options.name}' to {path}")
+    if url.startswith("tcp://") and not cert_path:
+        console.warn(f"host '{options.name}' has no --cert-path: its engine is reached without TLS, unencrypted and unauthenticated")
+    return 0
+
+
 def hosts_verb(words: list[str], args: argparse.Namespace) -> int:
     """fp hosts [add|rm]: list every host with its state, or edit the user's config."""
     options = hosts_parser().parse_args(words)
     local = local_side()
     if options.action == "add":
-        swarm = options.swarm or options.url.startswith("swarm://")
-        url = "ssh://" + options.url.removeprefix("swarm://") if options.url.startswith("swarm://") else options.url
-        _check_new_host(options.name, url)
-        if swarm and not options.registry:
-            raise UsageError(f"a swarm's nodes pull one-time images from a registry: add --registry ADDRESS[/PATH] to fp hosts add {options.name}")
-        key, cert_path = (_absolute(local, given) for given in (options.key, options.cert_path))
-        values = {"url": url, "ssh_key": key, "data_root": options.data_root, "cert_path": cert_path, "ssh_user": options.ssh_user}
-        values |= {"kind": "swarm", "registry": options.registry} if swarm else {}
-        path = user_config_path(local.environ, local.home)
-        userconfig.add_host(path, options.name, {name: value for name, value in values.items() if value})
-        console.note(f"added host '{options.name}' to {path}")
-        if url.startswith("tcp://") and not cert_path:
-            console.warn(f"host '{options.name}' has no --cert-path: its engine is reached without TLS, unencrypted and unauthenticated")
-        return 0
+        return _add_host(options, local)
     if options.action == "rm":
         path = user_config_path(local.environ, local.home)
         userconfig.remove_host(path, options.name)

@@ -9,6 +9,7 @@ import sys
 from typing import NoReturn
 
 from fireplug import __version__, hosts
+from fireplug.backends import KINDS
 from fireplug.errors import UsageError
 
 GC_MIN_AGE_SECONDS = 3600  # fp s3 gc spares what is younger: a push from elsewhere may be under way
@@ -176,13 +177,14 @@ def hosts_parser() -> argparse.ArgumentParser:
     actions = parser.add_subparsers(dest="action", metavar="{add,rm}")
     add = actions.add_parser("add", help="add a host to your config file")
     add.add_argument("name")
-    add.add_argument("url", help="ssh://[user@]host[:port], or tcp://host:port with --cert-path; swarm://[user@]host[:port] (or --swarm) for a swarm manager")
+    own_schemes = ", ".join(f"{kind.url_scheme}://[user@]host[:port] for a {name}" for name, kind in KINDS.items() if kind.url_scheme)
+    add.add_argument("url", help=f"ssh://[user@]host[:port], or tcp://host:port with --cert-path; {own_schemes}")
     add.add_argument("--key", help="ssh private key")
     add.add_argument("--data-root", help="folder on the host holding projects' data (default: /data)")
     add.add_argument("--cert-path", help="folder with ca.pem, cert.pem, key.pem for a TLS tcp:// engine")
     add.add_argument("--ssh-user", help="ssh user for rsync to a tcp:// host")
-    add.add_argument("--swarm", action="store_true", help="the engine is a swarm manager: runs become swarm services")
-    add.add_argument("--registry", help="a swarm's registry for one-time images, e.g. registry.example:5000/team")
+    add.add_argument("--kind", choices=tuple(KINDS), help="which kind of place runs there (swarm: the engine is a swarm manager, runs become its services)")
+    add.add_argument("--registry", help="where one-time images go for a swarm's nodes to pull, e.g. registry.example:5000/team")
     remove = actions.add_parser("rm", help="remove a host from your config file")
     remove.add_argument("name")
     return parser

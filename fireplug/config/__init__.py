@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fireplug.backends import REQUIRED_SETTINGS
+from fireplug.backends import kind_of
 from fireplug.config.names import derived_id, new_id, sanitize_name
 from fireplug.config.schema import HOST_KINDS, SCHEMA, check_table, parse_source, toml_library
 from fireplug.config.settings import (
@@ -216,7 +216,7 @@ def _host_settings(name: str, table: dict[str, Any]) -> HostSettings:
     kind = table.get("kind", "")
     if kind and kind not in HOST_KINDS:
         raise ConfigError(f"hosts.{name}.kind {kind!r} is not one of {', '.join(HOST_KINDS)}", key=f"hosts.{name}.kind")
-    for setting, (why, hint) in REQUIRED_SETTINGS.get(kind, {}).items():
+    for setting, (why, hint) in kind_of(kind).required.items():
         if not table.get(setting):
             raise ConfigError(f"[hosts.{name}] is a {kind}: {why}", hint=hint, key=f"hosts.{name}.{setting}")
     labels = {str(key): str(value) for key, value in table.get("labels", {}).items()}

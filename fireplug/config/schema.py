@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from fireplug.backends import REGISTRY
+from fireplug.backends import KINDS
 from fireplug.config.settings import PROJECT_FILE, Source
 from fireplug.errors import ConfigError
 from fireplug.support.secrets import credential_in
@@ -57,7 +57,7 @@ HOST_SCHEMA: dict[str, type] = {
     "registry": str,
 }
 
-HOST_KINDS = tuple(REGISTRY)  # the kinds a backend serves (backends/__init__.py)
+HOST_KINDS = tuple(KINDS)  # the kinds a backend serves (backends/__init__.py)
 
 _TYPE_NAMES: dict[Any, str] = {
     (str, bool): "a path or false",

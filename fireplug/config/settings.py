@@ -83,8 +83,8 @@ class HostSettings:
     data_root: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     pool: bool | None = None  # whether fp may choose it without --host; None: by its source (see inventory)
-    kind: str = ""  # "swarm": the engine is a swarm manager, runs are services (see swarm.py); "": docker
-    registry: str = ""  # a swarm's registry for one-time images: "registry.example:5000/team"
+    kind: str = ""  # which backend runs there (backends/__init__.py KINDS); "": docker
+    registry: str = ""  # where one-time images go for its nodes to pull (a swarm): "registry.example:5000/team"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from fireplug.backends import DEFAULT_KIND, kind_of
 from fireplug.config import Config, HostSettings
 from fireplug.errors import FireplugError
 from fireplug.hosts.address import SshTarget, parse_ssh_url
@@ -48,12 +49,8 @@ class Host:
     data_root: str = DEFAULT_DATA_ROOT
     labels: Mapping[str, str] = field(default_factory=dict)
     pool: bool = False  # fp may choose it without --host
-    kind: str = "docker"  # "swarm": a swarm manager; runs are services placed by the swarm (swarm.py)
-    registry: str = ""  # a swarm's registry for one-time images
-
-    @property
-    def swarm(self) -> bool:
-        return self.kind == "swarm"
+    kind: str = DEFAULT_KIND  # which backend runs there (backends/__init__.py's KINDS)
+    registry: str = ""  # where one-time images go for nodes to pull (a kind that needs one)
 
     @property
     def engine_over_ssh(self) -> bool:
@@ -282,15 +279,16 @@ def apply_settings(found: Host | None, settings: HostSettings) -> Host:
     source = f"{found.source} + {CONFIG_SOURCE}" if found else CONFIG_SOURCE
     base = found if found and found.url == url else Host(settings.name, url, source)
     tls = TlsFiles.in_folder(settings.cert_path) if settings.cert_path else base.tls
+    kind = kind_of(settings.kind or base.kind)
     return replace(
         base,
         source=source,
-        local=scheme == "unix" and settings.kind != "swarm",  # (a swarm's nodes do not see this machine's files)
+        local=scheme == "unix" and kind.sees_local_files,
         tls=tls if scheme == "tcp" else None,
         ssh=ssh_target(url, base.ssh, settings),
         data_root=settings.data_root or base.data_root,
         labels={**base.labels, **settings.labels},
-        pool=settings.pool if settings.pool is not None else found.pool if found else settings.kind != "swarm",
+        pool=settings.pool if settings.pool is not None else (found.pool if found else True) and kind.pooled,
         kind=settings.kind or base.kind,
         registry=settings.registry or base.registry,
     )

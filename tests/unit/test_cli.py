@@ -269,6 +269,12 @@ def test_hosts_add_of_a_swarm_needs_its_registry_and_stores_its_kind(
     assert main(["hosts", "add", "lab", "swarm://ada@manager:2222", "--registry", "reg.example:5000/team"]) == 0
     text = (Path(os.environ["XDG_CONFIG_HOME"]) / "fireplug" / "config.toml").read_text()
     assert 'url = "ssh://ada@manager:2222"' in text and 'kind = "swarm"' in text and 'registry = "reg.example:5000/team"' in text
+    assert main(["hosts", "add", "lab2", "ssh://ada@manager", "--kind", "swarm"]) == 2  # (the same check by --kind)
+    assert "host 'lab2' is a swarm" in capsys.readouterr().err
+    assert main(["hosts", "add", "lab2", "ssh://ada@manager", "--kind", "swarm", "--registry", "reg.example:5000/team"]) == 0
+    assert main(["hosts", "add", "box", "ssh://ada@box", "--kind", "slurmish"]) == 2  # (not a kind this fp serves)
+    text = (Path(os.environ["XDG_CONFIG_HOME"]) / "fireplug" / "config.toml").read_text()
+    assert text.count('kind = "swarm"') == 2 and "[hosts.box]" not in text
 
 
 def test_usage_errors_come_before_any_host_is_probed(

@@ -12,12 +12,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fireplug.backends import KINDS, Kind
 from fireplug.backends.docker import parse_df_available
-from fireplug.config import Source, load
+from fireplug.config import HostSettings, Source, load
 from fireplug.errors import FireplugError
 from fireplug.hosts import UNREACHABLE_MEMORY_SECONDS, Choice, Probe, UnreachableMemory, _enough, choose, pick_idle_host
 from fireplug.hosts.address import SshSettings, SshTarget
-from fireplug.hosts.inventory import Host, Inventory, load_inventory, local_host
+from fireplug.hosts.inventory import Host, Inventory, apply_settings, load_inventory, local_host
 from fireplug.hosts.transport import TlsFiles
 from fireplug.support.locks import Leases
 
@@ -246,3 +247,18 @@ def test_a_broken_ssh_url_is_a_problem_of_its_source_only(tmp_path: Path) -> Non
     found = inventory_of(tmp_path, '[hosts.bad]\nurl = "ssh://"\n[hosts.good]\nurl = "ssh://good"\n', env={"DOCKER_CONFIG": str(docker_config)})
     assert found.names == ["good", "local"]
     assert len(found.problems) == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "local", "pool"),
+    [("", True, True), ("swarm", False, False), ("roomy", True, False)],
+)
+def test_a_kinds_traits_decide_whether_its_host_sees_local_files_and_joins_the_pool(
+    monkeypatch: pytest.MonkeyPatch, kind: str, local: bool, pool: bool
+) -> None:
+    """The inventory reads what it needs of a kind from the registry, so a new kind (here one
+    that stays out of the pool) needs no edit of it."""
+    monkeypatch.setitem(KINDS, "roomy", Kind("tests.unit.backend_doubles:FakeBackend", pooled=False))
+    host = apply_settings(None, HostSettings("box", url="unix:///run/other.sock", kind=kind))
+    assert (host.local, host.pool, host.kind) == (local, pool, kind or "docker")
+    assert apply_settings(None, HostSettings("box", url="unix:///run/other.sock", kind=kind, pool=True)).pool  # (said in the settings)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fireplug.backends import REGISTRY, backend_for
+from fireplug.backends import KINDS, Kind, backend_for
 from fireplug.config import load
 from fireplug.hosts.inventory import Inventory
 from fireplug.invocation import Invocation, LocalSide
@@ -26,7 +26,7 @@ from tests.unit.backend_doubles import FakeBackend, World, fake_hosts
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    monkeypatch.setitem(REGISTRY, "fake", "tests.unit.backend_doubles:FakeBackend")
+    monkeypatch.setitem(KINDS, "fake", Kind("tests.unit.backend_doubles:FakeBackend"))
     fresh = World()
     monkeypatch.setattr(FakeBackend, "world", fresh)
     yield fresh
