@@ -94,6 +94,10 @@ class HeldSignals:
                 with contextlib.suppress(BlockingIOError):
                     os.write(self.write_fd, bytes([EXITED]))
 
+    def read(self) -> bytes:
+        """Block until signals (or a waiter's EXITED) arrive; their numbers."""
+        return os.read(self.read_fd, 64)
+
     def take(self) -> list[int]:
         """The forwarded signals received and not yet read, without waiting."""
         os.set_blocking(self.read_fd, False)

@@ -1,9 +1,10 @@
-"""Running the command in a container: live output, stdin, signals, and its own exit code.
+"""Running the command in a container attached to this terminal: live output, stdin, signals,
+and its own exit code.
 
-Signals reach the supervising loop through a self-pipe (``signal.set_wakeup_fd``): the
-handlers themselves do nothing, so no lock is ever taken inside a signal handler.
-The first SIGINT/SIGTERM/SIGHUP is forwarded to the command; a second one kills the container.
-The container is removed however the run ends, except after a lost connection: then the job
+The run is supervised as every run is (``backends/supervision.py``: the first
+SIGINT/SIGTERM/SIGHUP forwarded to the command, a second one kills the container); this module
+adds what an attached container needs around it: its creation and start, the terminal in raw
+mode, stdin, resizes, and its removal. The container is removed however the run ends, except after a lost connection: then the job
 may still be running there, and removing it would throw its work away.
 """
 
@@ -18,13 +19,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from fireplug.backends.docker.executor import DockerExecutor
+from fireplug.backends.docker.watched import WatchedContainer
+from fireplug.backends.supervision import supervise
 from fireplug.errors import ConnectionLost, EngineUnreachable, FireplugError, Interrupted
-from fireplug.hosts.engine import Attached, frames
+from fireplug.hosts.engine import Attached
 from fireplug.run.spec import ContainerSpec, Stdio
 from fireplug.support import events, labels
-from fireplug.support.signals import EXITED, FORWARDED_SIGNALS, HeldSignals
-
-OUTPUT_DRAIN_SECONDS = 10.0
+from fireplug.support.signals import HeldSignals
 
 
 def run_container(
@@ -82,6 +83,8 @@ def _remove(executor: DockerExecutor, container: str, name: str) -> bool:
 
 
 class _Supervisor:
+    """What an attached run adds to the supervision: the terminal, stdin, and the start."""
+
     def __init__(
         self, executor: DockerExecutor, container: str, spec: ContainerSpec, stdio: Stdio, held: HeldSignals, on_started: Callable[[str], None] | None = None
     ) -> None:
@@ -92,11 +95,6 @@ class _Supervisor:
         self.stdio = stdio
         self.held = held
         self.stop_read, self.stop_write = os.pipe()
-        self.status: int | None = None
-        self.failure: BaseException | None = None
-        self.signals_received: list[int] = []
-        self.killed = False
-        self.exited = False
         self.start_sent = False
 
     def run(self) -> int:
@@ -113,9 +111,13 @@ class _Supervisor:
             attached.close()
 
     def _supervise(self, attached: Attached) -> int:
-        output = threading.Thread(target=self._pump_output, args=(attached,), name="fp-output", daemon=True)
         feeder = threading.Thread(target=self._pump_stdin, args=(attached,), name="fp-stdin", daemon=True)
-        feeds_stdin = self.spec.stdin and self.stdio.stdin is not None
+        writer = _OutputWriter(on_broken_pipe=self._on_broken_pipe)
+        stdio = self.stdio
+
+        def write(stream: int, data: bytes) -> None:
+            writer.write(stdio.stderr if stream == 2 else stdio.stdout, data)
+
         try:
             self.start_sent = True
             self.executor.start(self.container)
@@ -123,65 +125,21 @@ class _Supervisor:
                 self.on_started(self.container)
             if self.spec.tty:
                 self._resize()
-            output.start()
-            if feeds_stdin:
+            if self.spec.stdin and stdio.stdin is not None:
                 feeder.start()
-            threading.Thread(target=self._wait, name="fp-wait", daemon=True).start()
-            self._loop()
+            watched = WatchedContainer(self.executor, self.container, attached, name=self.spec.name, tty=self.spec.tty)
+            return supervise(watched, write, signals=self.held, on_window_change=self._resize)
         finally:
-            self._shut_down(output, feeder)
-        if self.failure is not None:
-            raise self.failure
-        assert self.status is not None
-        if self.killed and self.status == 128 + signal.SIGKILL:
-            return 128 + self.signals_received[0]
-        return self.status  # a signal that crossed the command's exit changes nothing
+            self._stop_feeding(feeder)
 
-    def _shut_down(self, output: threading.Thread, feeder: threading.Thread) -> None:
-        """Stop the stdin feeder, let the output drain, and close the pipes no thread still uses."""
+    def _stop_feeding(self, feeder: threading.Thread) -> None:
+        """Stop the stdin feeder, and close the pipe unless it still uses it."""
         os.write(self.stop_write, b"x")
         if feeder.is_alive():
             feeder.join(1.0)
-        if output.is_alive() and self.exited:  # the rest of the output is on its way
-            output.join(OUTPUT_DRAIN_SECONDS)
         if not feeder.is_alive():
             os.close(self.stop_read)
             os.close(self.stop_write)
-
-    def _loop(self) -> None:
-        while True:
-            for byte in os.read(self.held.read_fd, 64):
-                if byte == EXITED:
-                    self.exited = True
-                    return
-                if self.status is None:
-                    self._on_signal(byte)
-                elif byte in FORWARDED_SIGNALS:
-                    self.held.seen.append(byte)
-                    events.note(f"{signal.Signals(byte).name} came after the command had exited (status {self.status})")
-
-    def _on_signal(self, signum: int) -> None:
-        if signum == signal.SIGWINCH:
-            self._resize()
-            return
-        self.signals_received.append(signum)
-        self.held.seen.append(signum)
-        name = signal.Signals(signum).name
-        if len(self.signals_received) == 1:
-            self.executor.signal(self.container, name)
-            again = "Ctrl-C" if signum == signal.SIGINT else name
-            events.note(f"{name} forwarded to the command; {again} again stops the container")
-        elif not self.killed:
-            self.killed = True
-            events.note(f"second {name}: stopping container {self.spec.name}")
-            self.executor.signal(self.container, "SIGKILL")
-
-    def _wait(self) -> None:
-        try:
-            self.status = self.executor.wait(self.container)
-        except BaseException as e:  # handed to the main thread, which raises it
-            self.failure = e
-        self.held.notify_exited()
 
     def _resize(self) -> None:
         try:
@@ -189,18 +147,6 @@ class _Supervisor:
         except OSError:
             return
         self.executor.resize(self.container, rows, columns)
-
-    def _pump_output(self, attached: Attached) -> None:
-        writer = _OutputWriter(on_broken_pipe=self._on_broken_pipe)
-        try:
-            if self.spec.tty:
-                while data := attached.recv():
-                    writer.write(self.stdio.stdout, data)
-            else:
-                for stream, data in frames(attached):
-                    writer.write(self.stdio.stderr if stream == 2 else self.stdio.stdout, data)
-        except OSError:
-            pass  # the connection closed: the waiter reports how the container ended
 
     def _on_broken_pipe(self) -> None:
         # Locally, writing to a closed pipe kills the writer with SIGPIPE (`fp yes | head`).

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 
 from fireplug.backends.base import Gate, Write
 from fireplug.backends.docker.executor import DockerExecutor
+from fireplug.backends.docker.watched import WatchedContainer
+from fireplug.backends.supervision import supervise
 from fireplug.errors import EngineError, EngineUnreachable, FireplugError, SshError
-from fireplug.hosts.engine import Attached, frames
+from fireplug.hosts.engine import Attached
 from fireplug.support import events, labels
 from fireplug.support.locks import this_process
 
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
     from fireplug.sync.results import Landed
 
 ANCHOR_SECONDS = 7 * 86400  # an anchor a killed fp left ends by itself (and fp gc removes it sooner)
-OUTPUT_DRAIN_SECONDS = 10.0
 HOST_LOST = (EngineUnreachable, SshError)
 
 
@@ -65,10 +66,7 @@ class DockerLane:
             gate.enter(handle, executor)
             executor.start(handle)
             book.save(record)
-            output = threading.Thread(target=_pump, args=(attached, write), daemon=True)
-            output.start()
-            status = executor.wait(handle)
-            output.join(OUTPUT_DRAIN_SECONDS)
+            status = supervise(WatchedContainer(executor, handle, attached, name=spec.name), write)  # (the map's board signals it)
             book.save(record.with_end(status))
             return status
         except HOST_LOST:
@@ -131,11 +129,3 @@ class DockerLane:
                     self.executor.remove(handle)
             return ""
         return handle
-
-
-def _pump(attached: Attached, write: Write) -> None:
-    try:
-        for stream, data in frames(attached):
-            write(stream, data)
-    except (OSError, ValueError):
-        pass  # the connection closed (the waiter says how the run ended), or the run's log did after the drain's wait

@@ -138,7 +138,8 @@ class SwarmPlace:
         submitted = start_run(self.invocation, self.prepared, self.spec)
         self._say_started(submitted.handle)
         self._record = submitted.record
-        self._handle, status = follow(submitted, self.prepared.connection, self.prepared.store)
+        followed, status = follow(submitted, self.prepared.connection, self.prepared.store, last_step=last_step)
+        self._handle = "" if followed.stopped else followed.handle  # (a stopped task's service is gone)
         return status
 
     def start_detached(self) -> str:

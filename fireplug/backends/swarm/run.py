@@ -10,14 +10,16 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fireplug.backends.base import Node
+from fireplug.backends.supervision import STOPPED, supervise
 from fireplug.backends.swarm.service import SECRET_LABEL, NodeLost, SwarmExecutor, service_spec, swarm_nodes
 from fireplug.errors import FireplugError, SwarmRefused
 from fireplug.hosts.inventory import Host, docker_config_dir
@@ -31,7 +33,7 @@ from fireplug.run.request import Placement, container_spec
 from fireplug.run.spec import ContainerSpec
 from fireplug.support import events, labels
 from fireplug.support.output import LineWriter
-from fireplug.support.signals import made_uninterrupted
+from fireplug.support.signals import HeldSignals, made_uninterrupted
 from fireplug.sync.project import ensure_data_folder, local_data_folder
 from fireplug.sync.record import PairFiles
 from fireplug.sync.results import Landed, land
@@ -153,40 +155,84 @@ def signaller(store: Store) -> Callable[[str, str], bool]:
     return send
 
 
-def follow(submitted: Submitted, connection: Connection, store: Store) -> tuple[str, int]:
-    """Stream the run's output to this terminal until it ends; (its service id, its exit
-    status). A first Ctrl-C is forwarded to the command (through the bucket), a second stops
-    the task. A task lost with its node is started again elsewhere (up to NODE_LOSS_RESTARTS
-    times)."""
-    executor = SwarmExecutor(connection.engine, signaller(store))
-    write = LineWriter().write
-    handle, lost_nodes = submitted.handle, []
-    interrupts = 0
-    shown = {1: 0, 2: 0}  # bytes of each stream written: a stream followed again starts from the beginning
-    while True:
+class FollowedTask:
+    """A run's service as the supervision reaches it: its output followed to its end, a signal
+    sent through the bucket, and a task lost with its node started again elsewhere (up to
+    NODE_LOSS_RESTARTS times: the output then follows the new task)."""
+
+    def __init__(self, submitted: Submitted, connection: Connection, store: Store) -> None:
+        self.submitted = submitted
+        self.engine = connection.engine
+        self.executor = SwarmExecutor(connection.engine, signaller(store))
+        self.handle = submitted.handle
+        self.lost_nodes: list[str] = []
+        self.stopping_words = f"the task of run {submitted.record.id}"
+        self.stopped = False
+        self.changed = threading.Condition()  # a new task, or the end
+        self.ended = False
+
+    def output(self) -> Iterator[tuple[int, bytes]]:
+        followed = ""
+        while followed := self._task_after(followed):
+            with contextlib.suppress(FireplugError):  # (a broken follow: the next task's output still comes)
+                yield from self.executor.logs(followed, follow=True)
+
+    def _task_after(self, followed: str) -> str:
+        """The service of the task started after ``followed`` once there is one; "" once the run ended."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.handle != followed or self.ended)
+            return self.handle if self.handle != followed else ""
+
+    def wait(self) -> int:
         try:
-            for stream, data in executor.logs(handle, follow=True, skip=dict(shown)):
-                write(stream, data)
-                shown[stream] = shown.get(stream, 0) + len(data)
-            return handle, executor.wait(handle)
-        except NodeLost as e:
-            lost_nodes.append(e.node)
-            if len(lost_nodes) > NODE_LOSS_RESTARTS:
+            return self._wait_starting_again()
+        finally:
+            with self.changed:
+                self.ended = True
+                self.changed.notify_all()
+
+    def forward(self, signal_name: str) -> None:
+        self.executor.signal(self.handle, signal_name)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.engine.remove_service(self.handle)
+
+    def _wait_starting_again(self) -> int:
+        while True:
+            try:
+                return self.executor.wait(self.handle)
+            except NodeLost as e:
+                if self.stopped:
+                    return STOPPED
+                self._start_again(e)
+            except FireplugError:
+                if self.stopped:
+                    return STOPPED
                 raise
-            events.warn(f"{e.message}: starting run {submitted.record.id} again on another node")
-            connection.engine.remove_service(handle)
-            spec = service_spec(submitted.spec, submitted.image, submitted.secret, stop_grace_seconds=STOP_GRACE_SECONDS, avoid_nodes=lost_nodes)
-            handle = connection.engine.create_service(spec, submitted.registry_auth)
-            shown = {1: 0, 2: 0}  # (the new task's output is its own)
-        except KeyboardInterrupt:
-            interrupts += 1
-            if interrupts == 1:
-                events.note("Ctrl-C: passed to the command (again: stop it at once)")
-                executor.signal(handle, "SIGINT")
-            else:
-                events.note("stopping the task; what it wrote so far may not come back")
-                connection.engine.remove_service(handle)
-                raise
+
+    def _start_again(self, lost: NodeLost) -> None:
+        """Raises: NodeLost: its node was lost too often."""
+        self.lost_nodes.append(lost.node)
+        if len(self.lost_nodes) > NODE_LOSS_RESTARTS:
+            raise lost
+        submitted = self.submitted
+        events.warn(f"{lost.message}: starting run {submitted.record.id} again on another node")
+        self.engine.remove_service(self.handle)
+        spec = service_spec(submitted.spec, submitted.image, submitted.secret, stop_grace_seconds=STOP_GRACE_SECONDS, avoid_nodes=self.lost_nodes)
+        with self.changed:
+            self.handle = self.engine.create_service(spec, submitted.registry_auth)
+            self.changed.notify_all()
+
+
+def follow(submitted: Submitted, connection: Connection, store: Store, *, last_step: bool) -> tuple[FollowedTask, int]:
+    """Stream the run's output to this terminal until it ends; the task followed (its service
+    handle, whether fp stopped it) and its exit status. The first SIGINT/SIGTERM/SIGHUP is
+    forwarded to the command (through the bucket), a second stops the task."""
+    followed = FollowedTask(submitted, connection, store)
+    with HeldSignals(tty=False, then_ignore=last_step) as held:
+        status = supervise(followed, LineWriter().write, signals=held)
+    return followed, status
 
 
 def collect(store: Store, invocation: Invocation, record: RunRecord, local_data: Path) -> Landed | None:

@@ -194,11 +194,13 @@ class SwarmExecutor:
 
         Raises:
             NodeLost: its node went down (the swarm leaves the task as it was).
-            TaskRejected: the swarm could not start it.
+            TaskRejected: the swarm could not start it, or its service was removed.
         """
         checked_nodes = 0.0
         while True:
             task = self.task(handle)
+            if task is None and self.engine.service(handle) is None:
+                raise TaskRejected(f"the service of the run on swarm '{self.host}' was removed before its task ended")
             if task is not None and task.ended:
                 if task.exit_code is not None:
                     return task.exit_code

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fireplug.backends.base import Node
+from fireplug.backends.base import Node, Write
+from fireplug.backends.supervision import supervise
 from fireplug.backends.swarm.run import NODE_LOSS_RESTARTS, STOP_GRACE_SECONDS, Prepared, signaller, task_job
 from fireplug.backends.swarm.service import ENDED, SECRET_LABEL, WAITING, NodeLost, SwarmExecutor, TaskRejected, down_nodes, service_spec
 from fireplug.errors import FireplugError
@@ -45,14 +47,12 @@ OUTPUT_LAG_SECONDS = 5.0  # after a run's end, how long its last output may take
 SETTLE_SECONDS = 15.0  # at the end, how long the workers not started yet get to start and end
 TAGGED = re.compile(re.escape(OUTPUT_TAG) + rb"([0-9a-z-]{1,64})([ +.])")  # then the line (see task.py)
 
-Write = Callable[[int, bytes], None]
-
 
 @dataclass
 class _Run:
     run_id: str
     item: bytes  # its queue entry
-    write: Write
+    lines: queue.Queue[tuple[int, bytes] | None] = field(default_factory=queue.Queue)  # its output as routed, None at its end
     seqs: list[int] = field(default_factory=list)  # its places in the queue (one more per start again)
     status: int | None = None
     failure: FireplugError | None = None
@@ -65,6 +65,39 @@ class _Run:
     def fail(self, failure: FireplugError) -> None:
         self.failure = failure
         self.ended.set()
+
+
+class _WatchedRun:
+    """A sweep's run as the supervision reaches it: its lines as the service's log routes them,
+    its end as its worker writes it in the bucket."""
+
+    def __init__(self, sweep: Sweep, run: _Run) -> None:
+        self.sweep = sweep
+        self.run = run
+        self.stopping_words = f"run {run.run_id}"
+
+    def output(self) -> Iterator[tuple[int, bytes]]:
+        while (line := self.run.lines.get()) is not None:
+            yield line
+
+    def wait(self) -> int:
+        """Raises: Withdrawn, NodeLost, TaskRejected: see ``Sweep.run``."""
+        run = self.run
+        run.ended.wait()
+        if run.withdrawn or run.failure is not None:
+            run.lines.put(None)  # (its output ends here)
+        if run.withdrawn:
+            raise Withdrawn
+        if run.failure is not None:
+            raise run.failure
+        assert run.status is not None
+        return run.status
+
+    def forward(self, signal_name: str) -> None:
+        self.sweep.signal(self.run.run_id, signal_name)
+
+    def stop(self) -> None:
+        self.sweep.signal(self.run.run_id, "SIGKILL")
 
 
 class Sweep:
@@ -194,19 +227,12 @@ class Sweep:
         """
         run_id = spec.labels[labels.RUN]
         own_env = [[name, value] for name, value in spec.env if (name, value) not in self.base_env]
-        run = _Run(run_id, json.dumps({"run": run_id, "argv": list(spec.command), "env": own_env}).encode(), write)
+        run = _Run(run_id, json.dumps({"run": run_id, "argv": list(spec.command), "env": own_env}).encode())
         with self.lock:
             self.runs[run_id] = run
         if not run.withdrawn:
             self._queue(run)
-        run.ended.wait()
-        if run.withdrawn:
-            raise Withdrawn
-        if run.failure is not None:
-            raise run.failure
-        run.output_done.wait(OUTPUT_LAG_SECONDS)
-        assert run.status is not None
-        return run.status
+        return supervise(_WatchedRun(self, run), write, drain_seconds=OUTPUT_LAG_SECONDS)  # (the map's board signals it)
 
     def signal(self, run_id: str, signal_name: str) -> None:
         """A run no worker took yet is withdrawn; one running gets the signal through the bucket."""
@@ -264,11 +290,12 @@ class Sweep:
             return
         _, output = tagged
         if output is not None:
-            run.write(stream, output)
+            run.lines.put((stream, output))
         else:
             run.marked.add(stream)
-            if run.marked >= {1, 2}:
+            if run.marked >= {1, 2} and not run.output_done.is_set():
                 run.output_done.set()
+                run.lines.put(None)
                 self.wake.set()
 
     # -- watching the queue and the tasks --------------------------------------------------
