@@ -173,10 +173,10 @@ def _read(record_path: Path) -> dict[str, Any] | None:
         record = json.loads(payload)
     except (OSError, ValueError, RecursionError):
         return None
-    return record if _well_formed(record) else None
+    return record if well_formed(record) else None
 
 
-def _well_formed(record: Any) -> bool:
+def well_formed(record: Any) -> bool:
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT or not isinstance(record.get("key"), str):
         return False
     folders, entries, secrets = record.get("folders"), record.get("entries"), record.get("secrets")

@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from fireplug.serialize.store import CODECS, FORMAT_VERSION, META_ATTRIBUTE, SerializeError, Writer, _as_array, needs, read_file, save_array
+from fireplug.serialize.reader import read_file
+from fireplug.serialize.store import CODECS, FORMAT_VERSION, META_ATTRIBUTE, SerializeError, needs
+from fireplug.serialize.writer import Writer, as_array, save_array
 
 __all__ = ["CODECS", "FORMAT_VERSION", "META_ATTRIBUTE", "SerializeError", "Writer", "load", "save"]
 
@@ -45,7 +47,7 @@ def save(path: str | os.PathLike[str], obj: Any, *, codec: str = "lz4", level: i
         with Writer(path, codec=codec, level=level, shuffle=shuffle) as writer:
             frames.write_frame(writer, obj)
     else:
-        array = _as_array(path, obj)
+        array = as_array(path, obj)
         save_array(path, array, codec=codec, level=level, shuffle=shuffle, scalar=array is not obj and array.ndim == 0)
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Any
 
-from fireplug.serialize.store import RowSpan, SerializeError, Writer, _numpy, _Reader
+from fireplug.serialize.reader import Reader, RowSpan
+from fireplug.serialize.store import SerializeError, numpy_module
+from fireplug.serialize.writer import Writer
 
 NAME_TYPES = (str, int, float, bool, type(None))
 STRING_BATCH = 65536
@@ -58,7 +60,7 @@ def write_frame(writer: Writer, frame: Any) -> None:
     }
 
 
-def read_frame(reader: _Reader, rows: slice | None, wanted_columns: list[Any] | None) -> Any:
+def read_frame(reader: Reader, rows: slice | None, wanted_columns: list[Any] | None) -> Any:
     """The DataFrame (or Series) stored; ``rows`` and ``wanted_columns`` as ``load`` takes them."""
     import pandas as pd
 
@@ -80,7 +82,7 @@ def read_frame(reader: _Reader, rows: slice | None, wanted_columns: list[Any] | 
 
 def _series(pd: Any, values: Any, index: Any) -> Any:
     """A column as a Series; object arrays stay object (pandas 3 would turn strings into "str")."""
-    is_objects = isinstance(values, _numpy().ndarray) and values.dtype.kind == "O"
+    is_objects = isinstance(values, numpy_module().ndarray) and values.dtype.kind == "O"
     return pd.Series(values, index=index, dtype=object if is_objects else None, copy=False)
 
 
@@ -97,7 +99,7 @@ def _check_name(writer: Writer, name: Any) -> None:
         raise SerializeError(writer.path, f"cannot save the name {name!r}: names must be str, int, float, bool or None")
 
 
-def _chosen_columns(reader: _Reader, columns: list[dict[str, Any]], wanted: list[Any] | None) -> list[tuple[int, dict[str, Any]]]:
+def _chosen_columns(reader: Reader, columns: list[dict[str, Any]], wanted: list[Any] | None) -> list[tuple[int, dict[str, Any]]]:
     if wanted is None:
         return list(enumerate(columns))
     names = [column["name"] for column in columns]
@@ -116,7 +118,7 @@ def _write_index(writer: Writer, index: Any) -> dict[str, Any]:
     return {"type": "index", "name": index.name, **_write_values(writer, "index", index, index.name)}
 
 
-def _read_index(reader: _Reader, meta: dict[str, Any], first: int, last: int) -> Any:
+def _read_index(reader: Reader, meta: dict[str, Any], first: int, last: int) -> Any:
     import pandas as pd
 
     if meta["type"] == "range":
@@ -128,7 +130,7 @@ def _write_values(writer: Writer, key: str, values: Any, name: Any) -> dict[str,
     """Store one column (a Series or an Index) under dataset names starting with ``key``."""
     import pandas as pd
 
-    np = _numpy()
+    np = numpy_module()
     dtype = values.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         codes = values.cat.codes if isinstance(values, pd.Series) else values.codes
@@ -165,7 +167,7 @@ def _write_strings(writer: Writer, key: str, values: Any, name: Any, storage: st
     """
     import pandas as pd
 
-    np = _numpy()
+    np = numpy_module()
     strings = values.array  # positional slices, for a Series or an Index
     codes, distinct = pd.factorize(strings)  # hashing, in C (Arrow's for Arrow-backed strings)
     distinct = np.asarray(distinct, dtype=object)
@@ -184,7 +186,7 @@ def _write_strings(writer: Writer, key: str, values: Any, name: Any, storage: st
 
 def _write_utf8(writer: Writer, key: str, strings: Any, missing: Any) -> dict[str, Any]:
     """``strings`` as one blob of UTF-8 (missing ones empty) and the offsets of each string's end."""
-    np = _numpy()
+    np = numpy_module()
     pieces, lengths = [], np.empty(len(strings), dtype=np.int64)
     for start in range(0, len(strings), STRING_BATCH):  # a few MB of Python objects at a time
         batch = np.asarray(strings[start : start + STRING_BATCH], dtype=object)
@@ -200,7 +202,7 @@ def _write_utf8(writer: Writer, key: str, strings: Any, missing: Any) -> dict[st
     }
 
 
-def _read_values(reader: _Reader, meta: dict[str, Any], first: int, last: int) -> Any:
+def _read_values(reader: Reader, meta: dict[str, Any], first: int, last: int) -> Any:
     import pandas as pd
 
     kind = meta["type"]
@@ -221,10 +223,10 @@ def _read_values(reader: _Reader, meta: dict[str, Any], first: int, last: int) -
     raise ValueError(f"unknown column type {kind!r}")
 
 
-def _read_strings(reader: _Reader, meta: dict[str, Any], first: int, last: int) -> Any:
+def _read_strings(reader: Reader, meta: dict[str, Any], first: int, last: int) -> Any:
     import pandas as pd
 
-    np = _numpy()
+    np = numpy_module()
     missing_value = None if meta["missing_as"] == "none" else float("nan")
     if "codes" in meta:  # a dictionary: code -1 picks the missing value, the last entry
         dictionary = _read_utf8(reader, meta, 0, int(meta["offsets"]["shape"][0]) - 1)
@@ -245,9 +247,9 @@ def _read_strings(reader: _Reader, meta: dict[str, Any], first: int, last: int) 
     return pd.array(objects, dtype=dtype)
 
 
-def _read_utf8(reader: _Reader, meta: dict[str, Any], first: int, last: int) -> Any:
+def _read_utf8(reader: Reader, meta: dict[str, Any], first: int, last: int) -> Any:
     """Strings ``first`` to ``last`` of a blob and its offsets, as an object array."""
-    np = _numpy()
+    np = numpy_module()
     offsets = reader.part(meta["offsets"], first, last + 1)
     blob = reader.part(meta["blob"], int(offsets[0]), int(offsets[-1])).tobytes() if last > first else b""
     bounds = (offsets - offsets[0]).tolist()

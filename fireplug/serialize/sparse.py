@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fireplug.serialize.store import SerializeError, Writer, _Reader
+from fireplug.serialize.reader import Reader
+from fireplug.serialize.store import SerializeError
+from fireplug.serialize.writer import Writer
 
 PARTS = {"csr": ("data", "indices", "indptr"), "csc": ("data", "indices", "indptr"), "coo": ("data", "row", "col")}
 
@@ -34,7 +36,7 @@ def write_sparse(writer: Writer, matrix: Any) -> None:
     writer.composite = {"kind": "sparse", "sparse_format": form, "class": type(matrix).__name__, "shape": list(matrix.shape), "arrays": arrays}
 
 
-def read_sparse(reader: _Reader) -> Any:
+def read_sparse(reader: Reader) -> Any:
     import scipy.sparse
 
     form = reader.meta["sparse_format"]

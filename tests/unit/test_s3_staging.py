@@ -12,7 +12,8 @@ from fireplug.cli import sync_override as _sync_override
 from fireplug.config import Source, load
 from fireplug.errors import ConfigError
 from fireplug.remote.s3_objects import DigestCache, Place, decode_manifest, encode_manifest, in_parallel, is_plain_path, manifest_entry
-from fireplug.sync.s3 import Staging, _well_formed
+from fireplug.sync.s3 import Staging
+from fireplug.sync.s3.staging import well_formed
 from fireplug.sync.tree import DIR, FILE, LINK, Entry
 
 ROOT = Path("/work/proj")
@@ -82,12 +83,12 @@ def test_manifest_round_trip_and_damage() -> None:
 
 
 def test_well_formed_entries_only() -> None:
-    assert _well_formed({"kind": FILE, "size": 1, "mode": 0o644, "mtime_ns": 1, "digest": DIGEST})
-    assert not _well_formed({"kind": FILE, "size": 1, "mode": 0o644, "mtime_ns": 1, "digest": "../../x"})
-    assert not _well_formed({"kind": FILE, "size": -1, "mode": 0o644, "mtime_ns": 1, "digest": DIGEST})
-    assert not _well_formed({"kind": "o", "size": 0, "mode": 0, "mtime_ns": 0})
-    assert not _well_formed({"kind": LINK, "size": 0, "mode": 0, "mtime_ns": 0, "target": 5})
-    assert not _well_formed(["f"])
+    assert well_formed({"kind": FILE, "size": 1, "mode": 0o644, "mtime_ns": 1, "digest": DIGEST})
+    assert not well_formed({"kind": FILE, "size": 1, "mode": 0o644, "mtime_ns": 1, "digest": "../../x"})
+    assert not well_formed({"kind": FILE, "size": -1, "mode": 0o644, "mtime_ns": 1, "digest": DIGEST})
+    assert not well_formed({"kind": "o", "size": 0, "mode": 0, "mtime_ns": 0})
+    assert not well_formed({"kind": LINK, "size": 0, "mode": 0, "mtime_ns": 0, "target": 5})
+    assert not well_formed(["f"])
 
 
 def test_plain_paths_only() -> None:

@@ -12,7 +12,7 @@ import pytest
 import tables
 
 from fireplug import serialize
-from fireplug.serialize import SerializeError, Writer, load, save, store
+from fireplug.serialize import SerializeError, Writer, load, save, store, writer
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 RNG = np.random.default_rng(7)
@@ -68,6 +68,7 @@ def test_every_codec_and_shuffle_setting(tmp_path: Path, codec: str, shuffle: bo
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of 4 KiB, so that small arrays span many chunks."""
     monkeypatch.setattr(store, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(writer, "CHUNK_BYTES", 4096)
 
 
 @pytest.mark.parametrize(
