@@ -13,9 +13,10 @@ from fireplug.image.ready import declared_dependencies, layer_dependencies, proj
 from fireplug.run.pipeline import choose_host
 from fireplug.run.request import container_spec
 from fireplug.support.units import human_bytes
+from fireplug.sync.preview import preview
 from fireplug.sync.project import local_data_folder, pull_scope
 from fireplug.sync.record import PairFiles
-from fireplug.sync.session import SyncRequest, preview
+from fireplug.sync.side import SyncRequest
 
 if TYPE_CHECKING:
     from fireplug.config import Config

@@ -33,7 +33,7 @@ from fireplug.support import events, labels
 from fireplug.support.locks import process_gone, this_process
 from fireplug.support.signals import made_uninterrupted
 from fireplug.sync import SyncError
-from fireplug.sync.session import Moved, Transferred
+from fireplug.sync.side import Moved, Transferred
 from fireplug.sync.tree import (
     DIR,
     FILE,

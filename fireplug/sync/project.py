@@ -14,7 +14,7 @@ from fireplug.support import events
 if TYPE_CHECKING:  # (the session is imported when a sync happens: a run on the local engine has none)
     from fireplug.invocation import Invocation
     from fireplug.sync.report import SyncReport
-    from fireplug.sync.session import HostSide, Owner
+    from fireplug.sync.side import HostSide, Owner
 
 
 def sync_data(invocation: Invocation, host_side: HostSide, *, full: bool = False, accept_deletions: bool = False, push: bool = True) -> SyncReport:
@@ -26,7 +26,8 @@ def sync_data(invocation: Invocation, host_side: HostSide, *, full: bool = False
     """
     config, host = invocation.config, host_side.host
     from fireplug.sync.record import PairFiles
-    from fireplug.sync.session import SyncRequest, sync
+    from fireplug.sync.session import sync
+    from fireplug.sync.side import SyncRequest
 
     request = SyncRequest(
         local=local_data_folder(config),
@@ -48,7 +49,7 @@ def project_owner(config: Config) -> Owner:
     """This project folder, as the sync record's owner: another folder whose fireplug.toml gives
     the same project key (a copied project keeps its id) is a copy, not this project moved."""
     root = str(config.root)
-    from fireplug.sync.session import Owner
+    from fireplug.sync.side import Owner
 
     return Owner(root, lambda folder: folder != root and project_key_at(Path(folder)) == config.project.key)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from fireplug.support.state import save_bytes
-from fireplug.sync import DIR, FILE, LINK
+from fireplug.sync import DIR, FILE, LINK, SyncError
+from fireplug.sync.tree import Tree, parse_listing
 
 RECORD_FORMAT = 2
 RECORD_MAGIC = b"fireplug sync record 2\n"  # then the SHA-256 of the marshal payload, then the payload
@@ -145,3 +146,23 @@ def _checked(data: bytes) -> bytes:
     if not data.startswith(RECORD_MAGIC) or hashlib.sha256(payload).digest() != data[len(RECORD_MAGIC) : header]:
         raise ValueError("not a sync record, or a damaged one")
     return payload
+
+
+def parse_saved_listing(host: str, previous: bytes) -> Tree:
+    try:
+        return parse_listing(previous)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SyncError(host, f"fp's copy of the host listing is damaged ({e})", hint="run fp again") from e
+
+
+def saved_listing(pair: PairFiles, recorded_sha256: str) -> bytes:
+    """The host listing saved at the last sync, when it is the one the record was made from; else b""."""
+    previous = _read(pair.host_listing)
+    return previous if previous and hashlib.sha256(previous).hexdigest() == recorded_sha256 else b""
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""

@@ -26,7 +26,7 @@ from fireplug.hosts.ssh import SshConnection
 from fireplug.support import events, proc
 from fireplug.support.units import human_bytes
 from fireplug.sync import SyncError
-from fireplug.sync.session import Moved, Transferred
+from fireplug.sync.side import Moved, Transferred
 from fireplug.sync.tree import LISTING_FORMAT, PARTIAL_DIR, TRASH_DAYS, Listing, parse_digests, parse_listing, split_answer
 
 IO_TIMEOUT_SECONDS = 300  # rsync gives up when no data moves for this long

@@ -2,14 +2,16 @@
 
 The transport (rsync over ssh, or the Docker API) only lists the host, hashes files there,
 moves entries into the host's trash or to conflict names, and copies listed paths each way.
-Every decision is the planner's (``plan.py``); this module runs it in a safe order:
+Every decision is the planner's (``plan.py``), what the transport provides is ``side.py``'s
+``HostSide``; this module runs the plan in a safe order (a dry run's preview is ``preview.py``):
 
 1. host moves (conflict copies renamed, deletions into the host trash), then local ones;
 2. copies from the host, then to it; no file lands under its final name half-written
    (rsync's ``--partial-dir``, the API path's temporary names), and the version a copy
    replaces goes to that side's trash too (rsync's ``--backup-dir``): no content that was
    on either side before a sync is unreachable after it;
-3. both sides are looked at again, and the record keeps only what is now the same on both.
+3. both sides are looked at again, and the record keeps only what is now the same on both
+   (``agreed.py``).
 
 Before anything changes, the record notes the recorded paths about to be copied
 (``State.unconfirmed``). An interruption stops the transport (its whole process group) and
@@ -27,105 +29,19 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
 
 from fireplug.support.locks import exclusive
-from fireplug.support.signature import is_racy
 from fireplug.support.state import save_bytes
 from fireplug.sync import SyncError, SyncInterrupted
+from fireplug.sync.agreed import agreed_record, local_tree_after
 from fireplug.sync.plan import Plan, Sides, all_unchanged, digests_needed, make_plan, side_unchanged
-from fireplug.sync.record import RACY, Common, PairFiles, Record, Signature, State, load_state, save_record
+from fireplug.sync.record import RACY, PairFiles, Record, State, load_state, parse_saved_listing, save_record, saved_listing
 from fireplug.sync.report import SyncReport
-from fireplug.sync.tree import (
-    DIR,
-    FILE,
-    LINK,
-    Entry,
-    Listing,
-    Tree,
-    file_sha256,
-    keep_aside,
-    lstat_entry,
-    parents,
-    parse_listing,
-    prune_batches,
-    scan,
-    within_any,
-)
-
-
-@dataclass(frozen=True)
-class Moved:
-    """What the host did with the moves it was asked for."""
-
-    failed: frozenset[str] = frozenset()  # paths it could not move (left as they were)
-
-
-@dataclass
-class Transferred:
-    files: int = 0
-    file_bytes: int = 0
-    wire_bytes: int = 0
-    problem: str = ""  # a transfer that failed for some paths: the tool's own words
-    digests: dict[str, str] = field(default_factory=dict)  # SHA-256 of files received here, made while writing them
-
-
-class HostSide(Protocol):
-    """What a transport does on the host; paths are relative to the host's data folder."""
-
-    @property
-    def host(self) -> str: ...
-
-    @property
-    def trash_folder(self) -> str:
-        """Where the host's trash lives (beside the data folder, never inside)."""
-
-    def list(self, previous: bytes = b"") -> tuple[Listing, str]:
-        """The host's tree (the data folder is created when missing), and any listing problem.
-
-        ``previous``: the raw listing of the last completed sync; a transport may answer with
-        it (``Listing.raw``) rather than send the same bytes again."""
-
-    def digests(self, paths: Sequence[str]) -> dict[str, str]:
-        """SHA-256 of each file (files that vanished are left out)."""
-
-    def move(self, renames: Sequence[tuple[str, str]], trash: Sequence[str], batch: str) -> Moved:
-        """Rename conflict copies, then move ``trash`` into ``trash_folder/batch``."""
-
-    def pull(self, paths: Sequence[str], local: Path, backup: Path, fresh: set[str]) -> Transferred:
-        """Copy ``paths`` (files, links, folders) from the host into ``local``; a local entry
-        that a copy replaces is moved under ``backup`` first (same relative path). ``fresh``:
-        the paths this side does not have (no delta transfer can help them)."""
-
-    def push(self, local: Path, paths: Sequence[str], batch: str, fresh: set[str]) -> Transferred:
-        """Copy ``paths`` from ``local`` to the host; what a copy replaces there goes to
-        ``trash_folder/batch``. ``fresh``: the paths the host does not have."""
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The project folder a sync is for. Its record says which folder it was made for: two
-    copies of one project (a copied folder keeps ``project.id``) would share the host's copy
-    and the record, and each sync would move the other's files to the trash."""
-
-    folder: str
-    is_copy: Callable[[str], bool]  # whether this other folder, the record's, is a live copy of the same project
-
-
-@dataclass(frozen=True)
-class SyncRequest:
-    local: Path  # the local data folder (exists)
-    pair: PairFiles
-    host_name: str
-    full: bool = False  # hash every file on both sides
-    pull_scope: tuple[str, ...] = ()  # folders (relative to the data folder) host changes come back from; () = all
-    accept_deletions: bool = False  # repeat here even a mass deletion on the host (see plan.host_lost_data)
-    push: bool = True  # False: bring changes back only (see plan.make_plan)
-    on_wait: Callable[[str], None] = lambda holder: None
-    owner: Owner | None = None  # None: the record's folder is not checked (nor noted)
+from fireplug.sync.side import HostSide, Moved, SyncRequest, Transferred
+from fireplug.sync.tree import DIR, FILE, Entry, Listing, Tree, file_sha256, keep_aside, lstat_entry, parents, prune_batches, scan, within_any
 
 
 @dataclass
@@ -179,13 +95,13 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
     record = state.record
     listed_at = time.time_ns()
     local_scan = _ScanInBackground(request.local)
-    previous = _listing_of_record(request.pair, state.host_listing)
+    previous = saved_listing(request.pair, state.host_listing)
     host_listing, listing_problem = host_side.list(previous)
     local_listing = Listing(local_scan.result(), listed_at)
     if host_listing.same:
         if not request.full and not listing_problem and _nothing_changed_here(record, local_listing.tree):
             return _nothing_to_do(request.pair, started)
-        host_listing = replace(host_listing, tree=_parse_previous(host_side.host, previous), same=False)
+        host_listing = replace(host_listing, tree=parse_saved_listing(host_side.host, previous), same=False)
     elif not request.full and not listing_problem and all_unchanged(record, local_listing.tree, host_listing.tree):
         return _nothing_to_do(request.pair, started)
     wanted_here, wanted_there = digests_needed(record, local_listing.tree, host_listing.tree, full=request.full)
@@ -221,8 +137,8 @@ def _sync_locked(request: SyncRequest, host_side: HostSide, progress: _Progress,
         progress.pushed = host_side.push(request.local, plan.push, batch, fresh_there)
     progress.stage = "recording"
     host_after = host_side.list()[0] if plan.push or plan.host_trash or plan.host_renames else host_listing
-    local_after = _local_after(request.local, local_listing, plan)
-    new_record = _new_record(record, plan, local_after, host_after, request.local, {**progress.pulled.digests, **progress.pushed.digests})
+    local_after = local_tree_after(request.local, local_listing, plan)
+    new_record = agreed_record(record, plan, local_after, host_after, request.local, {**progress.pulled.digests, **progress.pushed.digests})
     problem = listing_problem or progress.pulled.problem or progress.pushed.problem
     still_under_way = under_way & set(plan.skipped)  # the record keeps their old entries, and so their note
     _save_state(request.pair, host_side.host, State(new_record, "", still_under_way, made_for), host_after.raw, agreed=not problem)
@@ -356,66 +272,11 @@ class _ScanInBackground:
         return outcome
 
 
-@dataclass(frozen=True)
-class Preview:
-    """What a sync would do, judged against the host as the last sync left it (no host contact)."""
-
-    plan: Plan
-    local_files: int
-    local_bytes: int
-    push_bytes: int
-    first: bool  # no sync with this host yet: everything goes
-
-
-def preview(request: SyncRequest) -> Preview:
-    """The plan of a sync of ``request``, with the host's side as the last sync left it (the
-    listing it saved, else the record): a dry run contacts no host, and the real sync lists it
-    again. Reads local files only where their content decides."""
-    state = load_state(request.pair.record)
-    record = state.record
-    previous = _listing_of_record(request.pair, state.host_listing)
-    host_tree = _parse_previous(request.host_name, previous) if previous else {path: _as_recorded(common) for path, common in record.items()}
-    local_tree = scan(str(request.local))
-    wanted_here, _ = digests_needed(record, local_tree, host_tree)
-    host_digests = {path: common.digest for path, common in record.items() if common.digest}
-    sides = Sides(local_tree, host_tree, local_digests(request.local, wanted_here), host_digests)
-    plan = make_plan(record, sides, host_name=request.host_name, stamp="dry-run", pull_scope=request.pull_scope, unconfirmed=state.unconfirmed)
-    files = [entry for entry in local_tree.values() if entry.kind == FILE]
-    pushed = sum(entry.size for path in plan.push if (entry := local_tree.get(path)) is not None and entry.kind == FILE)
-    return Preview(plan, len(files), sum(entry.size for entry in files), pushed, first=not record)
-
-
-def _as_recorded(common: Common) -> Entry:
-    """The host's entry as the record holds it."""
-    mtime_ns, ctime_ns, ino = common.there or (0, 0, 0)
-    return Entry(common.kind, common.size, mtime_ns, ctime_ns, ino, target=common.target)
-
-
 def _nothing_changed_here(record: Record, local: Tree) -> bool:
     """With the host's listing byte for byte the one the record was made from: whether the
     local side is unchanged too, and the record trusts every host signature (none racy)."""
     settled = all(common.kind != FILE or (common.there is not None and common.there[1] != RACY) for common in record.values())
     return settled and side_unchanged(record, local, here=True)
-
-
-def _parse_previous(host: str, previous: bytes) -> Tree:
-    try:
-        return parse_listing(previous)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise SyncError(host, f"fp's copy of the host listing is damaged ({e})", hint="run fp again") from e
-
-
-def _listing_of_record(pair: PairFiles, recorded_sha256: str) -> bytes:
-    """The host listing saved at the last sync, when it is the one the record was made from; else b""."""
-    previous = _read(pair.host_listing)
-    return previous if previous and hashlib.sha256(previous).hexdigest() == recorded_sha256 else b""
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return b""
 
 
 def _interrupted_story(progress: _Progress) -> str:
@@ -471,81 +332,3 @@ def _move_to_trash(root: Path, paths: Sequence[str], trash: Path) -> Moved:
         except OSError:
             failed.add(path)
     return Moved(frozenset(failed))
-
-
-def _local_after(root: Path, before: Listing, plan: Plan) -> Listing:
-    """The local tree after the sync: the listing, with the paths copied here looked at again."""
-    trashed = set(plan.local_trash)
-    tree = {path: entry for path, entry in before.tree.items() if not within_any(path, trashed)}
-    for path in plan.pull:
-        entry = lstat_entry(str(root), path)
-        if entry is None:
-            tree.pop(path, None)
-        else:
-            tree[path] = entry
-    return replace(before, tree=tree)  # the earlier time: the racy rule errs on the safe side
-
-
-def _new_record(old: Record, plan: Plan, local: Listing, host: Listing, root: Path, known: dict[str, str]) -> Record:
-    """What is now the same on both sides: equal paths, and every copy that verifiably arrived.
-
-    A copy that cannot be verified (it failed, or its source changed meanwhile) records what
-    the receiving side now holds, with no signature for the sending side: the next sync
-    compares that side again (by content when the size is the same) and sends what differs.
-    """
-    record: Record = {}
-    for path, common in plan.same.items():
-        record[path] = _settled(common, local.tree.get(path), host.tree.get(path), local, host, root, path)
-    for path in plan.skipped:
-        if path in old:
-            record[path] = old[path]
-    pushed = set(plan.push)
-    for path in pushed | set(plan.pull):
-        mine, theirs = local.tree.get(path), host.tree.get(path)
-        both = _agreed(mine, theirs)
-        if both is not None:
-            agreed = Common(both.kind, both.size, both.target, known.get(path, ""))
-            record[path] = _settled(agreed, mine, theirs, local, host, root, path)
-            continue
-        receiver = theirs if path in pushed else mine
-        if receiver is None or receiver.kind != FILE:
-            continue
-        signature = _signature(receiver, host if path in pushed else local)
-        digest = "" if path in pushed else file_sha256(str(root / path))
-        here, there = (None, signature) if path in pushed else (signature, None)
-        record[path] = Common(FILE, receiver.size, "", digest, here, there)
-    return record
-
-
-def _agreed(mine: Entry | None, theirs: Entry | None) -> Common | None:
-    """The common entry when both sides hold the same thing after a copy (None: not verifiably)."""
-    if mine is None or theirs is None or mine.kind != theirs.kind:
-        return None
-    if mine.kind == LINK:
-        return Common(LINK, 0, mine.target) if mine.target == theirs.target else None
-    if mine.kind == DIR:
-        return Common(DIR)
-    if mine.size != theirs.size or mine.mtime_ns != theirs.mtime_ns:
-        return None
-    return Common(FILE, mine.size)
-
-
-def _settled(common: Common, mine: Entry | None, theirs: Entry | None, local: Listing, host: Listing, root: Path, path: str) -> Common:
-    """``common`` with both sides' signatures, racy ones marked untrusted; such files get a digest
-    (of the local copy, which holds the common content), so that the next sync can tell an
-    unchanged file by hashing one side only."""
-    if common.kind != FILE or mine is None or theirs is None:
-        return common
-    here, there = _signature(mine, local), _signature(theirs, host)
-    digest = common.digest
-    if not digest and RACY in (here[1], there[1]):
-        digest = file_sha256(str(root / path))
-        if lstat_entry(str(root), path) != mine:  # changed while it was read: the next sync looks again
-            digest, here = "", (mine.mtime_ns, RACY, mine.ino)
-    return Common(FILE, common.size, "", digest, here, there)
-
-
-def _signature(entry: Entry, listing: Listing) -> Signature:
-    """``entry``'s signature as ``listing`` saw it (its ctime RACY when too recent to trust)."""
-    ctime = RACY if is_racy(entry.mtime_ns, entry.ctime_ns, listing.now_ns, listing.racy_ns) else entry.ctime_ns
-    return (entry.mtime_ns, ctime, entry.ino)

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from fireplug.sync.session import Moved, Transferred
+from fireplug.sync.side import Moved, Transferred
 from fireplug.sync.tree import DIR, FILE, LINK, Listing, clock_line, file_sha256, format_entry, keep_aside, lstat_entry, parse_clock, safe_parent, scan
 
 

@@ -12,7 +12,8 @@ import pytest
 from fireplug.support.signature import RACY_NS
 from fireplug.sync.record import RACY, PairFiles, load_record
 from fireplug.sync.rsync import LIST_SCRIPT
-from fireplug.sync.session import SyncRequest, sync
+from fireplug.sync.session import sync
+from fireplug.sync.side import SyncRequest
 from fireplug.sync.tree import FILE, Listing, clock_line, parse_clock, parse_listing, scan, split_answer
 from tests.unit.sync_doubles import FolderHost
 

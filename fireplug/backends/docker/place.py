@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from fireplug.run.request import RunRequest
     from fireplug.sync.report import SyncReport
     from fireplug.sync.s3 import Store
-    from fireplug.sync.session import HostSide
+    from fireplug.sync.side import HostSide
 
 FINISHED_RUN_GRACE_SECONDS = 15  # its own fp may still be draining its output (up to 10 s) before removing it
 

@@ -20,7 +20,7 @@ from fireplug.sync import SyncError
 from fireplug.sync.api import MOUNT, ApiHost, HelperFailed, land_entry, remove_if_empty, scratch_folder
 from fireplug.sync.s3.staging import stage_local, well_formed
 from fireplug.sync.s3.store import Store
-from fireplug.sync.session import Transferred
+from fireplug.sync.side import Transferred
 from fireplug.sync.tree import DIR, FILE, LINK, Entry, scan
 
 S3_HELPER = "fireplug.remote.s3_objects"
