@@ -1,4 +1,4 @@
-"""What a sync asks of the host's side (``HostSide``: list, hash, pull, push, trash), whatever
+"""What a sync asks of the host's side (``HostSide``: list, hash, move, pull, push), whatever
 the transport (rsync over ssh, the Docker API, a bucket), and the values that cross it.
 """
 
