@@ -43,20 +43,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import IO, Any
 
-from fireplug.remote.s3_objects import (
-    DigestCache,
-    Manifest,
-    Place,
-    decode_manifest,
-    fetch,
-    make_client,
-    manifest_key_of,
-    publish,
-    put_if_absent,
-    put_manifest,
-    put_ref,
-    stage_tree,
-)
+from fireplug.remote.s3_layout import Manifest, Place, decode_manifest, manifest_key_of
+from fireplug.remote.s3_objects import fetch, publish, stage_tree
+from fireplug.remote.s3_transfer import DigestCache, make_client, put_if_absent, put_manifest, put_ref
 from fireplug.sync.tree import FILE, lstat_entry, scan
 
 JOB_FILE = "/run/secrets/fp-task"

@@ -11,7 +11,9 @@ import pytest
 from fireplug.cli import sync_override as _sync_override
 from fireplug.config import Source, load
 from fireplug.errors import ConfigError
-from fireplug.remote.s3_objects import DigestCache, Place, decode_manifest, encode_manifest, in_parallel, is_plain_path, manifest_entry
+from fireplug.remote.s3_layout import Place, decode_manifest, encode_manifest, is_plain_path, manifest_entry
+from fireplug.remote.s3_transfer import DigestCache
+from fireplug.support.parallel import in_parallel
 from fireplug.sync.s3 import Staging
 from fireplug.sync.s3.staging import well_formed
 from fireplug.sync.tree import DIR, FILE, LINK, Entry

@@ -26,7 +26,7 @@ from fireplug.hosts.inventory import Host, docker_config_dir
 from fireplug.image import registry
 from fireplug.image.build import own_recipe
 from fireplug.image.ready import project_limit, ready_image, scan
-from fireplug.remote.s3_objects import CLIENT_SIDE
+from fireplug.remote.s3_layout import CLIENT_SIDE
 from fireplug.remote.task import input_side, result_side, signal_key
 from fireplug.run.records import RunRecord, keep_output_and_remove, new_id, run_record
 from fireplug.run.request import Placement, container_spec

@@ -23,10 +23,10 @@ from fireplug.backends.base import Node, RunState
 from fireplug.errors import NodeLost as NodeLost
 from fireplug.errors import TaskRejected as TaskRejected
 from fireplug.hosts.engine import Engine, engine_time, mapping_of
-from fireplug.remote.s3_objects import in_parallel
 from fireplug.run.records import SHARED_RUN
 from fireplug.run.spec import ContainerSpec
 from fireplug.support import labels
+from fireplug.support.parallel import in_parallel
 
 TASK_ENTRYPOINT = ("python3", "-m", "fireplug.remote.task")
 SECRET_FILE = "fp-task"  # /run/secrets/fp-task in the task (task.JOB_FILE)

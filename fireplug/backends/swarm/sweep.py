@@ -35,7 +35,7 @@ from fireplug.backends.swarm.run import NODE_LOSS_RESTARTS, STOP_GRACE_SECONDS, 
 from fireplug.backends.swarm.service import ENDED, SECRET_LABEL, WAITING, NodeLost, SwarmExecutor, TaskRejected, down_nodes, service_spec
 from fireplug.errors import FireplugError
 from fireplug.errors import Withdrawn as Withdrawn
-from fireplug.remote.s3_objects import put_if_absent
+from fireplug.remote.s3_transfer import put_if_absent
 from fireplug.remote.task import OUTPUT_TAG, SERVE, TASK_ID_VARIABLE, claim_key, done_key, item_key, sweep_key
 from fireplug.run.spec import ContainerSpec
 from fireplug.support import events, labels

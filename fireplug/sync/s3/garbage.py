@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from fireplug.remote.s3_objects import Place
+from fireplug.remote.s3_layout import Place
 from fireplug.sync.s3.store import Store
 from fireplug.sync.tree import FILE
 

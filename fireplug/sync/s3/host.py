@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from fireplug.hosts.engine import Engine
-from fireplug.remote.s3_objects import MISSING_OBJECT, Manifest, by_size, decode_manifest, is_plain_path
+from fireplug.remote.s3_layout import Manifest, decode_manifest, is_plain_path
+from fireplug.remote.s3_objects import MISSING_OBJECT
+from fireplug.remote.s3_transfer import by_size
 from fireplug.remote.sync_helper import STAGING_PREFIX
 from fireplug.support import events
 from fireplug.sync import SyncError

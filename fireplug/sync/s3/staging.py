@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fireplug.remote.s3_objects import CLIENT_SIDE, LARGE, DigestCache, Manifest, Upload, in_parallel, manifest_entry
+from fireplug.remote.s3_layout import CLIENT_SIDE, Manifest, manifest_entry
+from fireplug.remote.s3_transfer import LARGE, DigestCache, Upload
 from fireplug.support import events
+from fireplug.support.parallel import in_parallel
 from fireplug.sync.s3.store import Store
 from fireplug.sync.tree import DIR, FILE, LINK, Entry, file_sha256
 

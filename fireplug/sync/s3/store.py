@@ -20,21 +20,8 @@ from typing import Any, BinaryIO
 
 from fireplug.config import Config, SyncSettings
 from fireplug.errors import S3Error
-from fireplug.remote.s3_objects import (
-    ContentMismatch,
-    Manifest,
-    ObjectMissing,
-    Place,
-    Upload,
-    Uploaded,
-    client_config,
-    decode_manifest,
-    download_object,
-    encode_manifest,
-    put_manifest,
-    put_ref,
-    upload_objects,
-)
+from fireplug.remote.s3_layout import Manifest, Place, decode_manifest, encode_manifest
+from fireplug.remote.s3_transfer import ContentMismatch, ObjectMissing, Upload, Uploaded, client_config, download_object, put_manifest, put_ref, upload_objects
 from fireplug.support import events
 from fireplug.support.state import save_bytes
 
