@@ -15,7 +15,8 @@ from fireplug.cli.render import verbose_from
 from fireplug.errors import UsageError
 from fireplug.invocation import Invocation
 from fireplug.map.params import MapRun, parse_param, read_joblog, runs_from_lines, runs_from_params, to_rerun
-from fireplug.map.scheduler import MapRequest, MapResult, map_hosts, map_id_from, run_map
+from fireplug.map.request import MapRequest, MapResult, map_hosts, map_id_from
+from fireplug.map.scheduler import run_map
 from fireplug.run import request as run_request
 
 EXIT_SOME_FAILED = 1

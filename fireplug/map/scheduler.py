@@ -11,8 +11,9 @@
   engine, containers sharing one network anchor; on a swarm, a sweep's workers).
 - A run's output goes to the screen line by line with its parameters and host in front, and
   to ``runs/RUN_ID.log`` under fp's state folder (for `fp logs`); its container is removed
-  when it ends; its results come back as it ends (changes made on its host only, one host at a
-  time, never two syncs of the local data folder at once), and once more at the end.
+  when it ends; its results come back as it ends (``results.py``: changes made on its host
+  only, one host at a time, never two syncs of the local data folder at once), and once more
+  at the end.
 - Ctrl-C (SIGINT, SIGTERM, SIGHUP): the first stops handing out runs and forwards the signal
   to every running run, the second kills them; either way no container is left, and the
   results that exist come back.
@@ -22,14 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import select
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from fireplug.backends import backend_for
@@ -38,56 +36,26 @@ from fireplug.errors import EngineUnreachable, FireplugError, SshError
 from fireplug.invocation import Invocation
 from fireplug.map.board import Board, Pending, RunGate
 from fireplug.map.params import MapRun, Outcome, joblog_header
-from fireplug.run.records import RUN_ID, new_id, run_record
-from fireplug.run.request import RunRequest
+from fireplug.map.request import MapRequest, MapResult
+from fireplug.map.results import Results
+from fireplug.run.records import new_id, run_record
 from fireplug.run.spec import ContainerSpec
 from fireplug.support import events, labels
 from fireplug.support.output import LineWriter, run_prefix
 from fireplug.support.secrets import display
 from fireplug.support.signals import HeldSignals
 from fireplug.sync import SyncInterrupted
-from fireplug.sync.plan import conflict_name
-from fireplug.sync.project import local_data_folder
-from fireplug.sync.report import SyncReport
 
 if TYPE_CHECKING:
     from fireplug.run.records import RunRecord
     from fireplug.sync.results import Landed
 
+
 LOST = -1  # a run's exit code when it never reported one
+
 STATUS_EVERY_SECONDS = 0.5
+
 HOST_LOST = (EngineUnreachable, SshError)
-
-
-@dataclass(frozen=True)
-class MapRequest:
-    map_id: str
-    runs: tuple[MapRun, ...]
-    hosts: tuple[str, ...]  # host names; () the pool (local when it is empty)
-    per_host: int  # 0: as many as the host has CPUs for (CPUs / --cpus)
-    retries: int
-    joblog: Path
-    run: RunRequest  # what every run shares: environment, container options, steps, verbosity
-
-
-@dataclass
-class MapResult:
-    map_id: str
-    runs: tuple[MapRun, ...]
-    outcomes: dict[int, Outcome]
-    joblog: Path
-    interrupted: int = 0  # the signal that stopped the map (0: none)
-    not_back: list[str] = field(default_factory=list)  # hosts whose results could not be brought back
-    left: list[str] = field(default_factory=list)  # what fp could not remove from lost hosts, one line each
-    conflicts: list[tuple[str, str]] = field(default_factory=list)  # (path, conflict copy): results two runs wrote
-
-    @property
-    def failed(self) -> list[MapRun]:
-        return [run for run in self.runs if run.seq in self.outcomes and not self.outcomes[run.seq].succeeded]
-
-    @property
-    def not_run(self) -> list[MapRun]:
-        return [run for run in self.runs if run.seq not in self.outcomes]
 
 
 class _Lane:
@@ -114,7 +82,7 @@ class _Lane:
             host = invocation.host(self.name)
             place = backend_for(host).prepare(invocation, request, host, time.perf_counter())
             scheduler.check_commands(place)
-            with scheduler.local_sync:
+            with scheduler.results.local_sync:
                 place.sync_in() if request.steps.sync_in else place.ready_for_run()
             map_request = scheduler.request
             self.lane = place.open_lane(
@@ -165,15 +133,10 @@ class _Scheduler:
         self.request = request
         self.writer = writer
         self.board = Board(request.runs)
-        self.lanes = [_Lane(self, name) for name in request.hosts]
-        self.local_sync = threading.Lock()  # one sync of the local data folder at a time
-        self.pulls_wanted: set[str] = set()
-        self.pull_cond = threading.Condition()
-        self.not_back: set[str] = set()
+        self.lanes = {name: _Lane(self, name) for name in request.hosts}
+        self.results = Results(invocation, self.board, lambda host: self.lanes[host].lane)
         self.left: list[str] = []  # see MapResult.left
         self.joblog_lock = threading.Lock()
-        self.brought: dict[str, str] = {}  # paths this map's syncs brought back -> from which host
-        self.conflicts: list[tuple[str, str]] = []  # (path, conflict copy): results two runs wrote
 
     # -- per host ----------------------------------------------------------------------------
 
@@ -204,7 +167,7 @@ class _Scheduler:
             self.writer.note(f"fp could not run it on host '{host}': {e}", key=spec.name, prefix=prefix)
             status, signalled = LOST, 0
         outcome = Outcome(run.seq, host, started, time.time() - started, status, signalled, run.command_line)
-        self.want_pull(host)
+        self.results.want(host)
         if not outcome.succeeded and item.tries <= self.request.retries and not self.board.stopping:
             item.avoid.add(host)
             elsewhere = " on another host" if self.board.live - item.avoid else ""
@@ -271,16 +234,13 @@ class _Scheduler:
             signalled = gate.leave()
         landed = self._land(lane, record, status, spec.name, prefix)
         for path, copy in landed.conflicts if landed else ():
-            self.conflicts.append((path, copy))
             self.writer.note(f"conflict: {path} changed here meanwhile (another run?); this run's version is {copy}", key=spec.name, prefix=prefix)
         return status, signalled
 
     def _land(self, lane: Lane, record: RunRecord, status: int, key: str, prefix: str) -> Landed | None:
         try:
-            with self.local_sync:
-                return lane.land(record, status)
+            return self.results.land(lane, record, status)
         except FireplugError as e:
-            self.not_back.add(record.host)
             self.writer.note(f"its results could not be brought back ({e}): fp pull {record.id} tries again", key=key, prefix=prefix)
             return None
 
@@ -301,62 +261,6 @@ class _Scheduler:
         except OSError as e:
             events.warn(f"run {outcome.seq} could not go into the joblog {self.request.joblog} ({e.strerror or e})")
 
-    # -- results back ---------------------------------------------------------------------
-
-    def want_pull(self, host: str) -> None:
-        with self.pull_cond:
-            self.pulls_wanted.add(host)
-            self.pull_cond.notify_all()
-
-    def collect(self, done: threading.Event) -> None:
-        """Bring results back as runs end (after every host synced in), one host at a time."""
-        while True:
-            with self.pull_cond:
-                while not self.pulls_wanted and not done.is_set():
-                    self.pull_cond.wait(0.5)
-                if not self.pulls_wanted and done.is_set():
-                    return
-                with self.board.cond:
-                    preparing = self.board.preparing
-                if preparing:
-                    self.pull_cond.wait(0.5)
-                    continue
-                host = self.pulls_wanted.pop()
-            self.pull(host)
-
-    def pull(self, host: str) -> None:
-        lane = next(lane for lane in self.lanes if lane.name == host).lane
-        if lane is None:
-            return
-        try:
-            with self.local_sync:
-                report = lane.pull()
-                if report is None:
-                    return  # results in place, or landed run by run
-                self._keep_both(host, report)
-            self.not_back.discard(host)
-        except (FireplugError, OSError) as e:
-            self.not_back.add(host)
-            events.warn(f"results of host '{host}' could not be brought back now ({e}); fp tries again at the end")
-
-    def _keep_both(self, host: str, report: SyncReport) -> None:
-        """Two runs of the map wrote the same file on one host (the second over the first there):
-        the version that came back first, which this copy replaced here (it went to the local
-        trash), is put back beside it under a conflict name, and the conflict is said. (Runs on
-        two hosts writing one path are a conflict of the sync itself.)"""
-        for path in report.replaced_here:
-            earlier = self.brought.get(path)
-            if earlier is None:
-                continue
-            local = local_data_folder(self.invocation.config)
-            copy = conflict_name(path, earlier, time.strftime("%Y%m%dT%H%M%S"))
-            with contextlib.suppress(OSError):
-                os.rename(Path(report.local_trash) / path, local / copy)
-                self.conflicts.append((path, copy))
-                events.warn(f"conflict: two runs of the map wrote {path}; kept the one from host '{host}', the earlier one (from host '{earlier}') is {copy}")
-        self.brought.update({path: host for path in report.pulled_paths})
-        self.conflicts += [(path, copy) for path, copy in report.conflicts]
-
     # -- the whole map --------------------------------------------------------------------
 
     def run(self) -> MapResult:
@@ -365,28 +269,25 @@ class _Scheduler:
             if log.tell() == 0:
                 log.write(joblog_header() + "\n")
         self.board.preparing = len(self.lanes)
-        done = threading.Event()
-        collector = threading.Thread(target=self.collect, args=(done,), name="fp-map-collector", daemon=True)
+        collector = threading.Thread(target=self.results.collect, name="fp-map-collector", daemon=True)
         interrupted = 0
         with HeldSignals(tty=False) as held:
-            lanes = [threading.Thread(target=self._lane, args=(lane, held), name=f"fp-map-{lane.name}", daemon=True) for lane in self.lanes]
+            lanes = [threading.Thread(target=self._lane, args=(lane, held), name=f"fp-map-{lane.name}", daemon=True) for lane in self.lanes.values()]
             collector.start()
             for thread in lanes:
                 thread.start()
             interrupted = self._supervise(held)
             for thread in lanes:
                 thread.join()
-            with self.pull_cond:
-                done.set()
-                self.pull_cond.notify_all()  # the collector, waiting for a pull to want, looks again at once
+            self.results.finish()
             collector.join()
             events.status(None)
-            if not any(lane.place for lane in self.lanes):
+            if not any(lane.place for lane in self.lanes.values()):
                 raise FireplugError("no host of the map could be prepared (see the warnings above)", hint="check them with `fp hosts`")
-            self._final_pulls()
+            self.results.final_pulls()
         self._fail_the_stranded()
         outcomes = dict(self.board.tally.outcomes)
-        return MapResult(request.map_id, request.runs, outcomes, request.joblog, interrupted, sorted(self.not_back), self.left, self.conflicts)
+        return MapResult(request.map_id, request.runs, outcomes, request.joblog, interrupted, sorted(self.results.not_back), self.left, self.results.conflicts)
 
     def _lane(self, lane: _Lane, held: HeldSignals) -> None:
         try:
@@ -428,11 +329,6 @@ class _Scheduler:
         else:
             events.note(f"{name}: no new run starts; forwarded to {len(running)} running runs (Ctrl-C again kills them)")
 
-    def _final_pulls(self) -> None:
-        """The collector brought back what every ended run wrote; a host it could not reach is tried again."""
-        for host in sorted(self.not_back | self.pulls_wanted):
-            self.pull(host)
-
     def _fail_the_stranded(self) -> None:
         """Runs still queued when every host was lost: failed, said so."""
         board = self.board
@@ -448,18 +344,6 @@ class _Scheduler:
         board.queue.clear()
 
 
-def map_hosts(invocation: Invocation, wanted: Sequence[str]) -> tuple[str, ...]:
-    """The hosts of a map: those named, else the pool, else local.
-
-    Raises:
-        FireplugError: a named host is unknown.
-    """
-    if wanted:
-        return tuple(dict.fromkeys(invocation.host(name).name for name in wanted))
-    pool = [host.name for host in invocation.inventory.pool]
-    return tuple(pool) or ("local",)
-
-
 def run_map(invocation: Invocation, request: MapRequest, writer: LineWriter | None = None) -> MapResult:
     """Run every run of ``request`` (see the module docstring).
 
@@ -469,9 +353,3 @@ def run_map(invocation: Invocation, request: MapRequest, writer: LineWriter | No
     """
     request.joblog.parent.mkdir(parents=True, exist_ok=True)
     return _Scheduler(invocation, request, writer or LineWriter()).run()
-
-
-def map_id_from(environ: Mapping[str, str]) -> str:
-    """The map's id: the one a detaching `fp map -d` gave its background process, else a new one."""
-    given = environ.get("FP_MAP_ID", "")
-    return given if RUN_ID.fullmatch(given) and given.startswith("map-") else new_id("map-")

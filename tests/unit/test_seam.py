@@ -16,7 +16,8 @@ from fireplug.hosts.inventory import Inventory
 from fireplug.invocation import Invocation, LocalSide
 from fireplug.manage import control
 from fireplug.map.params import MapRun
-from fireplug.map.scheduler import MapRequest, MapResult, run_map
+from fireplug.map.request import MapRequest, MapResult
+from fireplug.map.scheduler import run_map
 from fireplug.run import pipeline
 from fireplug.run.request import RunRequest
 from fireplug.run.spec import Stdio
