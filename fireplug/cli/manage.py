@@ -12,7 +12,10 @@ from fireplug.cli.parsers import gc_parser, logs_parser, ps_parser, pull_parser,
 from fireplug.cli.process import load_invocation
 from fireplug.cli.render import verbose_from
 from fireplug.errors import UsageError
-from fireplug.manage.control import Hosts, Located, list_runs, locate, pull_runs, show_logs, stop_map_process, stop_runs
+from fireplug.manage.control import Hosts, Located, list_runs, locate
+from fireplug.manage.logs import show_logs
+from fireplug.manage.pull import pull_runs
+from fireplug.manage.stop import stop_map_process, stop_runs
 from fireplug.support import labels
 from fireplug.support.output import LineWriter
 from fireplug.support.units import human_bytes

@@ -1,8 +1,8 @@
-"""Runs after their start: list them (`fp ps`), read their output (`fp logs`), bring their
-results back (`fp pull`) and stop them (`fp stop`), from any shell and any fp process.
+"""Runs after their start, found from any shell and any fp process: `fp ps` lists them, and
+`fp logs` (``logs.py``), `fp stop` (``stop.py``) and `fp pull` (``pull.py``) take what is found here.
 
-A run is found through this machine's records of the runs it started (``runs.py``: they know
-the host, and outlive the container) and through the labels of the containers on the hosts
+A run is found through this machine's records of the runs it started (``run/records.py``: they
+know the host, and outlive the container) and through the labels of the containers on the hosts
 (runs started elsewhere, or records lost). Hosts are asked in parallel; one that does not
 answer is a warning, and its runs show as "unknown".
 """
@@ -10,28 +10,21 @@ answer is a warning, and its runs show as "unknown".
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from fireplug import hosts
 from fireplug.backends import backend_for
-from fireplug.backends.base import Executor, Pulling, RunState
+from fireplug.backends.base import Executor, RunState
 from fireplug.errors import FireplugError, UsageError
 from fireplug.invocation import Invocation
-from fireplug.run.records import SHARED_RUN, RunBook, RunRecord, keep_output_and_remove, matching
+from fireplug.run.records import SHARED_RUN, RunBook, RunRecord, matching
 from fireplug.support import events, labels
-from fireplug.support.output import LineWriter, run_prefix
 from fireplug.support.proc import alive
 
-STOP_GRACE_SECONDS = 10.0
-KILL_WAIT_SECONDS = 10.0
-POLL_SECONDS = 0.2
 T = TypeVar("T")
 
 
@@ -231,215 +224,7 @@ def _detailed(peers: Hosts, host: str, state: RunState) -> RunState:
     return state
 
 
-# -- fp logs ------------------------------------------------------------------------------------
-
-
-def show_logs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, follow: bool, out: LineWriter) -> None:
-    """Each run's output (its container's, else what fp kept), prefixed with its parameters for
-    map runs; ``follow``: until the running ones end (several at once, each line whole).
-
-    Raises:
-        FireplugError: a run's output is nowhere (its container is gone and nothing was kept).
-    """
-    book = invocation.runs
-    sources = [(located, _output_of(peers, book, located, follow)) for located in runs]
-    prefixed = len(runs) > 1 or any(located.map_id for located in runs)
-    if not follow or len(sources) == 1:
-        for located, chunks in sources:
-            _copy_output(chunks, out, run_prefix(located.params, located.host) if prefixed else "", located.run_id)
-        return
-    threads = [
-        threading.Thread(target=_copy_output, args=(chunks, out, run_prefix(located.params, located.host), located.run_id), daemon=True)
-        for located, chunks in sources
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-
-def _output_of(peers: Hosts, book: RunBook, located: Located, follow: bool) -> Iterator[tuple[int, bytes]]:
-    kept = book.log_path(located.run_id)
-    if located.state is not None:
-        return peers.executor(located.host).logs(located.state.handle, follow=follow)
-    record = located.record
-    if located.in_live_map and follow and record is not None:
-        return _kept_output(kept, lambda: in_live_map(book, book.load(record.id) or record))
-    if kept.is_file():
-        return _kept_output(kept)
-    why = "its host did not answer" if not located.answered else "its container is gone and fp kept none of it"
-    raise FireplugError(f"no output of run {located.run_id} on host '{located.host}': {why}")
-
-
-def _kept_output(path: Path, going: Callable[[], bool] | None = None) -> Iterator[tuple[int, bytes]]:
-    """What fp kept of a run's output; ``going``: followed while it says the run goes on (a map's
-    process writes the file as the run's output comes)."""
-    with contextlib.suppress(FileNotFoundError), open(path, "rb") as source:
-        while True:
-            still = going is not None and going()
-            while block := source.read(65536):
-                yield 1, block
-            if not still:
-                return
-            time.sleep(POLL_SECONDS)
-
-
-def _copy_output(chunks: Iterator[tuple[int, bytes]], out: LineWriter, prefix: str, key: str) -> None:
-    for stream, data in chunks:
-        out.write(stream, data, prefix=prefix, key=key)
-    out.flush(key, prefix)
-
-
-# -- fp stop --------------------------------------------------------------------------------------
-
-
-def stop_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located], *, grace: float = STOP_GRACE_SECONDS) -> list[tuple[Located, int | None]]:
-    """SIGINT to each running run, then SIGKILL to those still running after ``grace`` seconds
-    (like `docker stop`, with the signal a Ctrl-C sends); each with its exit status. The
-    containers stay, for `fp logs` and `fp pull`."""
-    running = [located for located in runs if located.running]
-    for located in running:
-        _signal(peers, located, "SIGINT")
-    deadline = time.monotonic() + grace
-    results: list[tuple[Located, int | None]] = []
-    for located in running:
-        code, still = _wait_for_end(invocation, peers, located, deadline)
-        if still:
-            events.note(f"run {located.run_id} did not end within {grace:g} s of SIGINT: killing it")
-            _signal(peers, located, "SIGKILL")
-            code, _ = _wait_for_end(invocation, peers, located, time.monotonic() + KILL_WAIT_SECONDS)
-        if located.record is not None and not located.in_live_map:  # (a sweep's run: its map's process records its end)
-            invocation.runs.save(located.record.with_end(code))
-        results.append((located, code))
-    return results
-
-
-def _signal(peers: Hosts, located: Located, signal_name: str) -> None:
-    executor = peers.executor(located.host)
-    if located.state is not None:
-        executor.signal(located.state.handle, signal_name)
-    else:
-        executor.signal_run(located.run_id, signal_name)
-
-
-def _wait_for_end(invocation: Invocation, peers: Hosts, located: Located, deadline: float) -> tuple[int | None, bool]:
-    """(The run's exit status, whether it still runs at ``deadline``)."""
-    if located.state is not None:
-        state = _wait_until_ended(peers.executor(located.host), located.state.handle, deadline)
-        return (state.exit_code if state is not None else None), state is not None and state.running
-    while True:  # a sweep's run: its map's process records its end
-        record = invocation.runs.load(located.run_id)
-        if record is None or record.state != "running":
-            return (record.exit_code if record is not None else None), False
-        if time.monotonic() >= deadline:
-            return None, True
-        time.sleep(POLL_SECONDS)
-
-
-def stop_map_process(book: RunBook, wanted: str, *, grace: float = STOP_GRACE_SECONDS) -> str:
-    """A map going on in the background (`fp map -d`) that ``wanted`` names: SIGINT to its fp
-    process (it stops handing out runs and forwards the signal), a second one after ``grace``
-    seconds (it kills them); it removes its runs' containers itself. The map's id ("" when
-    ``wanted`` names no such map).
-
-    Raises:
-        UsageError: ``wanted`` names several maps.
-    """
-    going = [path.stem for path in book.folder.glob("map-*.pid")] if book.folder.is_dir() else []
-    stand_ins = [RunRecord(map_id, "", "", "", "", "", "", 0.0, map_id=map_id) for map_id in going]
-    found = {record.map_id for record in matching(stand_ins, wanted)}
-    if not found:
-        return ""
-    (map_id,) = found
-    try:
-        pid = int((book.folder / f"{map_id}.pid").read_text())
-    except (OSError, ValueError):
-        return ""
-    for wait in (grace, KILL_WAIT_SECONDS):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and alive(pid):
-            time.sleep(POLL_SECONDS)
-        if not alive(pid):
-            break
-    return map_id
-
-
-def _wait_until_ended(executor: Executor, handle: str, deadline: float) -> RunState | None:
-    while True:
-        state = executor.state(handle)
-        if state is None or not state.running or time.monotonic() >= deadline:
-            return state
-        time.sleep(POLL_SECONDS)
-
-
-# -- fp pull ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pulled:
-    host: str
-    project_root: str
-    runs: tuple[Located, ...]
-    still_running: tuple[str, ...]
-
-
-def pull_runs(invocation: Invocation, peers: Hosts, runs: Sequence[Located]) -> list[Pulled]:
-    """Bring the results of ``runs`` back, one sync (changes made on the host only) per project
-    and host; then each run that has ended is done with: its output is kept here, its
-    container removed, its record marked pulled.
-
-    Raises:
-        UsageError: a run of another project, not started from this machine.
-        FireplugError: a host, a sync or a removal failed (what completed stays done).
-    """
-    groups: dict[tuple[str, str], list[Located]] = {}
-    for located in runs:
-        groups.setdefault((_project_root(invocation, located), located.host), []).append(located)
-    done = []
-    for (root, host), members in groups.items():
-        project = invocation if str(invocation.config.root) == root else invocation.for_project(Path(root))
-        connection = peers.connection(host)
-        ended = tuple(
-            (located.state.handle if located.state is not None else "", located.record or _record_of(located)) for located in members if not located.running
-        )
-        by_id = {located.run_id: located for located in members}
-
-        def done_with(handle: str, record: RunRecord, book: RunBook = project.runs, by_id: dict[str, Located] = by_id) -> None:
-            located = by_id[record.id]
-            if located.state is not None and not located.state.running:
-                _done_with(book, peers, located)
-
-        pulling = Pulling(project, connection, peers.executor(host), ended, done_with)
-        backend_for(connection.host).pull(pulling)
-        still = tuple(located.run_id for located in members if located.running)
-        done.append(Pulled(host, root, tuple(members), still))
-    return done
-
-
-def _project_root(invocation: Invocation, located: Located) -> str:
-    if located.record is not None:
-        return located.record.root
-    if located.project_key == invocation.config.project.key:
-        return str(invocation.config.root)
-    project = located.state.labels.get(labels.PROJECT, "?") if located.state else "?"
-    raise UsageError(
-        f"run {located.run_id} belongs to project {project} ({located.project_key}), not this one, and was not started from this machine",
-        hint="run fp pull in that project's folder",
-    )
-
-
-def _done_with(book: RunBook, peers: Hosts, located: Located) -> None:
-    """Keep an ended run's output here, then remove its container."""
-    assert located.state is not None
-    keep_output_and_remove(book, peers.executor(located.host), located.state.handle, located.run_id)
-    record = located.record or _record_of(located)
-    ended = replace(record.with_end(located.state.exit_code, now=located.state.finished_at), pulled=time.time())
-    book.save(ended)
-
-
-def _record_of(located: Located) -> RunRecord:
+def record_of(located: Located) -> RunRecord:
     """A record for a run this machine has none of, from its labels."""
     assert located.state is not None
     return RunRecord(

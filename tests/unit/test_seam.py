@@ -14,7 +14,7 @@ from fireplug.backends import KINDS, Kind, backend_for
 from fireplug.config import load
 from fireplug.hosts.inventory import Inventory
 from fireplug.invocation import Invocation, LocalSide
-from fireplug.manage import control
+from fireplug.manage import control, logs, pull, stop
 from fireplug.map.params import MapRun
 from fireplug.map.request import MapRequest, MapResult
 from fireplug.map.scheduler import run_map
@@ -92,14 +92,14 @@ def test_ps_logs_stop_and_pull_through_the_protocol(invocation: Invocation, worl
     peers = control.Hosts(invocation)
     (running,) = control.list_runs(invocation, peers)
     assert (running.host, running.status) == ("a", "running")
-    ((_, code),) = control.stop_runs(invocation, peers, [running], grace=1.0)
+    ((_, code),) = stop.stop_runs(invocation, peers, [running], grace=1.0)
     assert code == 130 and world.runs[running.state.handle].signals == ["SIGINT"]  # type: ignore[union-attr]
     log = tmp_path / "logs"
     with open(log, "wb") as out:
-        control.show_logs(invocation, peers, control.locate(invocation, peers, running.run_id), follow=False, out=LineWriter(out.fileno(), out.fileno()))
+        logs.show_logs(invocation, peers, control.locate(invocation, peers, running.run_id), follow=False, out=LineWriter(out.fileno(), out.fileno()))
     assert log.read_bytes() == b"waiting\n"
     world.results["a"] = {"out/fold.csv": b"0.91\n"}
-    (pulled,) = control.pull_runs(invocation, peers, control.locate(invocation, peers, running.run_id))
+    (pulled,) = pull.pull_runs(invocation, peers, control.locate(invocation, peers, running.run_id))
     assert (invocation.config.root / "data" / "out" / "fold.csv").read_bytes() == b"0.91\n"
     assert world.removed == [running.state.handle] and pulled.still_running == ()  # type: ignore[union-attr]
     record = invocation.runs.load(running.run_id)
