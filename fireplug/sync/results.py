@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fireplug.remote.s3_layout import Manifest, ManifestEntry, is_plain_path
-from fireplug.sync.api import land_entry, remove_if_empty, scratch_folder
+from fireplug.sync.landing import land_entry, remove_if_empty, scratch_folder
 from fireplug.sync.plan import conflict_name
 from fireplug.sync.tree import DIR, FILE, LINK, Entry, file_sha256, keep_aside, lstat_entry, safe_parent
 

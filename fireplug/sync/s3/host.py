@@ -19,7 +19,8 @@ from fireplug.remote.s3_transfer import by_size
 from fireplug.remote.sync_helper import STAGING_PREFIX
 from fireplug.support import events
 from fireplug.sync import SyncError
-from fireplug.sync.api import MOUNT, ApiHost, HelperFailed, land_entry, remove_if_empty, scratch_folder
+from fireplug.sync.api import MOUNT, ApiHost, HelperFailed
+from fireplug.sync.landing import land_entry, remove_if_empty, scratch_folder
 from fireplug.sync.s3.staging import stage_local, well_formed
 from fireplug.sync.s3.store import Store
 from fireplug.sync.side import Transferred
