@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fireplug.sync.plan import Plan, Sides, digests_needed, make_plan
+from fireplug.sync.plan import Plan, Sides, make_plan
 from fireplug.sync.record import Common, load_state, parse_saved_listing, saved_listing
 from fireplug.sync.session import local_digests
 from fireplug.sync.side import SyncRequest
+from fireplug.sync.states import digests_needed
 from fireplug.sync.tree import FILE, Entry, scan
 
 

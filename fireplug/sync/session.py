@@ -37,10 +37,11 @@ from fireplug.support.locks import exclusive
 from fireplug.support.state import save_bytes
 from fireplug.sync import SyncError, SyncInterrupted
 from fireplug.sync.agreed import agreed_record, local_tree_after
-from fireplug.sync.plan import Plan, Sides, all_unchanged, digests_needed, make_plan, side_unchanged
+from fireplug.sync.plan import Plan, Sides, make_plan
 from fireplug.sync.record import RACY, PairFiles, Record, State, load_state, parse_saved_listing, save_record, saved_listing
 from fireplug.sync.report import SyncReport
 from fireplug.sync.side import HostSide, Moved, SyncRequest, Transferred
+from fireplug.sync.states import all_unchanged, digests_needed, side_unchanged
 from fireplug.sync.tree import DIR, FILE, Entry, Listing, Tree, file_sha256, keep_aside, lstat_entry, parents, prune_batches, scan, within_any
 
 

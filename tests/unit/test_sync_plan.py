@@ -15,11 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fireplug.sync import SyncError, SyncInterrupted
-from fireplug.sync.plan import Action, Sides, conflict_name, digests_needed, make_plan
+from fireplug.sync.plan import Action, Sides, conflict_name, make_plan
 from fireplug.sync.preview import preview
 from fireplug.sync.record import Common, PairFiles, load_record, load_state
 from fireplug.sync.session import sync
 from fireplug.sync.side import Owner, SyncRequest
+from fireplug.sync.states import digests_needed
 from fireplug.sync.tree import DIR, FILE, LINK, RACY_NS, Entry, format_entry, link_leaves, parse_listing, scan, within_any
 from tests.unit.sync_doubles import FolderHost
 
