@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fireplug.backends.base import Node
-from fireplug.backends.swarm.sweep import untag, workers_for
+from fireplug.backends.swarm.workers import untag, workers_for
 from fireplug.remote.s3_layout import Place
 from fireplug.remote.task import PIECE, _first_unclaimed, _pump, claim_key
 from fireplug.run.options import ContainerOptions

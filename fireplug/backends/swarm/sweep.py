@@ -22,30 +22,32 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
-import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fireplug.backends.base import Node, Write
+from fireplug.backends.base import Write
 from fireplug.backends.supervision import supervise
 from fireplug.backends.swarm.run import NODE_LOSS_RESTARTS, STOP_GRACE_SECONDS, Prepared, signaller, task_job
-from fireplug.backends.swarm.service import ENDED, SECRET_LABEL, WAITING, NodeLost, SwarmExecutor, TaskRejected, down_nodes, service_spec
+from fireplug.backends.swarm.service import SECRET_LABEL, WAITING, NodeLost, SwarmExecutor, TaskRejected, down_nodes, service_spec
+from fireplug.backends.swarm.workers import status_in, task_error, task_failed, task_state, untag, workers_for
 from fireplug.errors import FireplugError
 from fireplug.errors import Withdrawn as Withdrawn
 from fireplug.remote.s3_transfer import put_if_absent
-from fireplug.remote.task import OUTPUT_TAG, SERVE, TASK_ID_VARIABLE, claim_key, done_key, item_key, sweep_key
+from fireplug.remote.task import SERVE, TASK_ID_VARIABLE, claim_key, done_key, item_key, sweep_key
 from fireplug.run.spec import ContainerSpec
 from fireplug.support import events, labels
 from fireplug.support.signals import made_uninterrupted
 
 POLL_SECONDS = 0.3
+
 TASK_CHECK_SECONDS = 2.0
+
 OUTPUT_LAG_SECONDS = 5.0  # after a run's end, how long its last output may take to come through the log
+
 SETTLE_SECONDS = 15.0  # at the end, how long the workers not started yet get to start and end
-TAGGED = re.compile(re.escape(OUTPUT_TAG) + rb"([0-9a-z-]{1,64})([ +.])")  # then the line (see task.py)
 
 
 @dataclass
@@ -191,7 +193,7 @@ class Sweep:
         with self.services_lock:
             self.removed = True  # (no service of workers comes after this)
         deadline = time.monotonic() + SETTLE_SECONDS  # a waiting task the engine starts after the removal would leave its container
-        while time.monotonic() < deadline and any(_state(task) in WAITING for task in self.engine.tasks(self.services)):
+        while time.monotonic() < deadline and any(task_state(task) in WAITING for task in self.engine.tasks(self.services)):
             time.sleep(POLL_SECONDS)
         for handle in self.services:
             executor.remove_service(handle)
@@ -322,7 +324,7 @@ class Sweep:
             if run is None or run.ended.is_set():
                 continue
             body = self.store.read_optional(str(item["Key"]), "reading a run's end")
-            run.status = _status_in(body)
+            run.status = status_in(body)
             run.ended.set()
 
     def _look_at_tasks(self) -> None:
@@ -332,10 +334,10 @@ class Sweep:
         if not tasks and not self.removed and not any(self.engine.service(handle) for handle in self.services):
             self._fail_unended(TaskRejected(f"the map's service on swarm '{self.host}' is gone (removed by hand?)"))
             return
-        running_nodes = {str(task.get("NodeID") or "") for task in tasks if _state(task) == "running"}
+        running_nodes = {str(task.get("NodeID") or "") for task in tasks if task_state(task) == "running"}
         down = down_nodes(self.engine) if running_nodes else set()
-        live = [task for task in tasks if _state(task) in WAITING or (_state(task) == "running" and str(task.get("NodeID") or "") not in down)]
-        gone = [task for task in tasks if str(task.get("ID")) not in self.looked_at and (str(task.get("NodeID") or "") in down or _failed(task))]
+        live = [task for task in tasks if task_state(task) in WAITING or (task_state(task) == "running" and str(task.get("NodeID") or "") not in down)]
+        gone = [task for task in tasks if str(task.get("ID")) not in self.looked_at and (str(task.get("NodeID") or "") in down or task_failed(task))]
         lost_nodes: list[str] = []
         for task in gone:
             self.looked_at.add(str(task.get("ID")))
@@ -344,11 +346,11 @@ class Sweep:
                 if node in down:
                     lost_nodes += self._start_again(run, node)
                 else:
-                    run.fail(TaskRejected(f"its worker on swarm '{self.host}' failed ({_state(task)}): {_error(task)}"))
+                    run.fail(TaskRejected(f"its worker on swarm '{self.host}' failed ({task_state(task)}): {task_error(task)}"))
         if lost_nodes:
             self._add_workers(len(lost_nodes), avoid=sorted({node for run in self.runs.values() for node in run.lost_nodes}))
         elif tasks and not live:
-            why = "; ".join(sorted({_error(task) for task in tasks if _failed(task)})) or "its workers ended"
+            why = "; ".join(sorted({task_error(task) for task in tasks if task_failed(task)})) or "its workers ended"
             self._fail_unended(TaskRejected(f"no worker of swarm '{self.host}' is left to run it: {why}"))
 
     def _fail_unended(self, failure: FireplugError) -> None:
@@ -378,48 +380,3 @@ class Sweep:
         run.marked.clear()
         self._queue(run)
         return [node]
-
-
-def untag(line: bytes) -> tuple[str, bytes | None] | None:
-    """A line of a sweep's log (see task.py): (its run's id, the run's output it holds, None
-    for the mark of the run's end); None for a line of no run's."""
-    tagged = TAGGED.match(line)
-    if tagged is None:
-        return None
-    kind, rest = tagged.group(2), line[tagged.end() :]
-    return tagged.group(1).decode(), rest if kind == b" " else rest[:-1] if kind == b"+" else None
-
-
-def workers_for(nodes: Iterable[Node], spec: ContainerSpec, runs: int) -> int:
-    """How many workers ``runs`` runs of ``spec`` get: as many as the ready nodes hold at once by
-    the runs' reservations of CPUs and memory (more would only wait), at most one per run."""
-    options = spec.options
-    cpus, memory = (options.nano_cpus or 0) / 1e9, options.memory or 0
-    room = 0
-    for node in nodes:
-        if node.state == "ready":
-            room += min([runs] + ([int(node.cpus / cpus + 1e-9)] if cpus else []) + ([node.memory // memory] if memory else []))
-    return max(1, min(runs, room))
-
-
-def _status_in(body: bytes | None) -> int:
-    """The exit status a worker wrote for a run (-1 when unreadable: the command may have written it)."""
-    try:
-        status = json.loads(body or b"{}").get("status")
-    except (ValueError, AttributeError):
-        return -1
-    return status if isinstance(status, int) and not isinstance(status, bool) else -1
-
-
-def _state(task: dict[str, Any]) -> str:
-    return str((task.get("Status") or {}).get("State") or "")
-
-
-def _failed(task: dict[str, Any]) -> bool:
-    return _state(task) in ENDED and _state(task) != "complete"
-
-
-def _error(task: dict[str, Any]) -> str:
-    status = task.get("Status") or {}
-    code = (status.get("ContainerStatus") or {}).get("ExitCode")
-    return str(status.get("Err") or (f"exit status {code}" if code else "no reason given"))
