@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import Project, containers_of, docker, fp_command, run_fp, start_in_group
+from tests.integration.conftest import Project, containers_of, docker, fp_command, images_of, run_fp, start_in_group
 
 pytestmark = pytest.mark.engine  # needs the test bench (tests/run sets it up)
 
@@ -111,4 +111,35 @@ def test_a_ctrl_c_in_fps_first_moments_is_exit_130_in_one_line_never_a_traceback
         else:
             assert process.returncode in (0, -signal.SIGINT) or "Traceback" in err, (process.returncode, err)
     assert interrupted >= 20, "too few runs were interrupted to tell"
+    assert containers_of(project.name) == []
+
+
+def assembly_containers() -> list[str]:
+    return docker("ps", "-aq", "--filter", "label=io.fireplug.kind=assembly").split()
+
+
+def test_a_ctrl_c_while_the_projects_image_is_assembled_leaves_no_container_and_no_image(project: Project) -> None:
+    """Ctrl-C to fp's process group while the project's files are unpacked into the container its
+    image is committed from: exit 130 in one line; neither that container nor a half-made image
+    stays; the next run builds the image whole."""
+    run_fp(project.root, "true")  # the base image exists: the next build is only the assembly
+    before = images_of(project.name)
+    with open(project.root / "weights.bin", "wb") as blob:  # (code, not data: its upload takes seconds)
+        for _ in range(200):
+            blob.write(os.urandom(1 << 20))
+    process = start_in_group(project, "true")
+    deadline = time.monotonic() + 60
+    while not assembly_containers():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    time.sleep(0.2)  # (inside the upload of the project's files)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err_bytes = process.communicate(timeout=60)
+    err = err_bytes.decode(errors="replace")
+    assert process.returncode == 130, err
+    assert "fp: interrupted (SIGINT)" in err and not FP_FRAME.search(err), err
+    assert assembly_containers() == [] and images_of(project.name) == before
+    done = run_fp(project.root, "true")
+    assert done.returncode == 0, done.stderr.decode()
+    assert len(images_of(project.name)) == len(before) + 1 and assembly_containers() == []
     assert containers_of(project.name) == []
