@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from fireplug.errors import BackendError
 
@@ -19,14 +19,20 @@ if TYPE_CHECKING:
     from fireplug.hosts.inventory import Host
 
 
-class Kind(NamedTuple):
-    """What fp knows of a kind of host without importing its backend."""
+class Kind:
+    """What fp knows of a kind of host without importing its backend (a plain class: this module
+    is on every run's path)."""
 
-    backend: str  # "module:Class" of the backend serving it
-    sees_local_files: bool = True  # a unix:// engine of this kind runs on this machine's files
-    pooled: bool = True  # in fp's pool of idle hosts unless its [hosts.NAME] says otherwise
-    url_scheme: str = ""  # `fp hosts add NAME SCHEME://[user@]host`: an ssh:// host of this kind
-    required: Mapping[str, tuple[str, str]] = {}  # a setting its table must hold -> (why, the hint when missing)
+    __slots__ = ("backend", "pooled", "required", "sees_local_files", "url_scheme")
+
+    def __init__(
+        self, backend: str, *, sees_local_files: bool = True, pooled: bool = True, url_scheme: str = "", required: Mapping[str, tuple[str, str]] | None = None
+    ) -> None:
+        self.backend = backend  # "module:Class" of the backend serving it
+        self.sees_local_files = sees_local_files  # a unix:// engine of this kind runs on this machine's files
+        self.pooled = pooled  # in fp's pool of idle hosts unless its [hosts.NAME] says otherwise
+        self.url_scheme = url_scheme  # `fp hosts add NAME SCHEME://[user@]host`: an ssh:// host of this kind
+        self.required = required or {}  # a setting its table must hold -> (why, the hint when missing)
 
 
 KINDS = {

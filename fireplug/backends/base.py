@@ -86,6 +86,31 @@ class Executor(Protocol):
         """Its output so far as (stream, bytes): 1 stdout, 2 stderr; ``follow``: until it ends."""
 
 
+class Watched(Protocol):
+    """A started run, as its backend reaches it."""
+
+    @property
+    def stopping_words(self) -> str:
+        """What a second signal stops, in words: "container fp-x", "its task"."""
+
+    def output(self) -> Iterator[tuple[int, bytes]]:
+        """Its output as (stream, bytes) as it comes (1 stdout, 2 stderr), until it ended or the
+        stream broke (the end then says how it ended)."""
+
+    def wait(self) -> int:
+        """Block until it ended; its exit status (``supervision.STOPPED`` once ``stop`` ended it).
+
+        Raises:
+            FireplugError: its place was lost, or refused it.
+        """
+
+    def forward(self, signal_name: str) -> None:
+        """Pass a signal to the command."""
+
+    def stop(self) -> None:
+        """End it now."""
+
+
 class Signallable(Protocol):
     def signal(self, handle: str, signal_name: str) -> None: ...
 

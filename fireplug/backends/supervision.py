@@ -2,8 +2,8 @@
 watched: an attached run (``Place.run``), a map's run (``Lane.execute``), on an engine or a
 swarm.
 
-Each backend says how to reach its run (a ``Watched``: its output, its end, a signal to it, a
-stop); the supervision streams the output, waits for the end, and, given the process's held
+Each backend says how to reach its run (a ``Watched``, in ``base.py``: its output, its end, a
+signal to it, a stop); the supervision streams the output, waits for the end, and, given the process's held
 signals, forwards the first SIGINT/SIGTERM/SIGHUP to the command and stops the run at a second.
 A map's runs are signalled by the map's board instead (``signals`` None). Signals reach the
 loop through a self-pipe (``HeldSignals``): no lock is ever taken in a signal handler.
@@ -13,41 +13,18 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from fireplug.backends.base import Write
 from fireplug.errors import FireplugError
 from fireplug.support import events
 from fireplug.support.signals import EXITED, FORWARDED_SIGNALS, HeldSignals
 
+if TYPE_CHECKING:
+    from fireplug.backends.base import Watched, Write  # (the protocols' module: not imported by a local run)
+
 OUTPUT_DRAIN_SECONDS = 10.0  # how long the output may lag behind the run's end
-STOPPED = 128 + signal.SIGKILL  # the status of a run fp stopped
-
-
-class Watched(Protocol):
-    """A started run, as its backend reaches it."""
-
-    @property
-    def stopping_words(self) -> str:
-        """What a second signal stops, in words: "container fp-x", "its task"."""
-
-    def output(self) -> Iterator[tuple[int, bytes]]:
-        """Its output as (stream, bytes) as it comes (1 stdout, 2 stderr), until it ended or the
-        stream broke (the end then says how it ended)."""
-
-    def wait(self) -> int:
-        """Block until it ended; its exit status (STOPPED once ``stop`` ended it).
-
-        Raises:
-            FireplugError: its place was lost, or refused it.
-        """
-
-    def forward(self, signal_name: str) -> None:
-        """Pass a signal to the command."""
-
-    def stop(self) -> None:
-        """End it now."""
+STOPPED = 128 + signal.SIGKILL  # the status of a run fp stopped (see Watched.wait)
 
 
 def supervise(
