@@ -1,8 +1,8 @@
 """The seam: what every place of execution provides, and the values that cross it.
 
 A ``Backend`` is one kind of place (a Docker engine, a swarm, ...). Above it, the pipeline of
-one run (``pipeline.py``), ``fp map``'s scheduler and the management verbs (``control.py``,
-``gc.py``, `fp hosts`) talk only to these protocols; below it, each kind decides how the image
+one run (``pipeline.py``), ``fp map``'s scheduler and the management verbs (``manage/``,
+`fp hosts`) talk only to these protocols; below it, each kind decides how the image
 reaches the place, how the data moves, and how a run is started, watched and collected.
 
     Backend.prepare(request)    -> Place        connect, check, make the image available there
@@ -10,9 +10,10 @@ reaches the place, how the data moves, and how a run is started, watched and col
     Place.open_lane(map)        -> Lane         fp map's runs on this place
     Backend.executor(...)       -> Executor     find, state, logs, signal, remove (fp ps/logs/stop)
     Backend.pull / garbage / probe              fp pull, fp gc, fp hosts
+    Watched                                     a started run, as supervision.py follows it to its end
 
-A new kind is one folder under backends/ implementing ``Backend`` (and the ``Place``, ``Lane``
-and ``Executor`` it returns), plus one line in ``backends/__init__.py``'s registry.
+A new kind is one folder under backends/ implementing ``Backend`` (and the ``Place``, ``Lane``,
+``Executor`` and ``Watched`` it uses), plus one entry in ``backends/__init__.py``'s ``KINDS``.
 """
 
 from __future__ import annotations

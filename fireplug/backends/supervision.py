@@ -3,8 +3,9 @@ watched: an attached run (``Place.run``), a map's run (``Lane.execute``), on an 
 swarm.
 
 Each backend says how to reach its run (a ``Watched``, in ``base.py``: its output, its end, a
-signal to it, a stop); the supervision streams the output, waits for the end, and, given the process's held
-signals, forwards the first SIGINT/SIGTERM/SIGHUP to the command and stops the run at a second.
+signal to it, a stop); the supervision streams the output, waits for the end, and, given the
+process's held signals, forwards the first SIGINT/SIGTERM/SIGHUP to the command and stops the
+run at a second.
 A map's runs are signalled by the map's board instead (``signals`` None). Signals reach the
 loop through a self-pipe (``HeldSignals``): no lock is ever taken in a signal handler.
 """
