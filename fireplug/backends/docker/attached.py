@@ -4,8 +4,9 @@ and its own exit code.
 The run is supervised as every run is (``backends/supervision.py``: the first
 SIGINT/SIGTERM/SIGHUP forwarded to the command, a second one kills the container); this module
 adds what an attached container needs around it: its creation and start, the terminal in raw
-mode, stdin, resizes, and its removal. The container is removed however the run ends, except after a lost connection: then the job
-may still be running there, and removing it would throw its work away.
+mode, stdin, resizes, and its removal. The container is removed however the run ends, except
+after a lost connection: then the job may still be running there, and removing it would throw
+its work away.
 """
 
 from __future__ import annotations

@@ -246,23 +246,21 @@ class SwarmExecutor:
         for secret in self.engine.secrets([f"{SECRET_LABEL}={run_id}"]):
             self.engine.remove_secret(str(secret.get("ID", "")))
 
-    def logs(self, handle: str, *, follow: bool, skip: Mapping[int, int] | None = None) -> Iterator[tuple[int, bytes]]:
-        """Its output as (stream, bytes); ``follow``: until the task ended, leaving out the first
-        ``skip[stream]`` bytes of each stream."""
+    def logs(self, handle: str, *, follow: bool) -> Iterator[tuple[int, bytes]]:
+        """Its output as (stream, bytes); ``follow``: until the task ended."""
         if not follow:
             yield from self.engine.service_logs(handle, follow=False)
             return
-        yield from _until_ended(self, handle, skip or {})
+        yield from _until_ended(self, handle)
 
     def published_ports(self, handle: str) -> dict[str, int]:
         return {}
 
 
-def _until_ended(executor: SwarmExecutor, handle: str, skip: Mapping[int, int]) -> Iterator[tuple[int, bytes]]:
+def _until_ended(executor: SwarmExecutor, handle: str) -> Iterator[tuple[int, bytes]]:
     """A service's output as it comes, until its task ended; then what the follow had not
     brought yet, from the whole output read once more (the engine's log stream of a service
-    does not end by itself, and it may lag behind the task's end). The first ``skip[stream]``
-    bytes of each stream are left out (shown already: a stream followed again starts over)."""
+    does not end by itself, and it may lag behind the task's end)."""
     lines: queue.Queue[tuple[int, bytes] | BaseException] = queue.Queue()
 
     def read() -> None:
@@ -284,10 +282,8 @@ def _until_ended(executor: SwarmExecutor, handle: str, skip: Mapping[int, int]) 
             raise item
         if item is not None:
             stream, data = item
-            start = received.get(stream, 0)
-            received[stream] = start + len(data)
-            if received[stream] > skip.get(stream, 0):
-                yield stream, data[max(0, skip.get(stream, 0) - start) :]
+            received[stream] = received.get(stream, 0) + len(data)
+            yield stream, data
         if time.monotonic() < next_check:
             continue
         next_check = time.monotonic() + POLL_SECONDS
@@ -302,7 +298,7 @@ def _until_ended(executor: SwarmExecutor, handle: str, skip: Mapping[int, int]) 
     for stream, data in executor.engine.service_logs(handle, follow=False):
         whole[stream] = whole.get(stream, b"") + data
     for stream, data in whole.items():
-        seen = max(received.get(stream, 0), skip.get(stream, 0))
+        seen = received.get(stream, 0)
         if len(data) > seen:
             yield stream, data[seen:]
 

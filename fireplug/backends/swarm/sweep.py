@@ -86,8 +86,6 @@ class _WatchedRun:
         """Raises: Withdrawn, NodeLost, TaskRejected: see ``Sweep.run``."""
         run = self.run
         run.ended.wait()
-        if run.withdrawn or run.failure is not None:
-            run.lines.put(None)  # (its output ends here)
         if run.withdrawn:
             raise Withdrawn
         if run.failure is not None:
@@ -234,7 +232,10 @@ class Sweep:
             self.runs[run_id] = run
         if not run.withdrawn:
             self._queue(run)
-        return supervise(_WatchedRun(self, run), write, drain_seconds=OUTPUT_LAG_SECONDS)  # (the map's board signals it)
+        try:
+            return supervise(_WatchedRun(self, run), write, drain_seconds=OUTPUT_LAG_SECONDS)  # (the map's board signals it)
+        finally:
+            run.lines.put(None)  # its output ends here (withdrawn, failed, or its end's mark never came): no reader waits on
 
     def signal(self, run_id: str, signal_name: str) -> None:
         """A run no worker took yet is withdrawn; one running gets the signal through the bucket."""
